@@ -1,0 +1,177 @@
+//! The host's shared state: runtime, registry and connections, and the dispatch of events to handlers.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use crate::client::ClientOptions;
+use crate::event::{Event, EventKind, Method};
+use crate::frame::Close;
+use crate::hub::{ClientInfo, Conn, ConnError, Hub};
+use crate::limits::Limits;
+use crate::registry::Registry;
+use crate::runtime::{HostServices, Runtime};
+
+/// Everything one host shares between its connections.
+#[derive(Debug)]
+pub struct App {
+    /// The WebAssembly runtime.
+    pub runtime: Arc<Runtime>,
+    /// Endpoints and handlers.
+    pub registry: Registry,
+    /// Live connections.
+    pub hub: Hub,
+    /// The limits in force.
+    pub limits: Limits,
+    shutting_down: AtomicBool,
+    sessions: AtomicUsize,
+    me: Weak<App>,
+}
+
+/// Counts a running session until dropped (after its onclose), so shutdown can wait for every one.
+#[derive(Debug)]
+pub struct SessionGuard(Arc<App>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl App {
+    /// Starts a runtime with `limits` and loads the plugins under `root`. Returns the app and one error per descriptor
+    /// or component that could not be loaded (those are left out; the rest is served).
+    pub async fn load(
+        root: &Path,
+        limits: Limits,
+    ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
+        let runtime = Arc::new(Runtime::new(&limits)?);
+        let (registry, errors) = Registry::load(root, &runtime).await;
+        let hub = Hub::new(limits.outbound_queue);
+        let app = Arc::new_cyclic(|me| App {
+            runtime,
+            registry,
+            hub,
+            limits,
+            shutting_down: AtomicBool::new(false),
+            sessions: AtomicUsize::new(0),
+            me: me.clone(),
+        });
+        Ok((app, errors))
+    }
+
+    /// Whether the host is draining for shutdown (new connections are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks a session (inbound or outbound) as running until the guard is dropped.
+    pub fn track(self: &Arc<Self>) -> SessionGuard {
+        self.sessions.fetch_add(1, Ordering::AcqRel);
+        SessionGuard(self.clone())
+    }
+
+    /// How many sessions are running, including ones whose connection ended but whose onclose is still running.
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Acquire)
+    }
+
+    /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
+    /// why; every failure is logged with the handler and connection, and costs only this event.
+    pub async fn dispatch(&self, conn: &Conn, kind: EventKind) {
+        let method = kind.method();
+        let Some(services) = self.services() else {
+            return;
+        };
+        let handler = match self.registry.handler(&self.runtime, conn.handler()).await {
+            Ok(handler) => handler,
+            Err(err) => {
+                tracing::error!(
+                    conn = conn.id(),
+                    handler = conn.handler(),
+                    method = method.as_str(),
+                    "{err:#}"
+                );
+                return;
+            }
+        };
+        let started = Instant::now();
+        let event = Event {
+            conn: conn.id().to_owned(),
+            kind,
+        };
+        let result = self.runtime.call(&handler, event, services.clone()).await;
+        tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
+        let Err(err) = result else { return };
+        tracing::warn!(
+            conn = conn.id(),
+            handler = conn.handler(),
+            method = method.as_str(),
+            "{err}"
+        );
+        if matches!(method, Method::OnOpen | Method::OnMessage) {
+            let event = Event {
+                conn: conn.id().to_owned(),
+                kind: EventKind::Error(err.to_string()),
+            };
+            if let Err(err) = self.runtime.call(&handler, event, services).await {
+                tracing::warn!(
+                    conn = conn.id(),
+                    handler = conn.handler(),
+                    method = "onerror",
+                    "{err}"
+                );
+            }
+        }
+    }
+
+    fn services(&self) -> Option<Arc<dyn HostServices>> {
+        self.me.upgrade().map(|app| app as Arc<dyn HostServices>)
+    }
+
+    /// Stops accepting connections, sends 1001 to every live connection and waits (up to the shutdown grace) until
+    /// every one has ended and its handler has seen onclose.
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let conns = self.hub.all();
+        tracing::info!(connections = conns.len(), "shutting down");
+        for conn in &conns {
+            let _ = conn.request_close(Close::new(1001, "host shutting down"));
+        }
+        let deadline = Instant::now() + self.limits.shutdown_grace;
+        while self.sessions() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if self.sessions() > 0 {
+            tracing::warn!(
+                sessions = self.sessions(),
+                "shutdown grace ran out with sessions still running"
+            );
+        }
+    }
+}
+
+impl HostServices for App {
+    fn connection(&self, id: &str) -> Option<Arc<Conn>> {
+        self.hub.get(id)
+    }
+
+    fn connections(&self) -> Vec<ClientInfo> {
+        self.hub.list()
+    }
+
+    fn client_by_handler(&self, handler: &str) -> Option<Arc<Conn>> {
+        self.hub.by_handler(handler)
+    }
+
+    fn create_websocket(
+        &self,
+        uri: &str,
+        handler: &str,
+        options: ClientOptions,
+    ) -> Result<Arc<Conn>, ConnError> {
+        let app = self.me.upgrade().ok_or(ConnError::Closed)?;
+        crate::client::create(&app, uri, handler, options)
+    }
+}

@@ -1,0 +1,159 @@
+//! `wasmsock serve`: run the host on a plugins root until Ctrl-C or SIGTERM, then drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::app::App;
+use crate::limits::{self, Limits};
+
+/// Arguments of `wasmsock serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on for WebSocket connections.
+    #[arg(long, env = "WASMSOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The plugins root: `.websocket` descriptors anywhere below it, handler `p/h` at `p/h.wasm`.
+    #[arg(long, env = "WASMSOCK_PLUGINS", default_value = "./plugins")]
+    pub plugins: PathBuf,
+    /// How long one handler call may run, in milliseconds.
+    #[arg(long, default_value_t = limits::DEFAULT_HANDLER_DEADLINE.as_millis() as u64)]
+    pub handler_deadline_ms: u64,
+    /// The most memory one handler instance may use, in MiB.
+    #[arg(long, default_value_t = limits::DEFAULT_HANDLER_MEMORY >> 20)]
+    pub handler_memory_mib: usize,
+    /// How many handler instances may exist at once (calls beyond wait).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_INSTANCES)]
+    pub max_instances: u32,
+    /// How many frames may wait in one connection's outbound queue before `send` fails with `limit`.
+    #[arg(long, default_value_t = limits::DEFAULT_OUTBOUND_QUEUE)]
+    pub outbound_queue: usize,
+    /// The largest message a peer may send, in bytes (larger: close 1009).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+    /// The largest frame a peer may send, in bytes (larger: close 1009).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_FRAME_SIZE)]
+    pub max_frame_size: usize,
+    /// How long an outbound client may take to connect, in milliseconds.
+    #[arg(long, default_value_t = limits::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
+    pub connect_timeout_ms: u64,
+    /// How long shutdown waits for connections to close, in milliseconds.
+    #[arg(long, default_value_t = limits::DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
+    pub shutdown_grace_ms: u64,
+    /// Open an outbound client at start-up: `URI=HANDLER` (repeatable), e.g. `ws://127.0.0.1:9000/feed=feeds/ticker`.
+    #[arg(long = "connect", value_name = "URI=HANDLER")]
+    pub connect: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The limits these flags ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            handler_deadline: Duration::from_millis(self.handler_deadline_ms),
+            handler_memory: self.handler_memory_mib << 20,
+            max_instances: self.max_instances,
+            outbound_queue: self.outbound_queue,
+            max_message_size: self.max_message_size,
+            max_frame_size: self.max_frame_size,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            ..Limits::default()
+        }
+    }
+
+    /// Serves until a signal, then drains.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let connects = self
+            .connect
+            .iter()
+            .map(|spec| parse_connect(spec))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (app, errors) = App::load(&self.plugins, self.limits()).await?;
+        for err in &errors {
+            tracing::error!("{err:#}");
+        }
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let endpoints = app.registry.endpoints();
+        tracing::info!(
+            plugins = %self.plugins.display(),
+            endpoints = endpoints.len(),
+            "listening on ws://{addr}/websockets/service/{{endpoint}}"
+        );
+        for endpoint in &endpoints {
+            tracing::info!(
+                "  ws://{addr}/websockets/service/{}  ({})",
+                endpoint.name,
+                endpoint.handler
+            );
+        }
+        for (uri, handler) in connects {
+            crate::client::create(
+                &app,
+                &uri,
+                &handler,
+                crate::client::ClientOptions::default(),
+            )
+            .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
+        }
+        crate::server::serve(app, listener, shutdown_signal()).await
+    }
+}
+
+/// Splits `URI=HANDLER` at the last `=` (URIs may hold `=` in their query).
+fn parse_connect(spec: &str) -> anyhow::Result<(String, String)> {
+    match spec.rsplit_once('=') {
+        Some((uri, handler)) if !uri.is_empty() && !handler.is_empty() => {
+            Ok((uri.to_owned(), handler.to_owned()))
+        }
+        _ => anyhow::bail!(
+            "--connect {spec:?}: expected URI=HANDLER, e.g. ws://127.0.0.1:9000/feed=feeds/ticker"
+        ),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("signal received; draining connections");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_specs_split_at_the_last_equals_sign() {
+        assert_eq!(
+            parse_connect("ws://h:1/p?a=b=x/y").unwrap(),
+            ("ws://h:1/p?a=b".to_owned(), "x/y".to_owned())
+        );
+        assert!(parse_connect("ws://h:1/p").is_err());
+        assert!(parse_connect("=x/y").is_err());
+    }
+}

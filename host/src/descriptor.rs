@@ -1,0 +1,166 @@
+//! `.websocket` descriptor files: their format, and names of handlers and endpoints that are safe to use.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// The file extension of descriptors.
+pub const DESCRIPTOR_EXTENSION: &str = "websocket";
+
+/// The largest descriptor file read. A descriptor is three short strings; anything this big is a mistake.
+pub const MAX_DESCRIPTOR_BYTES: u64 = 64 << 10;
+
+/// The longest handler or endpoint name.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A `.websocket` descriptor: it makes `/websockets/service/{endpoint}` serve sessions through `handler`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Descriptor {
+    /// The handler component as `project/name`, found at `<plugins root>/project/name.wasm`.
+    pub handler: String,
+    /// The endpoint name: the last segment of the URL path. Letters, digits, `-`, `_` and `.`.
+    pub endpoint: String,
+    /// What the endpoint is for, for people.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Descriptor {
+    /// Parses and checks a descriptor's text; errors name the field at fault.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let descriptor: Descriptor =
+            serde_json::from_str(text).context("not a valid descriptor")?;
+        check_handler_name(&descriptor.handler).context("field `handler`")?;
+        check_endpoint_name(&descriptor.endpoint).context("field `endpoint`")?;
+        Ok(descriptor)
+    }
+
+    /// Reads and parses a descriptor file; errors name the file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?
+            .len();
+        if len > MAX_DESCRIPTOR_BYTES {
+            bail!(
+                "{}: {len} bytes is too large for a descriptor (at most {MAX_DESCRIPTOR_BYTES})",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::parse(&text).with_context(|| path.display().to_string())
+    }
+}
+
+fn check_segment(segment: &str) -> anyhow::Result<()> {
+    if segment.is_empty() {
+        bail!("has an empty segment");
+    }
+    if segment.starts_with('.') {
+        bail!("segment `{segment}` starts with a dot");
+    }
+    if let Some(bad) = segment
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        bail!("`{segment}` contains {bad:?}; use letters, digits, `-`, `_` and `.`");
+    }
+    Ok(())
+}
+
+/// Checks a handler name: `project/name` segments of letters, digits, `-`, `_` and `.`, none starting with a dot.
+pub fn check_handler_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        bail!(
+            "handler name must be 1 to {MAX_NAME_LEN} characters, like \"my-project/ws-handler\""
+        );
+    }
+    for segment in name.split('/') {
+        check_segment(segment).with_context(|| format!("handler name {name:?}"))?;
+    }
+    Ok(())
+}
+
+/// Checks an endpoint name: one path segment of letters, digits, `-`, `_` and `.`.
+pub fn check_endpoint_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        bail!("endpoint name must be 1 to {MAX_NAME_LEN} characters");
+    }
+    check_segment(name).with_context(|| format!("endpoint name {name:?}"))
+}
+
+/// Where a handler's component lives under the plugins root.
+pub fn handler_path(root: &Path, handler: &str) -> PathBuf {
+    let mut path = root.to_path_buf();
+    for segment in handler.split('/') {
+        path.push(segment);
+    }
+    let mut file = path.into_os_string();
+    file.push(".wasm");
+    PathBuf::from(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        match Descriptor::parse(text) {
+            Ok(d) => panic!("{text} parsed as {d:?}"),
+            Err(err) => format!("{err:#}"),
+        }
+    }
+
+    #[test]
+    fn a_seed_descriptor_parses() {
+        let d = Descriptor::parse(r#"{"handler": "my-project/ws-handler", "endpoint": "my-endpoint", "description": "d"}"#)
+            .unwrap();
+        assert_eq!(d.handler, "my-project/ws-handler");
+        assert_eq!(d.endpoint, "my-endpoint");
+        assert_eq!(d.description, "d");
+        assert_eq!(
+            Descriptor::parse(r#"{"handler": "a/b", "endpoint": "e"}"#)
+                .unwrap()
+                .description,
+            ""
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(
+            error_of(r#"{"handler": "a/b", "endpoint": "e", "colour": 1}"#)
+                .contains("unknown field `colour`")
+        );
+        assert!(error_of(r#"{"endpoint": "e"}"#).contains("missing field `handler`"));
+        assert!(
+            error_of(r#"{"handler": "../etc/passwd", "endpoint": "e"}"#)
+                .contains("field `handler`")
+        );
+        assert!(error_of(r#"{"handler": "/abs", "endpoint": "e"}"#).contains("empty segment"));
+        assert!(error_of(r#"{"handler": "a/b", "endpoint": "x/y"}"#).contains("field `endpoint`"));
+        assert!(error_of(r#"{"handler": "a/b", "endpoint": ""}"#).contains("field `endpoint`"));
+        assert!(error_of(r#"{"handler": "a b", "endpoint": "e"}"#).contains("' '"));
+        assert!(error_of("[[[[").contains("not a valid descriptor"));
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_crash() {
+        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(error_of(&text).contains("not a valid descriptor"));
+    }
+
+    #[test]
+    fn handler_paths_stay_under_the_root() {
+        assert_eq!(
+            handler_path(Path::new("/p"), "my-project/ws-handler"),
+            Path::new("/p/my-project/ws-handler.wasm")
+        );
+        assert_eq!(
+            handler_path(Path::new("/p"), "a/b.v2"),
+            Path::new("/p/a/b.v2.wasm")
+        );
+        assert_eq!(handler_path(Path::new("p"), "x"), Path::new("p/x.wasm"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The events handlers receive: what happened on which connection.
+
+/// The kind of event (Dirigible's `getMethod()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The connection opened.
+    OnOpen,
+    /// A data message arrived.
+    OnMessage,
+    /// Something went wrong.
+    OnError,
+    /// The connection ended.
+    OnClose,
+}
+
+impl Method {
+    /// The name handlers see (`onopen`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::OnOpen => "onopen",
+            Method::OnMessage => "onmessage",
+            Method::OnError => "onerror",
+            Method::OnClose => "onclose",
+        }
+    }
+}
+
+/// A data message's payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+/// One event for one connection's handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The connection the event belongs to.
+    pub conn: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened, with what the handler can read about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// The connection opened.
+    Open,
+    /// A data message arrived.
+    Message(Payload),
+    /// Something went wrong; the text says what.
+    Error(String),
+    /// The connection ended.
+    Close,
+}
+
+impl EventKind {
+    /// The method handlers see for this event.
+    pub fn method(&self) -> Method {
+        match self {
+            EventKind::Open => Method::OnOpen,
+            EventKind::Message(_) => Method::OnMessage,
+            EventKind::Error(_) => Method::OnError,
+            EventKind::Close => Method::OnClose,
+        }
+    }
+}

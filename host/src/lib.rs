@@ -1,0 +1,18 @@
+//! wasmsock: a host that terminates WebSockets (inbound endpoints and outbound clients) and hands every event to a
+//! handler compiled to a WebAssembly component.
+
+pub mod app;
+pub mod cli;
+pub mod client;
+pub mod descriptor;
+pub mod event;
+pub mod frame;
+pub mod hub;
+pub mod limits;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod session;
+
+pub use app::App;
+pub use limits::Limits;

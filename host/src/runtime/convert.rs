@@ -1,0 +1,148 @@
+//! Pure conversions between the host's own types and the WIT types the guest sees.
+
+use super::bindings::wasmsock::websockets::websockets as wit;
+use std::time::Duration;
+
+use crate::client::{ClientOptions, Reconnect};
+use crate::event::Method;
+use crate::hub::{ClientInfo, ConnError, ConnState, Direction};
+
+impl From<Method> for wit::Method {
+    fn from(method: Method) -> Self {
+        match method {
+            Method::OnOpen => wit::Method::Onopen,
+            Method::OnMessage => wit::Method::Onmessage,
+            Method::OnError => wit::Method::Onerror,
+            Method::OnClose => wit::Method::Onclose,
+        }
+    }
+}
+
+impl From<Direction> for wit::Direction {
+    fn from(direction: Direction) -> Self {
+        match direction {
+            Direction::Inbound => wit::Direction::Inbound,
+            Direction::Outbound => wit::Direction::Outbound,
+        }
+    }
+}
+
+impl From<ConnState> for wit::ConnectionState {
+    fn from(state: ConnState) -> Self {
+        match state {
+            ConnState::Connecting => wit::ConnectionState::Connecting,
+            ConnState::Open => wit::ConnectionState::Open,
+            ConnState::Closing => wit::ConnectionState::Closing,
+            ConnState::Closed => wit::ConnectionState::Closed,
+        }
+    }
+}
+
+impl From<ClientInfo> for wit::ClientInfo {
+    fn from(info: ClientInfo) -> Self {
+        wit::ClientInfo {
+            id: info.id,
+            uri: info.uri,
+            handler: info.handler,
+            endpoint: info.endpoint,
+            direction: info.direction.into(),
+            state: info.state.into(),
+        }
+    }
+}
+
+impl From<ConnError> for wit::Error {
+    fn from(err: ConnError) -> Self {
+        match err {
+            ConnError::UnknownClient(id) => wit::Error::UnknownClient(id),
+            ConnError::Closed => wit::Error::Closed,
+            ConnError::Invalid(text) => wit::Error::Invalid(text),
+            ConnError::Limit(text) => wit::Error::Limit(text),
+        }
+    }
+}
+
+impl From<wit::ClientOptions> for ClientOptions {
+    fn from(options: wit::ClientOptions) -> Self {
+        ClientOptions {
+            reconnect: options.reconnect.map(|policy| Reconnect {
+                initial: Duration::from_millis(policy.initial_delay_ms.into()),
+                max: Duration::from_millis(policy.max_delay_ms.max(policy.initial_delay_ms).into()),
+                max_attempts: policy.max_attempts,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_map_one_to_one() {
+        let pairs = [
+            (Method::OnOpen, wit::Method::Onopen),
+            (Method::OnMessage, wit::Method::Onmessage),
+            (Method::OnError, wit::Method::Onerror),
+            (Method::OnClose, wit::Method::Onclose),
+        ];
+        for (ours, theirs) in pairs {
+            assert_eq!(wit::Method::from(ours), theirs);
+        }
+    }
+
+    #[test]
+    fn client_info_keeps_every_field() {
+        let info = ClientInfo {
+            id: "c7".into(),
+            uri: "ws://127.0.0.1:1/x".into(),
+            handler: "p/h".into(),
+            endpoint: None,
+            direction: Direction::Outbound,
+            state: ConnState::Connecting,
+        };
+        let wit_info = wit::ClientInfo::from(info);
+        assert_eq!(wit_info.id, "c7");
+        assert_eq!(wit_info.uri, "ws://127.0.0.1:1/x");
+        assert_eq!(wit_info.handler, "p/h");
+        assert_eq!(wit_info.endpoint, None);
+        assert!(matches!(wit_info.direction, wit::Direction::Outbound));
+        assert!(matches!(wit_info.state, wit::ConnectionState::Connecting));
+    }
+
+    #[test]
+    fn reconnect_options_become_durations_and_the_cap_is_never_below_the_start() {
+        let options = wit::ClientOptions {
+            reconnect: Some(wit::ReconnectPolicy {
+                initial_delay_ms: 200,
+                max_delay_ms: 50,
+                max_attempts: Some(3),
+            }),
+        };
+        let reconnect = ClientOptions::from(options).reconnect.unwrap();
+        assert_eq!(reconnect.initial, Duration::from_millis(200));
+        assert_eq!(reconnect.max, Duration::from_millis(200));
+        assert_eq!(reconnect.max_attempts, Some(3));
+        assert_eq!(
+            ClientOptions::from(wit::ClientOptions { reconnect: None }),
+            ClientOptions::default()
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_kind_and_text() {
+        assert!(
+            matches!(wit::Error::from(ConnError::UnknownClient("s1".into())), wit::Error::UnknownClient(id) if id == "s1")
+        );
+        assert!(matches!(
+            wit::Error::from(ConnError::Closed),
+            wit::Error::Closed
+        ));
+        assert!(
+            matches!(wit::Error::from(ConnError::Invalid("bad".into())), wit::Error::Invalid(t) if t == "bad")
+        );
+        assert!(
+            matches!(wit::Error::from(ConnError::Limit("full".into())), wit::Error::Limit(t) if t == "full")
+        );
+    }
+}

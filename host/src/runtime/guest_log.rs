@@ -1,0 +1,131 @@
+//! Guest stdout and stderr, turned into host log lines tagged with the handler and the connection.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// The log of one handler call: both streams share a byte budget; what is past it is counted, not logged.
+#[derive(Clone)]
+pub(super) struct GuestLog {
+    handler: Arc<str>,
+    conn: Arc<str>,
+    budget: Arc<AtomicUsize>,
+}
+
+impl GuestLog {
+    pub(super) fn new(handler: &str, conn: &str, budget: usize) -> Self {
+        Self {
+            handler: handler.into(),
+            conn: conn.into(),
+            budget: Arc::new(AtomicUsize::new(budget)),
+        }
+    }
+
+    pub(super) fn stream(&self, name: &'static str) -> GuestStream {
+        GuestStream {
+            log: self.clone(),
+            name,
+        }
+    }
+}
+
+/// One of the guest's output streams.
+pub(super) struct GuestStream {
+    log: GuestLog,
+    name: &'static str,
+}
+
+impl IsTerminal for GuestStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestStream {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            log: self.log.clone(),
+            name: self.name,
+            line: Vec::new(),
+            dropped: 0,
+        })
+    }
+}
+
+/// Collects bytes into lines and logs each complete line; never fails, so a chatty guest cannot trap on a full log.
+struct LineWriter {
+    log: GuestLog,
+    name: &'static str,
+    line: Vec<u8>,
+    dropped: usize,
+}
+
+impl LineWriter {
+    fn emit(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn, stream = self.name, "{text}");
+        self.line.clear();
+    }
+
+    fn take_budget(&self, wanted: usize) -> usize {
+        let mut granted = 0;
+        let _ = self
+            .log
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                granted = left.min(wanted);
+                Some(left - granted)
+            });
+        granted
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let granted = self.take_budget(buf.len());
+        self.dropped += buf.len() - granted;
+        for &byte in &buf[..granted] {
+            self.line.push(byte);
+            if byte == b'\n' {
+                self.emit();
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        self.emit();
+        if self.dropped > 0 {
+            tracing::warn!(
+                target: "wasmsock::guest",
+                handler = %self.log.handler,
+                conn = %self.log.conn,
+                stream = self.name,
+                "{} bytes of guest output past the per-event log budget were dropped",
+                self.dropped
+            );
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The WebAssembly runtime, the host's only contact with wasmtime: one Engine, one Linker, the one `bindgen!`, a
+//! pre-instantiated component per handler, and a call per event under a deadline and a memory cap.
+
+mod convert;
+mod guest_log;
+mod host;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::client::ClientOptions;
+use crate::event::Event;
+use crate::hub::{ClientInfo, Conn, ConnError};
+use crate::limits::{EPOCH_TICK, Limits};
+
+pub use host::ClientRef;
+
+/// The host side of the WIT contract, generated from `wit/` (the host's only `bindgen!`).
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "handler",
+        exports: { default: async },
+        imports: { default: trappable },
+        with: {
+            "wasmsock:websockets/websockets.websocket-client": crate::runtime::ClientRef,
+        },
+    });
+}
+
+/// What a handler's imports reach outside the runtime: the live connections and the way to open new ones.
+pub trait HostServices: Send + Sync + 'static {
+    /// The live connection with this id.
+    fn connection(&self, id: &str) -> Option<Arc<Conn>>;
+    /// Every live connection, oldest first.
+    fn connections(&self) -> Vec<ClientInfo>;
+    /// The oldest live outbound client whose events go to `handler`.
+    fn client_by_handler(&self, handler: &str) -> Option<Arc<Conn>>;
+    /// Starts an outbound client; returns at once with the client still connecting.
+    fn create_websocket(
+        &self,
+        uri: &str,
+        handler: &str,
+        options: ClientOptions,
+    ) -> Result<Arc<Conn>, ConnError>;
+}
+
+/// A compiled handler component, checked against the `handler` world and ready to instantiate.
+pub struct Handler {
+    name: String,
+    pre: bindings::HandlerPre<State>,
+}
+
+impl Handler {
+    /// The handler's name, `project/name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a handler call failed. Each costs only its own event.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past the deadline and was interrupted.
+    #[error("handler {handler} was stopped after running longer than its deadline of {deadline:?}")]
+    Timeout {
+        /// The handler.
+        handler: String,
+        /// The deadline it ran into.
+        deadline: Duration,
+    },
+    /// The instance tried to grow its memory past the cap.
+    #[error("handler {handler} was stopped for growing its memory past the cap of {cap} bytes")]
+    OutOfMemory {
+        /// The handler.
+        handler: String,
+        /// The memory cap in bytes.
+        cap: usize,
+    },
+    /// The guest trapped (a panic, an unreachable, a bad memory access, …).
+    #[error("handler {handler} trapped: {message}")]
+    Trap {
+        /// The handler.
+        handler: String,
+        /// The trap and its backtrace, as wasmtime tells it.
+        message: String,
+    },
+    /// The instance could not be created.
+    #[error("handler {handler} could not be instantiated: {message}")]
+    Instantiate {
+        /// The handler.
+        handler: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The store data of one handler instance: WASI, the event it handles and the connections it can reach.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    event: Event,
+    handler: String,
+    services: Arc<dyn HostServices>,
+    deadline: Instant,
+    handles: usize,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Refuses memory growth past the cap, and remembers that it did so a trap can be told apart from others.
+struct MemoryCap {
+    cap: usize,
+    hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory cap of {} bytes reached (wanted {desired})",
+                self.cap
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // The pooling allocator's table size bounds tables.
+        Ok(true)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped; deadlines are counted in its ticks.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wasmsock-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The runtime: compiles handlers and runs one event through a fresh instance of a handler.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    deadline: Duration,
+    memory_cap: usize,
+    guest_log_bytes: usize,
+    slots: Semaphore,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// A runtime with these limits: pooling allocator sized for `max_instances`, epoch interruption, WASI p2 without
+    /// files or network, and the `websockets` imports.
+    pub fn new(limits: &Limits) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = limits.max_instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_memory_size(limits.handler_memory);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        bindings::Handler::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)
+        .context("linking the websockets interface")?;
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self {
+            engine,
+            linker,
+            deadline: limits.handler_deadline,
+            memory_cap: limits.handler_memory,
+            guest_log_bytes: limits.guest_log_bytes,
+            slots: Semaphore::new(instances as usize),
+            _ticker: ticker,
+        })
+    }
+
+    /// Compiles a component and checks it against the `handler` world: its imports must be satisfiable and it must
+    /// export `on-event`. The error says which.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Handler> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("not a valid WebAssembly component")?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context(
+                "its imports are not ones this host provides (wasmsock:websockets and WASI 0.2)",
+            )?;
+        let pre = bindings::HandlerPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("it does not export `on-event` of world wasmsock:websockets/handler")?;
+        Ok(Handler {
+            name: name.to_owned(),
+            pre,
+        })
+    }
+
+    /// Runs one event through a fresh instance of `handler`, then drops the instance.
+    pub async fn call(
+        &self,
+        handler: &Handler,
+        event: Event,
+        services: Arc<dyn HostServices>,
+    ) -> Result<(), CallError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|err| CallError::Instantiate {
+                handler: handler.name.clone(),
+                message: err.to_string(),
+            })?;
+        let log = guest_log::GuestLog::new(&handler.name, &event.conn, self.guest_log_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(log.stream("stdout"))
+            .stderr(log.stream("stderr"))
+            .build();
+        let state = State {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                cap: self.memory_cap,
+                hit: false,
+            },
+            event,
+            handler: handler.name.clone(),
+            services,
+            deadline: Instant::now() + self.deadline,
+            handles: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                // Give the tokio worker back between ticks so a long call does not starve other connections. tokio's
+                // own yield lets the I/O driver run first; wasmtime's plain `Yield` wakes at once and can starve it.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        let result = match handler.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance.call_on_event(&mut store).await,
+            Err(err) => {
+                return Err(if store.data().memory.hit {
+                    CallError::OutOfMemory {
+                        handler: handler.name.clone(),
+                        cap: self.memory_cap,
+                    }
+                } else {
+                    CallError::Instantiate {
+                        handler: handler.name.clone(),
+                        message: format!("{err:#}"),
+                    }
+                });
+            }
+        };
+        result.map_err(|err| self.classify(&handler.name, &store, err))
+    }
+
+    fn classify(&self, handler: &str, store: &Store<State>, err: wasmtime::Error) -> CallError {
+        let handler = handler.to_owned();
+        if store.data().memory.hit {
+            CallError::OutOfMemory {
+                handler,
+                cap: self.memory_cap,
+            }
+        } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            CallError::Timeout {
+                handler,
+                deadline: self.deadline,
+            }
+        } else {
+            CallError::Trap {
+                handler,
+                message: format!("{err:?}"),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("deadline", &self.deadline)
+            .field("memory_cap", &self.memory_cap)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,160 @@
+//! The Rust SDK for wasmsock handlers: the Dirigible-style `websockets` API over the WIT imports, and [`handler!`],
+//! which exports a plain `fn on_event()` as the component's `on-event`.
+//!
+//! ```ignore
+//! use wasmsock_sdk::websockets;
+//!
+//! fn on_event() {
+//!     if websockets::is_on_message() {
+//!         if let Some(text) = websockets::get_message() {
+//!             let _ = websockets::send(&text);
+//!         }
+//!     }
+//! }
+//!
+//! wasmsock_sdk::handler!(on_event);
+//! ```
+//! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` in `target/wasm32-wasip2/release/` is the
+//! handler component.
+
+/// The generated bindings of the `wasmsock:websockets` WIT package. Use [`websockets`] instead.
+#[doc(hidden)]
+#[allow(missing_docs, unsafe_code)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "handler",
+        pub_export_macro: true,
+        export_macro_name: "__export_handler",
+        default_bindings_module: "::wasmsock_sdk::bindings",
+    });
+}
+
+/// Exports `fn on_event()` (or any path to a function taking nothing) as the handler's `on-event`.
+#[macro_export]
+macro_rules! handler {
+    ($on_event:path) => {
+        struct __WasmsockHandler;
+
+        impl $crate::bindings::Guest for __WasmsockHandler {
+            fn on_event() {
+                $on_event()
+            }
+        }
+
+        $crate::bindings::__export_handler!(__WasmsockHandler with_types_in $crate::bindings);
+    };
+}
+
+/// The websockets API, named after Dirigible's `sdk/net` websockets module.
+pub mod websockets {
+    use crate::bindings::wasmsock::websockets::websockets as wit;
+
+    pub use wit::{
+        ClientInfo, ClientOptions, ConnectionState, Direction, Error, Method, ReconnectPolicy,
+        WebsocketClient,
+    };
+
+    /// The kind of the event being handled (`getMethod()`).
+    pub fn get_method() -> Method {
+        wit::get_method()
+    }
+
+    /// The text of the message being handled (`getMessage()`); none for binary messages and other events.
+    pub fn get_message() -> Option<String> {
+        wit::get_message()
+    }
+
+    /// The bytes of the binary message being handled; none for text messages and other events.
+    pub fn get_binary_message() -> Option<Vec<u8>> {
+        wit::get_binary_message()
+    }
+
+    /// What went wrong, in an onerror event (`getError()`).
+    pub fn get_error() -> Option<String> {
+        wit::get_error()
+    }
+
+    /// Whether the event is onopen (`isOnOpen()`).
+    pub fn is_on_open() -> bool {
+        matches!(get_method(), Method::Onopen)
+    }
+
+    /// Whether the event is onmessage (`isOnMessage()`).
+    pub fn is_on_message() -> bool {
+        matches!(get_method(), Method::Onmessage)
+    }
+
+    /// Whether the event is onerror (`isOnError()`).
+    pub fn is_on_error() -> bool {
+        matches!(get_method(), Method::Onerror)
+    }
+
+    /// Whether the event is onclose (`isOnClose()`).
+    pub fn is_on_close() -> bool {
+        matches!(get_method(), Method::Onclose)
+    }
+
+    /// The connection the event belongs to.
+    pub fn current_client() -> WebsocketClient {
+        wit::current_client()
+    }
+
+    /// Queues a text message on the current connection; never blocks.
+    pub fn send(message: &str) -> Result<(), Error> {
+        wit::send(message)
+    }
+
+    /// Queues a binary message on the current connection; never blocks.
+    pub fn send_binary(data: &[u8]) -> Result<(), Error> {
+        wit::current_client().send_binary(data)
+    }
+
+    /// Closes the current connection with a code (1000 when none) and reason.
+    pub fn close(code: Option<u16>, reason: Option<&str>) -> Result<(), Error> {
+        wit::close(code, reason)
+    }
+
+    /// Opens an outbound client whose events go to `handler` (`createWebsocket(uri, handler)`); returns at once.
+    pub fn create_websocket(uri: &str, handler: &str) -> Result<WebsocketClient, Error> {
+        wit::create_websocket(uri, handler)
+    }
+
+    /// `createWebsocket(uri, handler, engine)`: the seed's third argument; only absent or `"wasm"` is accepted.
+    pub fn create_websocket_with_engine(
+        uri: &str,
+        handler: &str,
+        engine: Option<&str>,
+    ) -> Result<WebsocketClient, Error> {
+        match engine {
+            None | Some("wasm") => wit::create_websocket(uri, handler),
+            Some(other) => Err(Error::Invalid(format!(
+                "engine {other:?} is not supported; leave it out or use \"wasm\""
+            ))),
+        }
+    }
+
+    /// Opens an outbound client with options, such as reconnecting with backoff when the connection is lost.
+    pub fn create_websocket_with(
+        uri: &str,
+        handler: &str,
+        options: ClientOptions,
+    ) -> Result<WebsocketClient, Error> {
+        wit::create_websocket_with(uri, handler, options)
+    }
+
+    /// Every live connection, inbound sessions and outbound clients (`getClients()`).
+    pub fn get_clients() -> Vec<ClientInfo> {
+        wit::get_clients()
+    }
+
+    /// The live connection with this id (`getClient(id)`).
+    pub fn get_client(id: &str) -> Option<WebsocketClient> {
+        wit::get_client(id)
+    }
+
+    /// The oldest live outbound client of `handler` (`getClientByHandler(handler)`).
+    pub fn get_client_by_handler(handler: &str) -> Option<WebsocketClient> {
+        wit::get_client_by_handler(handler)
+    }
+}

@@ -1,0 +1,259 @@
+//! Outbound clients end to end: the recorder handler creates clients by command against an independent server and the
+//! host's own endpoint; an observer session watches their events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use wasmsock::Limits;
+use wasmsock_tests::*;
+
+fn plugins() -> Plugins {
+    Plugins::new()
+        .handler("tests/recorder", "recorder")
+        .endpoint("rec", "tests/recorder")
+        .handler("examples/echo", "echo")
+        .endpoint("echo", "examples/echo")
+}
+
+/// Sends a command on the driver session and returns the reply.
+async fn command(driver: &mut Ws, command: &str) -> String {
+    send(driver, command).await;
+    text(driver).await
+}
+
+/// The client id in a `created …` or `found …` reply.
+fn client_id(reply: &str) -> String {
+    let fields = reply
+        .split_once(' ')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let id = fields.split('|').next().unwrap_or_default();
+    assert!(id.starts_with('c'), "no client id in {reply:?}");
+    id.to_owned()
+}
+
+#[tokio::test]
+async fn a_client_sees_all_four_events_and_is_listed_only_while_it_lives() {
+    let peer = PeerServer::start(PeerMode::Echo).await;
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let uri = peer.url("/feed");
+    // Created and sent to in one event, before it can be open: the send is queued and flushed on open.
+    let reply = command(&mut driver, &format!("connect-send {uri} first")).await;
+    assert!(
+        reply.starts_with("created ") && reply.ends_with("|outbound|connecting send ok"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains(&format!("|{uri}|tests/recorder|-|")),
+        "{reply}"
+    );
+    let id = client_id(&reply);
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    assert_eq!(observer.expect(&id, "onmessage").await, "first");
+    let listing = command(&mut driver, "clients").await;
+    assert!(
+        listing.contains(&format!("{id}|{uri}|tests/recorder|-|outbound|open")),
+        "{listing}"
+    );
+    assert_eq!(
+        command(&mut driver, "by-handler tests/recorder").await,
+        format!("found {id}|{uri}|tests/recorder|-|outbound|open")
+    );
+    assert_eq!(
+        command(&mut driver, &format!("client-send {id} second")).await,
+        "ok"
+    );
+    assert_eq!(observer.expect(&id, "onmessage").await, "second");
+    assert_eq!(
+        command(&mut driver, &format!("client-close {id}")).await,
+        "ok"
+    );
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    assert!(!command(&mut driver, "clients").await.contains(&id));
+    assert_eq!(
+        command(&mut driver, "by-handler tests/recorder").await,
+        "none"
+    );
+    assert_eq!(
+        command(&mut driver, &format!("client-send {id} late")).await,
+        "none"
+    );
+    eventually("no outbound client is left", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_of_the_hosts_own_endpoint_gets_its_echo() {
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let reply = command(
+        &mut driver,
+        &format!("connect-send {} loopback", host.url("echo")),
+    )
+    .await;
+    let id = client_id(&reply);
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    assert_eq!(observer.expect(&id, "onmessage").await, "loopback");
+    // Both ends are listed: the client (outbound) and the echo session it opened (inbound).
+    let listing = command(&mut driver, "clients").await;
+    assert!(
+        listing.contains("|examples/echo|echo|inbound|open"),
+        "{listing}"
+    );
+    assert!(listing.contains(&format!("{id}|")), "{listing}");
+    assert_eq!(
+        command(&mut driver, &format!("client-close {id}")).await,
+        "ok"
+    );
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    eventually("the echo session ended too", || host.app.hub.len() == 2).await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_onerror_naming_the_unsent_messages_then_onclose() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let reply = command(
+        &mut driver,
+        &format!("connect-send ws://127.0.0.1:{port}/x never sent"),
+    )
+    .await;
+    let id = client_id(&reply);
+    let error = observer.expect(&id, "onerror").await;
+    assert!(
+        error.contains(&format!("connecting to ws://127.0.0.1:{port}/x failed")),
+        "{error}"
+    );
+    assert!(
+        error.contains("1 queued message(s) were not sent: \"never sent\""),
+        "{error}"
+    );
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    eventually("the failed client left the list", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_comes_times_out() {
+    let peer = PeerServer::start(PeerMode::Silent).await;
+    let limits = Limits {
+        connect_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let host = TestHost::start_with(plugins(), limits).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let id = client_id(&command(&mut driver, &format!("connect {}", peer.url("/"))).await);
+    let error = observer.expect(&id, "onerror").await;
+    assert!(error.contains("timed out after 300ms"), "{error}");
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    eventually("the client left the list", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_closing_mid_stream_ends_in_onclose() {
+    let peer = PeerServer::start(PeerMode::CloseAfterFirst).await;
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let id =
+        client_id(&command(&mut driver, &format!("connect-send {} only", peer.url("/"))).await);
+    let events = observer.events_until_close(&id).await;
+    assert_eq!(events, ["onopen", "onmessage only", "onclose"]);
+    eventually("the client left the list", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_vanishing_without_a_close_frame_is_onerror_then_onclose() {
+    let peer = PeerServer::start(PeerMode::VanishAfterFirst).await;
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let id = client_id(
+        &command(
+            &mut driver,
+            &format!("connect-send {} hello", peer.url("/")),
+        )
+        .await,
+    );
+    let events = observer.events_until_close(&id).await;
+    assert_eq!(events.first().map(String::as_str), Some("onopen"));
+    assert_eq!(events.last().map(String::as_str), Some("onclose"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("onerror") && e.contains("without a closing handshake")),
+        "{events:?}"
+    );
+    eventually("the client left the list", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn bad_arguments_are_invalid_errors_and_create_nothing() {
+    let host = TestHost::start(plugins()).await;
+    let mut driver = host.connect("rec").await;
+    let reply = command(&mut driver, "connect http://127.0.0.1:1/").await;
+    assert!(
+        reply.starts_with("error Error::Invalid") && reply.contains("ws://"),
+        "{reply}"
+    );
+    let reply = command(
+        &mut driver,
+        "connect-with ws://127.0.0.1:1/ nowhere/nothing",
+    )
+    .await;
+    assert!(
+        reply.starts_with("error Error::Invalid") && reply.contains("nowhere/nothing"),
+        "{reply}"
+    );
+    let reply = command(&mut driver, "connect-engine ws://127.0.0.1:1/ nashorn").await;
+    assert!(
+        reply.starts_with("error Error::Invalid") && reply.contains("nashorn"),
+        "{reply}"
+    );
+    assert_eq!(outbound_clients(&host.app), 0);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn many_clients_open_exchange_and_close_without_leaks() {
+    let peer = PeerServer::start(PeerMode::CloseAfterFirst).await;
+    let host = TestHost::start(plugins()).await;
+    let mut driver = host.connect("rec").await;
+    for i in 0..100 {
+        let reply = command(&mut driver, &format!("connect-send {} m{i}", peer.url("/"))).await;
+        assert!(reply.starts_with("created "), "{reply}");
+    }
+    eventually("every client finished", || outbound_clients(&host.app) == 0).await;
+    eventually("every client task ended", || host.app.sessions() == 1).await;
+    host.stop().await;
+}
