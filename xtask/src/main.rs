@@ -4,14 +4,14 @@
 //! - `cargo xtask test`: build every guest component, then run the workspace's tests.
 //! - `cargo xtask guests`: build the guest components only (examples into `plugins/`, test components into
 //!   `tests/components/`).
-//! - `cargo xtask autobahn [AUTOBAHN-DIR]`: run the Autobahn|Testsuite fuzzing client against the host's echo endpoint.
+//! - `cargo xtask autobahn [AUTOBAHN-DIR]`: run Autobahn|Testsuite against the host, as a server (echo endpoint) and as a
+//!   client (outbound clients with the echo handler).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
@@ -175,21 +175,7 @@ fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
         .context("cargo metadata has no target_directory")
 }
 
-/// Kills the host when dropped, so a failed run leaves no server behind.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Runs the Autobahn fuzzing client (all cases) against the echo endpoint and checks the report.
+/// Runs both Autobahn|Testsuite runs (the ignored tests in `tests/tests/autobahn.rs`) with the suite in `dir`.
 fn autobahn(root: &Path, dir: &Path) -> anyhow::Result<()> {
     let wstest = dir.join("wstest");
     if !wstest.is_file() {
@@ -199,59 +185,19 @@ fn autobahn(root: &Path, dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
     run(Command::new(cargo())
         .current_dir(root)
-        .args(["build", "-p", "wasmsock"]))?;
-    let binary = target_dir(root)?.join("debug").join("wasmsock");
-    let port = free_port()?;
-    let work = target_dir(root)?.join("autobahn");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let config = serde_json::json!({
-        "outdir": "reports/servers",
-        "servers": [{"agent": "wasmsock-echo", "url": format!("ws://127.0.0.1:{port}/websockets/service/echo")}],
-        "cases": ["*"],
-        "exclude-cases": [],
-        "exclude-agent-cases": {},
-    });
-    std::fs::write(
-        work.join("fuzzingclient.json"),
-        serde_json::to_vec_pretty(&config)?,
-    )?;
-    let _host = Host(
-        Command::new(&binary)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--plugins",
-            ])
-            .arg(root.join("plugins"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the host did not start listening on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let started = Instant::now();
-    run(Command::new(&wstest).current_dir(&work).args([
-        "-m",
-        "fuzzingclient",
-        "-s",
-        "fuzzingclient.json",
-    ]))?;
-    eprintln!(
-        "xtask: autobahn fuzzingclient ran in {:.1?}",
-        started.elapsed()
-    );
-    let check = root.join("../shared/tools/autobahn/check.py");
-    run(Command::new("python3")
-        .arg(check)
-        .arg(work.join("reports/servers/index.json")))
+        .env("AUTOBAHN_DIR", dir)
+        .args([
+            "test",
+            "-p",
+            "wasmsock-tests",
+            "--test",
+            "autobahn",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]))
 }
