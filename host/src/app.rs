@@ -79,7 +79,7 @@ impl App {
 
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
     /// why; every failure is logged with the handler and connection, and costs only this event.
-    pub async fn dispatch(&self, conn: &Conn, kind: EventKind) {
+    pub async fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) {
         let method = kind.method();
         let Some(services) = self.services() else {
             return;
@@ -98,7 +98,7 @@ impl App {
         };
         let started = Instant::now();
         let event = Event {
-            conn: conn.id().to_owned(),
+            conn: conn.clone(),
             kind,
         };
         let result = self.runtime.call(&handler, event, services.clone()).await;
@@ -112,7 +112,7 @@ impl App {
         );
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event {
-                conn: conn.id().to_owned(),
+                conn: conn.clone(),
                 kind: EventKind::Error(err.to_string()),
             };
             if let Err(err) = self.runtime.call(&handler, event, services).await {

@@ -1,5 +1,9 @@
 //! The events handlers receive: what happened on which connection.
 
+use std::sync::Arc;
+
+use crate::hub::Conn;
+
 /// The kind of event (Dirigible's `getMethod()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,10 +40,10 @@ pub enum Payload {
 }
 
 /// One event for one connection's handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Event {
-    /// The connection the event belongs to.
-    pub conn: String,
+    /// The connection the event belongs to (still readable after it left the hub, for onclose).
+    pub conn: Arc<Conn>,
     /// What happened.
     pub kind: EventKind,
 }

@@ -257,3 +257,121 @@ async fn many_clients_open_exchange_and_close_without_leaks() {
     eventually("every client task ended", || host.app.sessions() == 1).await;
     host.stop().await;
 }
+
+#[tokio::test]
+async fn a_reconnecting_client_opens_again_after_the_server_closes_and_closes_once() {
+    let peer = PeerServer::start(PeerMode::CloseAfterFirst).await;
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let id = client_id(
+        &command(
+            &mut driver,
+            &format!("connect-reconnect {} 0", peer.url("/")),
+        )
+        .await,
+    );
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    assert_eq!(
+        command(&mut driver, &format!("client-send {id} one")).await,
+        "ok"
+    );
+    assert_eq!(observer.expect(&id, "onmessage").await, "one");
+    // The server closed after its echo; the client reconnects with the same id: a new onopen, no onclose.
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    assert_eq!(
+        command(&mut driver, &format!("client-send {id} two")).await,
+        "ok"
+    );
+    assert_eq!(observer.expect(&id, "onmessage").await, "two");
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    // Closed by the handler: no more reconnects, one onclose.
+    assert_eq!(
+        command(&mut driver, &format!("client-close {id}")).await,
+        "ok"
+    );
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    eventually("the client left the list", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    eventually("its task ended", || host.app.sessions() == 2).await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_gives_up_after_its_attempts_and_closes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let id = client_id(
+        &command(
+            &mut driver,
+            &format!("connect-reconnect ws://127.0.0.1:{port}/ 3"),
+        )
+        .await,
+    );
+    for _ in 0..2 {
+        let error = observer.expect(&id, "onerror").await;
+        assert!(
+            error.contains("failed") && error.contains("reconnecting in"),
+            "{error}"
+        );
+    }
+    let error = observer.expect(&id, "onerror").await;
+    assert!(error.contains("giving up after 3 attempt(s)"), "{error}");
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    eventually("the client left the list", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
+    let peer = PeerServer::start(PeerMode::Echo).await;
+    let plugins = Plugins::new()
+        .handler("examples/relay", "relay")
+        .endpoint("relay", "examples/relay");
+    let host = TestHost::start(plugins).await;
+    let upstream = peer.url("/feed").replace(':', "%3A").replace('/', "%2F");
+    let relay = format!("{}?to={upstream}", host.url("relay"));
+    let mut alice = connect(&relay).await;
+    let mut bob = connect(&relay).await;
+    eventually("one shared upstream client is open", || {
+        host.app.hub.list().iter().any(|c| {
+            c.direction == wasmsock::hub::Direction::Outbound
+                && c.state == wasmsock::hub::ConnState::Open
+        })
+    })
+    .await;
+    assert_eq!(outbound_clients(&host.app), 1);
+    // Alice's message goes upstream; the upstream's echo comes back to every session on it.
+    send(&mut alice, "hello upstream").await;
+    assert_eq!(text(&mut alice).await, "hello upstream");
+    assert_eq!(text(&mut bob).await, "hello upstream");
+    // A session naming an upstream off loopback is refused with a reason.
+    let mut stranger = connect(&format!(
+        "{}?to=ws%3A%2F%2Fexample.com%2F",
+        host.url("relay")
+    ))
+    .await;
+    let frame = close_frame(&mut stranger).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 4403);
+    // When the last session leaves, the upstream client is closed.
+    for mut session in [alice, bob] {
+        session.close(None).await.unwrap();
+        drop(session);
+    }
+    eventually("the upstream client was closed", || {
+        outbound_clients(&host.app) == 0
+    })
+    .await;
+    host.stop().await;
+}

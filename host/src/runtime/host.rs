@@ -1,5 +1,7 @@
 //! The `websockets` imports: what a handler can read about its event and do to connections.
 
+use std::sync::Arc;
+
 use wasmtime::component::Resource;
 
 use super::State;
@@ -7,19 +9,20 @@ use super::bindings::wasmsock::websockets::websockets as wit;
 use crate::client::ClientOptions;
 use crate::event::{EventKind, Payload};
 use crate::frame::Frame;
-use crate::hub::ConnError;
+use crate::hub::Conn;
 
 /// How many connection handles one handler call may hold at once; past this a call traps instead of growing the table.
 const MAX_HANDLES_PER_CALL: usize = 10_000;
 
-/// The host side of a guest's `websocket-client` handle: the id of the connection it names.
+/// The host side of a guest's `websocket-client` handle: the connection it names. Holding the connection (not its
+/// id) keeps `info` true after the connection ended: its state says `closed`.
 #[derive(Debug)]
 pub struct ClientRef {
-    id: String,
+    conn: Arc<Conn>,
 }
 
 impl State {
-    fn handle(&mut self, id: &str) -> wasmtime::Result<Resource<ClientRef>> {
+    fn handle(&mut self, conn: Arc<Conn>) -> wasmtime::Result<Resource<ClientRef>> {
         if self.handles >= MAX_HANDLES_PER_CALL {
             return Err(wasmtime::Error::msg(format!(
                 "handler {} holds more than {MAX_HANDLES_PER_CALL} connection handles in one call",
@@ -27,7 +30,7 @@ impl State {
             )));
         }
         self.handles += 1;
-        Ok(self.table.push(ClientRef { id: id.to_owned() })?)
+        Ok(self.table.push(ClientRef { conn })?)
     }
 
     fn create(
@@ -37,43 +40,19 @@ impl State {
         options: ClientOptions,
     ) -> wasmtime::Result<Result<Resource<ClientRef>, wit::Error>> {
         match self.services.create_websocket(uri, handler, options) {
-            Ok(conn) => Ok(Ok(self.handle(conn.id())?)),
+            Ok(conn) => Ok(Ok(self.handle(conn)?)),
             Err(err) => Ok(Err(err.into())),
         }
     }
 
-    fn id_of(&self, client: &Resource<ClientRef>) -> wasmtime::Result<String> {
-        Ok(self.table.get(client)?.id.clone())
-    }
-
-    fn on_conn<T>(
-        &self,
-        id: &str,
-        act: impl FnOnce(&crate::hub::Conn) -> Result<T, ConnError>,
-    ) -> Result<T, wit::Error> {
-        match self.services.connection(id) {
-            Some(conn) => act(&conn).map_err(Into::into),
-            None => Err(ConnError::UnknownClient(id.to_owned()).into()),
-        }
+    fn conn_of(&self, client: &Resource<ClientRef>) -> wasmtime::Result<Arc<Conn>> {
+        Ok(self.table.get(client)?.conn.clone())
     }
 }
 
 impl wit::HostWebsocketClient for State {
     fn info(&mut self, client: Resource<ClientRef>) -> wasmtime::Result<wit::ClientInfo> {
-        let id = self.id_of(&client)?;
-        let info = match self.services.connection(&id) {
-            Some(conn) => conn.info(),
-            // The connection ended while the guest held its handle: say so rather than trap.
-            None => crate::hub::ClientInfo {
-                id,
-                uri: String::new(),
-                handler: String::new(),
-                endpoint: None,
-                direction: crate::hub::Direction::Inbound,
-                state: crate::hub::ConnState::Closed,
-            },
-        };
-        Ok(info.into())
+        Ok(self.conn_of(&client)?.info().into())
     }
 
     fn send(
@@ -81,8 +60,10 @@ impl wit::HostWebsocketClient for State {
         client: Resource<ClientRef>,
         message: String,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
-        let id = self.id_of(&client)?;
-        Ok(self.on_conn(&id, |conn| conn.send(Frame::Text(message))))
+        Ok(self
+            .conn_of(&client)?
+            .send(Frame::Text(message))
+            .map_err(Into::into))
     }
 
     fn send_binary(
@@ -90,8 +71,10 @@ impl wit::HostWebsocketClient for State {
         client: Resource<ClientRef>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
-        let id = self.id_of(&client)?;
-        Ok(self.on_conn(&id, |conn| conn.send(Frame::Binary(data))))
+        Ok(self
+            .conn_of(&client)?
+            .send(Frame::Binary(data))
+            .map_err(Into::into))
     }
 
     fn close(
@@ -100,8 +83,10 @@ impl wit::HostWebsocketClient for State {
         code: Option<u16>,
         reason: Option<String>,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
-        let id = self.id_of(&client)?;
-        Ok(self.on_conn(&id, |conn| conn.close(code, reason)))
+        Ok(self
+            .conn_of(&client)?
+            .close(code, reason)
+            .map_err(Into::into))
     }
 
     fn drop(&mut self, client: Resource<ClientRef>) -> wasmtime::Result<()> {
@@ -138,13 +123,15 @@ impl wit::Host for State {
     }
 
     fn current_client(&mut self) -> wasmtime::Result<Resource<ClientRef>> {
-        let id = self.event.conn.clone();
-        self.handle(&id)
+        self.handle(self.event.conn.clone())
     }
 
     fn send(&mut self, message: String) -> wasmtime::Result<Result<(), wit::Error>> {
-        let id = self.event.conn.clone();
-        Ok(self.on_conn(&id, |conn| conn.send(Frame::Text(message))))
+        Ok(self
+            .event
+            .conn
+            .send(Frame::Text(message))
+            .map_err(Into::into))
     }
 
     fn close(
@@ -152,8 +139,7 @@ impl wit::Host for State {
         code: Option<u16>,
         reason: Option<String>,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
-        let id = self.event.conn.clone();
-        Ok(self.on_conn(&id, |conn| conn.close(code, reason)))
+        Ok(self.event.conn.close(code, reason).map_err(Into::into))
     }
 
     fn create_websocket(
@@ -184,7 +170,7 @@ impl wit::Host for State {
 
     fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
         match self.services.connection(&id) {
-            Some(conn) => Ok(Some(self.handle(conn.id())?)),
+            Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }
     }
@@ -194,7 +180,7 @@ impl wit::Host for State {
         handler: String,
     ) -> wasmtime::Result<Option<Resource<ClientRef>>> {
         match self.services.client_by_handler(&handler) {
-            Some(conn) => Ok(Some(self.handle(conn.id())?)),
+            Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }
     }

@@ -293,7 +293,7 @@ impl Runtime {
                 handler: handler.name.clone(),
                 message: err.to_string(),
             })?;
-        let log = guest_log::GuestLog::new(&handler.name, &event.conn, self.guest_log_bytes);
+        let log = guest_log::GuestLog::new(&handler.name, event.conn.id(), self.guest_log_bytes);
         let wasi = WasiCtxBuilder::new()
             .stdout(log.stream("stdout"))
             .stderr(log.stream("stderr"))

@@ -4,7 +4,9 @@
 //! whose URI contains `observer`. Text messages on inbound sessions are commands (see `command`); the reply goes back
 //! to the sender.
 
-use wasmsock_sdk::websockets::{self, ClientInfo, ConnectionState, Direction, Method};
+use wasmsock_sdk::websockets::{
+    self, ClientInfo, ClientOptions, ConnectionState, Direction, Method, ReconnectPolicy,
+};
 
 const SELF: &str = "tests/recorder";
 
@@ -107,6 +109,41 @@ fn command(text: &str) -> String {
                 Ok(client) => format!("created {}", describe(&client.info())),
                 Err(err) => format!("error {err:?}"),
             }
+        }
+        "connect-reconnect" => {
+            // Reconnect after 50 ms, doubling to at most 200 ms; `max` attempts in a row (0: never give up).
+            let (uri, max) = rest.split_once(' ').unwrap_or((rest, "0"));
+            let max_attempts = max.parse().ok().filter(|max| *max > 0);
+            let policy = ReconnectPolicy {
+                initial_delay_ms: 50,
+                max_delay_ms: 200,
+                max_attempts,
+            };
+            match websockets::create_websocket_with(
+                uri,
+                SELF,
+                ClientOptions {
+                    reconnect: Some(policy),
+                },
+            ) {
+                Ok(client) => format!("created {}", describe(&client.info())),
+                Err(err) => format!("error {err:?}"),
+            }
+        }
+        "connect-many" => {
+            let mut words = rest.splitn(4, ' ');
+            let count: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let uri = words.next().unwrap_or_default();
+            let handler = words.next().unwrap_or_default();
+            let message = words.next().unwrap_or_default();
+            let mut failed = 0;
+            for _ in 0..count {
+                match websockets::create_websocket(uri, handler) {
+                    Ok(client) if client.send(message).is_ok() => {}
+                    _ => failed += 1,
+                }
+            }
+            format!("created {count}, {failed} failed")
         }
         "connect-engine" => {
             let (uri, engine) = rest.split_once(' ').unwrap_or((rest, ""));

@@ -1,0 +1,155 @@
+//! Bounded load runs that print figures (ignored by default; run with
+//! `cargo test -p wasmsock-tests --test load -- --ignored --nocapture`). They check what must hold (nothing lost,
+//! nothing leaked) and print what is measured (memory, time); they never assert on time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wasmsock_tests::*;
+
+/// The resident set size of a process, in KiB, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Starts the real binary on `plugins` and returns it with its address.
+async fn start_binary(plugins: &Plugins) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
+        .arg(plugins.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the host logs where it listens");
+            if let Some(rest) = line.split("listening on ws://").nth(1) {
+                return rest.split('/').next().unwrap().to_owned();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // Keep draining the log so the host never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Counts outbound clients in a `clients` reply of the recorder.
+fn outbound_in(listing: &str) -> usize {
+    listing
+        .split(';')
+        .filter(|c| c.contains("|outbound|"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load run; prints figures"]
+async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_back() {
+    const CLIENTS: usize = 1000;
+    let peer = PeerServer::start(PeerMode::CloseAfterFirst).await;
+    let plugins = Plugins::new()
+        .handler("tests/recorder", "recorder")
+        .endpoint("rec", "tests/recorder")
+        .handler("examples/echo", "echo");
+    let (child, addr) = start_binary(&plugins).await;
+    let pid = child.id().unwrap();
+    let mut driver = connect(&format!("ws://{addr}/websockets/service/rec")).await;
+    // Warm up: one round of 50 so the runtime's pools and the allocator reach their working size.
+    send(
+        &mut driver,
+        &format!("connect-many 50 {} examples/echo warm", peer.url("/")),
+    )
+    .await;
+    assert_eq!(text(&mut driver).await, "created 50, 0 failed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if outbound_count(&mut driver).await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the warm-up clients did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three rounds: the first shows the cost of a round, the later ones that nothing stays behind (the allocator keeps
+    // freed memory for reuse, so a leak shows as growth from round to round, not as a gap after the first).
+    let start = rss_kib(pid);
+    let mut after_rounds = Vec::new();
+    for round in 1..=3 {
+        let before = rss_kib(pid);
+        let started = Instant::now();
+        send(
+            &mut driver,
+            &format!(
+                "connect-many {CLIENTS} {} examples/echo hello",
+                peer.url("/")
+            ),
+        )
+        .await;
+        assert_eq!(
+            text(&mut driver).await,
+            format!("created {CLIENTS}, 0 failed")
+        );
+        let mut peak = before;
+        let mut most_open = 0;
+        let round_deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            peak = peak.max(rss_kib(pid));
+            let open = outbound_count(&mut driver).await;
+            most_open = most_open.max(open);
+            if open == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < round_deadline,
+                "round {round}: {open} clients still open"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_kib(pid);
+        after_rounds.push(after);
+        eprintln!(
+            "load: round {round}: {CLIENTS} outbound clients opened, exchanged a message and closed in {elapsed:.2?} \
+             (at most {most_open} open at once); host RSS {before} KiB before, {peak} KiB peak, {after} KiB after \
+             ({:.1} KiB per client at the peak)",
+            (peak - before) as f64 / CLIENTS as f64
+        );
+        assert_eq!(
+            outbound_count(&mut driver).await,
+            0,
+            "the client list is empty after round {round}"
+        );
+    }
+    eprintln!(
+        "load: host RSS {start} KiB before the first round, {} KiB after the last ({:+} KiB over rounds 2 and 3)",
+        after_rounds[2],
+        after_rounds[2] as i64 - after_rounds[0] as i64
+    );
+    drop(child);
+}
+
+async fn outbound_count(driver: &mut Ws) -> usize {
+    send(driver, "clients").await;
+    outbound_in(&text(driver).await)
+}
