@@ -1,16 +1,16 @@
 //! The host's shared state: runtime, registry and connections, and the dispatch of events to handlers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::client::ClientOptions;
 use crate::event::{Event, EventKind, Method};
 use crate::frame::Close;
 use crate::hub::{ClientInfo, Conn, ConnError, Hub};
 use crate::limits::Limits;
-use crate::registry::Registry;
+use crate::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
 use crate::runtime::{HostServices, Runtime};
 
 /// Everything one host shares between its connections.
@@ -40,14 +40,22 @@ impl Drop for SessionGuard {
 }
 
 impl App {
-    /// Starts a runtime with `limits` and loads the plugins under `root`. Returns the app and one error per descriptor
-    /// or component that could not be loaded (those are left out; the rest is served).
-    pub async fn load(
+    /// Starts a runtime with `limits` and loads the plugins under `root`, caching compiled components in
+    /// `root/.wasmsock-cache`. Returns the app and one error per descriptor or component that could not be loaded
+    /// (those are left out; the rest is served).
+    pub async fn load(root: &Path, limits: Limits) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
+        Self::start(root, Some(root.join(DEFAULT_CACHE_DIR)), limits).await
+    }
+
+    /// Like [`App::load`], with the compile cache in `cache_dir` (none: no cache).
+    pub async fn start(
         root: &Path,
+        cache_dir: Option<PathBuf>,
         limits: Limits,
     ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
         let runtime = Arc::new(Runtime::new(&limits)?);
-        let (registry, errors) = Registry::load(root, &runtime).await;
+        let registry = Registry::new(root, cache_dir);
+        let errors = registry.reload(&runtime).await.errors;
         let hub = Hub::new(limits.outbound_queue);
         let app = Arc::new_cyclic(|me| App {
             runtime,
@@ -84,50 +92,81 @@ impl App {
         let Some(services) = self.services() else {
             return;
         };
-        let handler = match self.registry.handler(&self.runtime, conn.handler()).await {
-            Ok(handler) => handler,
+        let loaded = match self.registry.handler(&self.runtime, conn.handler()).await {
+            Ok(loaded) => loaded,
             Err(err) => {
-                tracing::error!(
-                    conn = conn.id(),
-                    handler = conn.handler(),
-                    method = method.as_str(),
-                    "{err:#}"
-                );
+                tracing::error!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err:#}");
                 return;
             }
         };
         let started = Instant::now();
-        let event = Event {
-            conn: conn.clone(),
-            kind,
-        };
-        let result = self.runtime.call(&handler, event, services.clone()).await;
+        let event = Event { conn: conn.clone(), kind };
+        let result = self.runtime.call(&loaded.handler, event, services.clone()).await;
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
         let Err(err) = result else { return };
-        tracing::warn!(
-            conn = conn.id(),
-            handler = conn.handler(),
-            method = method.as_str(),
-            "{err}"
-        );
+        tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
         if matches!(method, Method::OnOpen | Method::OnMessage) {
-            let event = Event {
-                conn: conn.clone(),
-                kind: EventKind::Error(err.to_string()),
-            };
-            if let Err(err) = self.runtime.call(&handler, event, services).await {
-                tracing::warn!(
-                    conn = conn.id(),
-                    handler = conn.handler(),
-                    method = "onerror",
-                    "{err}"
-                );
+            let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
+            if let Err(err) = self.runtime.call(&loaded.handler, event, services).await {
+                tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
             }
         }
     }
 
     fn services(&self) -> Option<Arc<dyn HostServices>> {
         self.me.upgrade().map(|app| app as Arc<dyn HostServices>)
+    }
+
+    /// Reads the plugins root again and applies what changed; sessions of removed endpoints are closed with 1001.
+    pub async fn reload(&self) -> Reload {
+        let report = self.registry.reload(&self.runtime).await;
+        for endpoint in &report.removed {
+            self.close_endpoint_sessions(endpoint);
+        }
+        for err in &report.errors {
+            tracing::error!("{err:#}");
+        }
+        if !(report.removed.is_empty() && report.changed.is_empty() && report.swapped.is_empty()) {
+            tracing::info!(changed = ?report.changed, removed = ?report.removed, swapped = ?report.swapped, "reloaded");
+        }
+        report
+    }
+
+    /// Closes every session of `endpoint` with 1001: the endpoint was removed.
+    pub fn close_endpoint_sessions(&self, endpoint: &str) {
+        for conn in self.hub.all() {
+            if conn.endpoint() == Some(endpoint) {
+                let _ = conn.request_close(Close::new(1001, format!("endpoint {endpoint} was removed")));
+            }
+        }
+    }
+
+    /// Watches the plugins root and reloads when its descriptors or components change. A change is applied once the
+    /// files have stayed the same for one more `interval`, so a file still being written is not loaded.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let app = Arc::downgrade(self);
+        let root = self.registry.root().to_path_buf();
+        tokio::spawn(async move {
+            let mut applied = fingerprint(&root);
+            let mut pending = applied.clone();
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(app) = app.upgrade() else { return };
+                if app.is_shutting_down() {
+                    return;
+                }
+                let seen = {
+                    let root = root.clone();
+                    tokio::task::spawn_blocking(move || fingerprint(&root)).await.unwrap_or_default()
+                };
+                if seen != pending {
+                    pending = seen; // Still changing: wait for it to settle.
+                } else if seen != applied {
+                    app.reload().await;
+                    applied = seen;
+                }
+            }
+        })
     }
 
     /// Stops accepting connections, sends 1001 to every live connection and waits (up to the shutdown grace) until
@@ -144,10 +183,7 @@ impl App {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         if self.sessions() > 0 {
-            tracing::warn!(
-                sessions = self.sessions(),
-                "shutdown grace ran out with sessions still running"
-            );
+            tracing::warn!(sessions = self.sessions(), "shutdown grace ran out with sessions still running");
         }
     }
 }
@@ -165,12 +201,7 @@ impl HostServices for App {
         self.hub.by_handler(handler)
     }
 
-    fn create_websocket(
-        &self,
-        uri: &str,
-        handler: &str,
-        options: ClientOptions,
-    ) -> Result<Arc<Conn>, ConnError> {
+    fn create_websocket(&self, uri: &str, handler: &str, options: ClientOptions) -> Result<Arc<Conn>, ConnError> {
         let app = self.me.upgrade().ok_or(ConnError::Closed)?;
         crate::client::create(&app, uri, handler, options)
     }

@@ -49,38 +49,27 @@ impl Reconnect {
 }
 
 /// Starts an outbound client to `uri` whose events go to `handler`. Returns at once, with the client connecting.
-pub fn create(
-    app: &Arc<App>,
-    uri: &str,
-    handler: &str,
-    options: ClientOptions,
-) -> Result<Arc<Conn>, ConnError> {
+pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) -> Result<Arc<Conn>, ConnError> {
     if app.is_shutting_down() {
         return Err(ConnError::Closed);
     }
     let lower = uri.to_ascii_lowercase();
     if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
-        return Err(ConnError::Invalid(format!(
-            "uri {uri:?} must start with ws:// or wss://"
-        )));
+        return Err(ConnError::Invalid(format!("uri {uri:?} must start with ws:// or wss://")));
     }
-    uri.into_client_request()
-        .map_err(|err| ConnError::Invalid(format!("uri {uri:?}: {err}")))?;
-    app.registry
-        .check_handler(handler)
-        .map_err(|err| ConnError::Invalid(format!("{err:#}")))?;
+    uri.into_client_request().map_err(|err| ConnError::Invalid(format!("uri {uri:?}: {err}")))?;
+    app.registry.check_handler(handler).map_err(|err| ConnError::Invalid(format!("{err:#}")))?;
     if let Some(reconnect) = &options.reconnect
         && reconnect.initial.is_zero()
     {
-        return Err(ConnError::Invalid(
-            "reconnect initial-delay-ms must be at least 1".into(),
-        ));
+        return Err(ConnError::Invalid("reconnect initial-delay-ms must be at least 1".into()));
     }
     let spec = ConnSpec {
         uri: uri.to_owned(),
         handler: handler.to_owned(),
         endpoint: None,
         direction: Direction::Outbound,
+        remote: None,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Connecting);
     tracing::debug!(conn = conn.id(), %uri, handler, "client connecting");
@@ -116,13 +105,7 @@ async fn attempt(
             Ok(session::run_open(app, conn, outbox, session::frames(stream, ws_error), sink).await)
         }
         Ok(Err(err)) => Err((outbox, format!("connecting to {uri} failed: {err}"))),
-        Err(_) => Err((
-            outbox,
-            format!(
-                "connecting to {uri} timed out after {:?}",
-                app.limits.connect_timeout
-            ),
-        )),
+        Err(_) => Err((outbox, format!("connecting to {uri} timed out after {:?}", app.limits.connect_timeout))),
     }
 }
 
@@ -153,33 +136,18 @@ async fn run(app: Arc<App>, conn: Arc<Conn>, mut outbox: Outbox, options: Client
             }
             break;
         };
-        if policy
-            .max_attempts
-            .is_some_and(|max| failed_attempts >= max)
-        {
+        if policy.max_attempts.is_some_and(|max| failed_attempts >= max) {
             let failure = failure.unwrap_or_default();
-            report_unsent(
-                &app,
-                &conn,
-                &mut outbox,
-                format!("{failure}; giving up after {failed_attempts} attempt(s)"),
-            )
-            .await;
+            report_unsent(&app, &conn, &mut outbox, format!("{failure}; giving up after {failed_attempts} attempt(s)"))
+                .await;
             break;
         }
         if !conn.reopen() {
             break;
         }
-        let delay = policy.delay(
-            failed_attempts + 1,
-            random.hash_one((conn.id(), failed_attempts)),
-        );
+        let delay = policy.delay(failed_attempts + 1, random.hash_one((conn.id(), failed_attempts)));
         if let Some(failure) = failure {
-            app.dispatch(
-                &conn,
-                EventKind::Error(format!("{failure}; reconnecting in {delay:?}")),
-            )
-            .await;
+            app.dispatch(&conn, EventKind::Error(format!("{failure}; reconnecting in {delay:?}"))).await;
         }
         tracing::debug!(conn = conn.id(), ?delay, "client reconnecting");
         if !wait_unless_closed(&conn, delay).await {
@@ -204,20 +172,11 @@ async fn wait_unless_closed(conn: &Conn, delay: Duration) -> bool {
 /// Reports a final connect failure as onerror, naming the messages that were queued and will not be sent.
 async fn report_unsent(app: &Arc<App>, conn: &Arc<Conn>, outbox: &mut Outbox, failure: String) {
     conn.advance(ConnState::Closing);
-    let unsent: Vec<String> = outbox
-        .drain()
-        .iter()
-        .filter(|f| !f.is_close())
-        .map(describe)
-        .collect();
+    let unsent: Vec<String> = outbox.drain().iter().filter(|f| !f.is_close()).map(describe).collect();
     let message = if unsent.is_empty() {
         failure
     } else {
-        format!(
-            "{failure}; {} queued message(s) were not sent: {}",
-            unsent.len(),
-            unsent.join(", ")
-        )
+        format!("{failure}; {} queued message(s) were not sent: {}", unsent.len(), unsent.join(", "))
     };
     tracing::debug!(conn = conn.id(), "{message}");
     app.dispatch(conn, EventKind::Error(message)).await;
@@ -237,29 +196,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
-        let policy = Reconnect {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            max_attempts: None,
-        };
-        for (attempt, base_ms) in [
-            (1, 100u64),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (40, 1000),
-        ] {
+        let policy = Reconnect { initial: Duration::from_millis(100), max: Duration::from_secs(1), max_attempts: None };
+        for (attempt, base_ms) in [(1, 100u64), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
             for random in [0, 499, 999, 123_456_789] {
                 let delay = policy.delay(attempt, random);
-                assert!(
-                    delay >= Duration::from_millis(base_ms / 2),
-                    "attempt {attempt}: {delay:?}"
-                );
-                assert!(
-                    delay <= Duration::from_millis(base_ms),
-                    "attempt {attempt}: {delay:?}"
-                );
+                assert!(delay >= Duration::from_millis(base_ms / 2), "attempt {attempt}: {delay:?}");
+                assert!(delay <= Duration::from_millis(base_ms), "attempt {attempt}: {delay:?}");
             }
         }
     }

@@ -29,8 +29,7 @@ pub struct Descriptor {
 impl Descriptor {
     /// Parses and checks a descriptor's text; errors name the field at fault.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let descriptor: Descriptor =
-            serde_json::from_str(text).context("not a valid descriptor")?;
+        let descriptor: Descriptor = serde_json::from_str(text).context("not a valid descriptor")?;
         check_handler_name(&descriptor.handler).context("field `handler`")?;
         check_endpoint_name(&descriptor.endpoint).context("field `endpoint`")?;
         Ok(descriptor)
@@ -38,17 +37,11 @@ impl Descriptor {
 
     /// Reads and parses a descriptor file; errors name the file.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?
-            .len();
+        let len = std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?.len();
         if len > MAX_DESCRIPTOR_BYTES {
-            bail!(
-                "{}: {len} bytes is too large for a descriptor (at most {MAX_DESCRIPTOR_BYTES})",
-                path.display()
-            );
+            bail!("{}: {len} bytes is too large for a descriptor (at most {MAX_DESCRIPTOR_BYTES})", path.display());
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         Self::parse(&text).with_context(|| path.display().to_string())
     }
 }
@@ -60,10 +53,7 @@ fn check_segment(segment: &str) -> anyhow::Result<()> {
     if segment.starts_with('.') {
         bail!("segment `{segment}` starts with a dot");
     }
-    if let Some(bad) = segment
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
+    if let Some(bad) = segment.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
         bail!("`{segment}` contains {bad:?}; use letters, digits, `-`, `_` and `.`");
     }
     Ok(())
@@ -72,9 +62,7 @@ fn check_segment(segment: &str) -> anyhow::Result<()> {
 /// Checks a handler name: `project/name` segments of letters, digits, `-`, `_` and `.`, none starting with a dot.
 pub fn check_handler_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        bail!(
-            "handler name must be 1 to {MAX_NAME_LEN} characters, like \"my-project/ws-handler\""
-        );
+        bail!("handler name must be 1 to {MAX_NAME_LEN} characters, like \"my-project/ws-handler\"");
     }
     for segment in name.split('/') {
         check_segment(segment).with_context(|| format!("handler name {name:?}"))?;
@@ -114,30 +102,20 @@ mod tests {
 
     #[test]
     fn a_seed_descriptor_parses() {
-        let d = Descriptor::parse(r#"{"handler": "my-project/ws-handler", "endpoint": "my-endpoint", "description": "d"}"#)
-            .unwrap();
+        let d =
+            Descriptor::parse(r#"{"handler": "my-project/ws-handler", "endpoint": "my-endpoint", "description": "d"}"#)
+                .unwrap();
         assert_eq!(d.handler, "my-project/ws-handler");
         assert_eq!(d.endpoint, "my-endpoint");
         assert_eq!(d.description, "d");
-        assert_eq!(
-            Descriptor::parse(r#"{"handler": "a/b", "endpoint": "e"}"#)
-                .unwrap()
-                .description,
-            ""
-        );
+        assert_eq!(Descriptor::parse(r#"{"handler": "a/b", "endpoint": "e"}"#).unwrap().description, "");
     }
 
     #[test]
     fn errors_name_the_field() {
-        assert!(
-            error_of(r#"{"handler": "a/b", "endpoint": "e", "colour": 1}"#)
-                .contains("unknown field `colour`")
-        );
+        assert!(error_of(r#"{"handler": "a/b", "endpoint": "e", "colour": 1}"#).contains("unknown field `colour`"));
         assert!(error_of(r#"{"endpoint": "e"}"#).contains("missing field `handler`"));
-        assert!(
-            error_of(r#"{"handler": "../etc/passwd", "endpoint": "e"}"#)
-                .contains("field `handler`")
-        );
+        assert!(error_of(r#"{"handler": "../etc/passwd", "endpoint": "e"}"#).contains("field `handler`"));
         assert!(error_of(r#"{"handler": "/abs", "endpoint": "e"}"#).contains("empty segment"));
         assert!(error_of(r#"{"handler": "a/b", "endpoint": "x/y"}"#).contains("field `endpoint`"));
         assert!(error_of(r#"{"handler": "a/b", "endpoint": ""}"#).contains("field `endpoint`"));
@@ -153,14 +131,8 @@ mod tests {
 
     #[test]
     fn handler_paths_stay_under_the_root() {
-        assert_eq!(
-            handler_path(Path::new("/p"), "my-project/ws-handler"),
-            Path::new("/p/my-project/ws-handler.wasm")
-        );
-        assert_eq!(
-            handler_path(Path::new("/p"), "a/b.v2"),
-            Path::new("/p/a/b.v2.wasm")
-        );
+        assert_eq!(handler_path(Path::new("/p"), "my-project/ws-handler"), Path::new("/p/my-project/ws-handler.wasm"));
+        assert_eq!(handler_path(Path::new("/p"), "a/b.v2"), Path::new("/p/a/b.v2.wasm"));
         assert_eq!(handler_path(Path::new("p"), "x"), Path::new("p/x.wasm"));
     }
 }

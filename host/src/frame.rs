@@ -2,9 +2,7 @@
 
 use axum::extract::ws as axum_ws;
 use tokio_tungstenite::tungstenite::Message as TMessage;
-use tokio_tungstenite::tungstenite::protocol::{
-    CloseFrame as TCloseFrame, frame::coding::CloseCode,
-};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TCloseFrame, frame::coding::CloseCode};
 
 /// The largest close reason RFC 6455 allows: a control frame carries at most 125 bytes, two of them the code.
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -21,10 +19,7 @@ pub struct Close {
 impl Close {
     /// A close frame with this code and reason.
     pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
+        Self { code, reason: reason.into() }
     }
 
     /// Checks a close that a handler asked for: a code a peer may receive and a reason that fits the frame.
@@ -33,9 +28,7 @@ impl Close {
         // 1004–1006 and 1015 are reserved for reporting and must not be sent; below 1000 and 1016–2999 are unassigned.
         let sendable = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
         if !sendable {
-            return Err(format!(
-                "close code {code} may not be sent (use 1000–1003, 1007–1014 or 3000–4999)"
-            ));
+            return Err(format!("close code {code} may not be sent (use 1000–1003, 1007–1014 or 3000–4999)"));
         }
         let reason = reason.unwrap_or_default();
         if reason.len() > MAX_CLOSE_REASON {
@@ -75,10 +68,9 @@ impl From<Frame> for axum_ws::Message {
         match frame {
             Frame::Text(text) => axum_ws::Message::Text(text.into()),
             Frame::Binary(data) => axum_ws::Message::Binary(data.into()),
-            Frame::Close(close) => axum_ws::Message::Close(close.map(|c| axum_ws::CloseFrame {
-                code: c.code,
-                reason: c.reason.into(),
-            })),
+            Frame::Close(close) => {
+                axum_ws::Message::Close(close.map(|c| axum_ws::CloseFrame { code: c.code, reason: c.reason.into() }))
+            }
         }
     }
 }
@@ -90,10 +82,9 @@ impl TryFrom<axum_ws::Message> for Frame {
         match message {
             axum_ws::Message::Text(text) => Ok(Frame::Text(text.as_str().to_owned())),
             axum_ws::Message::Binary(data) => Ok(Frame::Binary(data.to_vec())),
-            axum_ws::Message::Close(close) => Ok(Frame::Close(close.map(|c| Close {
-                code: c.code,
-                reason: c.reason.as_str().to_owned(),
-            }))),
+            axum_ws::Message::Close(close) => {
+                Ok(Frame::Close(close.map(|c| Close { code: c.code, reason: c.reason.as_str().to_owned() })))
+            }
             axum_ws::Message::Ping(_) | axum_ws::Message::Pong(_) => Err(ControlFrame),
         }
     }
@@ -104,10 +95,9 @@ impl From<Frame> for TMessage {
         match frame {
             Frame::Text(text) => TMessage::Text(text.into()),
             Frame::Binary(data) => TMessage::Binary(data.into()),
-            Frame::Close(close) => TMessage::Close(close.map(|c| TCloseFrame {
-                code: CloseCode::from(c.code),
-                reason: c.reason.into(),
-            })),
+            Frame::Close(close) => {
+                TMessage::Close(close.map(|c| TCloseFrame { code: CloseCode::from(c.code), reason: c.reason.into() }))
+            }
         }
     }
 }
@@ -119,10 +109,9 @@ impl TryFrom<TMessage> for Frame {
         match message {
             TMessage::Text(text) => Ok(Frame::Text(text.as_str().to_owned())),
             TMessage::Binary(data) => Ok(Frame::Binary(data.to_vec())),
-            TMessage::Close(close) => Ok(Frame::Close(close.map(|c| Close {
-                code: u16::from(c.code),
-                reason: c.reason.as_str().to_owned(),
-            }))),
+            TMessage::Close(close) => {
+                Ok(Frame::Close(close.map(|c| Close { code: u16::from(c.code), reason: c.reason.as_str().to_owned() })))
+            }
             TMessage::Ping(_) | TMessage::Pong(_) | TMessage::Frame(_) => Err(ControlFrame),
         }
     }
@@ -159,30 +148,19 @@ mod tests {
 
     #[test]
     fn pings_and_pongs_are_not_frames() {
-        assert_eq!(
-            Frame::try_from(axum_ws::Message::Ping(vec![1].into())),
-            Err(ControlFrame)
-        );
-        assert_eq!(
-            Frame::try_from(TMessage::Pong(vec![1].into())),
-            Err(ControlFrame)
-        );
+        assert_eq!(Frame::try_from(axum_ws::Message::Ping(vec![1].into())), Err(ControlFrame));
+        assert_eq!(Frame::try_from(TMessage::Pong(vec![1].into())), Err(ControlFrame));
     }
 
     #[test]
     fn close_validation_rejects_reserved_codes_and_long_reasons() {
         assert_eq!(Close::validated(None, None), Ok(Close::new(1000, "")));
-        assert_eq!(
-            Close::validated(Some(4321), Some("x".into())),
-            Ok(Close::new(4321, "x"))
-        );
+        assert_eq!(Close::validated(Some(4321), Some("x".into())), Ok(Close::new(4321, "x")));
         for code in [0, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
             let err = Close::validated(Some(code), None).err().unwrap_or_default();
             assert!(err.contains(&code.to_string()), "{code}: {err}");
         }
-        let err = Close::validated(None, Some("x".repeat(124)))
-            .err()
-            .unwrap_or_default();
+        let err = Close::validated(None, Some("x".repeat(124))).err().unwrap_or_default();
         assert!(err.contains("124 bytes"), "{err}");
     }
 }

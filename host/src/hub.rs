@@ -88,6 +88,8 @@ pub struct ConnSpec {
     pub endpoint: Option<String>,
     /// See [`ClientInfo::direction`].
     pub direction: Direction,
+    /// The peer's address, for an inbound session.
+    pub remote: Option<std::net::SocketAddr>,
 }
 
 /// One live connection as the rest of the host sees it. The socket itself belongs to its session task.
@@ -103,6 +105,25 @@ pub struct Conn {
     close_requested: Notify,
     closing: Notify,
     closed_by_host: AtomicBool,
+    opened: std::time::SystemTime,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+}
+
+/// What the admin API shows of a live connection: its `client-info` and its traffic.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConnStats {
+    /// The connection as handlers see it.
+    #[serde(flatten)]
+    pub info: ClientInfo,
+    /// The peer's address (inbound sessions).
+    pub remote: Option<std::net::SocketAddr>,
+    /// When the connection was registered, in milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages written to the socket.
+    pub messages_out: u64,
 }
 
 impl Conn {
@@ -136,6 +157,33 @@ impl Conn {
             direction: self.spec.direction,
             state: self.state(),
         }
+    }
+
+    /// The connection's info and traffic counters.
+    pub fn stats(&self) -> ConnStats {
+        let since_epoch = self.opened.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        ConnStats {
+            info: self.info(),
+            remote: self.spec.remote,
+            connected_at_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a data message received.
+    pub fn count_in(&self) {
+        self.messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a data message written.
+    pub fn count_out(&self) {
+        self.messages_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The endpoint of an inbound session.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.spec.endpoint.as_deref()
     }
 
     /// Queues a data frame without waiting: a full queue is a `limit` error, a closing connection a `closed` one.
@@ -187,15 +235,12 @@ impl Conn {
         if let Ok(mut slot) = self.close.lock() {
             *slot = None;
         }
-        self.state
-            .store(ConnState::Connecting as u8, Ordering::Release);
+        self.state.store(ConnState::Connecting as u8, Ordering::Release);
         true
     }
 
     fn queue_close(&self, close: Close) -> Result<(), ConnError> {
-        let previous = self
-            .state
-            .fetch_max(ConnState::Closing as u8, Ordering::AcqRel);
+        let previous = self.state.fetch_max(ConnState::Closing as u8, Ordering::AcqRel);
         if previous >= ConnState::Closing as u8 {
             return Err(ConnError::Closed);
         }
@@ -274,11 +319,7 @@ pub struct Hub {
 impl Hub {
     /// An empty hub whose connections queue at most `queue_depth` outbound frames each.
     pub fn new(queue_depth: usize) -> Self {
-        Self {
-            conns: RwLock::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            queue_depth: queue_depth.max(1),
-        }
+        Self { conns: RwLock::new(HashMap::new()), next: AtomicU64::new(1), queue_depth: queue_depth.max(1) }
     }
 
     /// Adds a connection and returns it with the receiving end of its queue.
@@ -300,14 +341,14 @@ impl Hub {
             close_requested: Notify::new(),
             closing: Notify::new(),
             closed_by_host: AtomicBool::new(false),
+            opened: std::time::SystemTime::now(),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
         });
         if let Ok(mut conns) = self.conns.write() {
             conns.insert(conn.id.clone(), conn.clone());
         }
-        let outbox = Outbox {
-            conn: conn.clone(),
-            queue: rx,
-        };
+        let outbox = Outbox { conn: conn.clone(), queue: rx };
         (conn, outbox)
     }
 
@@ -322,19 +363,13 @@ impl Hub {
 
     /// The live connection with this id.
     pub fn get(&self, id: &str) -> Option<Arc<Conn>> {
-        self.conns
-            .read()
-            .ok()
-            .and_then(|conns| conns.get(id).cloned())
+        self.conns.read().ok().and_then(|conns| conns.get(id).cloned())
     }
 
     /// Every live connection, oldest first.
     pub fn all(&self) -> Vec<Arc<Conn>> {
-        let mut all: Vec<Arc<Conn>> = self
-            .conns
-            .read()
-            .map(|conns| conns.values().cloned().collect())
-            .unwrap_or_default();
+        let mut all: Vec<Arc<Conn>> =
+            self.conns.read().map(|conns| conns.values().cloned().collect()).unwrap_or_default();
         all.sort_by_key(|conn| conn.seq);
         all
     }
@@ -346,9 +381,7 @@ impl Hub {
 
     /// The oldest live outbound client whose events go to `handler`.
     pub fn by_handler(&self, handler: &str) -> Option<Arc<Conn>> {
-        self.all()
-            .into_iter()
-            .find(|conn| conn.spec.direction == Direction::Outbound && conn.spec.handler == handler)
+        self.all().into_iter().find(|conn| conn.spec.direction == Direction::Outbound && conn.spec.handler == handler)
     }
 
     /// How many connections are live.
@@ -367,12 +400,7 @@ mod tests {
     use super::*;
 
     fn spec(direction: Direction, handler: &str) -> ConnSpec {
-        ConnSpec {
-            uri: "/x".into(),
-            handler: handler.into(),
-            endpoint: None,
-            direction,
-        }
+        ConnSpec { uri: "/x".into(), handler: handler.into(), endpoint: None, direction, remote: None }
     }
 
     #[tokio::test]
@@ -382,17 +410,11 @@ mod tests {
         conn.send(Frame::Text("a".into())).unwrap();
         conn.send(Frame::Text("b".into())).unwrap();
         conn.close(Some(4000), Some("done".into())).unwrap();
-        assert_eq!(
-            conn.send(Frame::Text("late".into())),
-            Err(ConnError::Closed)
-        );
+        assert_eq!(conn.send(Frame::Text("late".into())), Err(ConnError::Closed));
         assert_eq!(conn.close(None, None), Err(ConnError::Closed));
         assert_eq!(outbox.next().await, Some(Frame::Text("a".into())));
         assert_eq!(outbox.next().await, Some(Frame::Text("b".into())));
-        assert_eq!(
-            outbox.next().await,
-            Some(Frame::Close(Some(Close::new(4000, "done"))))
-        );
+        assert_eq!(outbox.next().await, Some(Frame::Close(Some(Close::new(4000, "done")))));
     }
 
     #[test]
@@ -413,23 +435,13 @@ mod tests {
         let (inbound, _a) = hub.register(spec(Direction::Inbound, "p/h"), ConnState::Open);
         let (first, _b) = hub.register(spec(Direction::Outbound, "p/h"), ConnState::Connecting);
         let (_second, _c) = hub.register(spec(Direction::Outbound, "p/h"), ConnState::Connecting);
-        assert_eq!(
-            hub.by_handler("p/h").map(|c| c.id().to_owned()),
-            Some(first.id().to_owned())
-        );
+        assert_eq!(hub.by_handler("p/h").map(|c| c.id().to_owned()), Some(first.id().to_owned()));
         assert_eq!(hub.list().len(), 3);
         assert!(hub.get(inbound.id()).is_some());
         hub.remove(first.id());
         assert_eq!(first.state(), ConnState::Closed);
         assert!(hub.get(first.id()).is_none());
-        assert_eq!(
-            hub.list()
-                .iter()
-                .map(|i| i.id.as_str())
-                .collect::<Vec<_>>()
-                .len(),
-            2
-        );
+        assert_eq!(hub.list().iter().map(|i| i.id.as_str()).collect::<Vec<_>>().len(), 2);
         assert!(hub.by_handler("p/h").is_some_and(|c| c.id() != first.id()));
         assert!(hub.by_handler("other/h").is_none());
     }

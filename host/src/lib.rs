@@ -1,6 +1,7 @@
 //! wasmsock: a host that terminates WebSockets (inbound endpoints and outbound clients) and hands every event to a
 //! handler compiled to a WebAssembly component.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;

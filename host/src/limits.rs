@@ -44,6 +44,10 @@ pub const DEFAULT_GUEST_LOG_BYTES: usize = 16 << 10;
 /// How long a graceful shutdown waits for sessions to finish their closing handshakes and handlers.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How often the plugins root is checked for changed files. A change is applied after it has been stable for one more
+/// interval, so a deploy by file copy goes live within about two seconds.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The limits one host runs with; `Limits::default()` is every `DEFAULT_*` above.
 #[derive(Debug, Clone)]
 pub struct Limits {

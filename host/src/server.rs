@@ -1,5 +1,5 @@
 //! The HTTP side: the router serving endpoints at `/websockets/service/{endpoint}` (and the seed's `/websockets/v4/…`),
-//! the upgrade, and binding a listener.
+//! the upgrade, and serving the main and admin listeners until shutdown.
 
 use std::error::Error as _;
 use std::future::Future;
@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
@@ -47,13 +48,11 @@ async fn upgrade(
     State(app): State<Arc<App>>,
     Path(endpoint): Path<String>,
     OriginalUri(uri): OriginalUri,
+    extensions: Extensions,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
     let Some(endpoint) = app.registry.endpoint(&endpoint) else {
-        return Err(HttpError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no endpoint {endpoint:?}\n"),
-        });
+        return Err(HttpError { status: StatusCode::NOT_FOUND, message: format!("no endpoint {endpoint:?}\n") });
     };
     if app.is_shutting_down() {
         return Err(HttpError {
@@ -61,33 +60,34 @@ async fn upgrade(
             message: "the host is shutting down\n".into(),
         });
     }
-    let ws = ws.map_err(|rejection| HttpError {
-        status: rejection.status(),
-        message: rejection.body_text(),
-    })?;
+    let ws = ws.map_err(|rejection| HttpError { status: rejection.status(), message: rejection.body_text() })?;
     let limits = &app.limits;
     let ws = ws
         .read_buffer_size(limits.read_buffer)
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_frame_size);
-    let path = uri
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| uri.path().to_owned());
-    Ok(ws.on_upgrade(move |socket| serve_session(app, endpoint, path, socket)))
+    let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
+    let remote = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    Ok(ws.on_upgrade(move |socket| serve_session(app, endpoint, path, remote, socket)))
 }
 
 fn ws_error(err: &axum::Error) -> Option<&WsError> {
-    err.source()
-        .and_then(|source| source.downcast_ref::<WsError>())
+    err.source().and_then(|source| source.downcast_ref::<WsError>())
 }
 
-async fn serve_session(app: Arc<App>, endpoint: Arc<Endpoint>, uri: String, socket: WebSocket) {
+async fn serve_session(
+    app: Arc<App>,
+    endpoint: Arc<Endpoint>,
+    uri: String,
+    remote: Option<SocketAddr>,
+    socket: WebSocket,
+) {
     let spec = ConnSpec {
         uri,
         handler: endpoint.handler.clone(),
         endpoint: Some(endpoint.name.clone()),
         direction: Direction::Inbound,
+        remote,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
@@ -96,29 +96,50 @@ async fn serve_session(app: Arc<App>, endpoint: Arc<Endpoint>, uri: String, sock
     session::run(app, conn, outbox, session::frames(stream, ws_error), sink).await;
 }
 
-/// Binds `addr` and serves `app` until `shutdown` resolves; then drains the live connections.
+/// The admin API's listener and the token its requests must carry, if any.
+#[derive(Debug)]
+pub struct AdminListener {
+    /// The bound listener.
+    pub listener: tokio::net::TcpListener,
+    /// The bearer token; required off loopback.
+    pub token: Option<String>,
+}
+
+/// Serves `app` on `listener` (and the admin API on `admin`) until `shutdown` resolves; then drains the live
+/// connections (every handler sees onclose) and stops both listeners.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
+    admin: Option<AdminListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = self::app(app.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = app.clone();
-    let shutdown = async move {
+    tokio::spawn(async move {
         shutdown.await;
         // Close every session first so their handlers see onclose while the server still runs.
         drain.shutdown().await;
-        let _ = stop_tx.send(());
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    tokio::spawn(shutdown);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.await;
-    })
-    .await
-    .context("serving HTTP")
+    let admin_task = admin.map(|admin| {
+        let router = crate::admin::router(app.clone(), admin.token);
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            axum::serve(admin.listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stop)
+                .await
+        })
+    });
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stopped(stop_rx))
+        .await
+        .context("serving WebSockets");
+    if let Some(task) = admin_task {
+        task.await.context("the admin task failed")?.context("serving the admin API")?;
+    }
+    served
 }

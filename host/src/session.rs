@@ -29,26 +29,21 @@ impl From<&WsError> for PeerError {
         let (close, message) = match err {
             WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
                 Some(Close::new(1009, "message too big")),
-                format!(
-                    "the peer sent a message of {size} bytes, more than the limit of {max_size}"
-                ),
+                format!("the peer sent a message of {size} bytes, more than the limit of {max_size}"),
             ),
-            WsError::Capacity(other) => (
-                Some(Close::new(1009, "message too big")),
-                format!("the peer sent too much: {other}"),
-            ),
+            WsError::Capacity(other) => {
+                (Some(Close::new(1009, "message too big")), format!("the peer sent too much: {other}"))
+            }
             WsError::Utf8(_) => (
                 Some(Close::new(1007, "invalid UTF-8 in a text message")),
                 "the peer sent invalid UTF-8 in a text message".into(),
             ),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => (
-                None,
-                "the peer went away without a closing handshake".into(),
-            ),
-            WsError::Protocol(protocol) => (
-                Some(Close::new(1002, "protocol error")),
-                format!("the peer broke the WebSocket protocol: {protocol}"),
-            ),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                (None, "the peer went away without a closing handshake".into())
+            }
+            WsError::Protocol(protocol) => {
+                (Some(Close::new(1002, "protocol error")), format!("the peer broke the WebSocket protocol: {protocol}"))
+            }
             WsError::Io(io) => (None, format!("the connection failed: {io}")),
             other => (None, format!("the connection failed: {other}")),
         };
@@ -99,7 +94,7 @@ where
     conn.advance(ConnState::Open);
     let conn_id = conn.id().to_owned();
     let (stop, stopped) = oneshot::channel();
-    let mut writer = tokio::spawn(write_frames(conn_id.clone(), outbox, sink, stopped));
+    let mut writer = tokio::spawn(write_frames(conn.clone(), outbox, sink, stopped));
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     loop {
@@ -122,12 +117,12 @@ where
         match next {
             None => break,
             Some(Ok(Frame::Text(text))) if conn.state() == ConnState::Open => {
-                app.dispatch(conn, EventKind::Message(Payload::Text(text)))
-                    .await;
+                conn.count_in();
+                app.dispatch(conn, EventKind::Message(Payload::Text(text))).await;
             }
             Some(Ok(Frame::Binary(data))) if conn.state() == ConnState::Open => {
-                app.dispatch(conn, EventKind::Message(Payload::Binary(data)))
-                    .await;
+                conn.count_in();
+                app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
             }
             // Data after a close frame is dropped: the handler already let the connection go.
             Some(Ok(Frame::Text(_) | Frame::Binary(_))) => {}
@@ -145,9 +140,7 @@ where
         && conn.request_close_for_peer(close).is_ok()
     {
         // Give the writer a moment to put the close frame on the wire before the socket is dropped.
-        written = tokio::time::timeout(app.limits.close_timeout, &mut writer)
-            .await
-            .ok();
+        written = tokio::time::timeout(app.limits.close_timeout, &mut writer).await.ok();
     }
     let _ = stop.send(());
     let written = match written {
@@ -167,11 +160,7 @@ where
         tracing::debug!(conn = %conn_id, "{}", err.message);
         app.dispatch(conn, EventKind::Error(err.message)).await;
     }
-    let ended = if conn.closed_by_host() {
-        Ended::ByHost
-    } else {
-        Ended::ByPeer
-    };
+    let ended = if conn.closed_by_host() { Ended::ByHost } else { Ended::ByPeer };
     (outbox, ended)
 }
 
@@ -183,12 +172,7 @@ pub async fn finish(app: &Arc<App>, conn: &Arc<Conn>) {
 
 /// Writes queued frames to the socket until the close frame has gone out, the socket fails, or `stop` fires; returns
 /// the outbox so frames queued later are kept for a reconnect.
-async fn write_frames<Si>(
-    conn: String,
-    mut outbox: Outbox,
-    mut sink: Si,
-    mut stop: oneshot::Receiver<()>,
-) -> Outbox
+async fn write_frames<Si>(conn: Arc<Conn>, mut outbox: Outbox, mut sink: Si, mut stop: oneshot::Receiver<()>) -> Outbox
 where
     Si: Sink<Frame> + Unpin,
     Si::Error: Display,
@@ -207,12 +191,13 @@ where
             sent = sink.send(frame) => sent,
         };
         if let Err(err) = sent {
-            tracing::debug!(%conn, "writing to the socket failed: {err}");
+            tracing::debug!(conn = conn.id(), "writing to the socket failed: {err}");
             break;
         }
         if is_close {
             break;
         }
+        conn.count_out();
     }
     outbox
 }
@@ -238,10 +223,7 @@ where
                 Ok(message) => message.try_into().ok().map(Ok),
                 Err(err) => Some(Err(match to_ws_error(&err) {
                     Some(ws) => PeerError::from(ws),
-                    None => PeerError {
-                        message: format!("the connection failed: {err}"),
-                        close: None,
-                    },
+                    None => PeerError { message: format!("the connection failed: {err}"), close: None },
                 })),
             })
         })
@@ -253,26 +235,14 @@ mod tests {
 
     #[test]
     fn peer_errors_carry_the_close_code_the_rfc_asks_for() {
-        let too_big = WsError::Capacity(CapacityError::MessageTooLong {
-            size: 10,
-            max_size: 5,
-        });
+        let too_big = WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 5 });
         assert_eq!(PeerError::from(&too_big).close.map(|c| c.code), Some(1009));
-        assert_eq!(
-            PeerError::from(&WsError::Utf8(String::new()))
-                .close
-                .map(|c| c.code),
-            Some(1007)
-        );
+        assert_eq!(PeerError::from(&WsError::Utf8(String::new())).close.map(|c| c.code), Some(1007));
         let protocol = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
         assert_eq!(PeerError::from(&protocol).close.map(|c| c.code), Some(1002));
         let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
         let err = PeerError::from(&reset);
         assert_eq!(err.close, None);
-        assert!(
-            err.message.contains("without a closing handshake"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("without a closing handshake"), "{}", err.message);
     }
 }

@@ -1,12 +1,7 @@
 //! The integration-test harness: plugins roots in temp dirs, a host on 127.0.0.1 port 0 (in process or the real
 //! binary), and WebSocket clients with bounded waits.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stderr,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,22 +23,15 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// A built guest component: a test component (`tests/components/NAME.wasm`) or an example plugin
 /// (`plugins/examples/NAME.wasm`).
 pub fn component(name: &str) -> PathBuf {
     let candidates = [
-        repo_root()
-            .join("tests/components")
-            .join(format!("{name}.wasm")),
-        repo_root()
-            .join("plugins/examples")
-            .join(format!("{name}.wasm")),
+        repo_root().join("tests/components").join(format!("{name}.wasm")),
+        repo_root().join("plugins/examples").join(format!("{name}.wasm")),
     ];
     for path in &candidates {
         if path.is_file() {
@@ -60,9 +48,7 @@ pub struct Plugins {
 
 impl Plugins {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn path(&self) -> &Path {
@@ -87,9 +73,7 @@ impl Plugins {
 
     /// Writes a descriptor for `endpoint` served by `handler`.
     pub fn endpoint(self, endpoint: &str, handler: &str) -> Self {
-        let text =
-            serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"})
-                .to_string();
+        let text = serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"}).to_string();
         self.file(&format!("descriptors/{endpoint}.websocket"), text)
     }
 }
@@ -103,24 +87,19 @@ impl Default for Plugins {
 /// A host serving in this process on 127.0.0.1, port 0.
 pub struct TestHost {
     pub addr: SocketAddr,
+    /// The admin API's address (no token).
+    pub admin: SocketAddr,
     pub app: Arc<App>,
     pub load_errors: Vec<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _plugins: Plugins,
+    pub plugins: Plugins,
 }
 
 impl TestHost {
     /// A host with the default limits, except a 1 s close timeout: test clients that stop reading cost little.
     pub async fn start(plugins: Plugins) -> Self {
-        Self::start_with(
-            plugins,
-            Limits {
-                close_timeout: Duration::from_secs(1),
-                ..Limits::default()
-            },
-        )
-        .await
+        Self::start_with(plugins, Limits { close_timeout: Duration::from_secs(1), ..Limits::default() }).await
     }
 
     pub async fn start_with(plugins: Plugins, limits: Limits) -> Self {
@@ -128,18 +107,14 @@ impl TestHost {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(wasmsock::server::serve(app.clone(), listener, async move {
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let admin_listener = wasmsock::server::AdminListener { listener: admin_listener, token: None };
+        let task = tokio::spawn(wasmsock::server::serve(app.clone(), listener, Some(admin_listener), async move {
             let _ = stopped.await;
         }));
         let load_errors = errors.iter().map(|e| format!("{e:#}")).collect();
-        Self {
-            addr,
-            app,
-            load_errors,
-            stop: Some(stop),
-            task,
-            _plugins: plugins,
-        }
+        Self { addr, admin, app, load_errors, stop: Some(stop), task, plugins }
     }
 
     pub fn url(&self, endpoint: &str) -> String {
@@ -155,11 +130,7 @@ impl TestHost {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        tokio::time::timeout(WAIT * 2, &mut self.task)
-            .await
-            .expect("host stops in time")
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(WAIT * 2, &mut self.task).await.expect("host stops in time").unwrap().unwrap();
     }
 }
 
@@ -174,10 +145,7 @@ pub async fn connect(url: &str) -> Ws {
 /// The next data or close message (pings and pongs skipped); panics after [`WAIT`].
 pub async fn next(ws: &mut Ws) -> Option<Message> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-        {
+        match tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time") {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(message)) => return Some(message),
             Some(Err(_)) | None => return None,
@@ -257,10 +225,7 @@ impl Observer {
 pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -270,11 +235,7 @@ pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let path = dir.join(format!("wasmsock{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p wasmsock` (cargo xtask test does)",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: run `cargo build -p wasmsock` (cargo xtask test does)", path.display());
     path
 }
 
@@ -341,10 +302,7 @@ async fn peer_connection(tcp: TcpStream, mode: PeerMode) {
             }
             PeerMode::CloseAfterFirst => {
                 let _ = ws.send(message).await;
-                let close = CloseFrame {
-                    code: 1000.into(),
-                    reason: "done".into(),
-                };
+                let close = CloseFrame { code: 1000.into(), reason: "done".into() };
                 let _ = ws.close(Some(close)).await;
                 // Finish the handshake: read until the client's close reply ends the stream.
                 while let Some(Ok(_)) = ws.next().await {}
@@ -362,9 +320,5 @@ async fn peer_connection(tcp: TcpStream, mode: PeerMode) {
 
 /// The number of outbound clients the host holds.
 pub fn outbound_clients(app: &App) -> usize {
-    app.hub
-        .list()
-        .iter()
-        .filter(|c| c.direction == wasmsock::hub::Direction::Outbound)
-        .count()
+    app.hub.list().iter().filter(|c| c.direction == wasmsock::hub::Direction::Outbound).count()
 }

@@ -17,14 +17,9 @@ use wasmsock_tests::*;
 const CASE_LIMIT: Duration = Duration::from_secs(60);
 
 fn wstest() -> PathBuf {
-    let dir = std::env::var("AUTOBAHN_DIR")
-        .expect("AUTOBAHN_DIR names the suite's install dir (cargo xtask autobahn)");
+    let dir = std::env::var("AUTOBAHN_DIR").expect("AUTOBAHN_DIR names the suite's install dir (cargo xtask autobahn)");
     let wstest = PathBuf::from(dir).join("wstest");
-    assert!(
-        wstest.is_file(),
-        "{} is missing: run ../shared/tools/autobahn/setup.sh",
-        wstest.display()
-    );
+    assert!(wstest.is_file(), "{} is missing: run ../shared/tools/autobahn/setup.sh", wstest.display());
     wstest
 }
 
@@ -40,35 +35,21 @@ fn work_dir(side: &str) -> PathBuf {
 /// Runs the suite's `check.py` on a report: 0 FAILED and every close clean, or the test fails with its summary.
 fn check(report: PathBuf) {
     let check = repo_root().join("../shared/tools/autobahn/check.py");
-    let out = Command::new("python3")
-        .arg(check)
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = Command::new("python3").arg(check).arg(&report).output().unwrap();
     let summary = String::from_utf8_lossy(&out.stdout);
     eprintln!("autobahn: {}", summary.trim());
-    assert!(
-        out.status.success(),
-        "Autobahn found failures ({}): {summary}",
-        report.display()
-    );
+    assert!(out.status.success(), "Autobahn found failures ({}): {summary}", report.display());
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Autobahn|Testsuite; run with cargo xtask autobahn"]
 async fn server_side_all_cases_pass_with_clean_closes() {
     let wstest = wstest();
-    let plugins = Plugins::new()
-        .handler("examples/echo", "echo")
-        .endpoint("echo", "examples/echo");
+    let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
     let host = TestHost::start(plugins).await;
     let dir = work_dir("servers");
     let config = serde_json::json!({
@@ -119,9 +100,7 @@ async fn client_side_all_cases_pass_with_clean_closes() {
     let mut count_socket = loop {
         match tokio_tungstenite::connect_async(format!("{base}/getCaseCount")).await {
             Ok((ws, _)) => break ws,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             Err(err) => panic!("the fuzzing server did not start: {err}"),
         }
     };
@@ -144,21 +123,13 @@ async fn client_side_all_cases_pass_with_clean_closes() {
         assert!(reply.starts_with("created "), "case {case}: {reply}");
         let case_deadline = Instant::now() + CASE_LIMIT;
         while outbound_clients(&host.app) > 0 {
-            assert!(
-                Instant::now() < case_deadline,
-                "case {case} did not finish in {CASE_LIMIT:?}"
-            );
+            assert!(Instant::now() < case_deadline, "case {case} did not finish in {CASE_LIMIT:?}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    eprintln!(
-        "autobahn: client side ran {count} cases in {:.1?}",
-        started.elapsed()
-    );
+    eprintln!("autobahn: client side ran {count} cases in {:.1?}", started.elapsed());
     let (mut update, _) =
-        tokio_tungstenite::connect_async(format!("{base}/updateReports?agent=wasmsock"))
-            .await
-            .unwrap();
+        tokio_tungstenite::connect_async(format!("{base}/updateReports?agent=wasmsock")).await.unwrap();
     while let Some(Ok(_)) = update.next().await {}
     check(dir.join("reports/index.json"));
     host.stop().await;

@@ -10,9 +10,7 @@ use wasmsock_tests::*;
 
 #[tokio::test]
 async fn serve_answers_on_its_port_and_drains_on_sigterm() {
-    let plugins = Plugins::new()
-        .handler("examples/echo", "echo")
-        .endpoint("echo", "examples/echo");
+    let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
     let mut child = tokio::process::Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
         .arg(plugins.path())
@@ -26,11 +24,7 @@ async fn serve_answers_on_its_port_and_drains_on_sigterm() {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = tokio::time::timeout(WAIT, async {
         loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the host logs where it listens");
+            let line = lines.next_line().await.unwrap().expect("the host logs where it listens");
             if let Some(rest) = line.split("listening on ws://").nth(1) {
                 return rest.split('/').next().unwrap().to_owned();
             }
@@ -42,21 +36,10 @@ async fn serve_answers_on_its_port_and_drains_on_sigterm() {
     send(&mut ws, "through the binary").await;
     assert_eq!(text(&mut ws).await, "through the binary");
     let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let frame = close_frame(&mut ws)
-        .await
-        .expect("a close frame on shutdown");
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let frame = close_frame(&mut ws).await.expect("a close frame on shutdown");
     assert_eq!(u16::from(frame.code), 1001);
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("the host exits in time")
-        .unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait()).await.expect("the host exits in time").unwrap();
     assert!(status.success(), "{status}");
 }
 
@@ -66,36 +49,16 @@ fn check_lists_every_problem_by_file_and_fails() {
         .handler("examples/echo", "echo")
         .endpoint("echo", "examples/echo")
         .file("x/broken.websocket", "{")
-        .file(
-            "x/dangling.websocket",
-            r#"{"handler": "x/none", "endpoint": "d"}"#,
-        );
-    let out = Command::new(binary())
-        .args(["check", "--plugins"])
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+        .file("x/dangling.websocket", r#"{"handler": "x/none", "endpoint": "d"}"#);
+    let out = Command::new(binary()).args(["check", "--plugins"]).arg(plugins.path()).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("broken.websocket"), "{log}");
-    assert!(
-        log.contains("dangling.websocket") && log.contains("x/none.wasm"),
-        "{log}"
-    );
+    assert!(log.contains("dangling.websocket") && log.contains("x/none.wasm"), "{log}");
     assert!(log.contains("2 problem(s)"), "{log}");
-    let good = Plugins::new()
-        .handler("examples/echo", "echo")
-        .endpoint("echo", "examples/echo");
-    let out = Command::new(binary())
-        .args(["check", "--plugins"])
-        .arg(good.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let good = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
+    let out = Command::new(binary()).args(["check", "--plugins"]).arg(good.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -104,11 +67,8 @@ fn a_port_in_use_is_a_clear_error() {
     let addr = taken.local_addr().unwrap().to_string();
     let plugins = Plugins::new();
     let started = Instant::now();
-    let out = Command::new(binary())
-        .args(["serve", "--listen", &addr, "--plugins"])
-        .arg(plugins.path())
-        .output()
-        .unwrap();
+    let out =
+        Command::new(binary()).args(["serve", "--listen", &addr, "--plugins"]).arg(plugins.path()).output().unwrap();
     assert!(!out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
@@ -117,19 +77,11 @@ fn a_port_in_use_is_a_clear_error() {
 
 #[test]
 fn help_documents_every_serve_flag() {
-    let out = Command::new(binary())
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
+    let out = Command::new(binary()).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--listen",
-        "--plugins",
-        "--handler-deadline-ms",
-        "--handler-memory-mib",
-        "--outbound-queue",
-        "--connect",
-    ] {
+    for flag in
+        ["--listen", "--plugins", "--handler-deadline-ms", "--handler-memory-mib", "--outbound-queue", "--connect"]
+    {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }

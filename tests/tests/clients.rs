@@ -24,10 +24,7 @@ async fn command(driver: &mut Ws, command: &str) -> String {
 
 /// The client id in a `created …` or `found …` reply.
 fn client_id(reply: &str) -> String {
-    let fields = reply
-        .split_once(' ')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
+    let fields = reply.split_once(' ').map(|(_, rest)| rest).unwrap_or_default();
     let id = fields.split('|').next().unwrap_or_default();
     assert!(id.starts_with('c'), "no client id in {reply:?}");
     id.to_owned()
@@ -42,49 +39,25 @@ async fn a_client_sees_all_four_events_and_is_listed_only_while_it_lives() {
     let uri = peer.url("/feed");
     // Created and sent to in one event, before it can be open: the send is queued and flushed on open.
     let reply = command(&mut driver, &format!("connect-send {uri} first")).await;
-    assert!(
-        reply.starts_with("created ") && reply.ends_with("|outbound|connecting send ok"),
-        "{reply}"
-    );
-    assert!(
-        reply.contains(&format!("|{uri}|tests/recorder|-|")),
-        "{reply}"
-    );
+    assert!(reply.starts_with("created ") && reply.ends_with("|outbound|connecting send ok"), "{reply}");
+    assert!(reply.contains(&format!("|{uri}|tests/recorder|-|")), "{reply}");
     let id = client_id(&reply);
     assert_eq!(observer.expect(&id, "onopen").await, "");
     assert_eq!(observer.expect(&id, "onmessage").await, "first");
     let listing = command(&mut driver, "clients").await;
-    assert!(
-        listing.contains(&format!("{id}|{uri}|tests/recorder|-|outbound|open")),
-        "{listing}"
-    );
+    assert!(listing.contains(&format!("{id}|{uri}|tests/recorder|-|outbound|open")), "{listing}");
     assert_eq!(
         command(&mut driver, "by-handler tests/recorder").await,
         format!("found {id}|{uri}|tests/recorder|-|outbound|open")
     );
-    assert_eq!(
-        command(&mut driver, &format!("client-send {id} second")).await,
-        "ok"
-    );
+    assert_eq!(command(&mut driver, &format!("client-send {id} second")).await, "ok");
     assert_eq!(observer.expect(&id, "onmessage").await, "second");
-    assert_eq!(
-        command(&mut driver, &format!("client-close {id}")).await,
-        "ok"
-    );
+    assert_eq!(command(&mut driver, &format!("client-close {id}")).await, "ok");
     assert_eq!(observer.expect(&id, "onclose").await, "");
     assert!(!command(&mut driver, "clients").await.contains(&id));
-    assert_eq!(
-        command(&mut driver, "by-handler tests/recorder").await,
-        "none"
-    );
-    assert_eq!(
-        command(&mut driver, &format!("client-send {id} late")).await,
-        "none"
-    );
-    eventually("no outbound client is left", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    assert_eq!(command(&mut driver, "by-handler tests/recorder").await, "none");
+    assert_eq!(command(&mut driver, &format!("client-send {id} late")).await, "none");
+    eventually("no outbound client is left", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
 
@@ -93,25 +66,15 @@ async fn a_client_of_the_hosts_own_endpoint_gets_its_echo() {
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
-    let reply = command(
-        &mut driver,
-        &format!("connect-send {} loopback", host.url("echo")),
-    )
-    .await;
+    let reply = command(&mut driver, &format!("connect-send {} loopback", host.url("echo"))).await;
     let id = client_id(&reply);
     assert_eq!(observer.expect(&id, "onopen").await, "");
     assert_eq!(observer.expect(&id, "onmessage").await, "loopback");
     // Both ends are listed: the client (outbound) and the echo session it opened (inbound).
     let listing = command(&mut driver, "clients").await;
-    assert!(
-        listing.contains("|examples/echo|echo|inbound|open"),
-        "{listing}"
-    );
+    assert!(listing.contains("|examples/echo|echo|inbound|open"), "{listing}");
     assert!(listing.contains(&format!("{id}|")), "{listing}");
-    assert_eq!(
-        command(&mut driver, &format!("client-close {id}")).await,
-        "ok"
-    );
+    assert_eq!(command(&mut driver, &format!("client-close {id}")).await, "ok");
     assert_eq!(observer.expect(&id, "onclose").await, "");
     eventually("the echo session ended too", || host.app.hub.len() == 2).await;
     host.stop().await;
@@ -119,44 +82,24 @@ async fn a_client_of_the_hosts_own_endpoint_gets_its_echo() {
 
 #[tokio::test]
 async fn a_refused_connect_is_onerror_naming_the_unsent_messages_then_onclose() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
-    let reply = command(
-        &mut driver,
-        &format!("connect-send ws://127.0.0.1:{port}/x never sent"),
-    )
-    .await;
+    let reply = command(&mut driver, &format!("connect-send ws://127.0.0.1:{port}/x never sent")).await;
     let id = client_id(&reply);
     let error = observer.expect(&id, "onerror").await;
-    assert!(
-        error.contains(&format!("connecting to ws://127.0.0.1:{port}/x failed")),
-        "{error}"
-    );
-    assert!(
-        error.contains("1 queued message(s) were not sent: \"never sent\""),
-        "{error}"
-    );
+    assert!(error.contains(&format!("connecting to ws://127.0.0.1:{port}/x failed")), "{error}");
+    assert!(error.contains("1 queued message(s) were not sent: \"never sent\""), "{error}");
     assert_eq!(observer.expect(&id, "onclose").await, "");
-    eventually("the failed client left the list", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    eventually("the failed client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
 
 #[tokio::test]
 async fn a_handshake_that_never_comes_times_out() {
     let peer = PeerServer::start(PeerMode::Silent).await;
-    let limits = Limits {
-        connect_timeout: Duration::from_millis(300),
-        ..Limits::default()
-    };
+    let limits = Limits { connect_timeout: Duration::from_millis(300), ..Limits::default() };
     let host = TestHost::start_with(plugins(), limits).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
@@ -164,10 +107,7 @@ async fn a_handshake_that_never_comes_times_out() {
     let error = observer.expect(&id, "onerror").await;
     assert!(error.contains("timed out after 300ms"), "{error}");
     assert_eq!(observer.expect(&id, "onclose").await, "");
-    eventually("the client left the list", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
 
@@ -177,14 +117,10 @@ async fn a_server_closing_mid_stream_ends_in_onclose() {
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
-    let id =
-        client_id(&command(&mut driver, &format!("connect-send {} only", peer.url("/"))).await);
+    let id = client_id(&command(&mut driver, &format!("connect-send {} only", peer.url("/"))).await);
     let events = observer.events_until_close(&id).await;
     assert_eq!(events, ["onopen", "onmessage only", "onclose"]);
-    eventually("the client left the list", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
 
@@ -194,26 +130,12 @@ async fn a_server_vanishing_without_a_close_frame_is_onerror_then_onclose() {
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
-    let id = client_id(
-        &command(
-            &mut driver,
-            &format!("connect-send {} hello", peer.url("/")),
-        )
-        .await,
-    );
+    let id = client_id(&command(&mut driver, &format!("connect-send {} hello", peer.url("/"))).await);
     let events = observer.events_until_close(&id).await;
     assert_eq!(events.first().map(String::as_str), Some("onopen"));
     assert_eq!(events.last().map(String::as_str), Some("onclose"));
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("onerror") && e.contains("without a closing handshake")),
-        "{events:?}"
-    );
-    eventually("the client left the list", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    assert!(events.iter().any(|e| e.starts_with("onerror") && e.contains("without a closing handshake")), "{events:?}");
+    eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
 
@@ -222,24 +144,11 @@ async fn bad_arguments_are_invalid_errors_and_create_nothing() {
     let host = TestHost::start(plugins()).await;
     let mut driver = host.connect("rec").await;
     let reply = command(&mut driver, "connect http://127.0.0.1:1/").await;
-    assert!(
-        reply.starts_with("error Error::Invalid") && reply.contains("ws://"),
-        "{reply}"
-    );
-    let reply = command(
-        &mut driver,
-        "connect-with ws://127.0.0.1:1/ nowhere/nothing",
-    )
-    .await;
-    assert!(
-        reply.starts_with("error Error::Invalid") && reply.contains("nowhere/nothing"),
-        "{reply}"
-    );
+    assert!(reply.starts_with("error Error::Invalid") && reply.contains("ws://"), "{reply}");
+    let reply = command(&mut driver, "connect-with ws://127.0.0.1:1/ nowhere/nothing").await;
+    assert!(reply.starts_with("error Error::Invalid") && reply.contains("nowhere/nothing"), "{reply}");
     let reply = command(&mut driver, "connect-engine ws://127.0.0.1:1/ nashorn").await;
-    assert!(
-        reply.starts_with("error Error::Invalid") && reply.contains("nashorn"),
-        "{reply}"
-    );
+    assert!(reply.starts_with("error Error::Invalid") && reply.contains("nashorn"), "{reply}");
     assert_eq!(outbound_clients(&host.app), 0);
     host.stop().await;
 }
@@ -264,91 +173,56 @@ async fn a_reconnecting_client_opens_again_after_the_server_closes_and_closes_on
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
-    let id = client_id(
-        &command(
-            &mut driver,
-            &format!("connect-reconnect {} 0", peer.url("/")),
-        )
-        .await,
-    );
+    let id = client_id(&command(&mut driver, &format!("connect-reconnect {} 0", peer.url("/"))).await);
     assert_eq!(observer.expect(&id, "onopen").await, "");
-    assert_eq!(
-        command(&mut driver, &format!("client-send {id} one")).await,
-        "ok"
-    );
+    assert_eq!(command(&mut driver, &format!("client-send {id} one")).await, "ok");
     assert_eq!(observer.expect(&id, "onmessage").await, "one");
     // The server closed after its echo; the client reconnects with the same id: a new onopen, no onclose.
     assert_eq!(observer.expect(&id, "onopen").await, "");
-    assert_eq!(
-        command(&mut driver, &format!("client-send {id} two")).await,
-        "ok"
-    );
+    assert_eq!(command(&mut driver, &format!("client-send {id} two")).await, "ok");
     assert_eq!(observer.expect(&id, "onmessage").await, "two");
     assert_eq!(observer.expect(&id, "onopen").await, "");
     // Closed by the handler: no more reconnects, one onclose.
-    assert_eq!(
-        command(&mut driver, &format!("client-close {id}")).await,
-        "ok"
-    );
+    assert_eq!(command(&mut driver, &format!("client-close {id}")).await, "ok");
     assert_eq!(observer.expect(&id, "onclose").await, "");
-    eventually("the client left the list", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
     eventually("its task ended", || host.app.sessions() == 2).await;
     host.stop().await;
 }
 
 #[tokio::test]
 async fn a_reconnecting_client_gives_up_after_its_attempts_and_closes() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
-    let id = client_id(
-        &command(
-            &mut driver,
-            &format!("connect-reconnect ws://127.0.0.1:{port}/ 3"),
-        )
-        .await,
-    );
+    let id = client_id(&command(&mut driver, &format!("connect-reconnect ws://127.0.0.1:{port}/ 3")).await);
     for _ in 0..2 {
         let error = observer.expect(&id, "onerror").await;
-        assert!(
-            error.contains("failed") && error.contains("reconnecting in"),
-            "{error}"
-        );
+        assert!(error.contains("failed") && error.contains("reconnecting in"), "{error}");
     }
     let error = observer.expect(&id, "onerror").await;
     assert!(error.contains("giving up after 3 attempt(s)"), "{error}");
     assert_eq!(observer.expect(&id, "onclose").await, "");
-    eventually("the client left the list", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
 
 #[tokio::test]
 async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
     let peer = PeerServer::start(PeerMode::Echo).await;
-    let plugins = Plugins::new()
-        .handler("examples/relay", "relay")
-        .endpoint("relay", "examples/relay");
+    let plugins = Plugins::new().handler("examples/relay", "relay").endpoint("relay", "examples/relay");
     let host = TestHost::start(plugins).await;
     let upstream = peer.url("/feed").replace(':', "%3A").replace('/', "%2F");
     let relay = format!("{}?to={upstream}", host.url("relay"));
     let mut alice = connect(&relay).await;
     let mut bob = connect(&relay).await;
     eventually("one shared upstream client is open", || {
-        host.app.hub.list().iter().any(|c| {
-            c.direction == wasmsock::hub::Direction::Outbound
-                && c.state == wasmsock::hub::ConnState::Open
-        })
+        host.app
+            .hub
+            .list()
+            .iter()
+            .any(|c| c.direction == wasmsock::hub::Direction::Outbound && c.state == wasmsock::hub::ConnState::Open)
     })
     .await;
     assert_eq!(outbound_clients(&host.app), 1);
@@ -357,11 +231,7 @@ async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
     assert_eq!(text(&mut alice).await, "hello upstream");
     assert_eq!(text(&mut bob).await, "hello upstream");
     // A session naming an upstream off loopback is refused with a reason.
-    let mut stranger = connect(&format!(
-        "{}?to=ws%3A%2F%2Fexample.com%2F",
-        host.url("relay")
-    ))
-    .await;
+    let mut stranger = connect(&format!("{}?to=ws%3A%2F%2Fexample.com%2F", host.url("relay"))).await;
     let frame = close_frame(&mut stranger).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), 4403);
     // When the last session leaves, the upstream client is closed.
@@ -369,9 +239,6 @@ async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
         session.close(None).await.unwrap();
         drop(session);
     }
-    eventually("the upstream client was closed", || {
-        outbound_clients(&host.app) == 0
-    })
-    .await;
+    eventually("the upstream client was closed", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }

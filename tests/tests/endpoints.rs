@@ -7,29 +7,19 @@ use tokio_tungstenite::tungstenite::Message;
 use wasmsock_tests::*;
 
 fn echo_plugins() -> Plugins {
-    Plugins::new()
-        .handler("examples/echo", "echo")
-        .endpoint("echo", "examples/echo")
+    Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo")
 }
 
 #[tokio::test]
 async fn echo_returns_text_and_binary_on_both_url_forms() {
     let host = TestHost::start(echo_plugins()).await;
     assert!(host.load_errors.is_empty(), "{:?}", host.load_errors);
-    for url in [
-        host.url("echo"),
-        format!("ws://{}/websockets/v4/service/echo", host.addr),
-    ] {
+    for url in [host.url("echo"), format!("ws://{}/websockets/v4/service/echo", host.addr)] {
         let mut ws = connect(&url).await;
         send(&mut ws, "hello, wasm").await;
         assert_eq!(text(&mut ws).await, "hello, wasm");
-        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
-            .await
-            .unwrap();
-        assert_eq!(
-            next(&mut ws).await,
-            Some(Message::binary(vec![0u8, 1, 2, 255]))
-        );
+        ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+        assert_eq!(next(&mut ws).await, Some(Message::binary(vec![0u8, 1, 2, 255])));
         let big = "x".repeat(100_000);
         send(&mut ws, &big).await;
         assert_eq!(text(&mut ws).await, big);
@@ -51,17 +41,11 @@ async fn unknown_endpoints_are_404_before_the_upgrade() {
     // A plain GET on a real endpoint is told it needs an upgrade, not served.
     let mut stream = tokio::net::TcpStream::connect(host.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(b"GET /websockets/service/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    stream.write_all(b"GET /websockets/service/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status_line = response.lines().next().unwrap_or_default().to_owned();
-    assert!(
-        status_line.contains(" 400 ") || status_line.contains(" 426 "),
-        "{status_line}"
-    );
+    assert!(status_line.contains(" 400 ") || status_line.contains(" 426 "), "{status_line}");
     host.stop().await;
 }
 
@@ -79,10 +63,7 @@ async fn chat_fans_every_message_out_to_every_session() {
     }
     // A session on another endpoint must not receive the room's messages.
     let mut outsider = host.connect("echo").await;
-    eventually("all four sessions are registered", || {
-        host.app.hub.len() == 4
-    })
-    .await;
+    eventually("all four sessions are registered", || host.app.hub.len() == 4).await;
     for (i, sender) in [0usize, 2, 1].into_iter().enumerate() {
         send(&mut members[sender], &format!("message {i} from {sender}")).await;
         for member in members.iter_mut() {
@@ -90,11 +71,7 @@ async fn chat_fans_every_message_out_to_every_session() {
         }
     }
     send(&mut outsider, "ping").await;
-    assert_eq!(
-        text(&mut outsider).await,
-        "ping",
-        "the outsider saw only its own echo"
-    );
+    assert_eq!(text(&mut outsider).await, "ping", "the outsider saw only its own echo");
     host.stop().await;
 }
 
@@ -102,35 +79,14 @@ async fn chat_fans_every_message_out_to_every_session() {
 async fn malformed_duplicate_and_dangling_descriptors_are_refused_by_file() {
     let plugins = echo_plugins()
         .file("bad/broken.websocket", "{ \"handler\": ")
-        .file(
-            "bad/unknown-field.websocket",
-            r#"{"handler": "examples/echo", "endpoint": "x", "colour": "red"}"#,
-        )
-        .file(
-            "bad/dangling.websocket",
-            r#"{"handler": "nowhere/nothing", "endpoint": "dangling"}"#,
-        )
-        .file(
-            "dup/one.websocket",
-            r#"{"handler": "examples/echo", "endpoint": "twice"}"#,
-        )
-        .file(
-            "dup/two.websocket",
-            r#"{"handler": "examples/echo", "endpoint": "twice"}"#,
-        )
-        .file(
-            "corrupt/handler.wasm",
-            b"\0asm\x0d\0\x01\0this is not a component",
-        )
-        .file(
-            "corrupt/c.websocket",
-            r#"{"handler": "corrupt/handler", "endpoint": "corrupt"}"#,
-        )
+        .file("bad/unknown-field.websocket", r#"{"handler": "examples/echo", "endpoint": "x", "colour": "red"}"#)
+        .file("bad/dangling.websocket", r#"{"handler": "nowhere/nothing", "endpoint": "dangling"}"#)
+        .file("dup/one.websocket", r#"{"handler": "examples/echo", "endpoint": "twice"}"#)
+        .file("dup/two.websocket", r#"{"handler": "examples/echo", "endpoint": "twice"}"#)
+        .file("corrupt/handler.wasm", b"\0asm\x0d\0\x01\0this is not a component")
+        .file("corrupt/c.websocket", r#"{"handler": "corrupt/handler", "endpoint": "corrupt"}"#)
         .file("core/module.wasm", b"\0asm\x01\0\0\0")
-        .file(
-            "core/m.websocket",
-            r#"{"handler": "core/module", "endpoint": "core"}"#,
-        );
+        .file("core/m.websocket", r#"{"handler": "core/module", "endpoint": "core"}"#);
     let host = TestHost::start(plugins).await;
     let errors = &host.load_errors;
     let find = |needles: &[&str]| {
@@ -141,27 +97,13 @@ async fn malformed_duplicate_and_dangling_descriptors_are_refused_by_file() {
     };
     find(&["broken.websocket", "not a valid descriptor"]);
     find(&["unknown-field.websocket", "unknown field `colour`"]);
-    find(&[
-        "dangling.websocket",
-        "field `handler`",
-        "nowhere/nothing.wasm",
-    ]);
+    find(&["dangling.websocket", "field `handler`", "nowhere/nothing.wasm"]);
     find(&["one.websocket", "two.websocket", "\"twice\""]);
-    find(&[
-        "c.websocket",
-        "corrupt/handler.wasm",
-        "not a valid WebAssembly component",
-    ]);
+    find(&["c.websocket", "corrupt/handler.wasm", "not a valid WebAssembly component"]);
     find(&["m.websocket", "core/module.wasm"]);
     assert_eq!(errors.len(), 6, "{errors:#?}");
     // Everything that was fine is served; nothing that was refused is.
-    let served: Vec<String> = host
-        .app
-        .registry
-        .endpoints()
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
+    let served: Vec<String> = host.app.registry.endpoints().iter().map(|e| e.name.clone()).collect();
     assert_eq!(served, ["echo"]);
     let mut ws = host.connect("echo").await;
     send(&mut ws, "still up").await;

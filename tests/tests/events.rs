@@ -11,9 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wasmsock_tests::*;
 
 fn recorder() -> Plugins {
-    Plugins::new()
-        .handler("tests/recorder", "recorder")
-        .endpoint("rec", "tests/recorder")
+    Plugins::new().handler("tests/recorder", "recorder").endpoint("rec", "tests/recorder")
 }
 
 /// The id the recorder gives a session: its `clients` listing names it as the one with our URI marker.
@@ -38,27 +36,10 @@ async fn all_four_events_fire_in_order_for_a_clean_close() {
     send(&mut ws, "echo hi").await;
     assert_eq!(text(&mut ws).await, "hi");
     ws.send(Message::binary(vec![7u8; 3])).await.unwrap();
-    ws.close(Some(CloseFrame {
-        code: CloseCode::Normal,
-        reason: "bye".into(),
-    }))
-    .await
-    .unwrap();
-    assert!(
-        close_frame(&mut ws).await.is_some(),
-        "the host answers the close"
-    );
+    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })).await.unwrap();
+    assert!(close_frame(&mut ws).await.is_some(), "the host answers the close");
     let events = observer.events_until_close(&id).await;
-    assert_eq!(
-        events,
-        [
-            "onopen",
-            "onmessage clients",
-            "onmessage echo hi",
-            "onmessage <3 bytes>",
-            "onclose"
-        ]
-    );
+    assert_eq!(events, ["onopen", "onmessage clients", "onmessage echo hi", "onmessage <3 bytes>", "onclose"]);
     eventually("the session leaves the hub", || host.app.hub.len() == 1).await;
     host.stop().await;
 }
@@ -74,23 +55,12 @@ async fn a_close_started_by_the_handler_carries_its_code_and_reason() {
     assert_eq!(u16::from(frame.code), 4001);
     assert_eq!(frame.reason.as_str(), "go away");
     let events = observer.events_until_close(&id).await;
-    assert_eq!(
-        events,
-        [
-            "onopen",
-            "onmessage clients",
-            "onmessage close 4001 go away",
-            "onclose"
-        ]
-    );
+    assert_eq!(events, ["onopen", "onmessage clients", "onmessage close 4001 go away", "onclose"]);
     // A code a handler may not send is refused with a reason, and the connection stays open.
     let mut ws = connect(&format!("{}?who=carol", host.url("rec"))).await;
     send(&mut ws, "close 1006 nope").await;
     let reply = text(&mut ws).await;
-    assert!(
-        reply.starts_with("error Error::Invalid") && reply.contains("1006"),
-        "{reply}"
-    );
+    assert!(reply.starts_with("error Error::Invalid") && reply.contains("1006"), "{reply}");
     send(&mut ws, "echo still open").await;
     assert_eq!(text(&mut ws).await, "still open");
     host.stop().await;
@@ -113,10 +83,7 @@ async fn a_client_that_vanishes_without_a_close_frame_still_gets_onclose() {
     assert_eq!(events.first().map(String::as_str), Some("onopen"));
     assert_eq!(events.last().map(String::as_str), Some("onclose"));
     assert_eq!(events.iter().filter(|e| *e == "onclose").count(), 1);
-    let error = events
-        .iter()
-        .find(|e| e.starts_with("onerror"))
-        .expect("an onerror before the onclose");
+    let error = events.iter().find(|e| e.starts_with("onerror")).expect("an onerror before the onclose");
     assert!(error.contains("without a closing handshake"), "{error}");
     eventually("the session leaves the hub", || host.app.hub.len() == 1).await;
     host.stop().await;
@@ -159,19 +126,9 @@ async fn shutdown_sends_1001_and_waits_for_every_session_to_finish() {
     let stopping = tokio::spawn(host.stop());
     let frame = close_frame(&mut ws).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), 1001);
-    let frame = close_frame(&mut observer.0)
-        .await
-        .expect("the observer is closed too");
+    let frame = close_frame(&mut observer.0).await.expect("the observer is closed too");
     assert_eq!(u16::from(frame.code), 1001);
     stopping.await.unwrap();
-    assert!(
-        app.hub.is_empty(),
-        "every connection ended: {:?}",
-        app.hub.list()
-    );
-    assert_eq!(
-        app.sessions(),
-        0,
-        "every session ran its onclose and finished"
-    );
+    assert!(app.hub.is_empty(), "every connection ended: {:?}", app.hub.list());
+    assert_eq!(app.sessions(), 0, "every session ran its onclose and finished");
 }

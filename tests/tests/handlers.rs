@@ -14,11 +14,7 @@ async fn host() -> TestHost {
         .endpoint("bad", "tests/misbehave")
         .handler("examples/echo", "echo")
         .endpoint("echo", "examples/echo");
-    let limits = Limits {
-        handler_deadline: Duration::from_millis(300),
-        handler_memory: 32 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits { handler_deadline: Duration::from_millis(300), handler_memory: 32 << 20, ..Limits::default() };
     TestHost::start_with(plugins, limits).await
 }
 
@@ -27,23 +23,12 @@ async fn survives(ws: &mut Ws, other: &mut Ws, request: &str, expected: &[&str])
     let error = text(ws).await;
     assert!(error.starts_with("error: "), "{request}: {error}");
     for needle in expected {
-        assert!(
-            error.contains(needle),
-            "{request}: {error:?} lacks {needle:?}"
-        );
+        assert!(error.contains(needle), "{request}: {error:?} lacks {needle:?}");
     }
     send(ws, "after").await;
-    assert_eq!(
-        text(ws).await,
-        "after",
-        "the same connection still works after {request}"
-    );
+    assert_eq!(text(ws).await, "after", "the same connection still works after {request}");
     send(other, "other").await;
-    assert_eq!(
-        text(other).await,
-        "other",
-        "another connection still works after {request}"
-    );
+    assert_eq!(text(other).await, "other", "another connection still works after {request}");
 }
 
 #[tokio::test]
@@ -61,13 +46,7 @@ async fn an_endless_loop_is_stopped_by_the_deadline() {
     let mut ws = host.connect("bad").await;
     let mut other = host.connect("echo").await;
     let started = Instant::now();
-    survives(
-        &mut ws,
-        &mut other,
-        "loop",
-        &["tests/misbehave", "deadline of 300ms"],
-    )
-    .await;
+    survives(&mut ws, &mut other, "loop", &["tests/misbehave", "deadline of 300ms"]).await;
     // Bounded, not timed: the loop must not have held the connection for anywhere near the test's wait.
     assert!(started.elapsed() < WAIT, "{:?}", started.elapsed());
     host.stop().await;
@@ -81,10 +60,7 @@ async fn a_loop_does_not_stall_other_connections_while_it_runs() {
         .endpoint("bad", "tests/misbehave")
         .handler("examples/echo", "echo")
         .endpoint("echo", "examples/echo");
-    let limits = Limits {
-        handler_deadline: Duration::from_secs(5),
-        ..Limits::default()
-    };
+    let limits = Limits { handler_deadline: Duration::from_secs(5), ..Limits::default() };
     let host = TestHost::start_with(plugins, limits).await;
     let mut ws = host.connect("bad").await;
     let mut other = host.connect("echo").await;
@@ -94,15 +70,8 @@ async fn a_loop_does_not_stall_other_connections_while_it_runs() {
         assert_eq!(text(&mut other).await, format!("n{n}"));
     }
     // The other connection was served while the loop was still running: its error has not arrived yet.
-    let pending = tokio::time::timeout(
-        Duration::from_millis(1),
-        futures_util::StreamExt::next(&mut ws),
-    )
-    .await;
-    assert!(
-        pending.is_err(),
-        "the loop ended before the other connection was served: {pending:?}"
-    );
+    let pending = tokio::time::timeout(Duration::from_millis(1), futures_util::StreamExt::next(&mut ws)).await;
+    assert!(pending.is_err(), "the loop ended before the other connection was served: {pending:?}");
     assert!(text(&mut ws).await.starts_with("error: "));
     host.stop().await;
 }
@@ -112,13 +81,7 @@ async fn a_runaway_allocation_hits_the_memory_cap() {
     let host = host().await;
     let mut ws = host.connect("bad").await;
     let mut other = host.connect("echo").await;
-    survives(
-        &mut ws,
-        &mut other,
-        "alloc",
-        &["tests/misbehave", "memory", &(32u32 << 20).to_string()],
-    )
-    .await;
+    survives(&mut ws, &mut other, "alloc", &["tests/misbehave", "memory", &(32u32 << 20).to_string()]).await;
     host.stop().await;
 }
 

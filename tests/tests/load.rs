@@ -35,11 +35,7 @@ async fn start_binary(plugins: &Plugins) -> (tokio::process::Child, String) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = tokio::time::timeout(WAIT, async {
         loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the host logs where it listens");
+            let line = lines.next_line().await.unwrap().expect("the host logs where it listens");
             if let Some(rest) = line.split("listening on ws://").nth(1) {
                 return rest.split('/').next().unwrap().to_owned();
             }
@@ -54,10 +50,7 @@ async fn start_binary(plugins: &Plugins) -> (tokio::process::Child, String) {
 
 /// Counts outbound clients in a `clients` reply of the recorder.
 fn outbound_in(listing: &str) -> usize {
-    listing
-        .split(';')
-        .filter(|c| c.contains("|outbound|"))
-        .count()
+    listing.split(';').filter(|c| c.contains("|outbound|")).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,21 +66,14 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
     let pid = child.id().unwrap();
     let mut driver = connect(&format!("ws://{addr}/websockets/service/rec")).await;
     // Warm up: one round of 50 so the runtime's pools and the allocator reach their working size.
-    send(
-        &mut driver,
-        &format!("connect-many 50 {} examples/echo warm", peer.url("/")),
-    )
-    .await;
+    send(&mut driver, &format!("connect-many 50 {} examples/echo warm", peer.url("/"))).await;
     assert_eq!(text(&mut driver).await, "created 50, 0 failed");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if outbound_count(&mut driver).await == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the warm-up clients did not finish"
-        );
+        assert!(Instant::now() < deadline, "the warm-up clients did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Three rounds: the first shows the cost of a round, the later ones that nothing stays behind (the allocator keeps
@@ -97,18 +83,8 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
     for round in 1..=3 {
         let before = rss_kib(pid);
         let started = Instant::now();
-        send(
-            &mut driver,
-            &format!(
-                "connect-many {CLIENTS} {} examples/echo hello",
-                peer.url("/")
-            ),
-        )
-        .await;
-        assert_eq!(
-            text(&mut driver).await,
-            format!("created {CLIENTS}, 0 failed")
-        );
+        send(&mut driver, &format!("connect-many {CLIENTS} {} examples/echo hello", peer.url("/"))).await;
+        assert_eq!(text(&mut driver).await, format!("created {CLIENTS}, 0 failed"));
         let mut peak = before;
         let mut most_open = 0;
         let round_deadline = Instant::now() + Duration::from_secs(120);
@@ -119,10 +95,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
             if open == 0 {
                 break;
             }
-            assert!(
-                Instant::now() < round_deadline,
-                "round {round}: {open} clients still open"
-            );
+            assert!(Instant::now() < round_deadline, "round {round}: {open} clients still open");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = started.elapsed();
@@ -135,11 +108,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
              ({:.1} KiB per client at the peak)",
             (peak - before) as f64 / CLIENTS as f64
         );
-        assert_eq!(
-            outbound_count(&mut driver).await,
-            0,
-            "the client list is empty after round {round}"
-        );
+        assert_eq!(outbound_count(&mut driver).await, 0, "the client list is empty after round {round}");
     }
     eprintln!(
         "load: host RSS {start} KiB before the first round, {} KiB after the last ({:+} KiB over rounds 2 and 3)",

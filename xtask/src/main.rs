@@ -31,42 +31,23 @@ fn main() -> anyhow::Result<()> {
         "test" => {
             guests(&root)?;
             // The CLI tests run the real binary, which `cargo test` of the tests crate does not build by itself.
-            run(Command::new(cargo())
-                .current_dir(&root)
-                .args(["build", "-p", "wasmsock"]))?;
-            run(Command::new(cargo())
-                .current_dir(&root)
-                .arg("test")
-                .args(&rest))
+            run(Command::new(cargo()).current_dir(&root).args(["build", "-p", "wasmsock"]))?;
+            run(Command::new(cargo()).current_dir(&root).arg("test").args(&rest))
         }
         "serve" => {
             guests(&root)?;
             let rest = rest.iter().skip_while(|a| *a == "--");
             run(Command::new(cargo())
                 .current_dir(&root)
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "wasmsock",
-                    "--",
-                    "serve",
-                    "--plugins",
-                    "plugins",
-                ])
+                .args(["run", "--release", "-p", "wasmsock", "--", "serve", "--plugins", "plugins"])
                 .args(rest))
         }
         "autobahn" => {
-            let dir = rest
-                .first()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/tmp/autobahn"));
+            let dir = rest.first().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/autobahn"));
             guests(&root)?;
             autobahn(&root, &dir)
         }
-        _ => bail!(
-            "usage: cargo xtask (serve [-- ARGS] | test [ARGS] | guests | autobahn [AUTOBAHN-DIR])"
-        ),
+        _ => bail!("usage: cargo xtask (serve [-- ARGS] | test [ARGS] | guests | autobahn [AUTOBAHN-DIR])"),
     }
 }
 
@@ -76,16 +57,11 @@ fn cargo() -> String {
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
 fn run(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed: {status}");
     }
@@ -94,17 +70,9 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
 
 /// Makes sure the guest target is installed (a fresh machine has only the host's).
 fn ensure_target() -> anyhow::Result<()> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.trim() == GUEST_TARGET) =>
-        {
-            Ok(())
-        }
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == GUEST_TARGET) => Ok(()),
         Ok(_) => run(Command::new("rustup").args(["target", "add", GUEST_TARGET])),
         // Without rustup the toolchain must already have the target; cargo will say so if not.
         Err(_) => Ok(()),
@@ -116,15 +84,10 @@ fn guest_crates(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut crates = Vec::new();
     for dir in GUEST_DIRS {
         let dir = root.join(dir);
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
             if path.join("Cargo.toml").is_file() {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 crates.push((name, dir.clone()));
             }
         }
@@ -139,9 +102,7 @@ fn guests(root: &Path) -> anyhow::Result<()> {
     let crates = guest_crates(root)?;
     let started = Instant::now();
     let mut build = Command::new(cargo());
-    build
-        .current_dir(root)
-        .args(["build", "--profile", "guest", "--target", GUEST_TARGET]);
+    build.current_dir(root).args(["build", "--profile", "guest", "--target", GUEST_TARGET]);
     for (name, _) in &crates {
         build.args(["-p", name]);
     }
@@ -150,14 +111,9 @@ fn guests(root: &Path) -> anyhow::Result<()> {
     for (name, dir) in &crates {
         let built = out.join(format!("{}.wasm", name.replace('-', "_")));
         let dest = dir.join(format!("{name}.wasm"));
-        std::fs::copy(&built, &dest)
-            .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+        std::fs::copy(&built, &dest).with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
     }
-    eprintln!(
-        "xtask: built {} guest components in {:.1?}",
-        crates.len(),
-        started.elapsed()
-    );
+    eprintln!("xtask: built {} guest components in {:.1?}", crates.len(), started.elapsed());
     Ok(())
 }
 
@@ -167,37 +123,26 @@ fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
         .context("running cargo metadata")?;
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
-    metadata["target_directory"]
-        .as_str()
-        .map(PathBuf::from)
-        .context("cargo metadata has no target_directory")
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    metadata["target_directory"].as_str().map(PathBuf::from).context("cargo metadata has no target_directory")
 }
 
 /// Runs both Autobahn|Testsuite runs (the ignored tests in `tests/tests/autobahn.rs`) with the suite in `dir`.
 fn autobahn(root: &Path, dir: &Path) -> anyhow::Result<()> {
     let wstest = dir.join("wstest");
     if !wstest.is_file() {
-        bail!(
-            "{} is missing: install it with ../shared/tools/autobahn/setup.sh {}",
-            wstest.display(),
-            dir.display()
-        );
+        bail!("{} is missing: install it with ../shared/tools/autobahn/setup.sh {}", wstest.display(), dir.display());
     }
     let dir = std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
-    run(Command::new(cargo())
-        .current_dir(root)
-        .env("AUTOBAHN_DIR", dir)
-        .args([
-            "test",
-            "-p",
-            "wasmsock-tests",
-            "--test",
-            "autobahn",
-            "--",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ]))
+    run(Command::new(cargo()).current_dir(root).env("AUTOBAHN_DIR", dir).args([
+        "test",
+        "-p",
+        "wasmsock-tests",
+        "--test",
+        "autobahn",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]))
 }

@@ -1,7 +1,14 @@
 //! The `wasmsock` command line: one file per subcommand.
 
 pub mod check;
+pub mod clients;
+pub mod close;
+pub mod connect;
+pub mod deploy;
+pub mod list;
+pub mod remote;
 pub mod serve;
+pub mod undeploy;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +28,18 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Check a plugins root: parse every descriptor and compile every handler, report every problem, serve nothing.
     Check(check::CheckArgs),
+    /// Deploy components and descriptors to a running host (Run with `wasmsock deploy plugins/my-project`).
+    Deploy(deploy::DeployArgs),
+    /// Remove an endpoint or a handler from a running host.
+    Undeploy(undeploy::UndeployArgs),
+    /// List a running host's endpoints and handlers.
+    List(list::ListArgs),
+    /// List a running host's live connections.
+    Clients(clients::ClientsArgs),
+    /// Close a live connection on a running host.
+    Close(close::CloseArgs),
+    /// Open an outbound client on a running host.
+    Connect(connect::ConnectArgs),
 }
 
 impl Cli {
@@ -29,6 +48,12 @@ impl Cli {
         match self.command {
             Command::Serve(args) => args.run().await,
             Command::Check(args) => args.run().await,
+            Command::Deploy(args) => args.run().await,
+            Command::Undeploy(args) => args.run().await,
+            Command::List(args) => args.run().await,
+            Command::Clients(args) => args.run().await,
+            Command::Close(args) => args.run().await,
+            Command::Connect(args) => args.run().await,
         }
     }
 }

@@ -43,6 +43,24 @@ pub struct ServeArgs {
     /// How long shutdown waits for connections to close, in milliseconds.
     #[arg(long, default_value_t = limits::DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
     pub shutdown_grace_ms: u64,
+    /// The address of the admin API (deploys, listings); off loopback it needs --admin-token.
+    #[arg(long, env = "WASMSOCK_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin: SocketAddr,
+    /// Run without the admin API.
+    #[arg(long, conflicts_with = "admin")]
+    pub no_admin: bool,
+    /// The bearer token every admin request must carry (required when --admin is off loopback).
+    #[arg(long, env = "WASMSOCK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How often to look for changed descriptors and components under --plugins, in milliseconds (0: never).
+    #[arg(long, default_value_t = limits::DEFAULT_WATCH_INTERVAL.as_millis() as u64)]
+    pub watch_interval_ms: u64,
+    /// Where compiled components are cached (default: .wasmsock-cache under --plugins).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not cache compiled components.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
     /// Open an outbound client at start-up: `URI=HANDLER` (repeatable), e.g. `ws://127.0.0.1:9000/feed=feeds/ticker`.
     #[arg(long = "connect", value_name = "URI=HANDLER")]
     pub connect: Vec<String>,
@@ -66,18 +84,39 @@ impl ServeArgs {
 
     /// Serves until a signal, then drains.
     pub async fn run(self) -> anyhow::Result<()> {
-        let connects = self
-            .connect
-            .iter()
-            .map(|spec| parse_connect(spec))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let (app, errors) = App::load(&self.plugins, self.limits()).await?;
+        let connects = self.connect.iter().map(|spec| parse_connect(spec)).collect::<anyhow::Result<Vec<_>>>()?;
+        if !self.no_admin && !self.admin.ip().is_loopback() && self.admin_token.is_none() {
+            anyhow::bail!(
+                "the admin API would listen on {}, off loopback, without a token: give --admin-token (or \
+                 WASMSOCK_ADMIN_TOKEN), or keep --admin on 127.0.0.1",
+                self.admin
+            );
+        }
+        let cache_dir = match (&self.cache_dir, self.no_cache) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => Some(self.plugins.join(crate::registry::DEFAULT_CACHE_DIR)),
+        };
+        let (app, errors) = App::start(&self.plugins, cache_dir, self.limits()).await?;
         for err in &errors {
             tracing::error!("{err:#}");
         }
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))?;
+        let admin = if self.no_admin {
+            None
+        } else {
+            let admin = tokio::net::TcpListener::bind(self.admin)
+                .await
+                .with_context(|| format!("cannot listen on {} for the admin API", self.admin))?;
+            let addr = admin.local_addr().context("reading the admin address")?;
+            tracing::info!("admin API on http://{addr}/admin/v1");
+            Some(crate::server::AdminListener { listener: admin, token: self.admin_token.clone() })
+        };
+        if self.watch_interval_ms > 0 {
+            app.watch(Duration::from_millis(self.watch_interval_ms));
+        }
         let addr = listener.local_addr().context("reading the bound address")?;
         let endpoints = app.registry.endpoints();
         tracing::info!(
@@ -86,34 +125,21 @@ impl ServeArgs {
             "listening on ws://{addr}/websockets/service/{{endpoint}}"
         );
         for endpoint in &endpoints {
-            tracing::info!(
-                "  ws://{addr}/websockets/service/{}  ({})",
-                endpoint.name,
-                endpoint.handler
-            );
+            tracing::info!("  ws://{addr}/websockets/service/{}  ({})", endpoint.name, endpoint.handler);
         }
         for (uri, handler) in connects {
-            crate::client::create(
-                &app,
-                &uri,
-                &handler,
-                crate::client::ClientOptions::default(),
-            )
-            .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
+            crate::client::create(&app, &uri, &handler, crate::client::ClientOptions::default())
+                .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
         }
-        crate::server::serve(app, listener, shutdown_signal()).await
+        crate::server::serve(app, listener, admin, shutdown_signal()).await
     }
 }
 
 /// Splits `URI=HANDLER` at the last `=` (URIs may hold `=` in their query).
 fn parse_connect(spec: &str) -> anyhow::Result<(String, String)> {
     match spec.rsplit_once('=') {
-        Some((uri, handler)) if !uri.is_empty() && !handler.is_empty() => {
-            Ok((uri.to_owned(), handler.to_owned()))
-        }
-        _ => anyhow::bail!(
-            "--connect {spec:?}: expected URI=HANDLER, e.g. ws://127.0.0.1:9000/feed=feeds/ticker"
-        ),
+        Some((uri, handler)) if !uri.is_empty() && !handler.is_empty() => Ok((uri.to_owned(), handler.to_owned())),
+        _ => anyhow::bail!("--connect {spec:?}: expected URI=HANDLER, e.g. ws://127.0.0.1:9000/feed=feeds/ticker"),
     }
 }
 
@@ -149,10 +175,7 @@ mod tests {
 
     #[test]
     fn connect_specs_split_at_the_last_equals_sign() {
-        assert_eq!(
-            parse_connect("ws://h:1/p?a=b=x/y").unwrap(),
-            ("ws://h:1/p?a=b".to_owned(), "x/y".to_owned())
-        );
+        assert_eq!(parse_connect("ws://h:1/p?a=b=x/y").unwrap(), ("ws://h:1/p?a=b".to_owned(), "x/y".to_owned()));
         assert!(parse_connect("ws://h:1/p").is_err());
         assert!(parse_connect("=x/y").is_err());
     }

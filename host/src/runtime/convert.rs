@@ -113,20 +113,13 @@ mod tests {
     #[test]
     fn reconnect_options_become_durations_and_the_cap_is_never_below_the_start() {
         let options = wit::ClientOptions {
-            reconnect: Some(wit::ReconnectPolicy {
-                initial_delay_ms: 200,
-                max_delay_ms: 50,
-                max_attempts: Some(3),
-            }),
+            reconnect: Some(wit::ReconnectPolicy { initial_delay_ms: 200, max_delay_ms: 50, max_attempts: Some(3) }),
         };
         let reconnect = ClientOptions::from(options).reconnect.unwrap();
         assert_eq!(reconnect.initial, Duration::from_millis(200));
         assert_eq!(reconnect.max, Duration::from_millis(200));
         assert_eq!(reconnect.max_attempts, Some(3));
-        assert_eq!(
-            ClientOptions::from(wit::ClientOptions { reconnect: None }),
-            ClientOptions::default()
-        );
+        assert_eq!(ClientOptions::from(wit::ClientOptions { reconnect: None }), ClientOptions::default());
     }
 
     #[test]
@@ -134,15 +127,8 @@ mod tests {
         assert!(
             matches!(wit::Error::from(ConnError::UnknownClient("s1".into())), wit::Error::UnknownClient(id) if id == "s1")
         );
-        assert!(matches!(
-            wit::Error::from(ConnError::Closed),
-            wit::Error::Closed
-        ));
-        assert!(
-            matches!(wit::Error::from(ConnError::Invalid("bad".into())), wit::Error::Invalid(t) if t == "bad")
-        );
-        assert!(
-            matches!(wit::Error::from(ConnError::Limit("full".into())), wit::Error::Limit(t) if t == "full")
-        );
+        assert!(matches!(wit::Error::from(ConnError::Closed), wit::Error::Closed));
+        assert!(matches!(wit::Error::from(ConnError::Invalid("bad".into())), wit::Error::Invalid(t) if t == "bad"));
+        assert!(matches!(wit::Error::from(ConnError::Limit("full".into())), wit::Error::Limit(t) if t == "full"));
     }
 }

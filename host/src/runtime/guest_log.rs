@@ -18,18 +18,11 @@ pub(super) struct GuestLog {
 
 impl GuestLog {
     pub(super) fn new(handler: &str, conn: &str, budget: usize) -> Self {
-        Self {
-            handler: handler.into(),
-            conn: conn.into(),
-            budget: Arc::new(AtomicUsize::new(budget)),
-        }
+        Self { handler: handler.into(), conn: conn.into(), budget: Arc::new(AtomicUsize::new(budget)) }
     }
 
     pub(super) fn stream(&self, name: &'static str) -> GuestStream {
-        GuestStream {
-            log: self.clone(),
-            name,
-        }
+        GuestStream { log: self.clone(), name }
     }
 }
 
@@ -47,12 +40,7 @@ impl IsTerminal for GuestStream {
 
 impl StdoutStream for GuestStream {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            log: self.log.clone(),
-            name: self.name,
-            line: Vec::new(),
-            dropped: 0,
-        })
+        Box::new(LineWriter { log: self.log.clone(), name: self.name, line: Vec::new(), dropped: 0 })
     }
 }
 
@@ -77,23 +65,16 @@ impl LineWriter {
 
     fn take_budget(&self, wanted: usize) -> usize {
         let mut granted = 0;
-        let _ = self
-            .log
-            .budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                granted = left.min(wanted);
-                Some(left - granted)
-            });
+        let _ = self.log.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            granted = left.min(wanted);
+            Some(left - granted)
+        });
         granted
     }
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let granted = self.take_budget(buf.len());
         self.dropped += buf.len() - granted;
         for &byte in &buf[..granted] {

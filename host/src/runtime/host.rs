@@ -55,26 +55,12 @@ impl wit::HostWebsocketClient for State {
         Ok(self.conn_of(&client)?.info().into())
     }
 
-    fn send(
-        &mut self,
-        client: Resource<ClientRef>,
-        message: String,
-    ) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self
-            .conn_of(&client)?
-            .send(Frame::Text(message))
-            .map_err(Into::into))
+    fn send(&mut self, client: Resource<ClientRef>, message: String) -> wasmtime::Result<Result<(), wit::Error>> {
+        Ok(self.conn_of(&client)?.send(Frame::Text(message)).map_err(Into::into))
     }
 
-    fn send_binary(
-        &mut self,
-        client: Resource<ClientRef>,
-        data: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self
-            .conn_of(&client)?
-            .send(Frame::Binary(data))
-            .map_err(Into::into))
+    fn send_binary(&mut self, client: Resource<ClientRef>, data: Vec<u8>) -> wasmtime::Result<Result<(), wit::Error>> {
+        Ok(self.conn_of(&client)?.send(Frame::Binary(data)).map_err(Into::into))
     }
 
     fn close(
@@ -83,10 +69,7 @@ impl wit::HostWebsocketClient for State {
         code: Option<u16>,
         reason: Option<String>,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self
-            .conn_of(&client)?
-            .close(code, reason)
-            .map_err(Into::into))
+        Ok(self.conn_of(&client)?.close(code, reason).map_err(Into::into))
     }
 
     fn drop(&mut self, client: Resource<ClientRef>) -> wasmtime::Result<()> {
@@ -127,18 +110,10 @@ impl wit::Host for State {
     }
 
     fn send(&mut self, message: String) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self
-            .event
-            .conn
-            .send(Frame::Text(message))
-            .map_err(Into::into))
+        Ok(self.event.conn.send(Frame::Text(message)).map_err(Into::into))
     }
 
-    fn close(
-        &mut self,
-        code: Option<u16>,
-        reason: Option<String>,
-    ) -> wasmtime::Result<Result<(), wit::Error>> {
+    fn close(&mut self, code: Option<u16>, reason: Option<String>) -> wasmtime::Result<Result<(), wit::Error>> {
         Ok(self.event.conn.close(code, reason).map_err(Into::into))
     }
 
@@ -160,12 +135,7 @@ impl wit::Host for State {
     }
 
     fn get_clients(&mut self) -> wasmtime::Result<Vec<wit::ClientInfo>> {
-        Ok(self
-            .services
-            .connections()
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.services.connections().into_iter().map(Into::into).collect())
     }
 
     fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
@@ -175,10 +145,7 @@ impl wit::Host for State {
         }
     }
 
-    fn get_client_by_handler(
-        &mut self,
-        handler: String,
-    ) -> wasmtime::Result<Option<Resource<ClientRef>>> {
+    fn get_client_by_handler(&mut self, handler: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
         match self.services.client_by_handler(&handler) {
             Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),

@@ -5,6 +5,8 @@ mod convert;
 mod guest_log;
 mod host;
 
+use std::hash::{Hash as _, Hasher as _};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -13,10 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::client::ClientOptions;
@@ -48,12 +47,7 @@ pub trait HostServices: Send + Sync + 'static {
     /// The oldest live outbound client whose events go to `handler`.
     fn client_by_handler(&self, handler: &str) -> Option<Arc<Conn>>;
     /// Starts an outbound client; returns at once with the client still connecting.
-    fn create_websocket(
-        &self,
-        uri: &str,
-        handler: &str,
-        options: ClientOptions,
-    ) -> Result<Arc<Conn>, ConnError>;
+    fn create_websocket(&self, uri: &str, handler: &str, options: ClientOptions) -> Result<Arc<Conn>, ConnError>;
 }
 
 /// A compiled handler component, checked against the `handler` world and ready to instantiate.
@@ -71,9 +65,7 @@ impl Handler {
 
 impl std::fmt::Debug for Handler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handler")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Handler").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -128,10 +120,7 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -142,28 +131,15 @@ struct MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.hit = true;
-            return Err(wasmtime::Error::msg(format!(
-                "memory cap of {} bytes reached (wanted {desired})",
-                self.cap
-            )));
+            return Err(wasmtime::Error::msg(format!("memory cap of {} bytes reached (wanted {desired})", self.cap)));
         }
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        _desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // The pooling allocator's table size bounds tables.
         Ok(true)
     }
@@ -188,10 +164,7 @@ impl EpochTicker {
                 }
             })
             .context("starting the epoch ticker thread")?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Self { stop, thread: Some(thread) })
     }
 }
 
@@ -228,22 +201,13 @@ impl Runtime {
             .total_stacks(instances)
             .max_memory_size(limits.handler_memory);
         let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
+        config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        bindings::Handler::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
-            .context("linking WASI")?;
-        bindings::Handler::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(anyhow::Error::from)
-        .context("linking the websockets interface")?;
+            .context("linking the websockets interface")?;
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(Self {
             engine,
@@ -262,20 +226,56 @@ impl Runtime {
         let component = Component::new(&self.engine, bytes)
             .map_err(anyhow::Error::from)
             .context("not a valid WebAssembly component")?;
+        self.check(name, &component)
+    }
+
+    /// Like [`Runtime::compile`], through an on-disk cache of compiled code in `cache_dir` keyed by `version` (the
+    /// content hash of `bytes`) and this engine's settings. Returns the handler and whether it came from the cache.
+    ///
+    /// The cache holds native code the host will run: it must be a directory only this host can write (it is
+    /// created with mode 0700).
+    pub fn compile_cached(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        version: &str,
+        cache_dir: &Path,
+    ) -> anyhow::Result<(Handler, bool)> {
+        let mut settings = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut settings);
+        let file = cache_dir.join(format!("{version}-{:016x}.cwasm", settings.finish()));
+        if file.is_file() {
+            // SAFETY: the file was written by `Component::serialize` of this host into its private cache directory
+            // (see above); `deserialize_file` also checks that it was compiled for this engine's settings.
+            #[allow(unsafe_code)]
+            let cached = unsafe { Component::deserialize_file(&self.engine, &file) };
+            match cached {
+                Ok(component) => return Ok((self.check(name, &component)?, true)),
+                Err(err) => {
+                    tracing::warn!(file = %file.display(), "ignoring an unusable cache entry: {err:#}")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .context("not a valid WebAssembly component")?;
+        let handler = self.check(name, &component)?;
+        if let Err(err) = write_cache_entry(cache_dir, &file, &component) {
+            tracing::warn!(dir = %cache_dir.display(), "cannot write the compile cache: {err:#}");
+        }
+        Ok((handler, false))
+    }
+
+    fn check(&self, name: &str, component: &Component) -> anyhow::Result<Handler> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(anyhow::Error::from)
-            .context(
-                "its imports are not ones this host provides (wasmsock:websockets and WASI 0.2)",
-            )?;
+            .context("its imports are not ones this host provides (wasmsock:websockets and WASI 0.2)")?;
         let pre = bindings::HandlerPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("it does not export `on-event` of world wasmsock:websockets/handler")?;
-        Ok(Handler {
-            name: name.to_owned(),
-            pre,
-        })
+        Ok(Handler { name: name.to_owned(), pre })
     }
 
     /// Runs one event through a fresh instance of `handler`, then drops the instance.
@@ -289,22 +289,13 @@ impl Runtime {
             .slots
             .acquire()
             .await
-            .map_err(|err| CallError::Instantiate {
-                handler: handler.name.clone(),
-                message: err.to_string(),
-            })?;
+            .map_err(|err| CallError::Instantiate { handler: handler.name.clone(), message: err.to_string() })?;
         let log = guest_log::GuestLog::new(&handler.name, event.conn.id(), self.guest_log_bytes);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(log.stream("stdout"))
-            .stderr(log.stream("stderr"))
-            .build();
+        let wasi = WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build();
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                cap: self.memory_cap,
-                hit: false,
-            },
+            memory: MemoryCap { cap: self.memory_cap, hit: false },
             event,
             handler: handler.name.clone(),
             services,
@@ -320,25 +311,16 @@ impl Runtime {
             } else {
                 // Give the tokio worker back between ticks so a long call does not starve other connections. tokio's
                 // own yield lets the I/O driver run first; wasmtime's plain `Yield` wakes at once and can starve it.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
             }
         });
         let result = match handler.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance.call_on_event(&mut store).await,
             Err(err) => {
                 return Err(if store.data().memory.hit {
-                    CallError::OutOfMemory {
-                        handler: handler.name.clone(),
-                        cap: self.memory_cap,
-                    }
+                    CallError::OutOfMemory { handler: handler.name.clone(), cap: self.memory_cap }
                 } else {
-                    CallError::Instantiate {
-                        handler: handler.name.clone(),
-                        message: format!("{err:#}"),
-                    }
+                    CallError::Instantiate { handler: handler.name.clone(), message: format!("{err:#}") }
                 });
             }
         };
@@ -348,22 +330,31 @@ impl Runtime {
     fn classify(&self, handler: &str, store: &Store<State>, err: wasmtime::Error) -> CallError {
         let handler = handler.to_owned();
         if store.data().memory.hit {
-            CallError::OutOfMemory {
-                handler,
-                cap: self.memory_cap,
-            }
+            CallError::OutOfMemory { handler, cap: self.memory_cap }
         } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            CallError::Timeout {
-                handler,
-                deadline: self.deadline,
-            }
+            CallError::Timeout { handler, deadline: self.deadline }
         } else {
-            CallError::Trap {
-                handler,
-                message: format!("{err:?}"),
-            }
+            CallError::Trap { handler, message: format!("{err:?}") }
         }
     }
+}
+
+/// Writes a compiled component into the cache atomically (a temp file renamed into place).
+fn write_cache_entry(dir: &Path, file: &Path, component: &Component) -> anyhow::Result<()> {
+    create_private_dir(dir)?;
+    let serialized = component.serialize().map_err(anyhow::Error::from).context("serializing")?;
+    let temp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temp, serialized).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, file).with_context(|| format!("renaming into {}", file.display()))?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 impl std::fmt::Debug for Runtime {

@@ -51,8 +51,7 @@ pub mod websockets {
     use crate::bindings::wasmsock::websockets::websockets as wit;
 
     pub use wit::{
-        ClientInfo, ClientOptions, ConnectionState, Direction, Error, Method, ReconnectPolicy,
-        WebsocketClient,
+        ClientInfo, ClientOptions, ConnectionState, Direction, Error, Method, ReconnectPolicy, WebsocketClient,
     };
 
     /// The kind of the event being handled (`getMethod()`).
@@ -128,18 +127,14 @@ pub mod websockets {
     ) -> Result<WebsocketClient, Error> {
         match engine {
             None | Some("wasm") => wit::create_websocket(uri, handler),
-            Some(other) => Err(Error::Invalid(format!(
-                "engine {other:?} is not supported; leave it out or use \"wasm\""
-            ))),
+            Some(other) => {
+                Err(Error::Invalid(format!("engine {other:?} is not supported; leave it out or use \"wasm\"")))
+            }
         }
     }
 
     /// Opens an outbound client with options, such as reconnecting with backoff when the connection is lost.
-    pub fn create_websocket_with(
-        uri: &str,
-        handler: &str,
-        options: ClientOptions,
-    ) -> Result<WebsocketClient, Error> {
+    pub fn create_websocket_with(uri: &str, handler: &str, options: ClientOptions) -> Result<WebsocketClient, Error> {
         wit::create_websocket_with(uri, handler, options)
     }
 

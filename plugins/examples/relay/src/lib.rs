@@ -27,22 +27,13 @@ fn on_event() {
 fn session_event(me: &ClientInfo) {
     let Some(upstream) = upstream_of(&me.uri) else {
         if websockets::is_on_open() {
-            let _ = websockets::close(
-                Some(4400),
-                Some("name an upstream: ?to=ws%3A%2F%2F127.0.0.1%3A9000%2Fpath"),
-            );
+            let _ = websockets::close(Some(4400), Some("name an upstream: ?to=ws%3A%2F%2F127.0.0.1%3A9000%2Fpath"));
         }
         return;
     };
-    if !ALLOWED_UPSTREAMS
-        .iter()
-        .any(|prefix| upstream.starts_with(prefix))
-    {
+    if !ALLOWED_UPSTREAMS.iter().any(|prefix| upstream.starts_with(prefix)) {
         if websockets::is_on_open() {
-            let _ = websockets::close(
-                Some(4403),
-                Some("that upstream is not allowed by this relay"),
-            );
+            let _ = websockets::close(Some(4403), Some("that upstream is not allowed by this relay"));
         }
         return;
     }
@@ -50,14 +41,10 @@ fn session_event(me: &ClientInfo) {
         if client_for(&upstream).is_none()
             && let Err(err) = websockets::create_websocket(&upstream, SELF)
         {
-            let _ = websockets::close(
-                Some(1011),
-                Some(&format!("cannot open the upstream: {err:?}")),
-            );
+            let _ = websockets::close(Some(1011), Some(&format!("cannot open the upstream: {err:?}")));
         }
     } else if websockets::is_on_message() {
-        let Some(client) = client_for(&upstream).and_then(|info| websockets::get_client(&info.id))
-        else {
+        let Some(client) = client_for(&upstream).and_then(|info| websockets::get_client(&info.id)) else {
             let _ = websockets::send("relay: the upstream is gone");
             return;
         };
@@ -71,9 +58,7 @@ fn session_event(me: &ClientInfo) {
         }
     } else if websockets::is_on_close() && sessions_on(&upstream).is_empty() {
         // This session has left the list already: nobody else uses the upstream.
-        if let Some(client) =
-            client_for(&upstream).and_then(|info| websockets::get_client(&info.id))
-        {
+        if let Some(client) = client_for(&upstream).and_then(|info| websockets::get_client(&info.id)) {
             let _ = client.close(Some(1000), Some("no sessions left"));
         }
     }
@@ -95,11 +80,7 @@ fn upstream_event(me: &ClientInfo) {
             };
         }
     } else if websockets::is_on_error() {
-        eprintln!(
-            "relay: upstream {} failed: {}",
-            me.uri,
-            websockets::get_error().unwrap_or_default()
-        );
+        eprintln!("relay: upstream {} failed: {}", me.uri, websockets::get_error().unwrap_or_default());
     } else if websockets::is_on_close() {
         for session in sessions {
             if let Some(client) = websockets::get_client(&session.id) {
@@ -115,10 +96,7 @@ fn client_for(upstream: &str) -> Option<ClientInfo> {
         info.direction == Direction::Outbound
             && info.handler == SELF
             && info.uri == upstream
-            && matches!(
-                info.state,
-                ConnectionState::Connecting | ConnectionState::Open
-            )
+            && matches!(info.state, ConnectionState::Connecting | ConnectionState::Open)
     })
 }
 
@@ -138,10 +116,7 @@ fn sessions_on(upstream: &str) -> Vec<ClientInfo> {
 /// The decoded `to` parameter of a request URI's query.
 fn upstream_of(uri: &str) -> Option<String> {
     let query = uri.split_once('?')?.1;
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("to="))
-        .map(percent_decode)
+    query.split('&').find_map(|pair| pair.strip_prefix("to=")).map(percent_decode)
 }
 
 fn percent_decode(text: &str) -> String {

@@ -7,10 +7,7 @@ use wasmsock_sdk::websockets;
 
 fn on_event() {
     if websockets::is_on_error() {
-        let _ = websockets::send(&format!(
-            "error: {}",
-            websockets::get_error().unwrap_or_default()
-        ));
+        let _ = websockets::send(&format!("error: {}", websockets::get_error().unwrap_or_default()));
         return;
     }
     let Some(text) = websockets::get_message() else {

@@ -4,9 +4,7 @@
 //! whose URI contains `observer`. Text messages on inbound sessions are commands (see `command`); the reply goes back
 //! to the sender.
 
-use wasmsock_sdk::websockets::{
-    self, ClientInfo, ClientOptions, ConnectionState, Direction, Method, ReconnectPolicy,
-};
+use wasmsock_sdk::websockets::{self, ClientInfo, ClientOptions, ConnectionState, Direction, Method, ReconnectPolicy};
 
 const SELF: &str = "tests/recorder";
 
@@ -67,13 +65,7 @@ fn describe(info: &ClientInfo) -> String {
         ConnectionState::Closing => "closing",
         ConnectionState::Closed => "closed",
     };
-    format!(
-        "{}|{}|{}|{}|{direction}|{state}",
-        info.id,
-        info.uri,
-        info.handler,
-        info.endpoint.as_deref().unwrap_or("-")
-    )
+    format!("{}|{}|{}|{}|{direction}|{state}", info.id, info.uri, info.handler, info.endpoint.as_deref().unwrap_or("-"))
 }
 
 fn result(outcome: Result<(), websockets::Error>) -> String {
@@ -114,18 +106,8 @@ fn command(text: &str) -> String {
             // Reconnect after 50 ms, doubling to at most 200 ms; `max` attempts in a row (0: never give up).
             let (uri, max) = rest.split_once(' ').unwrap_or((rest, "0"));
             let max_attempts = max.parse().ok().filter(|max| *max > 0);
-            let policy = ReconnectPolicy {
-                initial_delay_ms: 50,
-                max_delay_ms: 200,
-                max_attempts,
-            };
-            match websockets::create_websocket_with(
-                uri,
-                SELF,
-                ClientOptions {
-                    reconnect: Some(policy),
-                },
-            ) {
+            let policy = ReconnectPolicy { initial_delay_ms: 50, max_delay_ms: 200, max_attempts };
+            match websockets::create_websocket_with(uri, SELF, ClientOptions { reconnect: Some(policy) }) {
                 Ok(client) => format!("created {}", describe(&client.info())),
                 Err(err) => format!("error {err:?}"),
             }

@@ -1,0 +1,217 @@
+//! The admin API (`/admin/v1`, JSON, on its own listener): list endpoints, handlers and connections; deploy and remove
+//! handlers and descriptors; close connections; create outbound clients. Every request carries the bearer token when
+//! one is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::client::{ClientOptions, Reconnect};
+use crate::frame::Close;
+use crate::hub::ConnError;
+
+/// The largest component the admin API accepts. componentize-py components are about 18 MB; 64 MiB leaves room.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+/// An error as JSON, `{"error": "..."}`, with a message a person can act on.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+
+    fn refused(err: anyhow::Error) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{err:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// The admin router. With a token, every request must carry `Authorization: Bearer <token>`.
+pub fn router(app: Arc<App>, token: Option<String>) -> Router {
+    let api = Router::new()
+        .route("/admin/v1/endpoints", get(list_endpoints))
+        .route("/admin/v1/endpoints/{name}", put(deploy_descriptor).delete(remove_endpoint))
+        .route("/admin/v1/handlers", get(list_handlers))
+        .route("/admin/v1/handlers/{*name}", put(deploy_handler).delete(remove_handler))
+        .route("/admin/v1/connections", get(list_connections))
+        .route("/admin/v1/connections/{id}", axum::routing::delete(close_connection))
+        .route("/admin/v1/clients", axum::routing::post(create_client))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
+        .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
+        .with_state(app);
+    match token {
+        Some(token) => api.layer(middleware::from_fn_with_state(Arc::<str>::from(token), require_token)),
+        None => api,
+    }
+}
+
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => next.run(request).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response(),
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this admin API needs `Authorization: Bearer <token>` (wasmsock --token or WASMSOCK_ADMIN_TOKEN)",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let diff = given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | std::hint::black_box(a ^ b));
+    diff == 0
+}
+
+async fn list_endpoints(State(app): State<Arc<App>>) -> Json<Value> {
+    let conns = app.hub.all();
+    let versions: std::collections::HashMap<String, String> =
+        app.registry.handlers().iter().map(|h| (h.handler.name().to_owned(), h.version.clone())).collect();
+    let endpoints: Vec<Value> = app
+        .registry
+        .endpoints()
+        .iter()
+        .map(|endpoint| {
+            let sessions = conns.iter().filter(|c| c.endpoint() == Some(endpoint.name.as_str())).count();
+            json!({
+                "name": endpoint.name,
+                "description": endpoint.description,
+                "handler": endpoint.handler,
+                "version": versions.get(&endpoint.handler),
+                "sessions": sessions,
+                "descriptor": endpoint.descriptor,
+            })
+        })
+        .collect();
+    Json(json!({ "endpoints": endpoints }))
+}
+
+async fn list_handlers(State(app): State<Arc<App>>) -> Json<Value> {
+    let handlers: Vec<_> = app.registry.handlers().iter().map(|h| h.info()).collect();
+    Json(json!({ "handlers": handlers }))
+}
+
+async fn list_connections(State(app): State<Arc<App>>) -> Json<Value> {
+    let connections: Vec<_> = app.hub.all().iter().map(|c| c.stats()).collect();
+    Json(json!({ "connections": connections }))
+}
+
+async fn deploy_handler(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let loaded = app.registry.deploy_handler(&app.runtime, &name, body.to_vec()).await.map_err(ApiError::refused)?;
+    tracing::info!(handler = %name, version = %loaded.version, "handler deployed");
+    Ok(Json(json!({ "handler": loaded.info(), "from_cache": loaded.from_cache })))
+}
+
+async fn remove_handler(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    app.registry.remove_handler(&name).await.map_err(|err| ApiError::new(StatusCode::CONFLICT, format!("{err:#}")))?;
+    tracing::info!(handler = %name, "handler removed");
+    Ok(Json(json!({ "removed": name })))
+}
+
+async fn deploy_descriptor(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let descriptor = crate::descriptor::Descriptor::parse(&body).map_err(ApiError::refused)?;
+    if descriptor.endpoint != name {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the descriptor declares endpoint {:?}, not {name:?}", descriptor.endpoint),
+        ));
+    }
+    let endpoint = app.registry.deploy_descriptor(&app.runtime, &body).await.map_err(ApiError::refused)?;
+    tracing::info!(endpoint = %endpoint.name, handler = %endpoint.handler, "descriptor deployed");
+    Ok(Json(json!({ "endpoint": *endpoint })))
+}
+
+async fn remove_endpoint(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let endpoint = app
+        .registry
+        .remove_endpoint(&name)
+        .await
+        .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, format!("{err:#}")))?;
+    app.close_endpoint_sessions(&name);
+    tracing::info!(endpoint = %name, "endpoint removed");
+    Ok(Json(json!({ "removed": *endpoint })))
+}
+
+async fn close_connection(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let conn = app.hub.get(&id).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no connection {id:?}")))?;
+    conn.request_close(Close::new(1000, "closed by an administrator"))
+        .map_err(|err| ApiError::new(StatusCode::CONFLICT, err.to_string()))?;
+    Ok(Json(json!({ "closing": id })))
+}
+
+/// The body of `POST /admin/v1/clients`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewClient {
+    uri: String,
+    handler: String,
+    /// Reconnect with backoff from this many milliseconds (doubling up to `reconnect_max_ms`).
+    #[serde(default)]
+    reconnect_ms: Option<u64>,
+    #[serde(default)]
+    reconnect_max_ms: Option<u64>,
+}
+
+async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) -> Result<Json<Value>, ApiError> {
+    let reconnect = new.reconnect_ms.map(|initial| Reconnect {
+        initial: Duration::from_millis(initial),
+        max: Duration::from_millis(new.reconnect_max_ms.unwrap_or(30_000).max(initial)),
+        max_attempts: None,
+    });
+    let conn = crate::client::create(&app, &new.uri, &new.handler, ClientOptions { reconnect }).map_err(|err| {
+        let status = match err {
+            ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ConnError::Closed | ConnError::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, err.to_string())
+    })?;
+    Ok(Json(json!({ "client": conn.info() })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content_and_length() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3creT", b"s3cret"));
+        assert!(!same_secret(b"s3cret!", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
+}
