@@ -237,9 +237,7 @@ impl Registry {
                 continue;
             }
             let loaded = match tokio::fs::read(&path).await {
-                Ok(bytes) if old.is_some_and(|old| old.version == content_version(&bytes)) => {
-                    old.map(|old| old.clone())
-                }
+                Ok(bytes) if old.is_some_and(|old| old.version == content_version(&bytes)) => old.cloned(),
                 Ok(bytes) => match self.compile(runtime, &name, &path, bytes, stamp).await {
                     Ok(loaded) => {
                         report.swapped.push(name.clone());

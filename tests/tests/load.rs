@@ -122,3 +122,82 @@ async fn outbound_count(driver: &mut Ws) -> usize {
     send(driver, "clients").await;
     outbound_in(&text(driver).await)
 }
+
+/// Sends `probe` until the answer starts with `prefix`; bounded by [`WAIT`].
+async fn until_answer(ws: &mut Ws, prefix: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        send(ws, "probe").await;
+        if text(ws).await.starts_with(prefix) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no answer starting {prefix:?}");
+    }
+}
+
+async fn put(admin: &str, name: &str, bytes: &[u8]) -> serde_json::Value {
+    let url = format!("http://{admin}/admin/v1/handlers/{name}");
+    let response = reqwest::Client::new().put(url).body(bytes.to_vec()).send().await.unwrap();
+    assert!(response.status().is_success());
+    response.json().await.unwrap()
+}
+
+/// Starts the binary with an admin listener and returns it with both addresses and the time to its first answer.
+async fn start_with_admin(plugins: &Plugins) -> (tokio::process::Child, String, String) {
+    let mut child = tokio::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--plugins"])
+        .arg(plugins.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut ws, mut admin) = (None, None);
+    while ws.is_none() || admin.is_none() {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().expect("log");
+        if let Some(rest) = line.split("listening on ws://").nth(1) {
+            ws = Some(rest.split('/').next().unwrap().to_owned());
+        }
+        if let Some(rest) = line.split("admin API on http://").nth(1) {
+            admin = Some(rest.split('/').next().unwrap().to_owned());
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, ws.unwrap(), admin.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; prints figures"]
+async fn deploy_to_first_event_and_restart_times() {
+    let v1 = std::fs::read(component("tagged-v1")).unwrap();
+    let v2 = std::fs::read(component("tagged-v2")).unwrap();
+    let plugins = Plugins::new().handler("bench/tagged", "tagged-v1").endpoint("tagged", "bench/tagged");
+    let (child, ws_addr, admin) = start_with_admin(&plugins).await;
+    let mut ws = connect(&format!("ws://{ws_addr}/websockets/service/tagged")).await;
+    until_answer(&mut ws, "v1:").await;
+    let started = Instant::now();
+    let answer = put(&admin, "bench/tagged", &v2).await;
+    until_answer(&mut ws, "v2:").await;
+    let cold = started.elapsed();
+    assert_eq!(answer["from_cache"], false);
+    let started = Instant::now();
+    let answer = put(&admin, "bench/tagged", &v1).await;
+    until_answer(&mut ws, "v1:").await;
+    let cached = started.elapsed();
+    assert_eq!(answer["from_cache"], true);
+    drop(ws);
+    drop(child);
+    let started = Instant::now();
+    let (_child, ws_addr, _) = start_with_admin(&plugins).await;
+    let mut ws = connect(&format!("ws://{ws_addr}/websockets/service/tagged")).await;
+    until_answer(&mut ws, "v1:").await;
+    let restart = started.elapsed();
+    eprintln!(
+        "deploy: Rust handler ({} KB): deploy request to first event on the new version {cold:.1?} compiling, \
+         {cached:.1?} from the cache; host restart to first answer with the cache warm {restart:.1?}",
+        v2.len() / 1024
+    );
+}
