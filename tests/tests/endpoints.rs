@@ -110,3 +110,24 @@ async fn malformed_duplicate_and_dangling_descriptors_are_refused_by_file() {
     assert_eq!(text(&mut ws).await, "still up");
     host.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_message_is_closed_with_1009_and_the_host_keeps_serving() {
+    let limits = wasmsock::Limits {
+        max_message_size: 1024,
+        max_frame_size: 1024,
+        close_timeout: std::time::Duration::from_secs(1),
+        ..wasmsock::Limits::default()
+    };
+    let host = TestHost::start_with(echo_plugins(), limits).await;
+    let mut ws = host.connect("echo").await;
+    send(&mut ws, &"x".repeat(1024)).await;
+    assert_eq!(text(&mut ws).await.len(), 1024, "a message at the limit is fine");
+    send(&mut ws, &"x".repeat(4096)).await;
+    let frame = close_frame(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1009);
+    let mut other = host.connect("echo").await;
+    send(&mut other, "fine").await;
+    assert_eq!(text(&mut other).await, "fine");
+    host.stop().await;
+}
