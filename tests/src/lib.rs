@@ -322,3 +322,57 @@ async fn peer_connection(tcp: TcpStream, mode: PeerMode) {
 pub fn outbound_clients(app: &App) -> usize {
     app.hub.list().iter().filter(|c| c.direction == wasmsock::hub::Direction::Outbound).count()
 }
+
+/// The real `wasmsock` binary serving a plugins root on 127.0.0.1 port 0 (and its admin API on port 0), killed when
+/// dropped. Its log is drained in the background.
+pub struct BinaryHost {
+    pub child: tokio::process::Child,
+    /// The WebSocket listener's address.
+    pub addr: String,
+    /// The admin API's address.
+    pub admin: String,
+}
+
+impl BinaryHost {
+    /// Starts `wasmsock serve` with `extra` flags and waits until it logs both addresses.
+    pub async fn start(plugins: &Plugins, extra: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--plugins"])
+            .arg(plugins.path())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut addr, mut admin) = (None, None);
+        tokio::time::timeout(WAIT, async {
+            while addr.is_none() || admin.is_none() {
+                let line = lines.next_line().await.unwrap().expect("the host logs its addresses");
+                if let Some(rest) = line.split("listening on ws://").nth(1) {
+                    addr = rest.split('/').next().map(str::to_owned);
+                }
+                if let Some(rest) = line.split("admin API on http://").nth(1) {
+                    admin = rest.split('/').next().map(str::to_owned);
+                }
+            }
+        })
+        .await
+        .expect("the host starts in time");
+        // Keep draining the log so the host never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, addr: addr.unwrap(), admin: admin.unwrap() }
+    }
+
+    pub fn url(&self, endpoint: &str) -> String {
+        format!("ws://{}/websockets/service/{endpoint}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+}

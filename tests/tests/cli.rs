@@ -2,44 +2,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use wasmsock_tests::*;
 
 #[tokio::test]
 async fn serve_answers_on_its_port_and_drains_on_sigterm() {
     let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
-    let mut child = tokio::process::Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
-        .arg(plugins.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("the host logs where it listens");
-            if let Some(rest) = line.split("listening on ws://").nth(1) {
-                return rest.split('/').next().unwrap().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the host starts in time");
-    let mut ws = connect(&format!("ws://{addr}/websockets/service/echo")).await;
+    let mut host = BinaryHost::start(&plugins, &[]).await;
+    let mut ws = connect(&host.url("echo")).await;
     send(&mut ws, "through the binary").await;
     assert_eq!(text(&mut ws).await, "through the binary");
-    let pid = child.id().unwrap().to_string();
+    let pid = host.pid().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let frame = close_frame(&mut ws).await.expect("a close frame on shutdown");
     assert_eq!(u16::from(frame.code), 1001);
-    let status = tokio::time::timeout(WAIT, child.wait()).await.expect("the host exits in time").unwrap();
+    let status = tokio::time::timeout(WAIT, host.child.wait()).await.expect("the host exits in time").unwrap();
     assert!(status.success(), "{status}");
 }
 

@@ -3,10 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use wasmsock::Limits;
 use wasmsock_tests::*;
 
@@ -198,38 +197,6 @@ async fn a_second_deploy_of_the_same_bytes_comes_from_the_compile_cache() {
     host.stop().await;
 }
 
-/// Starts the real binary and returns it with its WebSocket and admin addresses.
-async fn start_binary(plugins: &Plugins, extra: &[&str]) -> (tokio::process::Child, String, String) {
-    let mut child = tokio::process::Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--plugins"])
-        .arg(plugins.path())
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut ws, mut admin) = (None, None);
-    tokio::time::timeout(WAIT, async {
-        while ws.is_none() || admin.is_none() {
-            let line = lines.next_line().await.unwrap().expect("the host logs its addresses");
-            if let Some(rest) = line.split("listening on ws://").nth(1) {
-                ws = Some(rest.split('/').next().unwrap().to_owned());
-            }
-            if let Some(rest) = line.split("admin API on http://").nth(1) {
-                admin = Some(rest.split('/').next().unwrap().to_owned());
-            }
-        }
-    })
-    .await
-    .expect("the host starts in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, ws.unwrap(), admin.unwrap())
-}
-
 fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
     (
@@ -242,7 +209,8 @@ fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
 #[tokio::test]
 async fn the_cli_deploys_lists_closes_and_undeploys_on_a_running_host() {
     let plugins = Plugins::new();
-    let (_child, ws_addr, admin) = start_binary(&plugins, &[]).await;
+    let host = BinaryHost::start(&plugins, &[]).await;
+    let admin = host.admin.clone();
     // A project directory holding a component and its descriptor.
     let project = tempfile::tempdir().unwrap();
     std::fs::copy(component("tagged-v1"), project.path().join("tagged.wasm")).unwrap();
@@ -254,7 +222,7 @@ async fn the_cli_deploys_lists_closes_and_undeploys_on_a_running_host() {
     let (ok, out, err) = cli(&admin, &["deploy", project.path().to_str().unwrap()]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("handler shop/tagged version ") && out.contains("endpoint shop -> shop/tagged"), "{out}");
-    let mut ws = connect(&format!("ws://{ws_addr}/websockets/service/shop")).await;
+    let mut ws = connect(&host.url("shop")).await;
     send(&mut ws, "hi").await;
     assert_eq!(text(&mut ws).await, "v1:hi");
     let (ok, out, _) = cli(&admin, &["list"]);
@@ -290,7 +258,8 @@ async fn the_cli_deploys_lists_closes_and_undeploys_on_a_running_host() {
 async fn the_cli_opens_an_outbound_client_on_a_running_host() {
     let peer = PeerServer::start(PeerMode::Echo).await;
     let plugins = Plugins::new().handler("examples/echo", "echo");
-    let (_child, _ws, admin) = start_binary(&plugins, &[]).await;
+    let host = BinaryHost::start(&plugins, &[]).await;
+    let admin = host.admin.clone();
     let (ok, out, err) = cli(&admin, &["connect", &peer.url("/feed"), "--handler", "examples/echo"]);
     assert!(ok, "{out}{err}");
     assert!(out.starts_with("client c") && out.contains("-> examples/echo"), "{out}");
@@ -308,7 +277,8 @@ async fn the_admin_api_needs_its_token_and_a_token_off_loopback() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && log.contains("off loopback") && log.contains("--admin-token"), "{log}");
-    let (_child, _ws, admin) = start_binary(&plugins, &["--admin-token", "s3cret"]).await;
+    let host = BinaryHost::start(&plugins, &["--admin-token", "s3cret"]).await;
+    let admin = host.admin.clone();
     let url = format!("http://{admin}/admin/v1/endpoints");
     let client = reqwest::Client::new();
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);

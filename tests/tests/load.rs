@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use wasmsock_tests::*;
 
 /// The resident set size of a process, in KiB, from /proc.
@@ -18,34 +16,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// Starts the real binary on `plugins` and returns it with its address.
-async fn start_binary(plugins: &Plugins) -> (tokio::process::Child, String) {
-    let mut child = tokio::process::Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--plugins"])
-        .arg(plugins.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("the host logs where it listens");
-            if let Some(rest) = line.split("listening on ws://").nth(1) {
-                return rest.split('/').next().unwrap().to_owned();
-            }
-        }
-    })
-    .await
-    .unwrap();
-    // Keep draining the log so the host never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 /// Counts outbound clients in a `clients` reply of the recorder.
@@ -62,9 +32,9 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
         .handler("tests/recorder", "recorder")
         .endpoint("rec", "tests/recorder")
         .handler("examples/echo", "echo");
-    let (child, addr) = start_binary(&plugins).await;
-    let pid = child.id().unwrap();
-    let mut driver = connect(&format!("ws://{addr}/websockets/service/rec")).await;
+    let host = BinaryHost::start(&plugins, &[]).await;
+    let pid = host.pid();
+    let mut driver = connect(&host.url("rec")).await;
     // Warm up: one round of 50 so the runtime's pools and the allocator reach their working size.
     send(&mut driver, &format!("connect-many 50 {} examples/echo warm", peer.url("/"))).await;
     assert_eq!(text(&mut driver).await, "created 50, 0 failed");
@@ -115,7 +85,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
         after_rounds[2],
         after_rounds[2] as i64 - after_rounds[0] as i64
     );
-    drop(child);
+    drop(host);
 }
 
 async fn outbound_count(driver: &mut Ws) -> usize {
@@ -142,41 +112,15 @@ async fn put(admin: &str, name: &str, bytes: &[u8]) -> serde_json::Value {
     response.json().await.unwrap()
 }
 
-/// Starts the binary with an admin listener and returns it with both addresses and the time to its first answer.
-async fn start_with_admin(plugins: &Plugins) -> (tokio::process::Child, String, String) {
-    let mut child = tokio::process::Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--plugins"])
-        .arg(plugins.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut ws, mut admin) = (None, None);
-    while ws.is_none() || admin.is_none() {
-        let line = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().expect("log");
-        if let Some(rest) = line.split("listening on ws://").nth(1) {
-            ws = Some(rest.split('/').next().unwrap().to_owned());
-        }
-        if let Some(rest) = line.split("admin API on http://").nth(1) {
-            admin = Some(rest.split('/').next().unwrap().to_owned());
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, ws.unwrap(), admin.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; prints figures"]
 async fn deploy_to_first_event_and_restart_times() {
     let v1 = std::fs::read(component("tagged-v1")).unwrap();
     let v2 = std::fs::read(component("tagged-v2")).unwrap();
     let plugins = Plugins::new().handler("bench/tagged", "tagged-v1").endpoint("tagged", "bench/tagged");
-    let (child, ws_addr, admin) = start_with_admin(&plugins).await;
-    let mut ws = connect(&format!("ws://{ws_addr}/websockets/service/tagged")).await;
+    let host = BinaryHost::start(&plugins, &[]).await;
+    let admin = host.admin.clone();
+    let mut ws = connect(&host.url("tagged")).await;
     until_answer(&mut ws, "v1:").await;
     let started = Instant::now();
     let answer = put(&admin, "bench/tagged", &v2).await;
@@ -189,10 +133,10 @@ async fn deploy_to_first_event_and_restart_times() {
     let cached = started.elapsed();
     assert_eq!(answer["from_cache"], true);
     drop(ws);
-    drop(child);
+    drop(host);
     let started = Instant::now();
-    let (_child, ws_addr, _) = start_with_admin(&plugins).await;
-    let mut ws = connect(&format!("ws://{ws_addr}/websockets/service/tagged")).await;
+    let host = BinaryHost::start(&plugins, &[]).await;
+    let mut ws = connect(&host.url("tagged")).await;
     until_answer(&mut ws, "v1:").await;
     let restart = started.elapsed();
     eprintln!(
