@@ -104,7 +104,11 @@ fn ensure_js(root: &Path) -> anyhow::Result<()> {
         (Some(lock), Some(installed)) => installed >= lock,
         _ => false,
     };
-    if !fresh || !sdk.join("node_modules/@bytecodealliance/componentize-js").is_dir() {
+    if !fresh
+        || !sdk
+            .join("node_modules/@bytecodealliance/componentize-js")
+            .is_dir()
+    {
         eprintln!("xtask: installing the JavaScript toolchain (npm ci in sdk/js)");
         run(Command::new("npm")
             .current_dir(&sdk)
@@ -133,7 +137,10 @@ fn ensure_python(target: &Path) -> anyhow::Result<PathBuf> {
         .ok()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
     if version.as_deref() != Some(pinned) {
-        eprintln!("xtask: installing {COMPONENTIZE_PY} into {}", venv.display());
+        eprintln!(
+            "xtask: installing {COMPONENTIZE_PY} into {}",
+            venv.display()
+        );
         run(Command::new(&python).args([
             "-m",
             "pip",
@@ -237,7 +244,10 @@ pub(crate) fn build(root: &Path, target: &Path, dirs: &[&str]) -> anyhow::Result
     if stale.is_empty() {
         return Ok(());
     }
-    if stale.iter().any(|(g, _, _)| g.language == Language::JavaScript) {
+    if stale
+        .iter()
+        .any(|(g, _, _)| g.language == Language::JavaScript)
+    {
         ensure_js(root)?;
     }
     let python = if stale.iter().any(|(g, _, _)| g.language == Language::Python) {
@@ -255,10 +265,10 @@ pub(crate) fn build(root: &Path, target: &Path, dirs: &[&str]) -> anyhow::Result
                     let Some((guest, stamp, digest)) = next else {
                         return;
                     };
-                    if let Err(err) = build_one(root, &guest, python.as_deref(), &stamp, &digest) {
-                        if let Ok(mut failures) = failures.lock() {
-                            failures.push(format!("{}: {err:#}", guest.name));
-                        }
+                    if let Err(err) = build_one(root, &guest, python.as_deref(), &stamp, &digest)
+                        && let Ok(mut failures) = failures.lock()
+                    {
+                        failures.push(format!("{}: {err:#}", guest.name));
                     }
                 }
             });
