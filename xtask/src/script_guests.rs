@@ -117,15 +117,24 @@ fn ensure_js(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure a virtual environment under `target/` has componentize-py at the pinned version; returns its python.
+/// Makes sure a virtual environment under `target/` (or, without `venv`, the user's site) has componentize-py at the
+/// pinned version; returns the python to build with.
 fn ensure_python(target: &Path) -> anyhow::Result<PathBuf> {
     let venv = target.join("python-guests");
-    let python = venv.join("bin/python3");
+    let mut python = venv.join("bin/python3");
+    let mut user = false;
     if !python.is_file() {
         eprintln!("xtask: creating {}", venv.display());
-        run(Command::new(system_python())
+        if let Err(err) = run(Command::new(system_python())
             .args(["-m", "venv"])
-            .arg(&venv))?;
+            .arg(&venv))
+        {
+            // Some distributions ship python3 without `venv` (Debian's python3-venv); install for the user instead.
+            eprintln!("xtask: warning: {err:#}; using {} itself", system_python());
+            let _ = std::fs::remove_dir_all(&venv);
+            python = PathBuf::from(system_python());
+            user = true;
+        }
     }
     let pinned = COMPONENTIZE_PY.trim_start_matches("componentize-py==");
     let version = Command::new(&python)
@@ -141,14 +150,18 @@ fn ensure_python(target: &Path) -> anyhow::Result<PathBuf> {
             "xtask: installing {COMPONENTIZE_PY} into {}",
             venv.display()
         );
-        run(Command::new(&python).args([
+        let mut install = Command::new(&python);
+        install.args([
             "-m",
             "pip",
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            COMPONENTIZE_PY,
-        ]))?;
+        ]);
+        if user {
+            install.arg("--user");
+        }
+        run(install.arg(COMPONENTIZE_PY))?;
     }
     Ok(python)
 }
