@@ -110,7 +110,10 @@ export interface Websockets {
    * `"wasm"`. @throws {WebsocketError}
    */
   createWebsocket(uri: string, handler: string, engine?: string): WebsocketClient;
-  /** `createWebsocket` with options, such as reconnecting. @throws {WebsocketError} */
+  /**
+   * `createWebsocket` with options, such as reconnecting. The policy's numbers must be integers from 0 to 2^32-1 (an
+   * `invalid` error otherwise). @throws {WebsocketError}
+   */
   createWebsocketWith(uri: string, handler: string, options?: ClientOptions): WebsocketClient;
   /** Every live connection. */
   getClients(): ClientInfo[];

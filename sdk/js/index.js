@@ -119,6 +119,16 @@ export class WebsocketClient {
   }
 }
 
+/**
+ * Checks a WIT `u32` argument: the bindings would turn `NaN`, fractions or negatives into some other number silently.
+ */
+function u32(name, value) {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new WebsocketError("invalid", `${name} must be an integer from 0 to 4294967295, not ${String(value)}`);
+  }
+  return value;
+}
+
 /** Wraps an optional WIT handle. */
 function client(resource) {
   return resource === undefined ? undefined : new WebsocketClient(resource);
@@ -214,9 +224,9 @@ export const websockets = {
       policy === undefined || policy === null
         ? undefined
         : {
-            initialDelayMs: policy.initialDelayMs ?? 1000,
-            maxDelayMs: policy.maxDelayMs ?? 30000,
-            maxAttempts: policy.maxAttempts ?? undefined,
+            initialDelayMs: u32("initialDelayMs", policy.initialDelayMs ?? 1000),
+            maxDelayMs: u32("maxDelayMs", policy.maxDelayMs ?? 30000),
+            maxAttempts: policy.maxAttempts == null ? undefined : u32("maxAttempts", policy.maxAttempts),
           };
     return new WebsocketClient(call(() => wit.createWebsocketWith(String(uri), String(handler), { reconnect })));
   },

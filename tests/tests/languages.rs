@@ -1,7 +1,8 @@
 //! Handlers in JavaScript and Python next to Rust, through one shared in-process host: one table of echo cases run
 //! against the Rust, JavaScript and Python echo plugins; all four events through the recorder in each language; the
-//! JavaScript chat's fan-out; outbound clients made by JavaScript and Python handlers; a thrown exception reported in
-//! the host log and costing only its own event; and (ignored) the per-event cost of each language.
+//! JavaScript chat's fan-out; outbound clients made by JavaScript and Python handlers, with and without a reconnect
+//! policy; a thrown exception reported in the host log and costing only its own event; and (ignored) the per-event
+//! cost of each language.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -261,6 +262,14 @@ async fn command(driver: &mut Ws, command: &str) -> String {
     text(driver).await
 }
 
+/// Whether a `connect-…` reply says the client was created and the message sent with it queued. The client may have
+/// opened already by the time the handler reads its state: the connect runs on the host's other threads meanwhile.
+fn created_and_queued(reply: &str) -> bool {
+    reply.starts_with("created ")
+        && (reply.ends_with("|outbound|connecting send ok")
+            || reply.ends_with("|outbound|open send ok"))
+}
+
 /// The client id in a `created …` or `found …` reply.
 fn client_id(reply: &str) -> String {
     let fields = reply
@@ -273,8 +282,14 @@ fn client_id(reply: &str) -> String {
 }
 
 #[tokio::test]
-async fn javascript_and_python_handlers_open_outbound_clients_and_get_their_events() {
+async fn javascript_and_python_handlers_open_outbound_clients_that_reconnect_or_give_up() {
     let peer = PeerServer::start(PeerMode::Echo).await;
+    let closing = PeerServer::start(PeerMode::CloseAfterFirst).await;
+    // A port nothing listens on: connecting is refused at once.
+    let refused_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let host = host();
     for (language, endpoint, handler) in SCRIPT_RECORDERS {
         let mut observer = Observer::open(host, endpoint).await;
@@ -288,10 +303,7 @@ async fn javascript_and_python_handlers_open_outbound_clients_and_get_their_even
         );
         // Created and sent to in one event, before it can be open: the send is queued and flushed on open.
         let reply = command(&mut driver, &format!("connect-send {uri} first")).await;
-        assert!(
-            reply.starts_with("created ") && reply.ends_with("|outbound|connecting send ok"),
-            "{language}: {reply}"
-        );
+        assert!(created_and_queued(&reply), "{language}: {reply}");
         assert!(
             reply.contains(&format!("|{uri}|{handler}|-|")),
             "{language}: {reply}"
@@ -334,6 +346,59 @@ async fn javascript_and_python_handlers_open_outbound_clients_and_get_their_even
         assert!(
             gone == "none" || gone.starts_with("error unknown-client"),
             "{language}: {gone}"
+        );
+
+        // With a reconnect policy, a server that ends the connection gets a new onopen, not an onclose.
+        let uri = closing.url(&format!("/{language}-reconnect"));
+        let reply = command(&mut driver, &format!("connect-reconnect {uri} 10 50 -")).await;
+        assert!(created_and_queued(&reply), "{language}: {reply}");
+        let id = client_id(&reply);
+        assert_eq!(observer.expect(&id, "onopen").await, "", "{language}");
+        assert_eq!(
+            observer.expect(&id, "onmessage").await,
+            "first",
+            "{language}"
+        );
+        assert_eq!(
+            observer.expect(&id, "onopen").await,
+            "",
+            "{language}: reconnected"
+        );
+        assert_eq!(
+            command(&mut driver, &format!("client-send {id} second")).await,
+            "ok",
+            "{language}"
+        );
+        assert_eq!(
+            observer.expect(&id, "onmessage").await,
+            "second",
+            "{language}"
+        );
+        assert_eq!(
+            command(&mut driver, &format!("client-close {id}")).await,
+            "ok",
+            "{language}"
+        );
+        observer.skip_to(&id, "onclose").await;
+
+        // A policy with a limit gives up after that many failed attempts: onerror, onclose, never onopen.
+        let refused_uri = format!("ws://{refused_addr}/{language}");
+        let request = format!("connect-reconnect {refused_uri} 10 20 2");
+        let reply = command(&mut driver, &request).await;
+        let id = client_id(&reply);
+        let events = observer.events_until_close(&id).await;
+        assert!(
+            events.iter().all(|e| e != "onopen"),
+            "{language}: {events:?}"
+        );
+        let last_error = events
+            .iter()
+            .rev()
+            .find(|e| e.starts_with("onerror "))
+            .unwrap_or_else(|| panic!("{language}: no onerror in {events:?}"));
+        assert!(
+            last_error.contains("giving up after 2 attempt(s)") && last_error.contains("\"first\""),
+            "{language}: {last_error}"
         );
     }
     let outbound = host

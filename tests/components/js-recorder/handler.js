@@ -2,7 +2,8 @@
 //! reported as `"<id> <method> <detail>"` to each open inbound session whose URI contains `observer`, and text
 //! messages on other inbound sessions are commands whose reply goes back to the sender.
 //!
-//! Commands: `echo TEXT`, `clients`, `connect-send URI TEXT`, `connect-engine URI ENGINE`, `client-send ID TEXT`,
+//! Commands: `echo TEXT`, `clients`, `connect-send URI TEXT`, `connect-engine URI ENGINE`,
+//! `connect-reconnect URI INITIAL-MS MAX-MS ATTEMPTS|-` (then sends `first`), `client-send ID TEXT`,
 //! `client-close ID`, `by-handler HANDLER`, `close CODE REASON`, `throw TEXT` (throws an Error with that message).
 //! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` message).
 
@@ -92,6 +93,22 @@ function command(text) {
       const [uri, engine] = split(rest);
       try {
         return `created ${describe(websockets.createWebsocket(uri, SELF, engine).info())}`;
+      } catch (err) {
+        return `error ${err.message}`;
+      }
+    }
+    case "connect-reconnect": {
+      // `connect-reconnect URI INITIAL-MS MAX-MS ATTEMPTS` (`-`: never give up), then send `first`.
+      const [uri, initial, max, attempts] = rest.split(" ");
+      const reconnect = {
+        initialDelayMs: Number(initial),
+        maxDelayMs: Number(max),
+        maxAttempts: attempts === "-" ? undefined : Number(attempts),
+      };
+      try {
+        const client = websockets.createWebsocketWith(uri, SELF, { reconnect });
+        const queued = outcome(() => client.send("first"));
+        return `created ${describe(client.info())} send ${queued}`;
       } catch (err) {
         return `error ${err.message}`;
       }

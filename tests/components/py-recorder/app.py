@@ -2,14 +2,24 @@
 as ``"<id> <method> <detail>"`` to each open inbound session whose URI contains ``observer``, and text messages on
 other inbound sessions are commands whose reply goes back to the sender.
 
-Commands: ``echo TEXT``, ``clients``, ``connect-send URI TEXT``, ``connect-engine URI ENGINE``, ``client-send ID TEXT``,
+Commands: ``echo TEXT``, ``clients``, ``connect-send URI TEXT``, ``connect-engine URI ENGINE``,
+``connect-reconnect URI INITIAL-MS MAX-MS ATTEMPTS|-`` (then sends ``first``), ``client-send ID TEXT``,
 ``client-close ID``, ``by-handler HANDLER``, ``close CODE REASON``, ``throw TEXT`` (raises a RuntimeError with that
 message). A refused call replies ``error <kind>: <detail>`` (the SDK's ``WebsocketError`` message).
 """
 
 from typing import Callable
 
-from wasmsock import ClientInfo, ConnectionState, Direction, Method, WebsocketError, websockets
+from wasmsock import (
+    ClientInfo,
+    ClientOptions,
+    ConnectionState,
+    Direction,
+    Method,
+    ReconnectPolicy,
+    WebsocketError,
+    websockets,
+)
 
 # The handler name this component is installed as: its outbound clients' events come back here.
 SELF = "tests/py-recorder"
@@ -94,6 +104,16 @@ def command(text: str) -> str:
             return f"created {describe(websockets.create_websocket(uri, SELF, engine).info())}"
         except WebsocketError as err:
             return f"error {err}"
+    if verb == "connect-reconnect":
+        # `connect-reconnect URI INITIAL-MS MAX-MS ATTEMPTS` (`-`: never give up), then send `first`.
+        uri, initial, maximum, attempts = rest.split(" ")
+        policy = ReconnectPolicy(int(initial), int(maximum), None if attempts == "-" else int(attempts))
+        try:
+            client = websockets.create_websocket_with(uri, SELF, ClientOptions(reconnect=policy))
+        except WebsocketError as err:
+            return f"error {err}"
+        queued = outcome(lambda: client.send("first"))
+        return f"created {describe(client.info())} send {queued}"
     if verb == "client-send":
         client_id, _, message = rest.partition(" ")
         client = websockets.get_client(client_id)
