@@ -1,11 +1,11 @@
-//! The integration-test harness: plugins roots in temp dirs, a host on 127.0.0.1 port 0 (in process or the real
-//! binary), and WebSocket clients with bounded waits.
+//! The integration-test harness: plugins roots in temp dirs, a host on 127.0.0.1 port 0 (in process, shared by a
+//! test file, or the real binary), the host's log captured in process, and WebSocket clients with bounded waits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_docs)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -81,6 +81,18 @@ impl Plugins {
 impl Default for Plugins {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A running host's endpoint URLs.
+pub trait Endpoints {
+    /// The URL of `endpoint`.
+    fn url(&self, endpoint: &str) -> String;
+}
+
+impl Endpoints for TestHost {
+    fn url(&self, endpoint: &str) -> String {
+        TestHost::url(self, endpoint)
     }
 }
 
@@ -184,7 +196,7 @@ pub async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
 pub struct Observer(pub Ws);
 
 impl Observer {
-    pub async fn open(host: &TestHost, endpoint: &str) -> Self {
+    pub async fn open(host: &impl Endpoints, endpoint: &str) -> Self {
         let url = format!("{}?observer", host.url(endpoint));
         Self(connect(&url).await)
     }
@@ -202,6 +214,20 @@ impl Observer {
             }
             if line.starts_with(&format!("{id} ")) {
                 panic!("expected {prefix}, got {line:?}");
+            }
+        }
+    }
+
+    /// Waits for the next report line of `id` with `method`, passing over its other events, and returns its detail.
+    pub async fn skip_to(&mut self, id: &str, method: &str) -> String {
+        let prefix = format!("{id} {method}");
+        loop {
+            let line = text(&mut self.0).await;
+            if line == prefix {
+                return String::new();
+            }
+            if let Some(detail) = line.strip_prefix(&format!("{prefix} ")) {
+                return detail.to_owned();
             }
         }
     }
@@ -375,4 +401,119 @@ impl BinaryHost {
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
+}
+
+/// The next binary message; panics on anything else.
+pub async fn binary_message(ws: &mut Ws) -> Vec<u8> {
+    match next(ws).await {
+        Some(Message::Binary(data)) => data.to_vec(),
+        other => panic!("expected a binary message, got {other:?}"),
+    }
+}
+
+/// How long a [`SharedHost`] may take to compile its components and start: JavaScript and Python components take
+/// seconds each to compile, more on a busy machine. A bound so that a broken start fails instead of hanging.
+pub const SHARED_START: Duration = Duration::from_secs(600);
+
+/// A host for a whole test file: started once on its own thread and tokio runtime, it lives as long as the test
+/// process, so the tests of a file share the cost of compiling its components (seconds for JavaScript and Python).
+///
+/// Keep it in a `static OnceLock<SharedHost>`; tests running in parallel see each other's connections, so they must
+/// tell theirs apart by id or endpoint.
+pub struct SharedHost {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+}
+
+impl SharedHost {
+    /// Starts a host on `plugins` with the default limits (a 1 s close timeout, as [`TestHost`]); panics if any
+    /// descriptor or component fails to load. Blocks until the host listens.
+    pub fn start(plugins: Plugins) -> Self {
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("shared-host".into())
+            .spawn(move || {
+                let runtime =
+                    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    let limits = Limits { close_timeout: Duration::from_secs(1), ..Limits::default() };
+                    let (app, errors) = App::load(plugins.path(), limits).await.unwrap();
+                    let errors: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+                    assert!(errors.is_empty(), "the shared host refused: {errors:#?}");
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    ready.send((listener.local_addr().unwrap(), app.clone())).unwrap();
+                    let _keep = plugins;
+                    wasmsock::server::serve(app, listener, std::future::pending::<()>()).await.unwrap();
+                });
+            })
+            .unwrap();
+        let (addr, app) = started
+            .recv_timeout(SHARED_START)
+            .expect("the shared host starts in time (see the panic above if it failed)");
+        Self { addr, app }
+    }
+
+    pub fn url(&self, endpoint: &str) -> String {
+        format!("ws://{}/websockets/service/{endpoint}", self.addr)
+    }
+
+    pub async fn connect(&self, endpoint: &str) -> Ws {
+        connect(&self.url(endpoint)).await
+    }
+}
+
+impl Endpoints for SharedHost {
+    fn url(&self, endpoint: &str) -> String {
+        SharedHost::url(self, endpoint)
+    }
+}
+
+/// Everything logged (tracing, `info` and up, the host's guest output included) in this test process since the first
+/// call to [`host_log`], as the `wasmsock` binary would print it without colours.
+#[derive(Clone)]
+pub struct HostLog(Arc<Mutex<Vec<u8>>>);
+
+impl HostLog {
+    /// The log so far.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until a line of the log satisfies `matches` and returns it; panics after [`WAIT`].
+    pub async fn line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let mut found = None;
+        eventually(what, || {
+            found = self.contents().lines().find(|l| matches(l)).map(str::to_owned);
+            found.is_some()
+        })
+        .await;
+        found.unwrap_or_default()
+    }
+}
+
+impl std::io::Write for HostLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once per test process) a tracing subscriber that records the log into the returned [`HostLog`].
+pub fn host_log() -> HostLog {
+    static LOG: OnceLock<HostLog> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = HostLog(Arc::default());
+        let writer = log.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        log
+    })
+    .clone()
 }

@@ -3,11 +3,14 @@
 //! - `cargo xtask serve [-- SERVE-ARGS]`: build the example plugins and run the host on them (release build).
 //! - `cargo xtask test`: build every guest component, then run the workspace's tests.
 //! - `cargo xtask guests`: build the guest components only (examples into `plugins/`, test components into
-//!   `tests/components/`).
+//!   `tests/components/`): Rust crates with cargo, JavaScript and Python guests with their SDKs' build scripts
+//!   (`script_guests.rs`), installing those toolchains from npm and PyPI when they are missing.
 //! - `cargo xtask autobahn [AUTOBAHN-DIR]`: run Autobahn|Testsuite against the host, as a server (echo endpoint) and as a
 //!   client (outbound clients with the echo handler).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod script_guests;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,7 +99,8 @@ fn guest_crates(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(crates)
 }
 
-/// Builds every guest crate for wasm32-wasip2 and puts `<name>.wasm` beside its crate directory.
+/// Builds every guest crate for wasm32-wasip2 and puts `<name>.wasm` beside its crate directory, then builds the
+/// JavaScript and Python guests whose inputs changed.
 fn guests(root: &Path) -> anyhow::Result<()> {
     ensure_target()?;
     let crates = guest_crates(root)?;
@@ -107,14 +111,15 @@ fn guests(root: &Path) -> anyhow::Result<()> {
         build.args(["-p", name]);
     }
     run(&mut build)?;
-    let out = target_dir(root)?.join(GUEST_TARGET).join("guest");
+    let target = target_dir(root)?;
+    let out = target.join(GUEST_TARGET).join("guest");
     for (name, dir) in &crates {
         let built = out.join(format!("{}.wasm", name.replace('-', "_")));
         let dest = dir.join(format!("{name}.wasm"));
         std::fs::copy(&built, &dest).with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
     }
-    eprintln!("xtask: built {} guest components in {:.1?}", crates.len(), started.elapsed());
-    Ok(())
+    eprintln!("xtask: built {} Rust guest components in {:.1?}", crates.len(), started.elapsed());
+    script_guests::build(root, &target, GUEST_DIRS)
 }
 
 fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {

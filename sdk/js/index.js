@@ -1,0 +1,250 @@
+//! The JavaScript SDK for wasmsock handlers: the Dirigible-style `websockets` object and the `WebsocketClient` class
+//! over the `wasmsock:websockets` WIT imports, with WIT errors turned into thrown `WebsocketError`s.
+//!
+//! A handler is an ES module that imports this one and exports `onEvent()`; `build.mjs` bundles the two and turns
+//! them into a component with componentize-js:
+//!
+//!     import { websockets } from "wasmsock";
+//!
+//!     export function onEvent() {
+//!       if (websockets.isOnMessage()) {
+//!         websockets.send(websockets.getMessage());
+//!       }
+//!     }
+
+import * as wit from "wasmsock:websockets/websockets@0.1.0";
+
+/**
+ * Why a call on a connection did not happen: the WIT `error` variant as an exception.
+ *
+ * `kind` is `"unknown-client"`, `"closed"`, `"invalid"` or `"limit"`; `detail` is the host's text (the client id for
+ * `"unknown-client"`, empty for `"closed"`).
+ */
+export class WebsocketError extends Error {
+  /**
+   * @param {"unknown-client" | "closed" | "invalid" | "limit"} kind
+   * @param {string} [detail]
+   */
+  constructor(kind, detail = "") {
+    super(detail ? `${kind}: ${detail}` : kind);
+    this.name = "WebsocketError";
+    this.kind = kind;
+    this.detail = detail;
+  }
+}
+
+/**
+ * Runs a WIT call whose result may be an error; componentize-js throws an `Error` whose `payload` is the variant
+ * (`{tag, val}`), which becomes a `WebsocketError`. Anything else is rethrown unchanged.
+ */
+function call(fn) {
+  try {
+    return fn();
+  } catch (err) {
+    const payload = err && err.payload;
+    if (payload && typeof payload.tag === "string") {
+      throw new WebsocketError(payload.tag, payload.val ?? "");
+    }
+    throw err;
+  }
+}
+
+/** Turns `Uint8Array`, `ArrayBuffer`, a typed-array view or an array of bytes into a `Uint8Array`. */
+function bytes(data) {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (Array.isArray(data)) return Uint8Array.from(data);
+  throw new TypeError("sendBinary takes a Uint8Array, an ArrayBuffer, a typed array or an array of bytes");
+}
+
+/**
+ * A live connection: an inbound session on an endpoint, or an outbound client (Dirigible's `WebsocketClient`).
+ * Every call asks the host, so `getState()` is the state now, not when the object was made.
+ */
+export class WebsocketClient {
+  /** @param {object} resource the WIT `websocket-client` handle. */
+  constructor(resource) {
+    this.resource = resource;
+  }
+
+  /** What the host knows about this connection now: `{id, uri, handler, endpoint, direction, state}`. */
+  info() {
+    return this.resource.info();
+  }
+
+  /** The host-wide unique id of the connection. */
+  getId() {
+    return this.info().id;
+  }
+
+  /** The request path and query of an inbound session, or the URI of an outbound client. */
+  getUri() {
+    return this.info().uri;
+  }
+
+  /** The handler that receives this connection's events, `project/name`. */
+  getHandler() {
+    return this.info().handler;
+  }
+
+  /** The endpoint of an inbound session; `undefined` for an outbound client. */
+  getEndpoint() {
+    return this.info().endpoint;
+  }
+
+  /** `"inbound"` or `"outbound"`. */
+  getDirection() {
+    return this.info().direction;
+  }
+
+  /** `"connecting"`, `"open"`, `"closing"` or `"closed"`. */
+  getState() {
+    return this.info().state;
+  }
+
+  /** Queues a text message; never blocks. Throws a `WebsocketError` if the host refuses it. */
+  send(message) {
+    call(() => this.resource.send(String(message)));
+  }
+
+  /** Queues a binary message; never blocks. Throws a `WebsocketError` if the host refuses it. */
+  sendBinary(data) {
+    call(() => this.resource.sendBinary(bytes(data)));
+  }
+
+  /** Starts the closing handshake with a code (1000 when absent) and a reason (at most 123 bytes). */
+  close(code, reason) {
+    call(() => this.resource.close(code ?? undefined, reason ?? undefined));
+  }
+}
+
+/**
+ * Checks a WIT `u32` argument: the bindings would turn `NaN`, fractions or negatives into some other number silently.
+ */
+function u32(name, value) {
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw new WebsocketError("invalid", `${name} must be an integer from 0 to 4294967295, not ${String(value)}`);
+  }
+  return value;
+}
+
+/** Wraps an optional WIT handle. */
+function client(resource) {
+  return resource === undefined ? undefined : new WebsocketClient(resource);
+}
+
+/** Checks Dirigible's optional third argument of `createWebsocket`: only absent or `"wasm"` is accepted. */
+function checkEngine(engine) {
+  if (engine !== undefined && engine !== null && engine !== "wasm") {
+    throw new WebsocketError("invalid", `engine ${JSON.stringify(engine)} is not supported; leave it out or use "wasm"`);
+  }
+}
+
+/** The websockets API, named after Dirigible's `sdk/net` websockets module. */
+export const websockets = {
+  /** The kind of the event being handled: `"onopen"`, `"onmessage"`, `"onerror"` or `"onclose"`. */
+  getMethod() {
+    return wit.getMethod();
+  },
+
+  /** The text of the message being handled; `undefined` for binary messages and other events. */
+  getMessage() {
+    return wit.getMessage();
+  },
+
+  /** The bytes of the binary message being handled (`Uint8Array`); `undefined` for text messages and other events. */
+  getBinaryMessage() {
+    return wit.getBinaryMessage();
+  },
+
+  /** What went wrong, in an onerror event; `undefined` otherwise. */
+  getError() {
+    return wit.getError();
+  },
+
+  /** Whether the event is onopen. */
+  isOnOpen() {
+    return wit.getMethod() === "onopen";
+  },
+
+  /** Whether the event is onmessage. */
+  isOnMessage() {
+    return wit.getMethod() === "onmessage";
+  },
+
+  /** Whether the event is onerror. */
+  isOnError() {
+    return wit.getMethod() === "onerror";
+  },
+
+  /** Whether the event is onclose. */
+  isOnClose() {
+    return wit.getMethod() === "onclose";
+  },
+
+  /** The connection the event belongs to. */
+  currentClient() {
+    return new WebsocketClient(wit.currentClient());
+  },
+
+  /** Queues a text message on the current connection; never blocks. */
+  send(message) {
+    call(() => wit.send(String(message)));
+  },
+
+  /** Queues a binary message on the current connection; never blocks. */
+  sendBinary(data) {
+    const payload = bytes(data);
+    call(() => wit.currentClient().sendBinary(payload));
+  },
+
+  /** Closes the current connection with a code (1000 when absent) and a reason. */
+  close(code, reason) {
+    call(() => wit.close(code ?? undefined, reason ?? undefined));
+  },
+
+  /**
+   * Opens an outbound client to `uri` whose events go to `handler` (`project/name`); returns at once with the client
+   * connecting (sends are queued until it opens). `engine`, Dirigible's optional third argument, must be absent or
+   * `"wasm"`.
+   */
+  createWebsocket(uri, handler, engine) {
+    checkEngine(engine);
+    return new WebsocketClient(call(() => wit.createWebsocket(String(uri), String(handler))));
+  },
+
+  /**
+   * `createWebsocket` with options: `{reconnect: {initialDelayMs, maxDelayMs, maxAttempts}}` reconnects with a doubling
+   * delay; leave `maxAttempts` out to never give up.
+   */
+  createWebsocketWith(uri, handler, options = {}) {
+    const policy = options.reconnect;
+    const reconnect =
+      policy === undefined || policy === null
+        ? undefined
+        : {
+            initialDelayMs: u32("initialDelayMs", policy.initialDelayMs ?? 1000),
+            maxDelayMs: u32("maxDelayMs", policy.maxDelayMs ?? 30000),
+            maxAttempts: policy.maxAttempts == null ? undefined : u32("maxAttempts", policy.maxAttempts),
+          };
+    return new WebsocketClient(call(() => wit.createWebsocketWith(String(uri), String(handler), { reconnect })));
+  },
+
+  /** Every live connection, inbound sessions and outbound clients, as `info()` records. */
+  getClients() {
+    return wit.getClients();
+  },
+
+  /** The live connection with this id, or `undefined`. */
+  getClient(id) {
+    return client(wit.getClient(String(id)));
+  },
+
+  /** The oldest live outbound client whose events go to `handler`, or `undefined`. */
+  getClientByHandler(handler) {
+    return client(wit.getClientByHandler(String(handler)));
+  },
+};
+
+export default websockets;

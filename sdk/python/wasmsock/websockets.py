@@ -1,0 +1,227 @@
+"""The websockets API for wasmsock handlers, named after Dirigible's ``sdk/net`` websockets module in Python style.
+
+Every call asks the host about the event being handled or acts on a connection. A WIT ``result`` that is an error is
+raised as :class:`WebsocketError`; ``option`` values are ``None`` when absent; binary data is ``bytes``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, TypeVar, Union
+
+from componentize_py_types import Err
+from wit_world.imports import websockets as _wit
+from wit_world.imports.websockets import (
+    ClientInfo,
+    ClientOptions,
+    ConnectionState,
+    Direction,
+    Method,
+    ReconnectPolicy,
+)
+
+__all__ = [
+    "ClientInfo",
+    "ClientOptions",
+    "ConnectionState",
+    "Direction",
+    "Method",
+    "ReconnectPolicy",
+    "WebsocketClient",
+    "WebsocketError",
+    "get_method",
+    "get_message",
+    "get_binary_message",
+    "get_error",
+    "is_on_open",
+    "is_on_message",
+    "is_on_error",
+    "is_on_close",
+    "current_client",
+    "send",
+    "send_binary",
+    "close",
+    "create_websocket",
+    "create_websocket_with",
+    "get_clients",
+    "get_client",
+    "get_client_by_handler",
+]
+
+_T = TypeVar("_T")
+
+# The WIT `error` variant's cases, by the kind names the JavaScript SDK also uses.
+_KINDS = {
+    _wit.Error_UnknownClient: "unknown-client",
+    _wit.Error_Closed: "closed",
+    _wit.Error_Invalid: "invalid",
+    _wit.Error_Limit: "limit",
+}
+
+
+class WebsocketError(Exception):
+    """Why a call on a connection did not happen: the WIT ``error`` variant as an exception.
+
+    ``kind`` is ``"unknown-client"``, ``"closed"``, ``"invalid"`` or ``"limit"``; ``detail`` is the host's text (the
+    client id for ``"unknown-client"``, empty for ``"closed"``).
+    """
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+
+def _call(fn: Callable[[], _T]) -> _T:
+    """Runs a WIT call whose result may be an error, raising the error as a :class:`WebsocketError`."""
+    try:
+        return fn()
+    except Err as err:
+        case = err.value
+        raise WebsocketError(_KINDS.get(type(case), "error"), getattr(case, "value", "") or "") from None
+
+
+class WebsocketClient:
+    """A live connection: an inbound session on an endpoint, or an outbound client (Dirigible's ``WebsocketClient``).
+
+    Every call asks the host, so :meth:`get_state` is the state now, not when the object was made.
+    """
+
+    def __init__(self, resource: _wit.WebsocketClient) -> None:
+        self._resource = resource
+
+    def info(self) -> ClientInfo:
+        """What the host knows about this connection now."""
+        return self._resource.info()
+
+    def get_id(self) -> str:
+        """The host-wide unique id of the connection."""
+        return self.info().id
+
+    def get_uri(self) -> str:
+        """The request path and query of an inbound session, or the URI of an outbound client."""
+        return self.info().uri
+
+    def get_handler(self) -> str:
+        """The handler that receives this connection's events, ``project/name``."""
+        return self.info().handler
+
+    def get_endpoint(self) -> Optional[str]:
+        """The endpoint of an inbound session; ``None`` for an outbound client."""
+        return self.info().endpoint
+
+    def get_direction(self) -> Direction:
+        """``Direction.INBOUND`` or ``Direction.OUTBOUND``."""
+        return self.info().direction
+
+    def get_state(self) -> ConnectionState:
+        """The connection's state now."""
+        return self.info().state
+
+    def send(self, message: str) -> None:
+        """Queues a text message; never blocks. Raises :class:`WebsocketError` if the host refuses it."""
+        _call(lambda: self._resource.send(str(message)))
+
+    def send_binary(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Queues a binary message; never blocks. Raises :class:`WebsocketError` if the host refuses it."""
+        payload = bytes(data)
+        _call(lambda: self._resource.send_binary(payload))
+
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """Starts the closing handshake with a code (1000 when ``None``) and a reason (at most 123 bytes)."""
+        _call(lambda: self._resource.close(code, reason))
+
+
+def _client(resource: Optional[_wit.WebsocketClient]) -> Optional[WebsocketClient]:
+    return None if resource is None else WebsocketClient(resource)
+
+
+def get_method() -> Method:
+    """The kind of the event being handled."""
+    return _wit.get_method()
+
+
+def get_message() -> Optional[str]:
+    """The text of the message being handled; ``None`` for binary messages and other events."""
+    return _wit.get_message()
+
+
+def get_binary_message() -> Optional[bytes]:
+    """The bytes of the binary message being handled; ``None`` for text messages and other events."""
+    return _wit.get_binary_message()
+
+
+def get_error() -> Optional[str]:
+    """What went wrong, in an onerror event; ``None`` otherwise."""
+    return _wit.get_error()
+
+
+def is_on_open() -> bool:
+    """Whether the event is onopen."""
+    return _wit.get_method() == Method.ONOPEN
+
+
+def is_on_message() -> bool:
+    """Whether the event is onmessage."""
+    return _wit.get_method() == Method.ONMESSAGE
+
+
+def is_on_error() -> bool:
+    """Whether the event is onerror."""
+    return _wit.get_method() == Method.ONERROR
+
+
+def is_on_close() -> bool:
+    """Whether the event is onclose."""
+    return _wit.get_method() == Method.ONCLOSE
+
+
+def current_client() -> WebsocketClient:
+    """The connection the event belongs to."""
+    return WebsocketClient(_wit.current_client())
+
+
+def send(message: str) -> None:
+    """Queues a text message on the current connection; never blocks."""
+    _call(lambda: _wit.send(str(message)))
+
+
+def send_binary(data: Union[bytes, bytearray, memoryview]) -> None:
+    """Queues a binary message on the current connection; never blocks."""
+    payload = bytes(data)
+    _call(lambda: _wit.current_client().send_binary(payload))
+
+
+def close(code: Optional[int] = None, reason: Optional[str] = None) -> None:
+    """Closes the current connection with a code (1000 when ``None``) and a reason."""
+    _call(lambda: _wit.close(code, reason))
+
+
+def create_websocket(uri: str, handler: str, engine: Optional[str] = None) -> WebsocketClient:
+    """Opens an outbound client to ``uri`` whose events go to ``handler`` (``project/name``); returns at once.
+
+    The client is connecting; messages sent before it opens are queued. ``engine``, Dirigible's optional third
+    argument, must be ``None`` or ``"wasm"``.
+    """
+    if engine is not None and engine != "wasm":
+        raise WebsocketError("invalid", f'engine {engine!r} is not supported; leave it out or use "wasm"')
+    return WebsocketClient(_call(lambda: _wit.create_websocket(str(uri), str(handler))))
+
+
+def create_websocket_with(uri: str, handler: str, options: ClientOptions) -> WebsocketClient:
+    """``create_websocket`` with options, such as ``ClientOptions(reconnect=ReconnectPolicy(500, 10_000, None))``."""
+    return WebsocketClient(_call(lambda: _wit.create_websocket_with(str(uri), str(handler), options)))
+
+
+def get_clients() -> List[ClientInfo]:
+    """Every live connection, inbound sessions and outbound clients."""
+    return _wit.get_clients()
+
+
+def get_client(id: str) -> Optional[WebsocketClient]:
+    """The live connection with this id, or ``None``."""
+    return _client(_wit.get_client(str(id)))
+
+
+def get_client_by_handler(handler: str) -> Optional[WebsocketClient]:
+    """The oldest live outbound client whose events go to ``handler``, or ``None``."""
+    return _client(_wit.get_client_by_handler(str(handler)))
