@@ -376,7 +376,8 @@ impl BinaryHost {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let (mut addr, mut admin) = (None, None);
-        tokio::time::timeout(WAIT, async {
+        // A JavaScript or Python component compiles for seconds before the host listens.
+        tokio::time::timeout(WAIT * 6, async {
             while addr.is_none() || admin.is_none() {
                 let line = lines.next_line().await.unwrap().expect("the host logs its addresses");
                 if let Some(rest) = line.split("listening on ws://").nth(1) {
@@ -437,13 +438,15 @@ impl SharedHost {
                     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
                 runtime.block_on(async move {
                     let limits = Limits { close_timeout: Duration::from_secs(1), ..Limits::default() };
-                    let (app, errors) = App::load(plugins.path(), limits).await.unwrap();
+                    // A compile cache that outlives the run: the JavaScript and Python components take seconds each.
+                    let cache = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().join("test-compile-cache");
+                    let (app, errors) = App::start(plugins.path(), Some(cache), limits).await.unwrap();
                     let errors: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
                     assert!(errors.is_empty(), "the shared host refused: {errors:#?}");
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                     ready.send((listener.local_addr().unwrap(), app.clone())).unwrap();
                     let _keep = plugins;
-                    wasmsock::server::serve(app, listener, std::future::pending::<()>()).await.unwrap();
+                    wasmsock::server::serve(app, listener, None, std::future::pending::<()>()).await.unwrap();
                 });
             })
             .unwrap();
