@@ -36,7 +36,7 @@ async fn a_trap_costs_only_its_own_event() {
     let host = host().await;
     let mut ws = host.connect("bad").await;
     let mut other = host.connect("echo").await;
-    survives(&mut ws, &mut other, "trap", &["tests/misbehave", "trapped"]).await;
+    survives(&mut ws, &mut other, "trap", &["tests/misbehave", "trapped", "asked to trap"]).await;
     host.stop().await;
 }
 

@@ -1,8 +1,8 @@
 //! Guest stdout and stderr, turned into host log lines tagged with the handler and the connection.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
@@ -14,11 +14,26 @@ pub(super) struct GuestLog {
     handler: Arc<str>,
     conn: Arc<str>,
     budget: Arc<AtomicUsize>,
+    stderr_tail: Arc<Mutex<String>>,
 }
+
+/// How much of the end of a call's stderr is kept to explain a trap (a JavaScript exception or a Python traceback
+/// is printed there just before the guest traps).
+const STDERR_TAIL_BYTES: usize = 400;
 
 impl GuestLog {
     pub(super) fn new(handler: &str, conn: &str, budget: usize) -> Self {
-        Self { handler: handler.into(), conn: conn.into(), budget: Arc::new(AtomicUsize::new(budget)) }
+        Self {
+            handler: handler.into(),
+            conn: conn.into(),
+            budget: Arc::new(AtomicUsize::new(budget)),
+            stderr_tail: Arc::default(),
+        }
+    }
+
+    /// The last lines the guest wrote to stderr in this call (at most [`STDERR_TAIL_BYTES`]), joined by " | ".
+    pub(super) fn stderr_tail(&self) -> String {
+        self.stderr_tail.lock().map(|tail| tail.clone()).unwrap_or_default()
     }
 
     pub(super) fn stream(&self, name: &'static str) -> GuestStream {
@@ -60,6 +75,22 @@ impl LineWriter {
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
         tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn, stream = self.name, "{text}");
+        if self.name == "stderr"
+            && !text.trim().is_empty()
+            && let Ok(mut tail) = self.log.stderr_tail.lock()
+        {
+            if !tail.is_empty() {
+                tail.push_str(" | ");
+            }
+            tail.push_str(text.trim());
+            if tail.len() > STDERR_TAIL_BYTES {
+                let mut cut = tail.len() - STDERR_TAIL_BYTES;
+                while !tail.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                tail.replace_range(..cut, "…");
+            }
+        }
         self.line.clear();
     }
 

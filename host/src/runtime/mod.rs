@@ -324,7 +324,15 @@ impl Runtime {
                 });
             }
         };
-        result.map_err(|err| self.classify(&handler.name, &store, err))
+        result.map_err(|err| match self.classify(&handler.name, &store, err) {
+            // What the guest printed last is usually why it trapped (an exception, a traceback, a panic message).
+            CallError::Trap { handler, message } => {
+                let tail = log.stderr_tail();
+                let message = if tail.is_empty() { message } else { format!("{tail}; {message}") };
+                CallError::Trap { handler, message }
+            }
+            other => other,
+        })
     }
 
     fn classify(&self, handler: &str, store: &Store<State>, err: wasmtime::Error) -> CallError {

@@ -1,12 +1,12 @@
 //! The relay handler: sessions on its endpoint name an upstream WebSocket in their query (`?to=ws%3A%2F%2F…`); the
-
-// A guest logs through stderr: the host tags each line with the handler and connection.
-#![allow(clippy::print_stderr)]
 //! relay opens one outbound client per upstream, shared by every session that names it, and relays messages both ways:
 //! from a session to the upstream, and from the upstream to every session on it. The last session to leave closes the
 //! upstream client; an upstream that closes takes its sessions with it (close 1014).
 //!
 //! The same component handles both sides: inbound events are the sessions', outbound events the upstream clients'.
+
+// A guest logs through stderr: the host tags each line with the handler and connection.
+#![allow(clippy::print_stderr)]
 
 use wasmsock_sdk::websockets::{self, ClientInfo, ConnectionState, Direction};
 
