@@ -35,6 +35,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
     let host = BinaryHost::start(&plugins, &[]).await;
     let pid = host.pid();
     let mut driver = connect(&host.url("rec")).await;
+    let idle = rss_kib(pid);
     // Warm up: one round of 50 so the runtime's pools and the allocator reach their working size.
     send(&mut driver, &format!("connect-many 50 {} examples/echo warm", peer.url("/"))).await;
     assert_eq!(text(&mut driver).await, "created 50, 0 failed");
@@ -46,6 +47,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
         assert!(Instant::now() < deadline, "the warm-up clients did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("load: host RSS {idle} KiB idle, {} KiB after a warm-up of 50 clients", rss_kib(pid));
     // Three rounds: the first shows the cost of a round, the later ones that nothing stays behind (the allocator keeps
     // freed memory for reuse, so a leak shows as growth from round to round, not as a gap after the first).
     let start = rss_kib(pid);
