@@ -201,25 +201,17 @@ impl Observer {
         Self(connect(&url).await)
     }
 
-    /// Waits for the report line of `id` with `method` and returns its detail.
+    /// Waits for the report line of `id` with `method` and returns its detail; another event of `id` first fails.
     pub async fn expect(&mut self, id: &str, method: &str) -> String {
-        let prefix = format!("{id} {method}");
-        loop {
-            let line = text(&mut self.0).await;
-            if line == prefix {
-                return String::new();
-            }
-            if let Some(detail) = line.strip_prefix(&format!("{prefix} ")) {
-                return detail.to_owned();
-            }
-            if line.starts_with(&format!("{id} ")) {
-                panic!("expected {prefix}, got {line:?}");
-            }
-        }
+        self.next_report(id, method, true).await
     }
 
     /// Waits for the next report line of `id` with `method`, passing over its other events, and returns its detail.
     pub async fn skip_to(&mut self, id: &str, method: &str) -> String {
+        self.next_report(id, method, false).await
+    }
+
+    async fn next_report(&mut self, id: &str, method: &str, strict: bool) -> String {
         let prefix = format!("{id} {method}");
         loop {
             let line = text(&mut self.0).await;
@@ -228,6 +220,9 @@ impl Observer {
             }
             if let Some(detail) = line.strip_prefix(&format!("{prefix} ")) {
                 return detail.to_owned();
+            }
+            if strict && line.starts_with(&format!("{id} ")) {
+                panic!("expected {prefix}, got {line:?}");
             }
         }
     }
@@ -245,6 +240,27 @@ impl Observer {
             }
         }
     }
+}
+
+/// The id the recorder gives a session: its `clients` listing names it as the one with `marker` in its URI.
+pub async fn own_id(ws: &mut Ws, marker: &str) -> String {
+    send(ws, "clients").await;
+    let listing = text(ws).await;
+    listing
+        .trim_start_matches("clients ")
+        .split(';')
+        .find(|c| c.contains(marker))
+        .and_then(|c| c.split('|').next())
+        .unwrap_or_else(|| panic!("{marker} not in {listing}"))
+        .to_owned()
+}
+
+/// The client id in a recorder's `created …` or `found …` reply.
+pub fn client_id(reply: &str) -> String {
+    let fields = reply.split_once(' ').map(|(_, rest)| rest).unwrap_or_default();
+    let id = fields.split('|').next().unwrap_or_default();
+    assert!(id.starts_with('c'), "no client id in {reply:?}");
+    id.to_owned()
 }
 
 /// Polls `check` every 20 ms until it holds or [`WAIT`] passes.

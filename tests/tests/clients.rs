@@ -22,14 +22,6 @@ async fn command(driver: &mut Ws, command: &str) -> String {
     text(driver).await
 }
 
-/// The client id in a `created …` or `found …` reply.
-fn client_id(reply: &str) -> String {
-    let fields = reply.split_once(' ').map(|(_, rest)| rest).unwrap_or_default();
-    let id = fields.split('|').next().unwrap_or_default();
-    assert!(id.starts_with('c'), "no client id in {reply:?}");
-    id.to_owned()
-}
-
 #[tokio::test]
 async fn a_client_sees_all_four_events_and_is_listed_only_while_it_lives() {
     let peer = PeerServer::start(PeerMode::Echo).await;

@@ -14,19 +14,6 @@ fn recorder() -> Plugins {
     Plugins::new().handler("tests/recorder", "recorder").endpoint("rec", "tests/recorder")
 }
 
-/// The id the recorder gives a session: its `clients` listing names it as the one with our URI marker.
-async fn own_id(ws: &mut Ws, marker: &str) -> String {
-    send(ws, "clients").await;
-    let listing = text(ws).await;
-    listing
-        .trim_start_matches("clients ")
-        .split(';')
-        .find(|c| c.contains(marker))
-        .and_then(|c| c.split('|').next())
-        .unwrap_or_else(|| panic!("{marker} not in {listing}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn all_four_events_fire_in_order_for_a_clean_close() {
     let host = TestHost::start(recorder()).await;

@@ -107,19 +107,6 @@ fn describe(message: &Message) -> String {
     }
 }
 
-/// The id the recorder gives a session: its `clients` listing names it as the one with our URI marker.
-async fn own_id(ws: &mut Ws, marker: &str) -> String {
-    send(ws, "clients").await;
-    let listing = text(ws).await;
-    listing
-        .trim_start_matches("clients ")
-        .split(';')
-        .find(|c| c.contains(marker))
-        .and_then(|c| c.split('|').next())
-        .unwrap_or_else(|| panic!("{marker} not in {listing}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn all_four_events_reach_the_recorder_in_every_language() {
     let host = host();
@@ -211,14 +198,6 @@ async fn command(driver: &mut Ws, command: &str) -> String {
 fn created_and_queued(reply: &str) -> bool {
     reply.starts_with("created ")
         && (reply.ends_with("|outbound|connecting send ok") || reply.ends_with("|outbound|open send ok"))
-}
-
-/// The client id in a `created …` or `found …` reply.
-fn client_id(reply: &str) -> String {
-    let fields = reply.split_once(' ').map(|(_, rest)| rest).unwrap_or_default();
-    let id = fields.split('|').next().unwrap_or_default();
-    assert!(id.starts_with('c'), "no client id in {reply:?}");
-    id.to_owned()
 }
 
 #[tokio::test]
