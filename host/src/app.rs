@@ -129,7 +129,11 @@ impl App {
         }
         let reason = truncate(&format!("handler failed {max} events in a row: {error}"), MAX_CLOSE_REASON);
         if conn.request_close(Close::new(1011, reason)).is_ok() {
-            tracing::warn!(conn = conn.id(), handler = conn.handler(), "closing with 1011: the handler failed {max} events in a row");
+            tracing::warn!(
+                conn = conn.id(),
+                handler = conn.handler(),
+                "closing with 1011: the handler failed {max} events in a row"
+            );
             if let Some(endpoint) = conn.endpoint() {
                 self.hub.count_failure_close(endpoint);
             }

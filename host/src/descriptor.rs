@@ -170,7 +170,8 @@ pub fn check_origin(origin: &str) -> anyhow::Result<()> {
     let Some((scheme, authority)) = origin.split_once("://") else {
         bail!("{origin:?} is not an origin; write it as a browser sends it, like \"https://example.com\", or \"*\"");
     };
-    let scheme_ok = !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let scheme_ok =
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     let authority_ok = !authority.is_empty()
         && authority.len() <= MAX_NAME_LEN
         && authority.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'));
@@ -251,8 +252,12 @@ mod tests {
         assert!(error_of(&format!(r#"{{{base}, "origins": ["https://x/path"]}}"#)).contains("field `origins`"));
         assert!(error_of(&format!(r#"{{{base}, "origins": ["example.com"]}}"#)).contains("field `origins`"));
         assert!(error_of(&format!(r#"{{{base}, "protocols": ["a b"]}}"#)).contains("field `protocols`"));
-        assert!(error_of(&format!(r#"{{{base}, "limits": {{"max-frame-size": 0}}}}"#)).contains("limits.max-frame-size"));
-        assert!(error_of(&format!(r#"{{{base}, "limits": {{"max-speed": 1}}}}"#)).contains("unknown field `max-speed`"));
+        assert!(
+            error_of(&format!(r#"{{{base}, "limits": {{"max-frame-size": 0}}}}"#)).contains("limits.max-frame-size")
+        );
+        assert!(
+            error_of(&format!(r#"{{{base}, "limits": {{"max-speed": 1}}}}"#)).contains("unknown field `max-speed`")
+        );
         assert!(error_of(&format!(r#"{{{base}, "limits": {{"slow-consumer": "drop"}}}}"#)).contains("unknown variant"));
         assert!(error_of(&format!(r#"{{{base}, "limits": {{"max-connections": -1}}}}"#)).contains("invalid value"));
         let many = vec!["\"p\""; MAX_LIST_LEN + 1].join(",");

@@ -542,7 +542,15 @@ mod tests {
     }
 
     fn spec_with(direction: Direction, handler: &str, limits: ConnLimits) -> ConnSpec {
-        ConnSpec { uri: "/x".into(), handler: handler.into(), endpoint: None, direction, remote: None, protocol: None, limits }
+        ConnSpec {
+            uri: "/x".into(),
+            handler: handler.into(),
+            endpoint: None,
+            direction,
+            remote: None,
+            protocol: None,
+            limits,
+        }
     }
 
     fn limits(frames: usize, bytes: usize, slow_consumer: SlowConsumer) -> ConnLimits {
@@ -566,8 +574,8 @@ mod tests {
     #[test]
     fn a_full_queue_is_a_limit_error_that_names_the_connection() {
         let hub = Hub::new();
-        let (conn, _outbox) =
-            hub.register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Error)), ConnState::Open);
+        let (conn, _outbox) = hub
+            .register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Error)), ConnState::Open);
         conn.send(Frame::Binary(vec![1])).unwrap();
         conn.send(Frame::Binary(vec![2])).unwrap();
         match conn.send(Frame::Binary(vec![3])) {
@@ -593,8 +601,8 @@ mod tests {
     #[tokio::test]
     async fn a_slow_consumer_is_closed_with_1013_and_its_queue_dropped() {
         let hub = Hub::new();
-        let (conn, mut outbox) =
-            hub.register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Close)), ConnState::Open);
+        let (conn, mut outbox) = hub
+            .register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Close)), ConnState::Open);
         conn.send(Frame::Text("a".into())).unwrap();
         conn.send(Frame::Text("b".into())).unwrap();
         assert!(matches!(conn.send(Frame::Text("c".into())), Err(ConnError::Limit(text)) if text.contains("1013")));

@@ -73,8 +73,16 @@ impl Plugins {
 
     /// Writes a descriptor for `endpoint` served by `handler`.
     pub fn endpoint(self, endpoint: &str, handler: &str) -> Self {
-        let text = serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"}).to_string();
-        self.file(&format!("descriptors/{endpoint}.websocket"), text)
+        self.endpoint_with(endpoint, handler, serde_json::json!({}))
+    }
+
+    /// Writes a descriptor for `endpoint` served by `handler`, with the fields of `extra` (origins, limits, …) added.
+    pub fn endpoint_with(self, endpoint: &str, handler: &str, extra: serde_json::Value) -> Self {
+        let mut descriptor = serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"});
+        if let (Some(fields), Some(extra)) = (descriptor.as_object_mut(), extra.as_object()) {
+            fields.extend(extra.clone());
+        }
+        self.file(&format!("descriptors/{endpoint}.websocket"), descriptor.to_string())
     }
 }
 

@@ -157,6 +157,10 @@ fn command(text: &str) -> String {
             let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
             result(websockets::close(code.parse().ok(), Some(reason)))
         }
+        "protocol" => {
+            let info = websockets::current_client().info();
+            format!("protocol {}", info.protocol.as_deref().unwrap_or("-"))
+        }
         "burst" => {
             let count: usize = rest.parse().unwrap_or(0);
             let mut refused = 0;
