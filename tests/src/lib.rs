@@ -280,6 +280,19 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the async `check` holds; panics after [`WAIT`].
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The `wasmsock` binary built next to this test (`cargo build -p wasmsock`; `cargo xtask test` does it).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -381,6 +394,7 @@ pub struct BinaryHost {
     pub addr: String,
     /// The admin API's address.
     pub admin: String,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BinaryHost {
@@ -414,9 +428,20 @@ impl BinaryHost {
         })
         .await
         .expect("the host starts in time");
-        // Keep draining the log so the host never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, addr: addr.unwrap(), admin: admin.unwrap() }
+        // Keep draining the log (and keep it for `log`) so the host never blocks on a full pipe.
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self { child, addr: addr.unwrap(), admin: admin.unwrap(), log }
+    }
+
+    /// The host's log lines after its start-up lines, so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn url(&self, endpoint: &str) -> String {

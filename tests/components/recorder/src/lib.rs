@@ -4,12 +4,18 @@
 //! whose URI contains `observer`. Text messages on inbound sessions are commands (see `command`); the reply goes back
 //! to the sender.
 
+#![allow(clippy::print_stderr)]
+
 use wasmsock_sdk::websockets::{self, ClientInfo, ClientOptions, ConnectionState, Direction, Method, ReconnectPolicy};
 
 const SELF: &str = "tests/recorder";
 
 fn on_event() {
     let me = websockets::current_client().info();
+    if websockets::is_on_close() {
+        // To the host log: a test can see onclose even when no observer is left to tell (at shutdown).
+        eprintln!("recorder saw onclose of {}", me.id);
+    }
     report(&me);
     if websockets::is_on_message()
         && me.direction == Direction::Inbound
