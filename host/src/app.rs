@@ -24,6 +24,8 @@ pub struct App {
     pub hub: Hub,
     /// The limits in force.
     pub limits: Limits,
+    /// The host's metrics (`/metrics` on the admin listener).
+    pub metrics: crate::metrics::Metrics,
     shutting_down: AtomicBool,
     sessions: AtomicUsize,
     me: Weak<App>,
@@ -62,6 +64,7 @@ impl App {
             registry,
             hub,
             limits,
+            metrics: crate::metrics::Metrics::new(),
             shutting_down: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             me: me.clone(),
@@ -102,12 +105,16 @@ impl App {
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
         let result = self.runtime.call(&loaded.handler, event, services.clone()).await;
+        self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
         let Err(err) = result else { return };
         tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
-            if let Err(err) = self.runtime.call(&loaded.handler, event, services).await {
+            let started = Instant::now();
+            let result = self.runtime.call(&loaded.handler, event, services).await;
+            self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
+            if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
             }
         }

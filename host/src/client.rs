@@ -72,6 +72,7 @@ pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) 
         remote: None,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Connecting);
+    app.metrics.connection_opened(&conn);
     tracing::debug!(conn = conn.id(), %uri, handler, "client connecting");
     tokio::spawn(run(app.clone(), conn.clone(), outbox, options));
     Ok(conn)

@@ -181,6 +181,11 @@ impl Conn {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether this is an inbound session or an outbound client.
+    pub fn direction(&self) -> Direction {
+        self.spec.direction
+    }
+
     /// The endpoint of an inbound session.
     pub fn endpoint(&self) -> Option<&str> {
         self.spec.endpoint.as_deref()

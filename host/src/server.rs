@@ -90,6 +90,7 @@ async fn serve_session(
         remote,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
+    app.metrics.connection_opened(&conn);
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
     let (sink, stream) = socket.split();
     let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(frame.into())));
