@@ -104,7 +104,9 @@ impl App {
         };
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
-        let result = self.runtime.call(&loaded.handler, event, services.clone()).await;
+        let span = tracing::info_span!("event", method = method.as_str());
+        let result = tracing::Instrument::instrument(self.runtime.call(&loaded.handler, event, services.clone()), span);
+        let result = result.await;
         self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
         let Err(err) = result else { return };
@@ -112,7 +114,9 @@ impl App {
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
-            let result = self.runtime.call(&loaded.handler, event, services).await;
+            let span = tracing::info_span!("event", method = "onerror");
+            let result =
+                tracing::Instrument::instrument(self.runtime.call(&loaded.handler, event, services), span).await;
             self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
             if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");

@@ -10,6 +10,7 @@ pub mod event;
 pub mod frame;
 pub mod hub;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Error as WsError;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::frame::Frame;
@@ -94,7 +95,8 @@ async fn serve_session(
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
     let (sink, stream) = socket.split();
     let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(frame.into())));
-    session::run(app, conn, outbox, session::frames(stream, ws_error), sink).await;
+    let span = crate::logging::connection_span(&conn);
+    session::run(app, conn, outbox, session::frames(stream, ws_error), sink).instrument(span).await;
 }
 
 /// The admin API's listener and the token its requests must carry, if any.

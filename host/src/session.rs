@@ -94,7 +94,13 @@ where
     conn.advance(ConnState::Open);
     let conn_id = conn.id().to_owned();
     let (stop, stopped) = oneshot::channel();
-    let mut writer = tokio::spawn(write_frames(app.clone(), conn.clone(), outbox, sink, stopped));
+    let mut writer = tokio::spawn(tracing::Instrument::in_current_span(write_frames(
+        app.clone(),
+        conn.clone(),
+        outbox,
+        sink,
+        stopped,
+    )));
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     loop {

@@ -373,6 +373,8 @@ pub struct BinaryHost {
     pub addr: String,
     /// The admin API's address.
     pub admin: String,
+    /// Every line the host has written to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl BinaryHost {
@@ -392,10 +394,12 @@ impl BinaryHost {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let (mut addr, mut admin) = (None, None);
+        let log = Arc::new(Mutex::new(Vec::new()));
         // A JavaScript or Python component compiles for seconds before the host listens.
         tokio::time::timeout(WAIT * 6, async {
             while addr.is_none() || admin.is_none() {
                 let line = lines.next_line().await.unwrap().expect("the host logs its addresses");
+                log.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on ws://").nth(1) {
                     addr = rest.split('/').next().map(str::to_owned);
                 }
@@ -407,12 +411,31 @@ impl BinaryHost {
         .await
         .expect("the host starts in time");
         // Keep draining the log so the host never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, addr: addr.unwrap(), admin: admin.unwrap() }
+        let kept = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self { child, addr: addr.unwrap(), admin: admin.unwrap(), log }
     }
 
     pub fn url(&self, endpoint: &str) -> String {
         format!("ws://{}/websockets/service/{endpoint}", self.addr)
+    }
+
+    /// Waits until the host has logged a line that `matches`, and returns it.
+    pub async fn log_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|line| matches(line)) {
+                return line.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no log line {what} in:\n{}", self.log.lock().unwrap().join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {

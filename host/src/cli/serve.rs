@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Open an outbound client at start-up: `URI=HANDLER` (repeatable), e.g. `ws://127.0.0.1:9000/feed=feeds/ticker`.
     #[arg(long = "connect", value_name = "URI=HANDLER")]
     pub connect: Vec<String>,
+    /// How the log is written to stderr: `text` for people, `json` (one object per line) for machines.
+    #[arg(long, env = "WASMSOCK_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl ServeArgs {
