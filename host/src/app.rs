@@ -26,6 +26,8 @@ pub struct App {
     pub limits: Limits,
     /// The host's metrics (`/metrics` on the admin listener).
     pub metrics: crate::metrics::Metrics,
+    /// Whether the browser console is served on the main listener.
+    pub console: crate::console::Console,
     shutting_down: AtomicBool,
     sessions: AtomicUsize,
     me: Weak<App>,
@@ -65,6 +67,7 @@ impl App {
             hub,
             limits,
             metrics: crate::metrics::Metrics::new(),
+            console: crate::console::Console::default(),
             shutting_down: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             me: me.clone(),

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod descriptor;
 pub mod event;
 pub mod frame;

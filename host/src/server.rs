@@ -29,6 +29,7 @@ pub fn app(state: Arc<App>) -> Router {
     Router::new()
         .route("/websockets/service/{endpoint}", get(upgrade))
         .route("/websockets/v4/service/{endpoint}", get(upgrade))
+        .merge(crate::console::router())
         .with_state(state)
 }
 
