@@ -17,6 +17,7 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod templates;
 
 pub use app::App;
 pub use limits::Limits;
