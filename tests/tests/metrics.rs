@@ -1,10 +1,13 @@
-//! `/metrics` on the admin listener: after known traffic (connections, messages, a trap, deploys) every counter moved
-//! by exactly that traffic and no other counter moved.
+//! `/metrics` on the admin listener: after known traffic (connections, messages, a trap, a timeout, an out-of-memory,
+//! deploys) every counter moved by exactly that traffic and no other counter moved.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
+use wasmsock::Limits;
 use wasmsock_tests::*;
 
 const CONNECTIONS: usize = 3;
@@ -17,7 +20,13 @@ async fn counters_move_by_exactly_the_traffic() {
         .endpoint("echo", "examples/echo")
         .handler("tests/misbehave", "misbehave")
         .endpoint("misbehave", "tests/misbehave");
-    let host = TestHost::start(plugins).await;
+    // A short deadline keeps the `loop` case quick; echo calls take well under a millisecond.
+    let limits = Limits {
+        close_timeout: Duration::from_secs(1),
+        handler_deadline: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let host = TestHost::start_with(plugins, limits).await;
     let before = Scrape::fetch(host.admin).await;
 
     let mut bytes = 0;
@@ -35,10 +44,15 @@ async fn counters_move_by_exactly_the_traffic() {
     let during = Scrape::fetch(host.admin).await;
     assert_eq!(during.get(r#"wasmsock_connections_open{direction="inbound",endpoint="echo"}"#), CONNECTIONS as f64);
 
+    // One connection misbehaves three ways; each failure is answered with an onerror the handler echoes as text.
     let mut bad = host.connect("misbehave").await;
-    send(&mut bad, "trap").await;
-    let error = text(&mut bad).await;
-    assert!(error.starts_with("error: ") && error.contains("trapped"), "{error}");
+    let mut error_bytes = 0;
+    for (request, says) in [("trap", "trapped"), ("loop", "deadline"), ("alloc", "memory")] {
+        send(&mut bad, request).await;
+        let error = text(&mut bad).await;
+        assert!(error.starts_with("error: ") && error.contains(says), "{request}: {error}");
+        error_bytes += error.len();
+    }
     sockets.push(bad);
     for mut ws in sockets {
         ws.close(None).await.unwrap();
@@ -58,7 +72,7 @@ async fn counters_move_by_exactly_the_traffic() {
     let echo = r#"direction="inbound",endpoint="echo""#;
     let bad = r#"direction="inbound",endpoint="misbehave""#;
     let (n, m) = (CONNECTIONS as f64, (CONNECTIONS * MESSAGES) as f64);
-    let error_bytes = error.len() as f64;
+    let error_bytes = error_bytes as f64;
     let expected: BTreeMap<String, f64> = [
         (format!("wasmsock_connections_total{{{echo}}}"), n),
         (format!("wasmsock_messages_received_total{{{echo}}}"), m),
@@ -72,19 +86,21 @@ async fn counters_move_by_exactly_the_traffic() {
         (r#"wasmsock_handler_duration_seconds_count{handler="examples/echo",method="onmessage"}"#.into(), m),
         (r#"wasmsock_handler_duration_seconds_count{handler="examples/echo",method="onclose"}"#.into(), n),
         (format!("wasmsock_connections_total{{{bad}}}"), 1.0),
-        (format!("wasmsock_messages_received_total{{{bad}}}"), 1.0),
-        (format!("wasmsock_messages_sent_total{{{bad}}}"), 1.0),
-        (format!("wasmsock_received_bytes_total{{{bad}}}"), 4.0),
+        (format!("wasmsock_messages_received_total{{{bad}}}"), 3.0),
+        (format!("wasmsock_messages_sent_total{{{bad}}}"), 3.0),
+        (format!("wasmsock_received_bytes_total{{{bad}}}"), 13.0),
         (format!("wasmsock_sent_bytes_total{{{bad}}}"), error_bytes),
         (r#"wasmsock_events_total{handler="tests/misbehave",method="onopen"}"#.into(), 1.0),
-        (r#"wasmsock_events_total{handler="tests/misbehave",method="onmessage"}"#.into(), 1.0),
-        (r#"wasmsock_events_total{handler="tests/misbehave",method="onerror"}"#.into(), 1.0),
+        (r#"wasmsock_events_total{handler="tests/misbehave",method="onmessage"}"#.into(), 3.0),
+        (r#"wasmsock_events_total{handler="tests/misbehave",method="onerror"}"#.into(), 3.0),
         (r#"wasmsock_events_total{handler="tests/misbehave",method="onclose"}"#.into(), 1.0),
         (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onopen"}"#.into(), 1.0),
-        (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onmessage"}"#.into(), 1.0),
-        (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onerror"}"#.into(), 1.0),
+        (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onmessage"}"#.into(), 3.0),
+        (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onerror"}"#.into(), 3.0),
         (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onclose"}"#.into(), 1.0),
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="trap"}"#.into(), 1.0),
+        (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="timeout"}"#.into(), 1.0),
+        (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="out_of_memory"}"#.into(), 1.0),
         (r#"wasmsock_deploys_total{kind="handler",outcome="ok"}"#.into(), 1.0),
         (r#"wasmsock_deploys_total{kind="handler",outcome="failed"}"#.into(), 1.0),
     ]
