@@ -134,6 +134,7 @@ impl App {
     /// Reads the plugins root again and applies what changed; sessions of removed endpoints are closed with 1001.
     pub async fn reload(&self) -> Reload {
         let report = self.registry.reload(&self.runtime).await;
+        self.metrics.reloaded(&report);
         for endpoint in &report.removed {
             self.close_endpoint_sessions(endpoint);
         }

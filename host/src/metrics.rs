@@ -55,9 +55,11 @@ struct EndpointLabels {
     endpoint: String,
 }
 
-/// What was deployed (`handler` or `descriptor`) and whether it was accepted (`ok` or `failed`).
+/// How a deploy came (`admin`: the admin API; `watch`: files changed under the plugins root), what it was (`handler`,
+/// `descriptor`; `file` for a refused file of the watch) and whether it was accepted (`ok` or `failed`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeployLabels {
+    source: String,
     kind: String,
     outcome: String,
 }
@@ -152,7 +154,7 @@ impl Metrics {
         );
         registry.register(
             "deploys",
-            "Deploys through the admin API, by kind (handler, descriptor) and outcome (ok, failed)",
+            "Deploys by source (admin, watch), kind (handler, descriptor, file) and outcome (ok, failed)",
             metrics.deploys.clone(),
         );
         Self { registry, ..metrics }
@@ -202,10 +204,26 @@ impl Metrics {
         self.queue_full_closes.get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() }).inc();
     }
 
-    /// A deploy of `kind` (`handler` or `descriptor`) was accepted (`ok`) or refused.
+    /// A deploy through the admin API of `kind` (`handler` or `descriptor`) was accepted (`ok`) or refused.
     pub fn deploy(&self, kind: &str, ok: bool) {
+        self.count_deploys("admin", kind, ok, 1);
+    }
+
+    /// The watch of the plugins root applied `report`: each handler swapped and endpoint changed is a deploy, each
+    /// refused file a failed one.
+    pub fn reloaded(&self, report: &crate::registry::Reload) {
+        self.count_deploys("watch", "handler", true, report.swapped.len());
+        self.count_deploys("watch", "descriptor", true, report.changed.len());
+        self.count_deploys("watch", "file", false, report.errors.len());
+    }
+
+    fn count_deploys(&self, source: &str, kind: &str, ok: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
         let outcome = if ok { "ok" } else { "failed" };
-        self.deploys.get_or_create(&DeployLabels { kind: kind.to_owned(), outcome: outcome.to_owned() }).inc();
+        let labels = DeployLabels { source: source.to_owned(), kind: kind.to_owned(), outcome: outcome.to_owned() };
+        self.deploys.get_or_create(&labels).inc_by(n as u64);
     }
 
     /// Every metric in the OpenMetrics text format (which Prometheus scrapes), ending with `# EOF`.
@@ -252,7 +270,7 @@ mod tests {
         assert!(text.contains(r#"wasmsock_handler_failures_total{handler="p/h",kind="trap"} 1"#), "{text}");
         assert!(text.contains(r#"wasmsock_events_total{handler="p/h",method="onmessage"} 1"#), "{text}");
         assert!(text.contains(r#"wasmsock_queue_full_closes_total{endpoint="echo"} 1"#), "{text}");
-        assert!(text.contains(r#"wasmsock_deploys_total{kind="handler",outcome="failed"} 1"#), "{text}");
+        assert!(text.contains(r#"wasmsock_deploys_total{source="admin",kind="handler",outcome="failed"} 1"#), "{text}");
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
     }
 }

@@ -101,8 +101,8 @@ async fn counters_move_by_exactly_the_traffic() {
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="trap"}"#.into(), 1.0),
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="timeout"}"#.into(), 1.0),
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="out_of_memory"}"#.into(), 1.0),
-        (r#"wasmsock_deploys_total{kind="handler",outcome="ok"}"#.into(), 1.0),
-        (r#"wasmsock_deploys_total{kind="handler",outcome="failed"}"#.into(), 1.0),
+        (r#"wasmsock_deploys_total{kind="handler",outcome="ok",source="admin"}"#.into(), 1.0),
+        (r#"wasmsock_deploys_total{kind="handler",outcome="failed",source="admin"}"#.into(), 1.0),
     ]
     .into_iter()
     .collect();
@@ -143,4 +143,21 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
     let scrape = Scrape::parse(&with.text().await.unwrap());
     assert_eq!(scrape.get(r#"wasmsock_connections_open{direction="inbound",endpoint="echo"}"#), 0.0);
     server.abort();
+}
+
+#[tokio::test]
+async fn files_the_watch_applies_or_refuses_count_as_deploys() {
+    let plugins = Plugins::new().handler("examples/echo", "echo");
+    let host = TestHost::start(plugins).await;
+    host.app.watch(Duration::from_millis(50));
+    let before = Scrape::fetch(host.admin).await;
+    let root = host.plugins.path();
+    std::fs::write(root.join("late.websocket"), r#"{"handler": "examples/echo", "endpoint": "late"}"#).unwrap();
+    std::fs::write(root.join("broken.websocket"), "{").unwrap();
+    eventually("the watch serves the new endpoint", || host.app.registry.endpoint("late").is_some()).await;
+    let after = Scrape::fetch(host.admin).await;
+    let delta = |key: &str| after.get(key) - before.get(key);
+    assert_eq!(delta(r#"wasmsock_deploys_total{kind="descriptor",outcome="ok",source="watch"}"#), 1.0);
+    assert_eq!(delta(r#"wasmsock_deploys_total{kind="file",outcome="failed",source="watch"}"#), 1.0);
+    host.stop().await;
 }
