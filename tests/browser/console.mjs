@@ -1,6 +1,6 @@
 // Drives the wasmsock console page in headless Chromium: pick an endpoint, connect, send a message, see the echo,
 // disconnect and see the close code. Run with `node console.mjs URL [ENDPOINT]` (tests/tests/console.rs does);
-// CHROMIUM names the browser (default /usr/bin/chromium). Prints each step; exits non-zero on any failure.
+// CHROMIUM names the browser (default /usr/bin/chromium), DESCRIPTION text the endpoint's description must contain. Prints each step; exits non-zero on any failure.
 import { chromium } from "playwright-core";
 
 const [url, endpoint = "echo"] = process.argv.slice(2);
@@ -40,6 +40,9 @@ try {
   const item = page.locator(`#endpoints li[data-endpoint="${endpoint}"]`);
   await item.click();
   const description = await page.locator("#description").textContent();
+  if (!description.includes(process.env.DESCRIPTION ?? "")) {
+    throw new Error(`expected the description ${JSON.stringify(process.env.DESCRIPTION)}, saw ${JSON.stringify(description)}`);
+  }
   console.log(`step: picked ${endpoint}: ${description}`);
   await page.click("#connect");
   await page.locator("#state", { hasText: "open" }).waitFor();

@@ -78,6 +78,7 @@ async fn a_browser_gets_an_echo_through_the_console() {
         .arg(&url)
         .arg("echo")
         .env("CHROMIUM", &chromium)
+        .env("DESCRIPTION", "Echoes every message")
         .current_dir(&dir)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::piped())

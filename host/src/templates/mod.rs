@@ -201,6 +201,13 @@ mod tests {
     }
 
     #[test]
+    fn pinned_versions_match_the_repository() {
+        let workspace = include_str!("../../../Cargo.toml");
+        assert!(workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")), "update WIT_BINDGEN");
+        assert!(PY_BUILD.contains(&format!("COMPONENTIZE_PY = \"{COMPONENTIZE_PY}\"")), "update COMPONENTIZE_PY");
+    }
+
+    #[test]
     fn names_must_suit_every_language() {
         assert!(files("Bad", Lang::Rust, "e").is_err());
         assert!(files("9lives", Lang::Js, "e").is_err());
