@@ -115,6 +115,10 @@ async fn list_endpoints(State(app): State<Arc<App>>) -> Json<Value> {
                 "version": versions.get(&endpoint.handler),
                 "sessions": sessions,
                 "descriptor": endpoint.descriptor,
+                "origins": endpoint.origins,
+                "protocols": endpoint.protocols,
+                "limits": endpoint.limits,
+                "closed_for_handler_failures": app.hub.failure_closes(&endpoint.name),
             })
         })
         .collect();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::ClientOptions;
 use crate::event::{Event, EventKind, Method};
-use crate::frame::Close;
+use crate::frame::{Close, MAX_CLOSE_REASON};
 use crate::hub::{ClientInfo, Conn, ConnError, Hub};
 use crate::limits::Limits;
 use crate::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
@@ -60,7 +60,7 @@ impl App {
         let runtime = Arc::new(Runtime::new(&limits)?);
         let registry = Registry::new(root, cache_dir);
         let errors = registry.reload(&runtime).await.errors;
-        let hub = Hub::new(limits.outbound_queue);
+        let hub = Hub::new();
         let app = Arc::new_cyclic(|me| App {
             runtime,
             registry,
@@ -92,7 +92,8 @@ impl App {
     }
 
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
-    /// why; every failure is logged with the handler and connection, and costs only this event.
+    /// why; every failure is logged with the handler and connection, and costs only this event. When the handler has
+    /// failed `max-handler-failures` calls in a row on this connection, the connection is closed with 1011.
     pub async fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) {
         let method = kind.method();
         let Some(services) = self.services() else {
@@ -112,8 +113,14 @@ impl App {
         let result = result.await;
         self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
-        let Err(err) = result else { return };
+        let Err(err) = result else {
+            conn.count_success();
+            return;
+        };
         tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
+        if method != Method::OnClose {
+            self.count_failure(conn, &err.to_string());
+        }
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
@@ -123,6 +130,26 @@ impl App {
             self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
             if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
+            }
+        }
+    }
+
+    /// Counts a failed call on `conn`; the last one allowed in a row closes the connection with 1011.
+    fn count_failure(&self, conn: &Arc<Conn>, error: &str) {
+        let in_a_row = conn.count_failure();
+        let max = conn.limits().max_handler_failures;
+        if in_a_row != max {
+            return;
+        }
+        let reason = truncate(&format!("handler failed {max} events in a row: {error}"), MAX_CLOSE_REASON);
+        if conn.request_close(Close::new(1011, reason)).is_ok() {
+            tracing::warn!(
+                conn = conn.id(),
+                handler = conn.handler(),
+                "closing with 1011: the handler failed {max} events in a row"
+            );
+            if let Some(endpoint) = conn.endpoint() {
+                self.hub.count_failure_close(endpoint);
             }
         }
     }
@@ -220,4 +247,13 @@ impl HostServices for App {
         let app = self.me.upgrade().ok_or(ConnError::Closed)?;
         crate::client::create(&app, uri, handler, options)
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }

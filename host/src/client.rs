@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::app::App;
 use crate::event::EventKind;
-use crate::frame::Frame;
+use crate::frame::{self, Frame};
 use crate::hub::{Conn, ConnError, ConnSpec, ConnState, Direction, Outbox};
 use crate::session::{self, Ended};
 
@@ -70,6 +70,8 @@ pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) 
         endpoint: None,
         direction: Direction::Outbound,
         remote: None,
+        protocol: None,
+        limits: app.limits.for_conn(None),
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Connecting);
     app.metrics.connection_opened(&conn);
@@ -104,7 +106,7 @@ async fn attempt(
             tracing::debug!(conn = conn.id(), %uri, "client open");
             let (sink, stream) = socket.split();
             let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
-            Ok(session::run_open(app, conn, outbox, session::frames(stream, ws_error), sink).await)
+            Ok(session::run_open(app, conn, outbox, frame::frames(stream, ws_error), sink).await)
         }
         Ok(Err(err)) => Err((outbox, format!("connecting to {uri} failed: {err}"))),
         Err(_) => Err((outbox, format!("connecting to {uri} timed out after {:?}", app.limits.connect_timeout))),
@@ -188,7 +190,7 @@ fn describe(frame: &Frame) -> String {
     match frame {
         Frame::Text(text) => format!("{text:?}"),
         Frame::Binary(data) => format!("<{} bytes>", data.len()),
-        Frame::Close(_) => "<close>".into(),
+        Frame::Close(_) | Frame::Ping(_) | Frame::Pong(_) => "<control frame>".into(),
     }
 }
 

@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 /// The file extension of descriptors.
 pub const DESCRIPTOR_EXTENSION: &str = "websocket";
 
-/// The largest descriptor file read. A descriptor is three short strings; anything this big is a mistake.
+/// The largest descriptor file read. A descriptor is a few short strings and numbers; anything this big is a mistake.
 pub const MAX_DESCRIPTOR_BYTES: u64 = 64 << 10;
 
 /// The longest handler or endpoint name.
@@ -24,14 +24,94 @@ pub struct Descriptor {
     /// What the endpoint is for, for people.
     #[serde(default)]
     pub description: String,
+    /// Origins (`scheme://host[:port]`) whose pages may open sessions, or `["*"]` for any. Absent: the host's list
+    /// (`serve --allow-origin`), which by default admits requests without an `Origin` header and same-origin ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Option<Vec<String>>,
+    /// Subprotocols this endpoint speaks, most preferred first; the first one the client offers is chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<String>,
+    /// Limits for this endpoint's sessions that differ from the host's.
+    #[serde(default, skip_serializing_if = "EndpointLimits::is_empty")]
+    pub limits: EndpointLimits,
+}
+
+/// The most origins or protocols one descriptor may list.
+pub const MAX_LIST_LEN: usize = 100;
+
+/// Per-endpoint overrides of the host's limits (see `limits.rs` for what each means and its default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EndpointLimits {
+    /// Largest message a peer may send, in bytes (larger: close 1009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+    /// Largest frame a peer may send, in bytes (larger: close 1009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_size: Option<usize>,
+    /// Milliseconds without a data message either way before the session is closed with 1001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Milliseconds of silence from the peer before a ping; twice that without an answer closes with 1001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_interval_ms: Option<u64>,
+    /// Sessions this endpoint serves at once (more: HTTP 503 before the upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Frames that may wait in a session's outbound queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_queue: Option<usize>,
+    /// Bytes that may wait in a session's outbound queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// What a full outbound queue does: `"close"` (1013) or `"error"` (the send fails, the session stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_consumer: Option<crate::limits::SlowConsumer>,
+    /// Handler calls in a row that may fail on one session before it is closed with 1011.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_handler_failures: Option<u32>,
+}
+
+impl EndpointLimits {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("max-message-size", self.max_message_size.map(|v| v as u64)),
+            ("max-frame-size", self.max_frame_size.map(|v| v as u64)),
+            ("idle-timeout-ms", self.idle_timeout_ms),
+            ("ping-interval-ms", self.ping_interval_ms),
+            ("max-connections", self.max_connections.map(|v| v as u64)),
+            ("outbound-queue", self.outbound_queue.map(|v| v as u64)),
+            ("outbound-queue-bytes", self.outbound_queue_bytes.map(|v| v as u64)),
+            ("max-handler-failures", self.max_handler_failures.map(u64::from)),
+        ];
+        for (field, value) in positive {
+            if value == Some(0) {
+                bail!("field `limits.{field}` must be at least 1");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Descriptor {
     /// Parses and checks a descriptor's text; errors name the field at fault.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
+        if text.len() as u64 > MAX_DESCRIPTOR_BYTES {
+            bail!("{} bytes is too large for a descriptor (at most {MAX_DESCRIPTOR_BYTES})", text.len());
+        }
         let descriptor: Descriptor = serde_json::from_str(text).context("not a valid descriptor")?;
         check_handler_name(&descriptor.handler).context("field `handler`")?;
         check_endpoint_name(&descriptor.endpoint).context("field `endpoint`")?;
+        if let Some(origins) = &descriptor.origins {
+            check_list(origins, check_origin).context("field `origins`")?;
+        }
+        check_list(&descriptor.protocols, check_protocol).context("field `protocols`")?;
+        descriptor.limits.check()?;
         Ok(descriptor)
     }
 
@@ -76,6 +156,41 @@ pub fn check_endpoint_name(name: &str) -> anyhow::Result<()> {
         bail!("endpoint name must be 1 to {MAX_NAME_LEN} characters");
     }
     check_segment(name).with_context(|| format!("endpoint name {name:?}"))
+}
+
+fn check_list(items: &[String], check: fn(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if items.len() > MAX_LIST_LEN {
+        bail!("lists {} entries; at most {MAX_LIST_LEN}", items.len());
+    }
+    items.iter().try_for_each(|item| check(item))
+}
+
+/// Checks an allowed origin: `*`, or `scheme://host[:port]` as a browser sends it (no path, no trailing slash).
+pub fn check_origin(origin: &str) -> anyhow::Result<()> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        bail!("{origin:?} is not an origin; write it as a browser sends it, like \"https://example.com\", or \"*\"");
+    };
+    let scheme_ok =
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let authority_ok = !authority.is_empty()
+        && authority.len() <= MAX_NAME_LEN
+        && authority.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'));
+    if !(scheme_ok && authority_ok) {
+        bail!("{origin:?} is not an origin like \"https://example.com:8443\" (no path, no trailing slash)");
+    }
+    Ok(())
+}
+
+/// Checks a subprotocol name: an HTTP token (RFC 6455 §4.1), such as `chat.v2`.
+pub fn check_protocol(protocol: &str) -> anyhow::Result<()> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if protocol.is_empty() || protocol.len() > MAX_NAME_LEN || !protocol.chars().all(token) {
+        bail!("{protocol:?} is not a subprotocol name (letters, digits and !#$%&'*+-.^_`|~, 1 to {MAX_NAME_LEN})");
+    }
+    Ok(())
 }
 
 /// Where a handler's component lives under the plugins root.
@@ -124,8 +239,37 @@ mod tests {
     }
 
     #[test]
+    fn origins_protocols_and_limits_parse_and_their_errors_name_the_field() {
+        let d = Descriptor::parse(
+            r#"{"handler": "a/b", "endpoint": "e", "origins": ["https://x.example:8443", "*"],
+                "protocols": ["chat.v2", "chat.v1"],
+                "limits": {"max-message-size": 1024, "idle-timeout-ms": 500, "slow-consumer": "error"}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.origins, Some(vec!["https://x.example:8443".to_owned(), "*".to_owned()]));
+        assert_eq!(d.protocols, ["chat.v2", "chat.v1"]);
+        assert_eq!(d.limits.max_message_size, Some(1024));
+        assert_eq!(d.limits.idle_timeout_ms, Some(500));
+        assert_eq!(d.limits.slow_consumer, Some(crate::limits::SlowConsumer::Error));
+        let base = r#""handler": "a/b", "endpoint": "e""#;
+        assert!(error_of(&format!(r#"{{{base}, "origins": ["https://x/path"]}}"#)).contains("field `origins`"));
+        assert!(error_of(&format!(r#"{{{base}, "origins": ["example.com"]}}"#)).contains("field `origins`"));
+        assert!(error_of(&format!(r#"{{{base}, "protocols": ["a b"]}}"#)).contains("field `protocols`"));
+        assert!(
+            error_of(&format!(r#"{{{base}, "limits": {{"max-frame-size": 0}}}}"#)).contains("limits.max-frame-size")
+        );
+        assert!(
+            error_of(&format!(r#"{{{base}, "limits": {{"max-speed": 1}}}}"#)).contains("unknown field `max-speed`")
+        );
+        assert!(error_of(&format!(r#"{{{base}, "limits": {{"slow-consumer": "drop"}}}}"#)).contains("unknown variant"));
+        assert!(error_of(&format!(r#"{{{base}, "limits": {{"max-connections": -1}}}}"#)).contains("invalid value"));
+        let many = vec!["\"p\""; MAX_LIST_LEN + 1].join(",");
+        assert!(error_of(&format!(r#"{{{base}, "protocols": [{many}]}}"#)).contains("at most"));
+    }
+
+    #[test]
     fn deeply_nested_json_is_an_error_not_a_crash() {
-        let text = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let text = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
         assert!(error_of(&text).contains("not a valid descriptor"));
     }
 

@@ -1,7 +1,13 @@
-//! The frames the host deals in, and their pure conversions to and from the two WebSocket libraries' messages.
+//! The frames the host deals in, their pure conversions to and from the two WebSocket libraries' messages, and the
+//! turning of a socket's message stream into frames and [`PeerError`]s.
+
+use std::fmt::Display;
 
 use axum::extract::ws as axum_ws;
+use futures_util::{Stream, StreamExt};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message as TMessage;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TCloseFrame, frame::coding::CloseCode};
 
 /// The largest close reason RFC 6455 allows: a control frame carries at most 125 bytes, two of them the code.
@@ -41,7 +47,8 @@ impl Close {
     }
 }
 
-/// One WebSocket frame as the host sees it: a data message or a close. Pings and pongs are the library's business.
+/// One WebSocket frame as the host sees it: a data message, a close, or a ping or pong. The libraries answer pings
+/// themselves; the host sends pings to keep connections alive and reads any frame as a sign of life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A text message.
@@ -50,6 +57,10 @@ pub enum Frame {
     Binary(Vec<u8>),
     /// A close frame, with its code and reason if it had them.
     Close(Option<Close>),
+    /// A ping with its payload (at most 125 bytes).
+    Ping(Vec<u8>),
+    /// A pong with its payload.
+    Pong(Vec<u8>),
 }
 
 impl Frame {
@@ -57,11 +68,30 @@ impl Frame {
     pub fn is_close(&self) -> bool {
         matches!(self, Frame::Close(_))
     }
+
+    /// Whether this is a data message (text or binary), the only frames handlers see and send.
+    pub fn is_data(&self) -> bool {
+        matches!(self, Frame::Text(_) | Frame::Binary(_))
+    }
+
+    /// The payload's length in bytes (a close frame's reason).
+    pub fn len(&self) -> usize {
+        match self {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(data) | Frame::Ping(data) | Frame::Pong(data) => data.len(),
+            Frame::Close(close) => close.as_ref().map_or(0, |c| c.reason.len() + 2),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-/// A message that is not a [`Frame`]: a ping or pong, answered by the library itself.
+/// A library message that is not a [`Frame`]: tungstenite's raw frame, which only appears when writing by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ControlFrame;
+pub struct RawFrame;
 
 impl From<Frame> for axum_ws::Message {
     fn from(frame: Frame) -> Self {
@@ -71,21 +101,24 @@ impl From<Frame> for axum_ws::Message {
             Frame::Close(close) => {
                 axum_ws::Message::Close(close.map(|c| axum_ws::CloseFrame { code: c.code, reason: c.reason.into() }))
             }
+            Frame::Ping(data) => axum_ws::Message::Ping(data.into()),
+            Frame::Pong(data) => axum_ws::Message::Pong(data.into()),
         }
     }
 }
 
 impl TryFrom<axum_ws::Message> for Frame {
-    type Error = ControlFrame;
+    type Error = RawFrame;
 
-    fn try_from(message: axum_ws::Message) -> Result<Self, ControlFrame> {
+    fn try_from(message: axum_ws::Message) -> Result<Self, RawFrame> {
         match message {
             axum_ws::Message::Text(text) => Ok(Frame::Text(text.as_str().to_owned())),
             axum_ws::Message::Binary(data) => Ok(Frame::Binary(data.to_vec())),
             axum_ws::Message::Close(close) => {
                 Ok(Frame::Close(close.map(|c| Close { code: c.code, reason: c.reason.as_str().to_owned() })))
             }
-            axum_ws::Message::Ping(_) | axum_ws::Message::Pong(_) => Err(ControlFrame),
+            axum_ws::Message::Ping(data) => Ok(Frame::Ping(data.to_vec())),
+            axum_ws::Message::Pong(data) => Ok(Frame::Pong(data.to_vec())),
         }
     }
 }
@@ -98,23 +131,94 @@ impl From<Frame> for TMessage {
             Frame::Close(close) => {
                 TMessage::Close(close.map(|c| TCloseFrame { code: CloseCode::from(c.code), reason: c.reason.into() }))
             }
+            Frame::Ping(data) => TMessage::Ping(data.into()),
+            Frame::Pong(data) => TMessage::Pong(data.into()),
         }
     }
 }
 
 impl TryFrom<TMessage> for Frame {
-    type Error = ControlFrame;
+    type Error = RawFrame;
 
-    fn try_from(message: TMessage) -> Result<Self, ControlFrame> {
+    fn try_from(message: TMessage) -> Result<Self, RawFrame> {
         match message {
             TMessage::Text(text) => Ok(Frame::Text(text.as_str().to_owned())),
             TMessage::Binary(data) => Ok(Frame::Binary(data.to_vec())),
             TMessage::Close(close) => {
                 Ok(Frame::Close(close.map(|c| Close { code: u16::from(c.code), reason: c.reason.as_str().to_owned() })))
             }
-            TMessage::Ping(_) | TMessage::Pong(_) | TMessage::Frame(_) => Err(ControlFrame),
+            TMessage::Ping(data) => Ok(Frame::Ping(data.to_vec())),
+            TMessage::Pong(data) => Ok(Frame::Pong(data.to_vec())),
+            TMessage::Frame(_) => Err(RawFrame),
         }
     }
+}
+
+/// A failure of the connection itself, as the session reports it to the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerError {
+    /// What happened, for the handler's `get-error` and the log.
+    pub message: String,
+    /// The close frame to send the peer, when the socket can still carry one.
+    pub close: Option<Close>,
+}
+
+impl From<&WsError> for PeerError {
+    fn from(err: &WsError) -> Self {
+        let (close, message) = match err {
+            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
+                Some(Close::new(1009, "message too big")),
+                format!("the peer sent a message of {size} bytes, more than the limit of {max_size}"),
+            ),
+            WsError::Capacity(other) => {
+                (Some(Close::new(1009, "message too big")), format!("the peer sent too much: {other}"))
+            }
+            WsError::Utf8(_) => (
+                Some(Close::new(1007, "invalid UTF-8 in a text message")),
+                "the peer sent invalid UTF-8 in a text message".into(),
+            ),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                (None, "the peer went away without a closing handshake".into())
+            }
+            WsError::Protocol(protocol) => {
+                (Some(Close::new(1002, "protocol error")), format!("the peer broke the WebSocket protocol: {protocol}"))
+            }
+            WsError::Io(io) => (None, format!("the connection failed: {io}")),
+            other => (None, format!("the connection failed: {other}")),
+        };
+        PeerError { message, close }
+    }
+}
+
+/// Whether this error only says the stream has ended, which is no error for the handler.
+pub fn is_end_of_stream(err: &WsError) -> bool {
+    matches!(err, WsError::ConnectionClosed | WsError::AlreadyClosed)
+}
+
+/// Turns a socket's message stream into a stream of frames: the end-of-stream errors end it, and every other error becomes a [`PeerError`].
+pub fn frames<S, M, E>(
+    stream: S,
+    to_ws_error: fn(&E) -> Option<&WsError>,
+) -> impl Stream<Item = Result<Frame, PeerError>> + Unpin + Send
+where
+    S: Stream<Item = Result<M, E>> + Unpin + Send,
+    M: TryInto<Frame> + Send,
+    E: Display + Send,
+{
+    stream
+        .take_while(move |item| {
+            let more = !matches!(item, Err(err) if to_ws_error(err).is_some_and(is_end_of_stream));
+            std::future::ready(more)
+        })
+        .filter_map(move |item| {
+            std::future::ready(match item {
+                Ok(message) => message.try_into().ok().map(Ok),
+                Err(err) => Some(Err(match to_ws_error(&err) {
+                    Some(ws) => PeerError::from(ws),
+                    None => PeerError { message: format!("the connection failed: {err}"), close: None },
+                })),
+            })
+        })
 }
 
 #[cfg(test)]
@@ -127,6 +231,8 @@ mod tests {
             Frame::Binary(vec![0, 1, 255]),
             Frame::Close(None),
             Frame::Close(Some(Close::new(4001, "bye"))),
+            Frame::Ping(vec![7]),
+            Frame::Pong(vec![]),
         ]
     }
 
@@ -147,9 +253,11 @@ mod tests {
     }
 
     #[test]
-    fn pings_and_pongs_are_not_frames() {
-        assert_eq!(Frame::try_from(axum_ws::Message::Ping(vec![1].into())), Err(ControlFrame));
-        assert_eq!(Frame::try_from(TMessage::Pong(vec![1].into())), Err(ControlFrame));
+    fn pings_and_pongs_are_frames_and_raw_frames_are_not() {
+        assert_eq!(Frame::try_from(axum_ws::Message::Ping(vec![1].into())), Ok(Frame::Ping(vec![1])));
+        assert_eq!(Frame::try_from(TMessage::Pong(vec![2].into())), Ok(Frame::Pong(vec![2])));
+        let raw = tokio_tungstenite::tungstenite::protocol::frame::Frame::ping(vec![1]);
+        assert_eq!(Frame::try_from(TMessage::Frame(raw)), Err(RawFrame));
     }
 
     #[test]
@@ -162,5 +270,18 @@ mod tests {
         }
         let err = Close::validated(None, Some("x".repeat(124))).err().unwrap_or_default();
         assert!(err.contains("124 bytes"), "{err}");
+    }
+
+    #[test]
+    fn peer_errors_carry_the_close_code_the_rfc_asks_for() {
+        let too_big = WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 5 });
+        assert_eq!(PeerError::from(&too_big).close.map(|c| c.code), Some(1009));
+        assert_eq!(PeerError::from(&WsError::Utf8(String::new())).close.map(|c| c.code), Some(1007));
+        let protocol = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(PeerError::from(&protocol).close.map(|c| c.code), Some(1002));
+        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
+        let err = PeerError::from(&reset);
+        assert_eq!(err.close, None);
+        assert!(err.message.contains("without a closing handshake"), "{}", err.message);
     }
 }

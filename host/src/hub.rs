@@ -1,12 +1,13 @@
 //! The connection registry: every live inbound session and outbound client, its state and its outbound queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Notify, mpsc};
 
 use crate::frame::{Close, Frame};
+use crate::limits::{ConnLimits, SlowConsumer};
 
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -58,6 +59,8 @@ pub struct ClientInfo {
     pub direction: Direction,
     /// The state when this was read.
     pub state: ConnState,
+    /// The subprotocol agreed in the handshake, if any.
+    pub protocol: Option<String>,
 }
 
 /// Why an operation on a connection did not happen (the WIT `error`).
@@ -90,6 +93,10 @@ pub struct ConnSpec {
     pub direction: Direction,
     /// The peer's address, for an inbound session.
     pub remote: Option<std::net::SocketAddr>,
+    /// See [`ClientInfo::protocol`].
+    pub protocol: Option<String>,
+    /// The limits this connection runs with.
+    pub limits: ConnLimits,
 }
 
 /// One live connection as the rest of the host sees it. The socket itself belongs to its session task.
@@ -100,7 +107,11 @@ pub struct Conn {
     spec: ConnSpec,
     state: AtomicU8,
     queue: mpsc::Sender<Frame>,
-    capacity: usize,
+    queued_bytes: AtomicUsize,
+    /// Set when a slow consumer is cut off: what is still queued is dropped and the close goes out next.
+    discard_queue: AtomicBool,
+    failures_in_a_row: AtomicU32,
+    handler_failures: AtomicU64,
     close: Mutex<Option<Close>>,
     close_requested: Notify,
     closing: Notify,
@@ -124,6 +135,8 @@ pub struct ConnStats {
     pub messages_in: u64,
     /// Data messages written to the socket.
     pub messages_out: u64,
+    /// Handler calls for this connection that failed (trapped, timed out, ran out of memory).
+    pub handler_failures: u64,
 }
 
 impl Conn {
@@ -156,6 +169,7 @@ impl Conn {
             endpoint: self.spec.endpoint.clone(),
             direction: self.spec.direction,
             state: self.state(),
+            protocol: self.spec.protocol.clone(),
         }
     }
 
@@ -168,7 +182,34 @@ impl Conn {
             connected_at_ms: u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
             messages_in: self.messages_in.load(Ordering::Relaxed),
             messages_out: self.messages_out.load(Ordering::Relaxed),
+            handler_failures: self.handler_failures.load(Ordering::Relaxed),
         }
+    }
+
+    /// The limits this connection runs with.
+    pub fn limits(&self) -> &ConnLimits {
+        &self.spec.limits
+    }
+
+    /// Counts a handler call for this connection that failed; returns how many failed in a row.
+    pub fn count_failure(&self) -> u32 {
+        self.handler_failures.fetch_add(1, Ordering::Relaxed);
+        self.failures_in_a_row.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+    }
+
+    /// Counts a handler call that succeeded, ending a run of failures.
+    pub fn count_success(&self) {
+        self.failures_in_a_row.store(0, Ordering::Release);
+    }
+
+    /// Data messages received and written so far, together: when it does not move, the connection is idle.
+    pub fn traffic(&self) -> u64 {
+        self.messages_in.load(Ordering::Relaxed).wrapping_add(self.messages_out.load(Ordering::Relaxed))
+    }
+
+    /// Queues a ping for the peer (keepalive); false when the queue has no room or the connection is closing.
+    pub fn ping(&self) -> bool {
+        self.state() == ConnState::Open && self.queue.try_send(Frame::Ping(Vec::new())).is_ok()
     }
 
     /// Counts a data message received.
@@ -191,21 +232,46 @@ impl Conn {
         self.spec.endpoint.as_deref()
     }
 
-    /// Queues a data frame without waiting: a full queue is a `limit` error, a closing connection a `closed` one.
+    /// Queues a data frame without waiting: a full queue (frames or bytes) is a `limit` error, a closing connection a
+    /// `closed` one. Under the [`SlowConsumer::Close`] policy a full queue also closes the connection with 1013.
     pub fn send(&self, frame: Frame) -> Result<(), ConnError> {
-        if frame.is_close() {
-            return Err(ConnError::Invalid("send a close through close()".into()));
+        if !frame.is_data() {
+            return Err(ConnError::Invalid("only text and binary messages can be sent".into()));
         }
         if !matches!(self.state(), ConnState::Connecting | ConnState::Open) {
             return Err(ConnError::Closed);
         }
-        self.queue.try_send(frame).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => ConnError::Limit(format!(
-                "the outbound queue of connection {} is full ({} frames waiting for a slow reader)",
-                self.id, self.capacity
-            )),
-            mpsc::error::TrySendError::Closed(_) => ConnError::Closed,
-        })
+        let limits = &self.spec.limits;
+        let len = frame.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        // One message always fits into an empty queue, however large.
+        let too_many_bytes = before > 0 && before.saturating_add(len) > limits.outbound_queue_bytes;
+        let result = if too_many_bytes { Err(None) } else { self.queue.try_send(frame).map_err(Some) };
+        let full = match result {
+            Ok(()) => return Ok(()),
+            Err(None) | Err(Some(mpsc::error::TrySendError::Full(_))) => true,
+            Err(Some(mpsc::error::TrySendError::Closed(_))) => false,
+        };
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        if !full {
+            return Err(ConnError::Closed);
+        }
+        let what = format!(
+            "the outbound queue of connection {} is full ({} frames or {} bytes wait for a slow reader)",
+            self.id, limits.outbound_queue, limits.outbound_queue_bytes
+        );
+        if limits.slow_consumer == SlowConsumer::Close {
+            self.discard_queue.store(true, Ordering::Release);
+            let _ = self.request_close(Close::new(1013, "slow consumer: outbound queue full"));
+            tracing::warn!(conn = %self.id, "{what}: closing it with 1013");
+            return Err(ConnError::Limit(format!("{what}; the connection is being closed (1013)")));
+        }
+        Err(ConnError::Limit(what))
+    }
+
+    /// Whether this connection was closed as a slow consumer (its outbound queue was full).
+    pub fn closed_for_full_queue(&self) -> bool {
+        self.discard_queue.load(Ordering::Acquire)
     }
 
     /// Starts the closing handshake: the close frame goes out after every frame already queued.
@@ -279,14 +345,20 @@ impl Outbox {
     /// The next frame to write: queued data in order, then the close frame once one is requested (and nothing after it).
     pub async fn next(&mut self) -> Option<Frame> {
         loop {
+            if self.conn.discard_queue.load(Ordering::Acquire) {
+                let dropped = self.drain();
+                if !dropped.is_empty() {
+                    tracing::debug!(conn = self.conn.id(), frames = dropped.len(), "dropped the slow consumer's queue");
+                }
+            }
             tokio::select! {
                 biased;
-                frame = self.queue.recv() => return frame,
+                frame = self.queue.recv() => return frame.map(|frame| self.dequeued(frame)),
                 () = self.conn.close_requested.notified() => {
                     // Every data frame queued before the close still goes out first.
                     if let Ok(frame) = self.queue.try_recv() {
                         self.conn.close_requested.notify_one();
-                        return Some(frame);
+                        return Some(self.dequeued(frame));
                     }
                     if let Some(close) = self.conn.take_close() {
                         return Some(Frame::Close(Some(close)));
@@ -295,6 +367,13 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    fn dequeued(&self, frame: Frame) -> Frame {
+        if frame.is_data() {
+            self.conn.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+        frame
     }
 
     /// An outbox whose queue is already closed, for a connection that cannot go on.
@@ -307,24 +386,85 @@ impl Outbox {
     pub fn drain(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
         while let Ok(frame) = self.queue.try_recv() {
-            frames.push(frame);
+            frames.push(self.dequeued(frame));
         }
         frames
     }
 }
 
 /// Every live connection, by id.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Hub {
     conns: RwLock<HashMap<String, Arc<Conn>>>,
     next: AtomicU64,
-    queue_depth: usize,
+    admitted: Arc<Mutex<Admitted>>,
+    failure_closes: Mutex<HashMap<String, u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Admitted {
+    total: usize,
+    by_endpoint: HashMap<String, usize>,
+}
+
+/// A place among an endpoint's sessions, held from before the upgrade until the session ends.
+#[derive(Debug)]
+pub struct Admission {
+    admitted: Arc<Mutex<Admitted>>,
+    endpoint: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Ok(mut admitted) = self.admitted.lock() {
+            admitted.total = admitted.total.saturating_sub(1);
+            if let Some(count) = admitted.by_endpoint.get_mut(&self.endpoint) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    admitted.by_endpoint.remove(&self.endpoint);
+                }
+            }
+        }
+    }
 }
 
 impl Hub {
-    /// An empty hub whose connections queue at most `queue_depth` outbound frames each.
-    pub fn new(queue_depth: usize) -> Self {
-        Self { conns: RwLock::new(HashMap::new()), next: AtomicU64::new(1), queue_depth: queue_depth.max(1) }
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self { next: AtomicU64::new(1), ..Self::default() }
+    }
+
+    /// Takes a place for a new session of `endpoint`, or says which limit is reached: at most `host_max` sessions in
+    /// all and `endpoint_max` on this endpoint.
+    pub fn admit(&self, endpoint: &str, endpoint_max: usize, host_max: usize) -> Result<Admission, String> {
+        let mut admitted = self.admitted.lock().map_err(|_| "the host is failing".to_owned())?;
+        if admitted.total >= host_max {
+            return Err(format!("the host serves its limit of {host_max} sessions; try again later"));
+        }
+        let count = admitted.by_endpoint.get(endpoint).copied().unwrap_or(0);
+        if count >= endpoint_max {
+            return Err(format!("endpoint {endpoint} serves its limit of {endpoint_max} sessions; try again later"));
+        }
+        admitted.total += 1;
+        admitted.by_endpoint.insert(endpoint.to_owned(), count + 1);
+        Ok(Admission { admitted: self.admitted.clone(), endpoint: endpoint.to_owned() })
+    }
+
+    /// Sessions admitted on `endpoint` and not yet ended.
+    pub fn admitted(&self, endpoint: &str) -> usize {
+        self.admitted.lock().map(|a| a.by_endpoint.get(endpoint).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    /// Counts a session of `endpoint` closed because its handler kept failing.
+    pub fn count_failure_close(&self, endpoint: &str) {
+        if let Ok(mut closes) = self.failure_closes.lock() {
+            *closes.entry(endpoint.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// How many sessions of `endpoint` were closed because their handler kept failing.
+    pub fn failure_closes(&self, endpoint: &str) -> u64 {
+        self.failure_closes.lock().map(|c| c.get(endpoint).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     /// Adds a connection and returns it with the receiving end of its queue.
@@ -334,14 +474,17 @@ impl Hub {
             Direction::Inbound => "s",
             Direction::Outbound => "c",
         };
-        let (queue, rx) = mpsc::channel(self.queue_depth);
+        let (queue, rx) = mpsc::channel(spec.limits.outbound_queue.max(1));
         let conn = Arc::new(Conn {
             seq,
             id: format!("{prefix}{seq}"),
             spec,
             state: AtomicU8::new(state as u8),
             queue,
-            capacity: self.queue_depth,
+            queued_bytes: AtomicUsize::new(0),
+            discard_queue: AtomicBool::new(false),
+            failures_in_a_row: AtomicU32::new(0),
+            handler_failures: AtomicU64::new(0),
             close: Mutex::new(None),
             close_requested: Notify::new(),
             closing: Notify::new(),
@@ -405,12 +548,28 @@ mod tests {
     use super::*;
 
     fn spec(direction: Direction, handler: &str) -> ConnSpec {
-        ConnSpec { uri: "/x".into(), handler: handler.into(), endpoint: None, direction, remote: None }
+        spec_with(direction, handler, ConnLimits::default())
+    }
+
+    fn spec_with(direction: Direction, handler: &str, limits: ConnLimits) -> ConnSpec {
+        ConnSpec {
+            uri: "/x".into(),
+            handler: handler.into(),
+            endpoint: None,
+            direction,
+            remote: None,
+            protocol: None,
+            limits,
+        }
+    }
+
+    fn limits(frames: usize, bytes: usize, slow_consumer: SlowConsumer) -> ConnLimits {
+        ConnLimits { outbound_queue: frames, outbound_queue_bytes: bytes, slow_consumer, ..ConnLimits::default() }
     }
 
     #[tokio::test]
     async fn queued_frames_go_out_before_the_close_and_nothing_after_it() {
-        let hub = Hub::new(8);
+        let hub = Hub::new();
         let (conn, mut outbox) = hub.register(spec(Direction::Inbound, "p/h"), ConnState::Open);
         conn.send(Frame::Text("a".into())).unwrap();
         conn.send(Frame::Text("b".into())).unwrap();
@@ -424,19 +583,62 @@ mod tests {
 
     #[test]
     fn a_full_queue_is_a_limit_error_that_names_the_connection() {
-        let hub = Hub::new(2);
-        let (conn, _outbox) = hub.register(spec(Direction::Inbound, "p/h"), ConnState::Open);
+        let hub = Hub::new();
+        let (conn, _outbox) = hub
+            .register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Error)), ConnState::Open);
         conn.send(Frame::Binary(vec![1])).unwrap();
         conn.send(Frame::Binary(vec![2])).unwrap();
         match conn.send(Frame::Binary(vec![3])) {
             Err(ConnError::Limit(text)) => assert!(text.contains(conn.id()), "{text}"),
             other => panic!("expected a limit error, got {other:?}"),
         }
+        assert_eq!(conn.state(), ConnState::Open, "the error policy leaves the connection open");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_and_one_big_message_fits_an_empty_queue() {
+        let hub = Hub::new();
+        let (conn, mut outbox) =
+            hub.register(spec_with(Direction::Inbound, "p/h", limits(100, 10, SlowConsumer::Error)), ConnState::Open);
+        conn.send(Frame::Binary(vec![0; 50])).unwrap();
+        assert!(matches!(conn.send(Frame::Binary(vec![1])), Err(ConnError::Limit(_))));
+        assert_eq!(outbox.next().await, Some(Frame::Binary(vec![0; 50])));
+        conn.send(Frame::Binary(vec![0; 6])).unwrap();
+        conn.send(Frame::Binary(vec![0; 4])).unwrap();
+        assert!(matches!(conn.send(Frame::Binary(vec![1])), Err(ConnError::Limit(_))));
+    }
+
+    #[tokio::test]
+    async fn a_slow_consumer_is_closed_with_1013_and_its_queue_dropped() {
+        let hub = Hub::new();
+        let (conn, mut outbox) = hub
+            .register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Close)), ConnState::Open);
+        conn.send(Frame::Text("a".into())).unwrap();
+        conn.send(Frame::Text("b".into())).unwrap();
+        assert!(matches!(conn.send(Frame::Text("c".into())), Err(ConnError::Limit(text)) if text.contains("1013")));
+        assert_eq!(conn.state(), ConnState::Closing);
+        assert!(conn.closed_by_host());
+        let Some(Frame::Close(Some(close))) = outbox.next().await else { panic!("expected the close first") };
+        assert_eq!(close.code, 1013);
+        assert_eq!(conn.send(Frame::Text("d".into())), Err(ConnError::Closed));
+    }
+
+    #[test]
+    fn admissions_are_bounded_per_endpoint_and_per_host_and_released_on_drop() {
+        let hub = Hub::new();
+        let a1 = hub.admit("a", 2, 3).unwrap();
+        let _a2 = hub.admit("a", 2, 3).unwrap();
+        assert!(hub.admit("a", 2, 3).unwrap_err().contains("endpoint a serves its limit of 2"));
+        let _b1 = hub.admit("b", 2, 3).unwrap();
+        assert!(hub.admit("b", 2, 3).unwrap_err().contains("the host serves its limit of 3"));
+        drop(a1);
+        assert_eq!(hub.admitted("a"), 1);
+        assert!(hub.admit("b", 2, 3).is_ok());
     }
 
     #[test]
     fn lookups_find_live_connections_only() {
-        let hub = Hub::new(4);
+        let hub = Hub::new();
         let (inbound, _a) = hub.register(spec(Direction::Inbound, "p/h"), ConnState::Open);
         let (first, _b) = hub.register(spec(Direction::Outbound, "p/h"), ConnState::Connecting);
         let (_second, _c) = hub.register(spec(Direction::Outbound, "p/h"), ConnState::Connecting);

@@ -18,8 +18,36 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
 /// How many frames may wait in one connection's outbound queue. A handler's `send` gets a `limit` error when it is full
-/// instead of blocking; 1024 frames absorb a burst of chat fan-out without holding unbounded memory for a slow reader.
+/// instead of blocking (and, under the default [`SlowConsumer::Close`] policy, the connection is closed with 1013);
+/// 1024 frames absorb a burst of chat fan-out without holding unbounded memory for a slow reader.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+/// How many bytes of payload may wait in one connection's outbound queue, whatever the number of frames. One message
+/// of the largest size always fits into an empty queue.
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
+
+/// How long a connection may carry no data message in either direction before it is closed with 1001. AWS API
+/// Gateway's idle timeout is the same 10 minutes; keepalive pings do not count as data.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long the peer may stay silent before the host pings it; silent for twice this long (no pong to the ping), the
+/// connection is closed with 1001. Browsers answer pings by themselves; 30 s is below common NAT and proxy idle cuts.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How many inbound sessions the host serves at once, over all endpoints; more get HTTP 503 before the upgrade. 10,000
+/// idle sessions take about 100 MB; raise it (and the process's open-file limit) for more.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// How many inbound sessions one endpoint serves at once unless its descriptor says otherwise; more get HTTP 503.
+pub const DEFAULT_MAX_ENDPOINT_CONNECTIONS: usize = 10_000;
+
+/// How many handler calls in a row may fail (trap, time out, run out of memory) on one connection before the host
+/// closes it with 1011: a handler that fails every event would otherwise keep a useless connection open.
+pub const DEFAULT_MAX_HANDLER_FAILURES: u32 = 3;
+
+/// How long a new TCP connection may take to send its HTTP upgrade request and get the answer; after that it is cut
+/// (a slowloris client that never finishes its request holds a socket for at most this long).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest message (after reassembling fragments) a peer may send. 16 MiB is between AWS API Gateway's 128 KB and
 /// Cloudflare's 32 MiB and keeps a single message from dominating the host's memory.
@@ -48,6 +76,18 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// interval, so a deploy by file copy goes live within about two seconds.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What happens when a handler sends to a connection whose outbound queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumer {
+    /// The `send` gets a `limit` error and the connection is closed with 1013 ("try again later"), dropping what is
+    /// queued: the peer reads too slowly to be served.
+    #[default]
+    Close,
+    /// The `send` gets a `limit` error; the connection stays open and the handler decides.
+    Error,
+}
+
 /// The limits one host runs with; `Limits::default()` is every `DEFAULT_*` above.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -59,6 +99,28 @@ pub struct Limits {
     pub max_instances: u32,
     /// See [`DEFAULT_OUTBOUND_QUEUE`].
     pub outbound_queue: usize,
+    /// See [`DEFAULT_OUTBOUND_QUEUE_BYTES`].
+    pub outbound_queue_bytes: usize,
+    /// What a full outbound queue does; see [`SlowConsumer`].
+    pub slow_consumer: SlowConsumer,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`DEFAULT_PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_MAX_ENDPOINT_CONNECTIONS`].
+    pub max_endpoint_connections: usize,
+    /// See [`DEFAULT_MAX_HANDLER_FAILURES`].
+    pub max_handler_failures: u32,
+    /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub handshake_timeout: Duration,
+    /// Fuel (roughly, WebAssembly instructions) one handler call may use; none: unmetered, bounded by the deadline
+    /// only. Metering costs every call some speed, so it is off unless asked for.
+    pub fuel: Option<u64>,
+    /// Origins allowed to open sessions on endpoints whose descriptor has no `origins` list. Empty: requests without an
+    /// `Origin` header (non-browser clients) and same-origin requests only. `*` allows any.
+    pub origins: Vec<String>,
     /// See [`DEFAULT_MAX_MESSAGE_SIZE`].
     pub max_message_size: usize,
     /// See [`DEFAULT_MAX_FRAME_SIZE`].
@@ -82,6 +144,16 @@ impl Default for Limits {
             handler_memory: DEFAULT_HANDLER_MEMORY,
             max_instances: DEFAULT_MAX_INSTANCES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            slow_consumer: SlowConsumer::default(),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_endpoint_connections: DEFAULT_MAX_ENDPOINT_CONNECTIONS,
+            max_handler_failures: DEFAULT_MAX_HANDLER_FAILURES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            fuel: None,
+            origins: Vec::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             read_buffer: DEFAULT_READ_BUFFER,
@@ -90,5 +162,74 @@ impl Default for Limits {
             guest_log_bytes: DEFAULT_GUEST_LOG_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
+    }
+}
+
+/// The limits one connection runs with: the host's, with its endpoint's overrides applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// See [`DEFAULT_MAX_MESSAGE_SIZE`].
+    pub max_message_size: usize,
+    /// See [`DEFAULT_MAX_FRAME_SIZE`].
+    pub max_frame_size: usize,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+    /// See [`DEFAULT_PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// See [`DEFAULT_OUTBOUND_QUEUE`].
+    pub outbound_queue: usize,
+    /// See [`DEFAULT_OUTBOUND_QUEUE_BYTES`].
+    pub outbound_queue_bytes: usize,
+    /// See [`SlowConsumer`].
+    pub slow_consumer: SlowConsumer,
+    /// See [`DEFAULT_MAX_HANDLER_FAILURES`].
+    pub max_handler_failures: u32,
+}
+
+impl Limits {
+    /// The limits of a connection on an endpoint with these overrides (none: an outbound client).
+    pub fn for_conn(&self, endpoint: Option<&crate::descriptor::EndpointLimits>) -> ConnLimits {
+        let over = endpoint.cloned().unwrap_or_default();
+        ConnLimits {
+            max_message_size: over.max_message_size.unwrap_or(self.max_message_size),
+            max_frame_size: over.max_frame_size.unwrap_or(self.max_frame_size),
+            idle_timeout: over.idle_timeout_ms.map_or(self.idle_timeout, Duration::from_millis),
+            ping_interval: over.ping_interval_ms.map_or(self.ping_interval, Duration::from_millis),
+            outbound_queue: over.outbound_queue.unwrap_or(self.outbound_queue).max(1),
+            outbound_queue_bytes: over.outbound_queue_bytes.unwrap_or(self.outbound_queue_bytes).max(1),
+            slow_consumer: over.slow_consumer.unwrap_or(self.slow_consumer),
+            max_handler_failures: over.max_handler_failures.unwrap_or(self.max_handler_failures).max(1),
+        }
+    }
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Limits::default().for_conn(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::EndpointLimits;
+
+    #[test]
+    fn endpoint_overrides_win_and_the_rest_comes_from_the_host() {
+        let host = Limits { outbound_queue: 7, idle_timeout: Duration::from_secs(9), ..Limits::default() };
+        let over = EndpointLimits {
+            max_message_size: Some(100),
+            ping_interval_ms: Some(250),
+            slow_consumer: Some(SlowConsumer::Error),
+            ..EndpointLimits::default()
+        };
+        let conn = host.for_conn(Some(&over));
+        assert_eq!(conn.max_message_size, 100);
+        assert_eq!(conn.ping_interval, Duration::from_millis(250));
+        assert_eq!(conn.slow_consumer, SlowConsumer::Error);
+        assert_eq!(conn.outbound_queue, 7);
+        assert_eq!(conn.idle_timeout, Duration::from_secs(9));
+        assert_eq!(conn.max_frame_size, DEFAULT_MAX_FRAME_SIZE);
+        assert_eq!(host.for_conn(None).max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
     }
 }

@@ -42,7 +42,7 @@ struct EventLabels {
     method: String,
 }
 
-/// A handler and how one of its calls failed (`trap`, `timeout`, `out_of_memory`, `instantiate`).
+/// A handler and how one of its calls failed (`trap`, `timeout`, `out_of_memory`, `out_of_fuel`, `instantiate`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     handler: String,
@@ -144,7 +144,7 @@ impl Metrics {
         );
         registry.register(
             "handler_failures",
-            "Handler calls that failed, by kind: trap, timeout, out_of_memory, instantiate",
+            "Handler calls that failed, by kind: trap, timeout, out_of_memory, out_of_fuel, instantiate",
             metrics.handler_failures.clone(),
         );
         registry.register(
@@ -241,6 +241,7 @@ pub fn failure_kind(error: &CallError) -> &'static str {
         CallError::Trap { .. } => "trap",
         CallError::Timeout { .. } => "timeout",
         CallError::OutOfMemory { .. } => "out_of_memory",
+        CallError::OutOfFuel { .. } => "out_of_fuel",
         CallError::Instantiate { .. } => "instantiate",
     }
 }

@@ -27,6 +27,27 @@ pub struct Endpoint {
     pub description: String,
     /// The descriptor file it came from.
     pub descriptor: PathBuf,
+    /// Origins allowed to connect (none: the host's list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origins: Option<Vec<String>>,
+    /// Subprotocols offered, most preferred first.
+    pub protocols: Vec<String>,
+    /// Limits that differ from the host's.
+    pub limits: crate::descriptor::EndpointLimits,
+}
+
+impl Endpoint {
+    fn new(descriptor: Descriptor, file: PathBuf) -> Self {
+        Endpoint {
+            name: descriptor.endpoint,
+            handler: descriptor.handler,
+            description: descriptor.description,
+            descriptor: file,
+            origins: descriptor.origins,
+            protocols: descriptor.protocols,
+            limits: descriptor.limits,
+        }
+    }
 }
 
 /// A compiled handler and where it came from.
@@ -349,12 +370,7 @@ impl Registry {
             );
         }
         write_atomically(&file, text.as_bytes())?;
-        let endpoint = Arc::new(Endpoint {
-            name: descriptor.endpoint,
-            handler: descriptor.handler,
-            description: descriptor.description,
-            descriptor: file,
-        });
+        let endpoint = Arc::new(Endpoint::new(descriptor, file));
         if let Ok(mut state) = self.state.write() {
             state.endpoints.insert(endpoint.name.clone(), endpoint.clone());
         }
@@ -461,12 +477,7 @@ pub fn scan(root: &Path) -> Scan {
                     scan.errors.push((vec![file], err));
                     continue;
                 }
-                by_endpoint.entry(descriptor.endpoint.clone()).or_default().push(Endpoint {
-                    name: descriptor.endpoint,
-                    handler: descriptor.handler,
-                    description: descriptor.description,
-                    descriptor: file,
-                });
+                by_endpoint.entry(descriptor.endpoint.clone()).or_default().push(Endpoint::new(descriptor, file));
             }
             Err(err) => scan.errors.push((vec![file], err)),
         }

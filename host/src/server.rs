@@ -1,26 +1,33 @@
 //! The HTTP side: the router serving endpoints at `/websockets/service/{endpoint}` (and the seed's `/websockets/v4/…`),
-//! the upgrade, and serving the main and admin listeners until shutdown.
+//! the checks before an upgrade (origin, connection limits), the handshake deadline of new TCP connections, and serving
+//! the main and admin listeners until shutdown.
 
 use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{OriginalUri, Path, State};
-use axum::http::{Extensions, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tracing::Instrument as _;
 
 use crate::app::App;
-use crate::frame::Frame;
-use crate::hub::{ConnSpec, ConnState, Direction};
+use crate::frame::{self, Frame};
+use crate::hub::{Admission, ConnSpec, ConnState, Direction};
 use crate::registry::Endpoint;
 use crate::session;
 
@@ -50,46 +57,77 @@ async fn upgrade(
     State(app): State<Arc<App>>,
     Path(endpoint): Path<String>,
     OriginalUri(uri): OriginalUri,
-    extensions: Extensions,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, HttpError> {
+    let refuse = |status, message: String| HttpError { status, message: message + "\n" };
     let Some(endpoint) = app.registry.endpoint(&endpoint) else {
-        return Err(HttpError { status: StatusCode::NOT_FOUND, message: format!("no endpoint {endpoint:?}\n") });
+        return Err(refuse(StatusCode::NOT_FOUND, format!("no endpoint {endpoint:?}")));
     };
     if app.is_shutting_down() {
-        return Err(HttpError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: "the host is shutting down\n".into(),
-        });
+        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down".into()));
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let allowed = endpoint.origins.as_deref().unwrap_or(&app.limits.origins);
+    if !origin_allowed(origin, host, allowed) {
+        tracing::info!(endpoint = %endpoint.name, origin, remote = %peer.addr, "refused a handshake from a foreign origin");
+        let origin = origin.unwrap_or_default();
+        return Err(refuse(StatusCode::FORBIDDEN, format!("origin {origin:?} may not connect to {}", endpoint.name)));
     }
     let ws = ws.map_err(|rejection| HttpError { status: rejection.status(), message: rejection.body_text() })?;
-    let limits = &app.limits;
+    let endpoint_max = endpoint.limits.max_connections.unwrap_or(app.limits.max_endpoint_connections);
+    let admission = app
+        .hub
+        .admit(&endpoint.name, endpoint_max, app.limits.max_connections)
+        .map_err(|why| refuse(StatusCode::SERVICE_UNAVAILABLE, why))?;
+    let limits = app.limits.for_conn(Some(&endpoint.limits));
     let ws = ws
-        .read_buffer_size(limits.read_buffer)
+        .read_buffer_size(app.limits.read_buffer)
         .max_message_size(limits.max_message_size)
-        .max_frame_size(limits.max_frame_size);
+        .max_frame_size(limits.max_frame_size)
+        .protocols(endpoint.protocols.clone());
     let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
-    let remote = extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-    Ok(ws.on_upgrade(move |socket| serve_session(app, endpoint, path, remote, socket)))
+    peer.handshake.finish();
+    let session = SessionStart { endpoint, path, remote: peer.addr, limits, admission };
+    Ok(ws.on_upgrade(move |socket| serve_session(app, session, socket)))
+}
+
+/// Whether a handshake with this `Origin` may go on: requests without one (not from a browser) and same-origin ones
+/// always may; others when `allowed` lists their origin or `*`.
+pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let authority = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((authority, host), (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host))
 }
 
 fn ws_error(err: &axum::Error) -> Option<&WsError> {
     err.source().and_then(|source| source.downcast_ref::<WsError>())
 }
 
-async fn serve_session(
-    app: Arc<App>,
+/// What an accepted handshake hands to its session.
+struct SessionStart {
     endpoint: Arc<Endpoint>,
-    uri: String,
-    remote: Option<SocketAddr>,
-    socket: WebSocket,
-) {
+    path: String,
+    remote: SocketAddr,
+    limits: crate::limits::ConnLimits,
+    admission: Admission,
+}
+
+async fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) {
+    let SessionStart { endpoint, path, remote, limits, admission: _admission } = start;
     let spec = ConnSpec {
-        uri,
+        uri: path,
         handler: endpoint.handler.clone(),
         endpoint: Some(endpoint.name.clone()),
         direction: Direction::Inbound,
-        remote,
+        remote: Some(remote),
+        protocol: socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned),
+        limits,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
     app.metrics.connection_opened(&conn);
@@ -97,7 +135,122 @@ async fn serve_session(
     let (sink, stream) = socket.split();
     let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(frame.into())));
     let span = crate::logging::connection_span(&conn);
-    session::run(app, conn, outbox, session::frames(stream, ws_error), sink).instrument(span).await;
+    session::run(app, conn, outbox, frame::frames(stream, ws_error), sink).instrument(span).await;
+}
+
+/// The main listener: every accepted TCP connection must finish its HTTP handshake within the handshake timeout.
+#[derive(Debug)]
+pub struct GuardedListener {
+    listener: TcpListener,
+    handshake_timeout: Duration,
+}
+
+impl GuardedListener {
+    /// Guards `listener`'s connections with `handshake_timeout`.
+    pub fn new(listener: TcpListener, handshake_timeout: Duration) -> Self {
+        Self { listener, handshake_timeout }
+    }
+}
+
+/// Who is on the other end of a connection, and the switch that lifts its handshake deadline.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    handshake: Handshake,
+}
+
+/// Whether a connection has finished its handshake (then the deadline no longer applies).
+#[derive(Debug, Clone, Default)]
+struct Handshake(Arc<AtomicBool>);
+
+impl Handshake {
+    fn finish(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = GuardedStream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let handshake = Handshake::default();
+                    let deadline = Box::pin(tokio::time::sleep(self.handshake_timeout));
+                    let io = GuardedStream { inner: stream, deadline, handshake: handshake.clone() };
+                    return (io, Peer { addr, handshake });
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: say so and give the host a moment rather than spin.
+                    tracing::warn!("accepting a connection failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer { addr: self.listener.local_addr()?, handshake: Handshake::default() })
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuardedListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// A TCP stream whose reads fail once its handshake deadline passes, unless the upgrade was accepted before.
+#[derive(Debug)]
+pub struct GuardedStream {
+    inner: TcpStream,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    handshake: Handshake,
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.handshake.is_finished() && this.deadline.as_mut().poll(cx).is_ready() {
+            let err = std::io::Error::new(std::io::ErrorKind::TimedOut, "the HTTP handshake took too long");
+            return Poll::Ready(Err(err));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The admin API's listener and the token its requests must carry, if any.
@@ -138,7 +291,8 @@ pub async fn serve(
                 .await
         })
     });
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    let listener = GuardedListener::new(listener, app.limits.handshake_timeout);
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(stopped(stop_rx))
         .await
         .context("serving WebSockets");
@@ -146,4 +300,24 @@ pub async fn serve(
         task.await.context("the admin task failed")?.context("serving the admin API")?;
     }
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked_against_the_list_and_the_host() {
+        let none: Vec<String> = Vec::new();
+        let list = vec!["https://app.example".to_owned()];
+        let any = vec!["*".to_owned()];
+        assert!(origin_allowed(None, Some("h:1"), &none), "no Origin: not a browser");
+        assert!(origin_allowed(Some("http://h:1"), Some("h:1"), &none), "same origin");
+        assert!(!origin_allowed(Some("http://evil.example"), Some("h:1"), &none));
+        assert!(origin_allowed(Some("https://APP.example"), Some("h:1"), &list));
+        assert!(!origin_allowed(Some("https://app.example.evil"), Some("h:1"), &list));
+        assert!(origin_allowed(Some("http://h:1"), Some("h:1"), &list), "same origin is always allowed");
+        assert!(origin_allowed(Some("null"), Some("h:1"), &any));
+        assert!(!origin_allowed(Some("null"), Some("h:1"), &list));
+    }
 }

@@ -1,5 +1,6 @@
 //! One connection's life, for inbound sessions and outbound clients alike: events to the handler in order, frames
-//! from the outbound queue to the socket, the closing handshake, and onclose exactly once. Independent of the socket
+//! from the outbound queue to the socket, keepalive pings and the idle timeout, the closing handshake, and onclose
+//! exactly once. Independent of the socket
 //! type, so it can be driven by anything that yields and accepts [`Frame`]s.
 
 use std::fmt::Display;
@@ -7,54 +8,12 @@ use std::sync::Arc;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio::time::Instant;
 
 use crate::app::App;
 use crate::event::{EventKind, Payload};
-use crate::frame::{Close, Frame};
+use crate::frame::{Close, Frame, PeerError};
 use crate::hub::{Conn, ConnState, Outbox};
-
-/// A failure of the connection itself, as the session reports it to the handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerError {
-    /// What happened, for the handler's `get-error` and the log.
-    pub message: String,
-    /// The close frame to send the peer, when the socket can still carry one.
-    pub close: Option<Close>,
-}
-
-impl From<&WsError> for PeerError {
-    fn from(err: &WsError) -> Self {
-        let (close, message) = match err {
-            WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => (
-                Some(Close::new(1009, "message too big")),
-                format!("the peer sent a message of {size} bytes, more than the limit of {max_size}"),
-            ),
-            WsError::Capacity(other) => {
-                (Some(Close::new(1009, "message too big")), format!("the peer sent too much: {other}"))
-            }
-            WsError::Utf8(_) => (
-                Some(Close::new(1007, "invalid UTF-8 in a text message")),
-                "the peer sent invalid UTF-8 in a text message".into(),
-            ),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-                (None, "the peer went away without a closing handshake".into())
-            }
-            WsError::Protocol(protocol) => {
-                (Some(Close::new(1002, "protocol error")), format!("the peer broke the WebSocket protocol: {protocol}"))
-            }
-            WsError::Io(io) => (None, format!("the connection failed: {io}")),
-            other => (None, format!("the connection failed: {other}")),
-        };
-        PeerError { message, close }
-    }
-}
-
-/// Whether this error only says the stream has ended, which is no error for the handler.
-pub fn is_end_of_stream(err: &WsError) -> bool {
-    matches!(err, WsError::ConnectionClosed | WsError::AlreadyClosed)
-}
 
 /// How an open connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,12 +62,17 @@ where
     )));
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
+    let mut alive = Liveness::new(conn);
     loop {
         let next = if conn.state() == ConnState::Open {
             tokio::select! {
                 next = stream.next() => next,
                 // The host asked to close: go round again, now bounded by the close timeout.
                 () = conn.closing_requested() => continue,
+                () = tokio::time::sleep_until(alive.next_check()) => {
+                    alive.check(conn);
+                    continue;
+                }
             }
         } else {
             // Closing: wait a bounded time for the peer's close frame and the end of the stream.
@@ -120,6 +84,9 @@ where
                 }
             }
         };
+        if let Some(Ok(_)) = &next {
+            alive.heard();
+        }
         match next {
             None => break,
             Some(Ok(Frame::Text(text))) if conn.state() == ConnState::Open => {
@@ -132,8 +99,9 @@ where
                 app.metrics.message_received(conn, data.len());
                 app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
             }
-            // Data after a close frame is dropped: the handler already let the connection go.
-            Some(Ok(Frame::Text(_) | Frame::Binary(_))) => {}
+            // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
+            // the library; pings and pongs only show the peer is alive.
+            Some(Ok(Frame::Text(_) | Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_))) => {}
             // The library answers the peer's close; keep reading so the answer is written before the stream ends.
             Some(Ok(Frame::Close(_))) => conn.advance(ConnState::Closing),
             Some(Err(err)) => {
@@ -176,6 +144,9 @@ where
 pub async fn finish(app: &Arc<App>, conn: &Arc<Conn>) {
     app.hub.remove(conn.id());
     app.metrics.connection_closed(conn);
+    if conn.closed_for_full_queue() {
+        app.metrics.record_queue_full_close(conn.endpoint().unwrap_or_default());
+    }
     app.dispatch(conn, EventKind::Close).await;
 }
 
@@ -200,10 +171,11 @@ where
         };
         let Some(frame) = frame else { break };
         let is_close = frame.is_close();
+        let is_data = frame.is_data();
         let bytes = match &frame {
             Frame::Text(text) => text.len(),
             Frame::Binary(data) => data.len(),
-            Frame::Close(_) => 0,
+            _ => 0,
         };
         let sent = tokio::select! {
             biased;
@@ -217,53 +189,73 @@ where
         if is_close {
             break;
         }
-        conn.count_out();
-        app.metrics.message_sent(&conn, bytes);
+        if is_data {
+            conn.count_out();
+            app.metrics.message_sent(&conn, bytes);
+        }
     }
     outbox
 }
 
-/// Turns a socket's message stream into a stream of frames: pings and pongs are skipped (the library answers them),
-/// the end-of-stream errors end it, and every other error becomes a [`PeerError`].
-pub fn frames<S, M, E>(
-    stream: S,
-    to_ws_error: fn(&E) -> Option<&WsError>,
-) -> impl Stream<Item = Result<Frame, PeerError>> + Unpin + Send
-where
-    S: Stream<Item = Result<M, E>> + Unpin + Send,
-    M: TryInto<Frame> + Send,
-    E: Display + Send,
-{
-    stream
-        .take_while(move |item| {
-            let more = !matches!(item, Err(err) if to_ws_error(err).is_some_and(is_end_of_stream));
-            std::future::ready(more)
-        })
-        .filter_map(move |item| {
-            std::future::ready(match item {
-                Ok(message) => message.try_into().ok().map(Ok),
-                Err(err) => Some(Err(match to_ws_error(&err) {
-                    Some(ws) => PeerError::from(ws),
-                    None => PeerError { message: format!("the connection failed: {err}"), close: None },
-                })),
-            })
-        })
+/// Keepalive and idle time of one open connection: when to ping a silent peer, when to give up on it, and when a
+/// connection without data has been idle too long.
+struct Liveness {
+    ping_interval: std::time::Duration,
+    idle_timeout: std::time::Duration,
+    heard: Instant,
+    pinged: bool,
+    traffic: u64,
+    idle_since: Instant,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Liveness {
+    fn new(conn: &Conn) -> Self {
+        let now = Instant::now();
+        let limits = conn.limits();
+        Self {
+            ping_interval: limits.ping_interval,
+            idle_timeout: limits.idle_timeout,
+            heard: now,
+            pinged: false,
+            traffic: conn.traffic(),
+            idle_since: now,
+        }
+    }
 
-    #[test]
-    fn peer_errors_carry_the_close_code_the_rfc_asks_for() {
-        let too_big = WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 5 });
-        assert_eq!(PeerError::from(&too_big).close.map(|c| c.code), Some(1009));
-        assert_eq!(PeerError::from(&WsError::Utf8(String::new())).close.map(|c| c.code), Some(1007));
-        let protocol = WsError::Protocol(ProtocolError::UnmaskedFrameFromClient);
-        assert_eq!(PeerError::from(&protocol).close.map(|c| c.code), Some(1002));
-        let reset = WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake);
-        let err = PeerError::from(&reset);
-        assert_eq!(err.close, None);
-        assert!(err.message.contains("without a closing handshake"), "{}", err.message);
+    /// The peer sent a frame (any frame, pongs included).
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = false;
+    }
+
+    /// When something may be due: a ping, giving up on an unanswered one, or the idle timeout.
+    fn next_check(&self) -> Instant {
+        let silence = if self.pinged { self.ping_interval.saturating_mul(2) } else { self.ping_interval };
+        (self.heard + silence).min(self.idle_since + self.idle_timeout)
+    }
+
+    /// Does what is due: pings a silent peer, or closes the connection (1001) when the peer stopped answering or no
+    /// data moved for the idle timeout.
+    fn check(&mut self, conn: &Conn) {
+        let now = Instant::now();
+        let traffic = conn.traffic();
+        if traffic != self.traffic {
+            self.traffic = traffic;
+            self.idle_since = now;
+        }
+        if now >= self.idle_since + self.idle_timeout {
+            let reason = format!("idle: no message for {:?}", self.idle_timeout);
+            tracing::debug!(conn = conn.id(), "closing: {reason}");
+            let _ = conn.request_close(Close::new(1001, reason));
+        } else if self.pinged && now >= self.heard + self.ping_interval.saturating_mul(2) {
+            let reason = format!("no answer to a ping for {:?}", self.ping_interval);
+            tracing::debug!(conn = conn.id(), "closing: {reason}");
+            // The peer's fault: a client with a reconnect policy reconnects.
+            let _ = conn.request_close_for_peer(Close::new(1001, reason));
+        } else if !self.pinged && now >= self.heard + self.ping_interval {
+            // A ping that finds the queue full is not retried: the peer then gets the same time to show life.
+            conn.ping();
+            self.pinged = true;
+        }
     }
 }

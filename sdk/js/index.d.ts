@@ -24,6 +24,8 @@ export interface ClientInfo {
   direction: Direction;
   /** The connection's state at the time of the call. */
   state: ConnectionState;
+  /** The subprotocol agreed in the handshake, if any. */
+  protocol?: string;
 }
 
 /** How an outbound client reconnects when its connection fails or the server ends it. */

@@ -68,7 +68,7 @@ export class WebsocketClient {
     this.resource = resource;
   }
 
-  /** What the host knows about this connection now: `{id, uri, handler, endpoint, direction, state}`. */
+  /** What the host knows about this connection now: `{id, uri, handler, endpoint, direction, state, protocol}`. */
   info() {
     return this.resource.info();
   }

@@ -73,8 +73,16 @@ impl Plugins {
 
     /// Writes a descriptor for `endpoint` served by `handler`.
     pub fn endpoint(self, endpoint: &str, handler: &str) -> Self {
-        let text = serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"}).to_string();
-        self.file(&format!("descriptors/{endpoint}.websocket"), text)
+        self.endpoint_with(endpoint, handler, serde_json::json!({}))
+    }
+
+    /// Writes a descriptor for `endpoint` served by `handler`, with the fields of `extra` (origins, limits, …) added.
+    pub fn endpoint_with(self, endpoint: &str, handler: &str, extra: serde_json::Value) -> Self {
+        let mut descriptor = serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"});
+        if let (Some(fields), Some(extra)) = (descriptor.as_object_mut(), extra.as_object()) {
+            fields.extend(extra.clone());
+        }
+        self.file(&format!("descriptors/{endpoint}.websocket"), descriptor.to_string())
     }
 }
 
@@ -272,6 +280,19 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the async `check` holds; panics after [`WAIT`].
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The `wasmsock` binary built next to this test (`cargo build -p wasmsock`; `cargo xtask test` does it).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -373,8 +394,7 @@ pub struct BinaryHost {
     pub addr: String,
     /// The admin API's address.
     pub admin: String,
-    /// Every line the host has written to stderr so far.
-    pub log: Arc<Mutex<Vec<String>>>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BinaryHost {
@@ -394,12 +414,10 @@ impl BinaryHost {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let (mut addr, mut admin) = (None, None);
-        let log = Arc::new(Mutex::new(Vec::new()));
         // A JavaScript or Python component compiles for seconds before the host listens.
         tokio::time::timeout(WAIT * 6, async {
             while addr.is_none() || admin.is_none() {
                 let line = lines.next_line().await.unwrap().expect("the host logs its addresses");
-                log.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on ws://").nth(1) {
                     addr = rest.split('/').next().map(str::to_owned);
                 }
@@ -410,7 +428,8 @@ impl BinaryHost {
         })
         .await
         .expect("the host starts in time");
-        // Keep draining the log so the host never blocks on a full pipe.
+        // Keep draining the log (and keep it for `log`) so the host never blocks on a full pipe.
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -418,6 +437,11 @@ impl BinaryHost {
             }
         });
         Self { child, addr: addr.unwrap(), admin: admin.unwrap(), log }
+    }
+
+    /// The host's log lines after its start-up lines, so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn url(&self, endpoint: &str) -> String {

@@ -22,6 +22,43 @@ async fn serve_answers_on_its_port_and_drains_on_sigterm() {
     assert!(status.success(), "{status}");
 }
 
+#[tokio::test]
+async fn a_sigterm_drain_loses_nothing_queued_and_every_handler_sees_onclose() {
+    let plugins = Plugins::new().handler("tests/recorder", "recorder").endpoint("rec", "tests/recorder");
+    let mut host = BinaryHost::start(&plugins, &["--outbound-queue", "4096"]).await;
+    // A reads nothing until after the signal: its handler's 1,000 messages wait in the host's queue and socket.
+    let mut a = connect(&format!("{}?drain-a", host.url("rec"))).await;
+    let mut b = connect(&format!("{}?drain-b", host.url("rec"))).await;
+    send(&mut b, &format!("connect {}", host.url("rec"))).await;
+    let client = client_id(&text(&mut b).await);
+    let a_id = own_id(&mut a, "drain-a").await;
+    let b_id = own_id(&mut b, "drain-b").await;
+    send(&mut a, "burst 1000").await;
+    let connections = format!("http://{}/admin/v1/connections", host.admin);
+    eventually_async("the burst is queued", || async {
+        let listing: serde_json::Value = reqwest::get(&connections).await.unwrap().json().await.unwrap();
+        let a = listing["connections"].as_array().unwrap().iter().find(|c| c["id"] == a_id.as_str()).cloned();
+        a.is_some_and(|a| a["messages_in"].as_u64() >= Some(2))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = host.pid().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    for i in 0..1000 {
+        assert_eq!(text(&mut a).await, format!("burst {i}"));
+    }
+    assert_eq!(text(&mut a).await, "burst done, 0 refused");
+    assert_eq!(close_frame(&mut a).await.map(|f| u16::from(f.code)), Some(1001));
+    assert_eq!(close_frame(&mut b).await.map(|f| u16::from(f.code)), Some(1001));
+    let status = tokio::time::timeout(WAIT, host.child.wait()).await.expect("the host exits in time").unwrap();
+    assert!(status.success(), "{status}");
+    tokio::time::sleep(Duration::from_millis(100)).await; // The last log lines.
+    let log = host.log().join("\n");
+    for id in [&a_id, &b_id, &client] {
+        assert!(log.contains(&format!("recorder saw onclose of {id}")), "no onclose for {id} in:\n{log}");
+    }
+}
+
 #[test]
 fn check_lists_every_problem_by_file_and_fails() {
     let plugins = Plugins::new()

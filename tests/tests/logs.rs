@@ -36,7 +36,7 @@ async fn json_log_attributes_guest_lines_to_handler_and_connection() {
 
     // The host's own warning about the trap carries the same connection, and every line is JSON.
     host.log_line("about the trap", |line| line.contains("\"level\":\"WARN\"") && line.contains("trapped")).await;
-    for line in host.log.lock().unwrap().iter() {
+    for line in &host.log() {
         assert!(serde_json::from_str::<Value>(line).is_ok(), "not JSON: {line}");
     }
 }

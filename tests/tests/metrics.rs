@@ -44,7 +44,8 @@ async fn counters_move_by_exactly_the_traffic() {
     let during = Scrape::fetch(host.admin).await;
     assert_eq!(during.get(r#"wasmsock_connections_open{direction="inbound",endpoint="echo"}"#), CONNECTIONS as f64);
 
-    // One connection misbehaves three ways; each failure is answered with an onerror the handler echoes as text.
+    // One connection misbehaves three ways; each failure is answered with an onerror the handler echoes as text, and
+    // each is followed by an echo (a success, so the failures are not "in a row" and the connection stays open).
     let mut bad = host.connect("misbehave").await;
     let mut error_bytes = 0;
     for (request, says) in [("trap", "trapped"), ("loop", "deadline"), ("alloc", "memory")] {
@@ -52,6 +53,8 @@ async fn counters_move_by_exactly_the_traffic() {
         let error = text(&mut bad).await;
         assert!(error.starts_with("error: ") && error.contains(says), "{request}: {error}");
         error_bytes += error.len();
+        send(&mut bad, "ok").await;
+        assert_eq!(text(&mut bad).await, "ok");
     }
     sockets.push(bad);
     for mut ws in sockets {
@@ -72,7 +75,7 @@ async fn counters_move_by_exactly_the_traffic() {
     let echo = r#"direction="inbound",endpoint="echo""#;
     let bad = r#"direction="inbound",endpoint="misbehave""#;
     let (n, m) = (CONNECTIONS as f64, (CONNECTIONS * MESSAGES) as f64);
-    let error_bytes = error_bytes as f64;
+    let bad_sent_bytes = (error_bytes + 3 * "ok".len()) as f64;
     let expected: BTreeMap<String, f64> = [
         (format!("wasmsock_connections_total{{{echo}}}"), n),
         (format!("wasmsock_messages_received_total{{{echo}}}"), m),
@@ -86,16 +89,16 @@ async fn counters_move_by_exactly_the_traffic() {
         (r#"wasmsock_handler_duration_seconds_count{handler="examples/echo",method="onmessage"}"#.into(), m),
         (r#"wasmsock_handler_duration_seconds_count{handler="examples/echo",method="onclose"}"#.into(), n),
         (format!("wasmsock_connections_total{{{bad}}}"), 1.0),
-        (format!("wasmsock_messages_received_total{{{bad}}}"), 3.0),
-        (format!("wasmsock_messages_sent_total{{{bad}}}"), 3.0),
-        (format!("wasmsock_received_bytes_total{{{bad}}}"), 13.0),
-        (format!("wasmsock_sent_bytes_total{{{bad}}}"), error_bytes),
+        (format!("wasmsock_messages_received_total{{{bad}}}"), 6.0),
+        (format!("wasmsock_messages_sent_total{{{bad}}}"), 6.0),
+        (format!("wasmsock_received_bytes_total{{{bad}}}"), 19.0),
+        (format!("wasmsock_sent_bytes_total{{{bad}}}"), bad_sent_bytes),
         (r#"wasmsock_events_total{handler="tests/misbehave",method="onopen"}"#.into(), 1.0),
-        (r#"wasmsock_events_total{handler="tests/misbehave",method="onmessage"}"#.into(), 3.0),
+        (r#"wasmsock_events_total{handler="tests/misbehave",method="onmessage"}"#.into(), 6.0),
         (r#"wasmsock_events_total{handler="tests/misbehave",method="onerror"}"#.into(), 3.0),
         (r#"wasmsock_events_total{handler="tests/misbehave",method="onclose"}"#.into(), 1.0),
         (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onopen"}"#.into(), 1.0),
-        (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onmessage"}"#.into(), 3.0),
+        (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onmessage"}"#.into(), 6.0),
         (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onerror"}"#.into(), 3.0),
         (r#"wasmsock_handler_duration_seconds_count{handler="tests/misbehave",method="onclose"}"#.into(), 1.0),
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="trap"}"#.into(), 1.0),
@@ -159,5 +162,25 @@ async fn files_the_watch_applies_or_refuses_count_as_deploys() {
     let delta = |key: &str| after.get(key) - before.get(key);
     assert_eq!(delta(r#"wasmsock_deploys_total{kind="descriptor",outcome="ok",source="watch"}"#), 1.0);
     assert_eq!(delta(r#"wasmsock_deploys_total{kind="file",outcome="failed",source="watch"}"#), 1.0);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_closed_for_a_full_queue_is_counted() {
+    let plugins = Plugins::new().handler("tests/recorder", "recorder").endpoint_with(
+        "slow",
+        "tests/recorder",
+        serde_json::json!({"limits": {"outbound-queue": 4}}),
+    );
+    let host = TestHost::start(plugins).await;
+    let before = Scrape::fetch(host.admin).await;
+    let mut ws = host.connect("slow").await;
+    send(&mut ws, "burst 50").await;
+    let frame = close_frame(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1013, "{}", frame.reason);
+    eventually("the session has seen onclose", || host.app.sessions() == 0).await;
+    let after = Scrape::fetch(host.admin).await;
+    let key = r#"wasmsock_queue_full_closes_total{endpoint="slow"}"#;
+    assert_eq!(after.get(key) - before.get(key), 1.0);
     host.stop().await;
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
-use crate::limits::{self, Limits};
+use crate::limits::{self, Limits, SlowConsumer};
 
 /// Arguments of `wasmsock serve`.
 #[derive(Debug, Args)]
@@ -31,6 +31,37 @@ pub struct ServeArgs {
     /// How many frames may wait in one connection's outbound queue before `send` fails with `limit`.
     #[arg(long, default_value_t = limits::DEFAULT_OUTBOUND_QUEUE)]
     pub outbound_queue: usize,
+    /// How many bytes may wait in one connection's outbound queue before `send` fails with `limit`.
+    #[arg(long, default_value_t = limits::DEFAULT_OUTBOUND_QUEUE_BYTES)]
+    pub outbound_queue_bytes: usize,
+    /// What a full outbound queue does: close the connection with 1013, or only fail the `send`.
+    #[arg(long, value_enum, default_value_t = SlowConsumerArg::Close)]
+    pub slow_consumer: SlowConsumerArg,
+    /// Close a connection with no data message either way for this long, in milliseconds (close 1001).
+    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
+    pub idle_timeout_ms: u64,
+    /// Ping a peer silent for this long, in milliseconds; silent for twice as long, it is closed with 1001.
+    #[arg(long, default_value_t = limits::DEFAULT_PING_INTERVAL.as_millis() as u64)]
+    pub ping_interval_ms: u64,
+    /// How many inbound sessions the host serves at once (more get HTTP 503).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// How many sessions one endpoint serves at once unless its descriptor says (more get HTTP 503).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ENDPOINT_CONNECTIONS)]
+    pub max_endpoint_connections: usize,
+    /// How many handler calls in a row may fail on one connection before it is closed with 1011.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_HANDLER_FAILURES)]
+    pub max_handler_failures: u32,
+    /// How long a new connection may take to send its HTTP upgrade request, in milliseconds.
+    #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    pub handshake_timeout_ms: u64,
+    /// Meter handler calls: the fuel (about one unit per WebAssembly instruction) one call may use. Off by default.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// An origin whose pages may connect to endpoints without an `origins` list (repeatable; `*` for any). Without
+    /// one, requests without an Origin header and same-origin ones are admitted.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
     /// The largest message a peer may send, in bytes (larger: close 1009).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_MESSAGE_SIZE)]
     pub max_message_size: usize,
@@ -72,14 +103,43 @@ pub struct ServeArgs {
     pub console: crate::console::ConsoleMode,
 }
 
+/// `--slow-consumer`: see [`SlowConsumer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlowConsumerArg {
+    /// Close the connection with 1013.
+    Close,
+    /// Only fail the `send` with `limit`.
+    Error,
+}
+
 impl ServeArgs {
-    /// The limits these flags ask for.
-    pub fn limits(&self) -> Limits {
+    /// The limits these flags ask for; an origin that is not one is an error.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        for origin in &self.allow_origin {
+            crate::descriptor::check_origin(origin).context("--allow-origin")?;
+        }
+        Ok(self.limits_unchecked())
+    }
+
+    fn limits_unchecked(&self) -> Limits {
         Limits {
             handler_deadline: Duration::from_millis(self.handler_deadline_ms),
             handler_memory: self.handler_memory_mib << 20,
             max_instances: self.max_instances,
             outbound_queue: self.outbound_queue,
+            outbound_queue_bytes: self.outbound_queue_bytes,
+            slow_consumer: match self.slow_consumer {
+                SlowConsumerArg::Close => SlowConsumer::Close,
+                SlowConsumerArg::Error => SlowConsumer::Error,
+            },
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            ping_interval: Duration::from_millis(self.ping_interval_ms.max(1)),
+            max_connections: self.max_connections,
+            max_endpoint_connections: self.max_endpoint_connections,
+            max_handler_failures: self.max_handler_failures.max(1),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms.max(1)),
+            fuel: self.fuel,
+            origins: self.allow_origin.clone(),
             max_message_size: self.max_message_size,
             max_frame_size: self.max_frame_size,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
@@ -103,7 +163,7 @@ impl ServeArgs {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => Some(self.plugins.join(crate::registry::DEFAULT_CACHE_DIR)),
         };
-        let (app, errors) = App::start(&self.plugins, cache_dir, self.limits()).await?;
+        let (app, errors) = App::start(&self.plugins, cache_dir, self.limits()?).await?;
         for err in &errors {
             tracing::error!("{err:#}");
         }

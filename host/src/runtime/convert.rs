@@ -47,6 +47,7 @@ impl From<ClientInfo> for wit::ClientInfo {
             endpoint: info.endpoint,
             direction: info.direction.into(),
             state: info.state.into(),
+            protocol: info.protocol,
         }
     }
 }
@@ -100,6 +101,7 @@ mod tests {
             endpoint: None,
             direction: Direction::Outbound,
             state: ConnState::Connecting,
+            protocol: Some("chat.v1".into()),
         };
         let wit_info = wit::ClientInfo::from(info);
         assert_eq!(wit_info.id, "c7");
@@ -108,6 +110,7 @@ mod tests {
         assert_eq!(wit_info.endpoint, None);
         assert!(matches!(wit_info.direction, wit::Direction::Outbound));
         assert!(matches!(wit_info.state, wit::ConnectionState::Connecting));
+        assert_eq!(wit_info.protocol.as_deref(), Some("chat.v1"));
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub enum CallError {
         /// The memory cap in bytes.
         cap: usize,
     },
+    /// The call used up its fuel (`--fuel`).
+    #[error("handler {handler} was stopped after using its fuel of {fuel} units")]
+    OutOfFuel {
+        /// The handler.
+        handler: String,
+        /// The fuel each call gets.
+        fuel: u64,
+    },
     /// The guest trapped (a panic, an unreachable, a bad memory access, …).
     #[error("handler {handler} trapped: {message}")]
     Trap {
@@ -182,6 +190,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<State>,
     deadline: Duration,
+    fuel: Option<u64>,
     memory_cap: usize,
     guest_log_bytes: usize,
     slots: Semaphore,
@@ -201,7 +210,10 @@ impl Runtime {
             .total_stacks(instances)
             .max_memory_size(limits.handler_memory);
         let mut config = Config::new();
-        config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .epoch_interruption(true)
+            .consume_fuel(limits.fuel.is_some())
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
@@ -213,6 +225,7 @@ impl Runtime {
             engine,
             linker,
             deadline: limits.handler_deadline,
+            fuel: limits.fuel,
             memory_cap: limits.handler_memory,
             guest_log_bytes: limits.guest_log_bytes,
             slots: Semaphore::new(instances as usize),
@@ -304,6 +317,12 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
+        if let Some(fuel) = self.fuel {
+            store.set_fuel(fuel).map_err(|err| CallError::Instantiate {
+                handler: handler.name.clone(),
+                message: format!("setting fuel: {err}"),
+            })?;
+        }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
@@ -341,6 +360,8 @@ impl Runtime {
             CallError::OutOfMemory { handler, cap: self.memory_cap }
         } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
             CallError::Timeout { handler, deadline: self.deadline }
+        } else if let (Some(Trap::OutOfFuel), Some(fuel)) = (err.downcast_ref::<Trap>(), self.fuel) {
+            CallError::OutOfFuel { handler, fuel }
         } else {
             CallError::Trap { handler, message: format!("{err:?}") }
         }

@@ -4,12 +4,18 @@
 //! whose URI contains `observer`. Text messages on inbound sessions are commands (see `command`); the reply goes back
 //! to the sender.
 
+#![allow(clippy::print_stderr)]
+
 use wasmsock_sdk::websockets::{self, ClientInfo, ClientOptions, ConnectionState, Direction, Method, ReconnectPolicy};
 
 const SELF: &str = "tests/recorder";
 
 fn on_event() {
     let me = websockets::current_client().info();
+    if websockets::is_on_close() {
+        // To the host log: a test can see onclose even when no observer is left to tell (at shutdown).
+        eprintln!("recorder saw onclose of {}", me.id);
+    }
     report(&me);
     if websockets::is_on_message()
         && me.direction == Direction::Inbound
@@ -156,6 +162,10 @@ fn command(text: &str) -> String {
         "close" => {
             let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
             result(websockets::close(code.parse().ok(), Some(reason)))
+        }
+        "protocol" => {
+            let info = websockets::current_client().info();
+            format!("protocol {}", info.protocol.as_deref().unwrap_or("-"))
         }
         "burst" => {
             let count: usize = rest.parse().unwrap_or(0);
