@@ -7,6 +7,8 @@
 //!   (`script_guests.rs`), installing those toolchains from npm and PyPI when they are missing.
 //! - `cargo xtask autobahn [AUTOBAHN-DIR]`: run Autobahn|Testsuite against the host, as a server (echo endpoint) and as a
 //!   client (outbound clients with the echo handler).
+//! - `cargo xtask fuzz [SECONDS]`: run each fuzz target in `fuzz/` for SECONDS (default 60), starting from the kept
+//!   regression inputs in `fuzz/regressions/`; installs cargo-fuzz when it is missing. A crash fails the task.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -50,7 +52,16 @@ fn main() -> anyhow::Result<()> {
             guests(&root)?;
             autobahn(&root, &dir)
         }
-        _ => bail!("usage: cargo xtask (serve [-- ARGS] | test [ARGS] | guests | autobahn [AUTOBAHN-DIR])"),
+        "fuzz" => {
+            let seconds: u64 = match rest.first() {
+                Some(text) => text.parse().with_context(|| format!("fuzz SECONDS: {text:?} is not a number"))?,
+                None => 60,
+            };
+            fuzz(&root, seconds)
+        }
+        _ => bail!(
+            "usage: cargo xtask (serve [-- ARGS] | test [ARGS] | guests | autobahn [AUTOBAHN-DIR] | fuzz [SECONDS])"
+        ),
     }
 }
 
@@ -150,4 +161,35 @@ fn autobahn(root: &Path, dir: &Path) -> anyhow::Result<()> {
         "--nocapture",
         "--test-threads=1",
     ]))
+}
+
+/// The fuzz targets in `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: &[&str] = &["descriptor", "frames"];
+
+/// The cargo-fuzz release `cargo xtask fuzz` installs when none is there.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Runs every fuzz target for `seconds`. The targets are built without a sanitizer (`-s none`): the code under test
+/// has no `unsafe`, and the stable toolchain cannot build the sanitizers.
+fn fuzz(root: &Path, seconds: u64) -> anyhow::Result<()> {
+    let installed = Command::new(cargo()).args(["fuzz", "--version"]).output().is_ok_and(|out| out.status.success());
+    if !installed {
+        run(Command::new(cargo()).args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))?;
+    }
+    let dir = root.join("fuzz");
+    for target in FUZZ_TARGETS {
+        let corpus = dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+        let started = Instant::now();
+        run(Command::new(cargo())
+            .current_dir(&dir)
+            .args(["fuzz", "run", "-s", "none", "-O", target])
+            .arg(&corpus)
+            .arg(dir.join("regressions").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-max_len=4096"))?;
+        println!("xtask: fuzz target {target} ran {:.0?} without a crash", started.elapsed());
+    }
+    Ok(())
 }

@@ -1,0 +1,28 @@
+//! Fuzz target: any bytes as a `.websocket` descriptor. Parsing must return a descriptor or an error, never panic or
+//! overflow the stack; a descriptor that parses must survive a round trip through its JSON form unchanged.
+
+#![no_main]
+
+// The host's own modules, compiled in as they are: they depend only on serde, anyhow and the WebSocket libraries, so
+// the target builds without wasmtime. (They must sit at the crate root: they refer to each other as `crate::…`.)
+#[allow(dead_code)]
+#[path = "../../host/src/descriptor.rs"]
+mod descriptor;
+#[allow(dead_code)]
+#[path = "../../host/src/frame.rs"]
+mod frame;
+#[allow(dead_code)]
+#[path = "../../host/src/limits.rs"]
+mod limits;
+
+use descriptor::Descriptor;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(descriptor) = Descriptor::parse(text) else { return };
+    let json = serde_json::to_string(&descriptor).expect("a parsed descriptor serializes");
+    let again = Descriptor::parse(&json).expect("a serialized descriptor parses");
+    assert_eq!(descriptor, again);
+    let _ = limits::Limits::default().for_conn(Some(&descriptor.limits));
+});
