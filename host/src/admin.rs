@@ -55,6 +55,7 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/connections", get(list_connections))
         .route("/admin/v1/connections/{id}", axum::routing::delete(close_connection))
         .route("/admin/v1/clients", axum::routing::post(create_client))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
         .with_state(app);
@@ -88,6 +89,13 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     }
     let diff = given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | std::hint::black_box(a ^ b));
     diff == 0
+}
+
+/// `GET /metrics`: every metric in the OpenMetrics text format (behind the token like the rest of this listener).
+async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let text =
+        app.metrics.encode().map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")))?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn list_endpoints(State(app): State<Arc<App>>) -> Json<Value> {
@@ -132,7 +140,9 @@ async fn deploy_handler(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let loaded = app.registry.deploy_handler(&app.runtime, &name, body.to_vec()).await.map_err(ApiError::refused)?;
+    let loaded = app.registry.deploy_handler(&app.runtime, &name, body.to_vec()).await;
+    app.metrics.deploy("handler", loaded.is_ok());
+    let loaded = loaded.map_err(ApiError::refused)?;
     tracing::info!(handler = %name, version = %loaded.version, "handler deployed");
     Ok(Json(json!({ "handler": loaded.info(), "from_cache": loaded.from_cache })))
 }
@@ -148,14 +158,19 @@ async fn deploy_descriptor(
     Path(name): Path<String>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
-    let descriptor = crate::descriptor::Descriptor::parse(&body).map_err(ApiError::refused)?;
+    let descriptor =
+        crate::descriptor::Descriptor::parse(&body).inspect_err(|_| app.metrics.deploy("descriptor", false));
+    let descriptor = descriptor.map_err(ApiError::refused)?;
     if descriptor.endpoint != name {
+        app.metrics.deploy("descriptor", false);
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("the descriptor declares endpoint {:?}, not {name:?}", descriptor.endpoint),
         ));
     }
-    let endpoint = app.registry.deploy_descriptor(&app.runtime, &body).await.map_err(ApiError::refused)?;
+    let endpoint = app.registry.deploy_descriptor(&app.runtime, &body).await;
+    app.metrics.deploy("descriptor", endpoint.is_ok());
+    let endpoint = endpoint.map_err(ApiError::refused)?;
     tracing::info!(endpoint = %endpoint.name, handler = %endpoint.handler, "descriptor deployed");
     Ok(Json(json!({ "endpoint": *endpoint })))
 }

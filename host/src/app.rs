@@ -24,6 +24,10 @@ pub struct App {
     pub hub: Hub,
     /// The limits in force.
     pub limits: Limits,
+    /// The host's metrics (`/metrics` on the admin listener).
+    pub metrics: crate::metrics::Metrics,
+    /// Whether the browser console is served on the main listener.
+    pub console: crate::console::Console,
     shutting_down: AtomicBool,
     sessions: AtomicUsize,
     me: Weak<App>,
@@ -62,6 +66,8 @@ impl App {
             registry,
             hub,
             limits,
+            metrics: crate::metrics::Metrics::new(),
+            console: crate::console::Console::default(),
             shutting_down: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             me: me.clone(),
@@ -102,7 +108,10 @@ impl App {
         };
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
-        let result = self.runtime.call(&loaded.handler, event, services.clone()).await;
+        let span = tracing::info_span!("event", method = method.as_str());
+        let result = tracing::Instrument::instrument(self.runtime.call(&loaded.handler, event, services.clone()), span);
+        let result = result.await;
+        self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
         let Err(err) = result else {
             conn.count_success();
@@ -114,7 +123,12 @@ impl App {
         }
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
-            if let Err(err) = self.runtime.call(&loaded.handler, event, services).await {
+            let started = Instant::now();
+            let span = tracing::info_span!("event", method = "onerror");
+            let result =
+                tracing::Instrument::instrument(self.runtime.call(&loaded.handler, event, services), span).await;
+            self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
+            if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
             }
         }
@@ -147,6 +161,7 @@ impl App {
     /// Reads the plugins root again and applies what changed; sessions of removed endpoints are closed with 1001.
     pub async fn reload(&self) -> Reload {
         let report = self.registry.reload(&self.runtime).await;
+        self.metrics.reloaded(&report);
         for endpoint in &report.removed {
             self.close_endpoint_sessions(endpoint);
         }

@@ -74,8 +74,10 @@ pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) 
         limits: app.limits.for_conn(None),
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Connecting);
+    app.metrics.connection_opened(&conn);
     tracing::debug!(conn = conn.id(), %uri, handler, "client connecting");
-    tokio::spawn(run(app.clone(), conn.clone(), outbox, options));
+    let span = crate::logging::connection_span(&conn);
+    tokio::spawn(tracing::Instrument::instrument(run(app.clone(), conn.clone(), outbox, options), span));
     Ok(conn)
 }
 

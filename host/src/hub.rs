@@ -222,6 +222,11 @@ impl Conn {
         self.messages_out.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether this is an inbound session or an outbound client.
+    pub fn direction(&self) -> Direction {
+        self.spec.direction
+    }
+
     /// The endpoint of an inbound session.
     pub fn endpoint(&self) -> Option<&str> {
         self.spec.endpoint.as_deref()
@@ -262,6 +267,11 @@ impl Conn {
             return Err(ConnError::Limit(format!("{what}; the connection is being closed (1013)")));
         }
         Err(ConnError::Limit(what))
+    }
+
+    /// Whether this connection was closed as a slow consumer (its outbound queue was full).
+    pub fn closed_for_full_queue(&self) -> bool {
+        self.discard_queue.load(Ordering::Acquire)
     }
 
     /// Starts the closing handshake: the close frame goes out after every frame already queued.

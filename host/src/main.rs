@@ -3,16 +3,17 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use wasmsock::cli::Command;
+use wasmsock::logging::LogFormat;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = wasmsock::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    wasmsock::logging::init(format);
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -23,6 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Error as WsError;
+use tracing::Instrument as _;
 
 use crate::app::App;
 use crate::frame::{self, Frame};
@@ -35,6 +36,7 @@ pub fn app(state: Arc<App>) -> Router {
     Router::new()
         .route("/websockets/service/{endpoint}", get(upgrade))
         .route("/websockets/v4/service/{endpoint}", get(upgrade))
+        .merge(crate::console::router())
         .with_state(state)
 }
 
@@ -128,10 +130,12 @@ async fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) {
         limits,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
+    app.metrics.connection_opened(&conn);
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
     let (sink, stream) = socket.split();
     let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(frame.into())));
-    session::run(app, conn, outbox, frame::frames(stream, ws_error), sink).await;
+    let span = crate::logging::connection_span(&conn);
+    session::run(app, conn, outbox, frame::frames(stream, ws_error), sink).instrument(span).await;
 }
 
 /// The main listener: every accepted TCP connection must finish its HTTP handshake within the handshake timeout.

@@ -53,7 +53,13 @@ where
     conn.advance(ConnState::Open);
     let conn_id = conn.id().to_owned();
     let (stop, stopped) = oneshot::channel();
-    let mut writer = tokio::spawn(write_frames(conn.clone(), outbox, sink, stopped));
+    let mut writer = tokio::spawn(tracing::Instrument::in_current_span(write_frames(
+        app.clone(),
+        conn.clone(),
+        outbox,
+        sink,
+        stopped,
+    )));
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     let mut alive = Liveness::new(conn);
@@ -85,10 +91,12 @@ where
             None => break,
             Some(Ok(Frame::Text(text))) if conn.state() == ConnState::Open => {
                 conn.count_in();
+                app.metrics.message_received(conn, text.len());
                 app.dispatch(conn, EventKind::Message(Payload::Text(text))).await;
             }
             Some(Ok(Frame::Binary(data))) if conn.state() == ConnState::Open => {
                 conn.count_in();
+                app.metrics.message_received(conn, data.len());
                 app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
             }
             // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
@@ -135,12 +143,22 @@ where
 /// Ends a connection for good: it leaves the hub, then its handler sees onclose.
 pub async fn finish(app: &Arc<App>, conn: &Arc<Conn>) {
     app.hub.remove(conn.id());
+    app.metrics.connection_closed(conn);
+    if conn.closed_for_full_queue() {
+        app.metrics.record_queue_full_close(conn.endpoint().unwrap_or_default());
+    }
     app.dispatch(conn, EventKind::Close).await;
 }
 
 /// Writes queued frames to the socket until the close frame has gone out, the socket fails, or `stop` fires; returns
 /// the outbox so frames queued later are kept for a reconnect.
-async fn write_frames<Si>(conn: Arc<Conn>, mut outbox: Outbox, mut sink: Si, mut stop: oneshot::Receiver<()>) -> Outbox
+async fn write_frames<Si>(
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    mut outbox: Outbox,
+    mut sink: Si,
+    mut stop: oneshot::Receiver<()>,
+) -> Outbox
 where
     Si: Sink<Frame> + Unpin,
     Si::Error: Display,
@@ -154,6 +172,11 @@ where
         let Some(frame) = frame else { break };
         let is_close = frame.is_close();
         let is_data = frame.is_data();
+        let bytes = match &frame {
+            Frame::Text(text) => text.len(),
+            Frame::Binary(data) => data.len(),
+            _ => 0,
+        };
         let sent = tokio::select! {
             biased;
             _ = &mut stop => break,
@@ -168,6 +191,7 @@ where
         }
         if is_data {
             conn.count_out();
+            app.metrics.message_sent(&conn, bytes);
         }
     }
     outbox

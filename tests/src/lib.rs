@@ -448,6 +448,20 @@ impl BinaryHost {
         format!("ws://{}/websockets/service/{endpoint}", self.addr)
     }
 
+    /// Waits until the host has logged a line that `matches`, and returns it.
+    pub async fn log_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|line| matches(line)) {
+                return line.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no log line {what} in:\n{}", self.log.lock().unwrap().join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
@@ -568,4 +582,76 @@ pub fn host_log() -> HostLog {
         log
     })
     .clone()
+}
+
+/// One scrape of `/metrics`: every sample of the exposition, keyed by its name and its labels sorted by name
+/// (`wasmsock_events_total{handler="examples/echo",method="onopen"}`).
+#[derive(Debug, Clone, Default)]
+pub struct Scrape(pub std::collections::BTreeMap<String, f64>);
+
+impl Scrape {
+    /// Fetches and parses `http://{admin}/metrics`.
+    pub async fn fetch(admin: SocketAddr) -> Self {
+        let response = tokio::time::timeout(WAIT, reqwest::get(format!("http://{admin}/metrics")))
+            .await
+            .expect("/metrics answers in time")
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+        Self::parse(&response.text().await.unwrap())
+    }
+
+    /// Parses the OpenMetrics text format: `# ` lines are metadata, the rest `name{label="value",…} value`, with
+    /// `\\`, `\"` and `\n` escaped inside label values; it must end with `# EOF`.
+    pub fn parse(text: &str) -> Self {
+        assert_eq!(text.lines().last(), Some("# EOF"), "no # EOF at the end of:\n{text}");
+        let mut samples = std::collections::BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (name, rest) = match line.find(['{', ' ']) {
+                Some(at) => line.split_at(at),
+                None => panic!("malformed sample {line:?}"),
+            };
+            let mut labels = Vec::new();
+            let mut rest = rest;
+            if let Some(mut body) = rest.strip_prefix('{') {
+                loop {
+                    if let Some(after) = body.strip_prefix('}') {
+                        rest = after;
+                        break;
+                    }
+                    body = body.trim_start_matches(',');
+                    let (key, after) = body.split_once("=\"").unwrap_or_else(|| panic!("malformed labels in {line:?}"));
+                    let mut value = String::new();
+                    let mut chars = after.char_indices();
+                    let end = loop {
+                        match chars.next() {
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, 'n')) => value.push('\n'),
+                                Some((_, c)) => value.push(c),
+                                None => panic!("malformed escape in {line:?}"),
+                            },
+                            Some((at, '"')) => break at,
+                            Some((_, c)) => value.push(c),
+                            None => panic!("unterminated label value in {line:?}"),
+                        }
+                    };
+                    labels.push((key.to_owned(), value));
+                    body = &after[end + 1..];
+                }
+            }
+            labels.sort();
+            let value = rest.split_whitespace().next().unwrap_or_else(|| panic!("no value in {line:?}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            let key = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{}}}", labels.join(",")) };
+            assert!(samples.insert(key.clone(), value).is_none(), "{key} twice");
+        }
+        Self(samples)
+    }
+
+    /// The value of sample `key` (0 if absent: a labelled counter appears at its first increment).
+    pub fn get(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
 }

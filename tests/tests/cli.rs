@@ -95,9 +95,31 @@ fn a_port_in_use_is_a_clear_error() {
 fn help_documents_every_serve_flag() {
     let out = Command::new(binary()).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in
-        ["--listen", "--plugins", "--handler-deadline-ms", "--handler-memory-mib", "--outbound-queue", "--connect"]
-    {
+    for flag in [
+        "--listen",
+        "--plugins",
+        "--handler-deadline-ms",
+        "--handler-memory-mib",
+        "--outbound-queue",
+        "--connect",
+        "--console",
+        "--log-format",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
+}
+
+#[test]
+fn new_refuses_a_bad_name_and_a_directory_in_use() {
+    let work = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(binary()).args(["new", "Bad Name", "--lang", "rust"]).current_dir(work.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("project name"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::create_dir(work.path().join("taken")).unwrap();
+    std::fs::write(work.path().join("taken/keep.txt"), "mine").unwrap();
+    let out = Command::new(binary()).args(["new", "taken", "--lang", "js"]).current_dir(work.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(work.path().join("taken/keep.txt")).unwrap(), "mine");
 }

@@ -6,6 +6,7 @@ pub mod close;
 pub mod connect;
 pub mod deploy;
 pub mod list;
+pub mod new;
 pub mod remote;
 pub mod serve;
 pub mod undeploy;
@@ -40,6 +41,8 @@ pub enum Command {
     Close(close::CloseArgs),
     /// Open an outbound client on a running host.
     Connect(connect::ConnectArgs),
+    /// Write a ready handler project (Run with `wasmsock new my-handler --lang rust|js|python`).
+    New(new::NewArgs),
 }
 
 impl Cli {
@@ -54,6 +57,7 @@ impl Cli {
             Command::Clients(args) => args.run().await,
             Command::Close(args) => args.run().await,
             Command::Connect(args) => args.run().await,
+            Command::New(args) => args.run().await,
         }
     }
 }

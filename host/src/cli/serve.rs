@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// Open an outbound client at start-up: `URI=HANDLER` (repeatable), e.g. `ws://127.0.0.1:9000/feed=feeds/ticker`.
     #[arg(long = "connect", value_name = "URI=HANDLER")]
     pub connect: Vec<String>,
+    /// How the log is written to stderr: `text` for people, `json` (one object per line) for machines.
+    #[arg(long, env = "WASMSOCK_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: crate::logging::LogFormat,
+    /// Serve the browser console at `/` on --listen: `auto` (on when --listen is loopback), `on` or `off`.
+    #[arg(long, env = "WASMSOCK_CONSOLE", value_enum, default_value_t)]
+    pub console: crate::console::ConsoleMode,
 }
 
 /// `--slow-consumer`: see [`SlowConsumer`].
@@ -178,6 +184,10 @@ impl ServeArgs {
             app.watch(Duration::from_millis(self.watch_interval_ms));
         }
         let addr = listener.local_addr().context("reading the bound address")?;
+        app.console.set(self.console.enabled_for(addr));
+        if app.console.is_on() {
+            tracing::info!("console on http://{addr}/");
+        }
         let endpoints = app.registry.endpoints();
         tracing::info!(
             plugins = %self.plugins.display(),

@@ -15,6 +15,9 @@ pub(super) struct GuestLog {
     conn: Arc<str>,
     budget: Arc<AtomicUsize>,
     stderr_tail: Arc<Mutex<String>>,
+    /// The span of the call (the event's, inside the connection's): wasmtime writes guest output from a task of its
+    /// own, so lines are logged in this span explicitly.
+    span: tracing::Span,
 }
 
 /// How much of the end of a call's stderr is kept to explain a trap (a JavaScript exception or a Python traceback
@@ -28,6 +31,7 @@ impl GuestLog {
             conn: conn.into(),
             budget: Arc::new(AtomicUsize::new(budget)),
             stderr_tail: Arc::default(),
+            span: tracing::Span::current(),
         }
     }
 
@@ -74,6 +78,7 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
+        let _in_call = self.log.span.enter();
         tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn, stream = self.name, "{text}");
         if self.name == "stderr"
             && !text.trim().is_empty()
@@ -130,6 +135,7 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
         if self.dropped > 0 {
+            let _in_call = self.log.span.enter();
             tracing::warn!(
                 target: "wasmsock::guest",
                 handler = %self.log.handler,

@@ -1,0 +1,217 @@
+//! `wasmsock new`'s project templates, embedded in the binary: a ready handler project (echo source, build file,
+//! `.websocket` descriptor, README) in Rust, JavaScript or Python. A project gets copies of `wit/` and of its
+//! language's SDK, so it builds outside this repository with registry packages only.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+/// Which language a new handler is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// Rust over wit-bindgen (`cargo build --release --target wasm32-wasip2`).
+    Rust,
+    /// JavaScript through componentize-js (`npm install && npm run build`).
+    Js,
+    /// Python through componentize-py.
+    Python,
+}
+
+/// The WIT contract every project builds against.
+const WIT: &str = include_str!("../../../wit/websockets.wit");
+
+const README: &str = include_str!("README.md.tmpl");
+
+const RUST_CARGO: &str = include_str!("Cargo.toml.tmpl");
+const RUST_SDK_CARGO: &str = include_str!("sdk-Cargo.toml.tmpl");
+const RUST_SDK: &str = include_str!("../../../sdk/rust/src/lib.rs");
+const RUST_HANDLER: &str = include_str!("../../../plugins/examples/echo/src/lib.rs");
+/// The wit-bindgen the SDK is built with here (the workspace's `wit-bindgen` requirement).
+const WIT_BINDGEN: &str = "0.61";
+
+const JS_PACKAGE: &str = include_str!("package.json.tmpl");
+const JS_SDK_PACKAGE: &str = include_str!("../../../sdk/js/package.json");
+const JS_BUILD: &str = include_str!("../../../sdk/js/build.mjs");
+const JS_SDK: &str = include_str!("../../../sdk/js/index.js");
+const JS_SDK_TYPES: &str = include_str!("../../../sdk/js/index.d.ts");
+const JS_HANDLER: &str = include_str!("../../../plugins/examples/js-echo/handler.js");
+
+const PY_BUILD: &str = include_str!("../../../sdk/python/build.py");
+const PY_SDK_INIT: &str = include_str!("../../../sdk/python/wasmsock/__init__.py");
+const PY_SDK: &str = include_str!("../../../sdk/python/wasmsock/websockets.py");
+const PY_HANDLER: &str = include_str!("../../../plugins/examples/py-echo/app.py");
+/// The componentize-py the Python SDK's build pins.
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+const GITIGNORE: &str = "/target\n/node_modules\n/.venv\n__pycache__/\n*.wasm\n";
+
+/// The files of a new project named `name` (also its handler's project segment) serving `endpoint`, as relative
+/// paths and contents.
+pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    check_name(name)?;
+    crate::descriptor::check_endpoint_name(endpoint)?;
+    let descriptor = serde_json::to_string_pretty(&serde_json::json!({
+        "handler": format!("{name}/handler"),
+        "endpoint": endpoint,
+        "description": format!("{name}: a {} handler made with wasmsock new", lang_name(lang)),
+    }))?;
+    let mut files = vec![
+        (PathBuf::from(format!("{name}.websocket")), format!("{descriptor}\n")),
+        (PathBuf::from("wit/websockets.wit"), WIT.to_owned()),
+        (PathBuf::from(".gitignore"), GITIGNORE.to_owned()),
+    ];
+    let (source, needs, build) = match lang {
+        Lang::Rust => {
+            let artifact = name.replace('-', "_");
+            files.push(("Cargo.toml".into(), RUST_CARGO.replace("{{name}}", name)));
+            files.push(("src/lib.rs".into(), RUST_HANDLER.to_owned()));
+            files.push(("wasmsock-sdk/Cargo.toml".into(), RUST_SDK_CARGO.replace("{{wit_bindgen}}", WIT_BINDGEN)));
+            // The SDK's bindings point at the repository's wit/; here it is the project's.
+            files.push(("wasmsock-sdk/src/lib.rs".into(), RUST_SDK.replace("\"../../wit\"", "\"../wit\"")));
+            (
+                "src/lib.rs",
+                "It needs Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`).".to_owned(),
+                format!(
+                    "cargo build --release --target wasm32-wasip2 && cp \
+                     ${{CARGO_TARGET_DIR:-target}}/wasm32-wasip2/release/{artifact}.wasm handler.wasm"
+                ),
+            )
+        }
+        Lang::Js => {
+            let sdk: serde_json::Value =
+                serde_json::from_str(JS_SDK_PACKAGE).context("reading the JavaScript SDK's package.json")?;
+            let dependencies = serde_json::to_string_pretty(&sdk["dependencies"])?.replace('\n', "\n  ");
+            files.push((
+                "package.json".into(),
+                JS_PACKAGE.replace("{{name}}", name).replace("{{dependencies}}", &dependencies),
+            ));
+            files.push(("handler.js".into(), JS_HANDLER.to_owned()));
+            files.push(("sdk/build.mjs".into(), JS_BUILD.to_owned()));
+            files.push(("sdk/index.js".into(), JS_SDK.to_owned()));
+            files.push(("sdk/index.d.ts".into(), JS_SDK_TYPES.to_owned()));
+            (
+                "handler.js",
+                "It needs Node.js 20 or later with npm; `npm install` fetches componentize-js and esbuild.".to_owned(),
+                "npm install && npm run build".to_owned(),
+            )
+        }
+        Lang::Python => {
+            files.push(("app.py".into(), PY_HANDLER.to_owned()));
+            files.push(("requirements.txt".into(), format!("componentize-py=={COMPONENTIZE_PY}\n")));
+            files.push(("sdk/build.py".into(), PY_BUILD.to_owned()));
+            files.push(("sdk/wasmsock/__init__.py".into(), PY_SDK_INIT.to_owned()));
+            files.push(("sdk/wasmsock/websockets.py".into(), PY_SDK.to_owned()));
+            (
+                "app.py",
+                format!(
+                    "It needs Python 3.11 or later; the first command makes a virtual environment with \
+                     componentize-py {COMPONENTIZE_PY} (from `requirements.txt`)."
+                ),
+                "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && \
+                 .venv/bin/python sdk/build.py app.py -o handler.wasm --wit wit"
+                    .to_owned(),
+            )
+        }
+    };
+    let readme = README
+        .replace("{{name}}", name)
+        .replace("{{language}}", lang_name(lang))
+        .replace("{{source}}", source)
+        .replace("{{needs}}", &needs)
+        .replace("{{build}}", &build)
+        .replace("{{endpoint}}", endpoint);
+    files.push(("README.md".into(), readme));
+    Ok(files)
+}
+
+/// The README's build command of a project (what `wasmsock new` prints as the next step).
+pub fn build_command(lang: Lang, name: &str) -> anyhow::Result<String> {
+    let files = files(name, lang, "x")?;
+    let readme = files.iter().find(|(path, _)| path == Path::new("README.md")).map(|(_, text)| text.as_str());
+    let readme = readme.context("a project has a README")?;
+    let block = readme.split("## Build").nth(1).unwrap_or_default();
+    let command = block.lines().find_map(|line| line.strip_prefix("    ")).context("the README shows its build")?;
+    Ok(command.to_owned())
+}
+
+/// Writes a new project into `dir`, which must not exist or be empty.
+pub fn write(dir: &Path, name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<()> {
+    let files = files(name, lang, endpoint)?;
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        if entries.next().is_some() {
+            bail!("{} already exists and is not empty", dir.display());
+        }
+    }
+    for (rel, contents) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A project name: lower-case letters, digits, `-` and `_`, starting with a letter (a valid crate, npm package and
+/// handler project name at once).
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+    if !valid {
+        bail!("project name {name:?}: use up to 64 lower-case letters, digits, `-` and `_`, starting with a letter");
+    }
+    Ok(())
+}
+
+fn lang_name(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "Rust",
+        Lang::Js => "JavaScript",
+        Lang::Python => "Python",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_project_has_a_descriptor_wit_and_a_readme_with_its_build() {
+        for lang in [Lang::Rust, Lang::Js, Lang::Python] {
+            let files = files("my-chat", lang, "chat").unwrap();
+            let get = |p: &str| files.iter().find(|(path, _)| path == Path::new(p)).map(|(_, t)| t.clone()).unwrap();
+            let descriptor = crate::descriptor::Descriptor::parse(&get("my-chat.websocket")).unwrap();
+            assert_eq!((descriptor.handler.as_str(), descriptor.endpoint.as_str()), ("my-chat/handler", "chat"));
+            assert!(get("wit/websockets.wit").contains("world handler"));
+            let readme = get("README.md");
+            assert!(readme.contains(&build_command(lang, "my-chat").unwrap()), "{readme}");
+            assert!(readme.contains("wasmsock deploy ."), "{readme}");
+            assert!(!readme.contains("{{"), "{readme}");
+        }
+        let rust = files("my-chat", Lang::Rust, "chat").unwrap();
+        let sdk = &rust.iter().find(|(p, _)| p == Path::new("wasmsock-sdk/src/lib.rs")).unwrap().1;
+        assert!(sdk.contains("path: \"../wit\"") && !sdk.contains("../../wit"));
+        assert!(build_command(Lang::Rust, "my-chat").unwrap().contains("release/my_chat.wasm handler.wasm"));
+        let js = files("my-chat", Lang::Js, "chat").unwrap();
+        let package: serde_json::Value =
+            serde_json::from_str(&js.iter().find(|(p, _)| p == Path::new("package.json")).unwrap().1).unwrap();
+        assert_eq!(package["dependencies"]["@bytecodealliance/componentize-js"], "0.23.0");
+    }
+
+    #[test]
+    fn pinned_versions_match_the_repository() {
+        let workspace = include_str!("../../../Cargo.toml");
+        assert!(workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")), "update WIT_BINDGEN");
+        assert!(PY_BUILD.contains(&format!("COMPONENTIZE_PY = \"{COMPONENTIZE_PY}\"")), "update COMPONENTIZE_PY");
+    }
+
+    #[test]
+    fn names_must_suit_every_language() {
+        assert!(files("Bad", Lang::Rust, "e").is_err());
+        assert!(files("9lives", Lang::Js, "e").is_err());
+        assert!(files("ok-name_2", Lang::Python, "e").is_ok());
+        assert!(files("ok", Lang::Python, "bad/endpoint").is_err());
+    }
+}
