@@ -155,6 +155,14 @@ async fn two_thousand_chat_sessions_lose_nothing_but_trapped_messages() {
             }
         }
     }
+    let log = host.log();
+    let count = |what: &str| log.iter().filter(|line| line.contains(what)).count();
+    eprintln!(
+        "soak: handler failures in the host log: {} traps, {} deadlines, {} out of memory",
+        count("trapped: "),
+        count("longer than its deadline"),
+        count("past the cap")
+    );
     eprintln!(
         "soak: sent in {sent_in:.0?}, the last deliveries arrived {drained_in:.1?} later; sessions closed by the host \
          before the end: {closed_early:?}; lost message indices {lost_range:?}"

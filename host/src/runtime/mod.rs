@@ -8,7 +8,7 @@ mod host;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,9 @@ pub struct State {
     handler: String,
     services: Arc<dyn HostServices>,
     deadline: Instant,
+    /// Nanoseconds the call has spent yielded to other tasks; the deadline moves out by as much, so it bounds the
+    /// handler's own running time, not how busy the rest of the host is.
+    yielded: Arc<AtomicU64>,
     handles: usize,
 }
 
@@ -313,6 +316,7 @@ impl Runtime {
             handler: handler.name.clone(),
             services,
             deadline: Instant::now() + self.deadline,
+            yielded: Arc::new(AtomicU64::new(0)),
             handles: 0,
         };
         let mut store = Store::new(&self.engine, state);
@@ -325,13 +329,25 @@ impl Runtime {
         }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Give the tokio worker back between ticks so a long call does not starve other connections. tokio's
-                // own yield lets the I/O driver run first; wasmtime's plain `Yield` wakes at once and can starve it.
-                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            let state = ctx.data();
+            let yielded = Duration::from_nanos(state.yielded.load(Ordering::Acquire));
+            if Instant::now() >= state.deadline + yielded {
+                return Ok(UpdateDeadline::Interrupt);
             }
+            // Give the tokio worker back between ticks so a long call does not starve other connections. tokio's own
+            // yield lets the I/O driver run first; wasmtime's plain `Yield` wakes at once and can starve it. The time
+            // spent away does not count against the deadline: on a busy host a fan-out would otherwise be cut off
+            // half-way for the others' work.
+            let yielded = state.yielded.clone();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    let away = Instant::now();
+                    tokio::task::yield_now().await;
+                    let nanos = u64::try_from(away.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    yielded.fetch_add(nanos, Ordering::AcqRel);
+                }),
+            ))
         });
         let result = match handler.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance.call_on_event(&mut store).await,
