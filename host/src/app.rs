@@ -9,9 +9,10 @@ use crate::client::ClientOptions;
 use crate::event::{Event, EventKind, Method};
 use crate::frame::Close;
 use crate::hub::{ClientInfo, Conn, ConnError, Hub};
+use crate::lifecycle::Instances;
 use crate::limits::Limits;
 use crate::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
-use crate::runtime::{HostServices, Runtime};
+use crate::runtime::{CallError, HostServices, Runtime};
 
 /// Everything one host shares between its connections.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct App {
     pub hub: Hub,
     /// The limits in force.
     pub limits: Limits,
+    /// Handler instances kept between events (`per-connection` and `shared` endpoints).
+    pub instances: Instances,
     shutting_down: AtomicBool,
     sessions: AtomicUsize,
     me: Weak<App>,
@@ -62,6 +65,7 @@ impl App {
             registry,
             hub,
             limits,
+            instances: Instances::default(),
             shutting_down: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             me: me.clone(),
@@ -99,15 +103,27 @@ impl App {
                 return;
             }
         };
+        // Outbound clients have no endpoint: their events run per event.
+        let lifecycle = conn.endpoint().and_then(|name| self.registry.endpoint(name)).map(|e| e.instance);
+        let lifecycle = lifecycle.unwrap_or_default();
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
-        let result = self.runtime.call(&loaded.handler, event, services.clone()).await;
+        let result = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services.clone()).await;
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
+        if method == Method::OnClose {
+            self.instances.forget_connection(conn.id());
+        }
         let Err(err) = result else { return };
         tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
+        if matches!(err, CallError::NoResidentSlot { .. }) {
+            // No instance can take this connection's events: tell the peer to come back later.
+            let _ = conn.request_close(Close::new(1013, "no handler instance free; try again later"));
+            return;
+        }
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
-            if let Err(err) = self.runtime.call(&loaded.handler, event, services).await {
+            let result = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services).await;
+            if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
             }
         }

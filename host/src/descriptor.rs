@@ -24,6 +24,36 @@ pub struct Descriptor {
     /// What the endpoint is for, for people.
     #[serde(default)]
     pub description: String,
+    /// How long a handler instance lives: see [`Lifecycle`]. Optional; `per-event` when absent.
+    #[serde(default)]
+    pub instance: Lifecycle,
+}
+
+/// How long a handler instance lives, per endpoint (the descriptor's `"instance"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    /// A fresh instance for every event: nothing survives an event (Dirigible's semantics). The safest and the
+    /// dearest: an instantiation per event.
+    #[default]
+    PerEvent,
+    /// One instance for a connection's life, dropped after its onclose: globals persist between the events of one
+    /// connection and never reach another. Holds one resident instance (and its memory) per open connection.
+    PerConnection,
+    /// One long-lived instance per handler, shared by every connection of every endpoint that asks for it; events
+    /// are run through it one at a time. The cheapest per event; state is shared like a Node.js module's.
+    Shared,
+}
+
+impl Lifecycle {
+    /// The descriptor spelling (`per-event`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::PerEvent => "per-event",
+            Lifecycle::PerConnection => "per-connection",
+            Lifecycle::Shared => "shared",
+        }
+    }
 }
 
 impl Descriptor {
@@ -121,6 +151,18 @@ mod tests {
         assert!(error_of(r#"{"handler": "a/b", "endpoint": ""}"#).contains("field `endpoint`"));
         assert!(error_of(r#"{"handler": "a b", "endpoint": "e"}"#).contains("' '"));
         assert!(error_of("[[[[").contains("not a valid descriptor"));
+        let unknown = error_of(r#"{"handler": "a/b", "endpoint": "e", "instance": "per-moon"}"#);
+        assert!(unknown.contains("unknown variant `per-moon`"), "{unknown}");
+    }
+
+    #[test]
+    fn the_instance_lifecycle_defaults_to_per_event() {
+        let parse = |text: &str| Descriptor::parse(text).unwrap().instance;
+        assert_eq!(parse(r#"{"handler": "a/b", "endpoint": "e"}"#), Lifecycle::PerEvent);
+        assert_eq!(parse(r#"{"handler": "a/b", "endpoint": "e", "instance": "per-event"}"#), Lifecycle::PerEvent);
+        let per_connection = r#"{"handler": "a/b", "endpoint": "e", "instance": "per-connection"}"#;
+        assert_eq!(parse(per_connection), Lifecycle::PerConnection);
+        assert_eq!(parse(r#"{"handler": "a/b", "endpoint": "e", "instance": "shared"}"#), Lifecycle::Shared);
     }
 
     #[test]

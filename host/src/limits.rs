@@ -17,6 +17,13 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// wait for a slot rather than fail. Twice a few hundred is far more than two cores can keep busy.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
+/// How many handler instances may be kept between events (`per-connection` and `shared` lifecycles) on top of
+/// [`DEFAULT_MAX_INSTANCES`]. Each holds a slot of the pooling allocator (address space, not memory, until used) and
+/// its guest's memory for its whole life, so this bounds what per-connection endpoints can hold: a connection that
+/// finds every slot taken is closed with 1013 (try again later). 256 keeps the pool's address-space reservation
+/// twice the per-event one; raise it for many concurrent per-connection sessions.
+pub const DEFAULT_MAX_RESIDENT_INSTANCES: u32 = 256;
+
 /// How many frames may wait in one connection's outbound queue. A handler's `send` gets a `limit` error when it is full
 /// instead of blocking; 1024 frames absorb a burst of chat fan-out without holding unbounded memory for a slow reader.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
@@ -57,6 +64,8 @@ pub struct Limits {
     pub handler_memory: usize,
     /// See [`DEFAULT_MAX_INSTANCES`].
     pub max_instances: u32,
+    /// See [`DEFAULT_MAX_RESIDENT_INSTANCES`].
+    pub max_resident_instances: u32,
     /// See [`DEFAULT_OUTBOUND_QUEUE`].
     pub outbound_queue: usize,
     /// See [`DEFAULT_MAX_MESSAGE_SIZE`].
@@ -81,6 +90,7 @@ impl Default for Limits {
             handler_deadline: DEFAULT_HANDLER_DEADLINE,
             handler_memory: DEFAULT_HANDLER_MEMORY,
             max_instances: DEFAULT_MAX_INSTANCES,
+            max_resident_instances: DEFAULT_MAX_RESIDENT_INSTANCES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,

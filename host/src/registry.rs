@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
-use crate::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, check_handler_name, handler_path};
+use crate::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
 use crate::runtime::{Handler, Runtime};
 
 /// Directories under the plugins root that never hold plugins and can be large (build output, packages).
@@ -27,6 +27,8 @@ pub struct Endpoint {
     pub description: String,
     /// The descriptor file it came from.
     pub descriptor: PathBuf,
+    /// How long its handler instances live.
+    pub instance: Lifecycle,
 }
 
 /// A compiled handler and where it came from.
@@ -354,6 +356,7 @@ impl Registry {
             handler: descriptor.handler,
             description: descriptor.description,
             descriptor: file,
+            instance: descriptor.instance,
         });
         if let Ok(mut state) = self.state.write() {
             state.endpoints.insert(endpoint.name.clone(), endpoint.clone());
@@ -466,6 +469,7 @@ pub fn scan(root: &Path) -> Scan {
                     handler: descriptor.handler,
                     description: descriptor.description,
                     descriptor: file,
+                    instance: descriptor.instance,
                 });
             }
             Err(err) => scan.errors.push((vec![file], err)),

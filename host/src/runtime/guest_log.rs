@@ -8,11 +8,13 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// The log of one handler call: both streams share a byte budget; what is past it is counted, not logged.
+/// The log of one handler instance: both streams share a per-call byte budget; what is past it is counted, not
+/// logged. An instance kept between events is told each new call's connection with [`GuestLog::begin`].
 #[derive(Clone)]
 pub(super) struct GuestLog {
     handler: Arc<str>,
-    conn: Arc<str>,
+    conn: Arc<Mutex<Arc<str>>>,
+    per_call: usize,
     budget: Arc<AtomicUsize>,
     stderr_tail: Arc<Mutex<String>>,
 }
@@ -25,10 +27,28 @@ impl GuestLog {
     pub(super) fn new(handler: &str, conn: &str, budget: usize) -> Self {
         Self {
             handler: handler.into(),
-            conn: conn.into(),
+            conn: Arc::new(Mutex::new(conn.into())),
+            per_call: budget,
             budget: Arc::new(AtomicUsize::new(budget)),
             stderr_tail: Arc::default(),
         }
+    }
+
+    /// Starts a new call of a kept instance on connection `conn`: a fresh budget and an empty stderr tail.
+    pub(super) fn begin(&self, conn: &str) {
+        if let Ok(mut current) = self.conn.lock()
+            && **current != *conn
+        {
+            *current = conn.into();
+        }
+        self.budget.store(self.per_call, Ordering::Relaxed);
+        if let Ok(mut tail) = self.stderr_tail.lock() {
+            tail.clear();
+        }
+    }
+
+    fn conn(&self) -> Arc<str> {
+        self.conn.lock().map(|conn| conn.clone()).unwrap_or_else(|_| Arc::from("?"))
     }
 
     /// The last lines the guest wrote to stderr in this call (at most [`STDERR_TAIL_BYTES`]), joined by " | ".
@@ -74,7 +94,7 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
-        tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn, stream = self.name, "{text}");
+        tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn(), stream = self.name, "{text}");
         if self.name == "stderr"
             && !text.trim().is_empty()
             && let Ok(mut tail) = self.log.stderr_tail.lock()
@@ -133,7 +153,7 @@ impl Drop for LineWriter {
             tracing::warn!(
                 target: "wasmsock::guest",
                 handler = %self.log.handler,
-                conn = %self.log.conn,
+                conn = %self.log.conn(),
                 stream = self.name,
                 "{} bytes of guest output past the per-event log budget were dropped",
                 self.dropped
