@@ -1,5 +1,6 @@
 //! The `wasmsock` command line: one file per subcommand.
 
+pub mod bench;
 pub mod check;
 pub mod clients;
 pub mod close;
@@ -40,6 +41,8 @@ pub enum Command {
     Close(close::CloseArgs),
     /// Open an outbound client on a running host.
     Connect(connect::ConnectArgs),
+    /// Load a WebSocket server on loopback: echo throughput and latency, handshakes/s, memory per idle connection.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -54,6 +57,7 @@ impl Cli {
             Command::Clients(args) => args.run().await,
             Command::Close(args) => args.run().await,
             Command::Connect(args) => args.run().await,
+            Command::Bench(args) => args.run().await,
         }
     }
 }
