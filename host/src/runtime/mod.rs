@@ -58,6 +58,14 @@ pub struct Handler {
     pre: bindings::HandlerPre<State>,
 }
 
+/// How much of a freed linear memory or table the pooling allocator keeps mapped and resets in place, rather than
+/// returning to the kernel. With `pagemap_scan` only the dirtied pages are reset, so the next per-event instance in
+/// the slot takes no page faults: measured here with the Rust echo per event (100 connections × 10 in flight, one
+/// pinned core) it halved the server CPU per message, 41 → 21 µs. Without `pagemap_scan` the same setting made it
+/// worse (57 µs: it memsets the whole megabyte), which is what a kernel older than 6.7 gets. The cost: up to 1 MiB
+/// stays resident per used pool slot.
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// Hands out [`Handler::id`]s.
 static NEXT_HANDLER_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -233,6 +241,11 @@ impl Runtime {
             .total_tables(instances.saturating_mul(4))
             .total_stacks(instances)
             .max_memory_size(limits.handler_memory);
+        // Reset a freed slot by rewriting only the pages the instance dirtied (found with the PAGEMAP_SCAN ioctl on Linux
+        // 6.7+) instead of unmapping them: see KEEP_RESIDENT. Older kernels memset the first KEEP_RESIDENT bytes.
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config.epoch_interruption(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
