@@ -31,7 +31,7 @@ pub struct Descriptor {
 
 /// How long a handler instance lives, per endpoint (the descriptor's `"instance"`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", try_from = "String")]
 pub enum Lifecycle {
     /// A fresh instance for every event: nothing survives an event (Dirigible's semantics). The safest and the
     /// dearest: an instantiation per event.
@@ -43,6 +43,20 @@ pub enum Lifecycle {
     /// One long-lived instance per handler, shared by every connection of every endpoint that asks for it; events
     /// are run through it one at a time. The cheapest per event; state is shared like a Node.js module's.
     Shared,
+}
+
+impl TryFrom<String> for Lifecycle {
+    type Error = String;
+
+    /// Parses the descriptor spelling; the error names the field, which serde's own would not.
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        [Lifecycle::PerEvent, Lifecycle::PerConnection, Lifecycle::Shared]
+            .into_iter()
+            .find(|lifecycle| lifecycle.as_str() == text)
+            .ok_or_else(|| {
+                format!("field `instance`: {text:?} is not one of \"per-event\", \"per-connection\", \"shared\"")
+            })
+    }
 }
 
 impl Lifecycle {
@@ -152,7 +166,17 @@ mod tests {
         assert!(error_of(r#"{"handler": "a b", "endpoint": "e"}"#).contains("' '"));
         assert!(error_of("[[[[").contains("not a valid descriptor"));
         let unknown = error_of(r#"{"handler": "a/b", "endpoint": "e", "instance": "per-moon"}"#);
-        assert!(unknown.contains("unknown variant `per-moon`"), "{unknown}");
+        assert!(unknown.contains("field `instance`: \"per-moon\" is not one of"), "{unknown}");
+        assert!(error_of(r#"{"handler": "a/b", "endpoint": "e", "instance": 3}"#).contains("not a valid descriptor"));
+    }
+
+    #[test]
+    fn an_unknown_lifecycle_is_an_error_naming_the_file_and_the_field() {
+        let file = std::env::temp_dir().join(format!("wasmsock-lifecycle-{}.websocket", std::process::id()));
+        std::fs::write(&file, r#"{"handler": "a/b", "endpoint": "e", "instance": "pooled"}"#).unwrap();
+        let err = format!("{:#}", Descriptor::read(&file).unwrap_err());
+        let _ = std::fs::remove_file(&file);
+        assert!(err.contains(&file.display().to_string()) && err.contains("field `instance`"), "{err}");
     }
 
     #[test]
