@@ -112,6 +112,7 @@ async fn list_endpoints(State(app): State<Arc<App>>) -> Json<Value> {
                 "name": endpoint.name,
                 "description": endpoint.description,
                 "handler": endpoint.handler,
+                "instance": endpoint.instance,
                 "version": versions.get(&endpoint.handler),
                 "sessions": sessions,
                 "descriptor": endpoint.descriptor,

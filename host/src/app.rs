@@ -9,9 +9,10 @@ use crate::client::ClientOptions;
 use crate::event::{Event, EventKind, Method};
 use crate::frame::{Close, MAX_CLOSE_REASON};
 use crate::hub::{ClientInfo, Conn, ConnError, Hub};
+use crate::lifecycle::Instances;
 use crate::limits::Limits;
 use crate::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
-use crate::runtime::{HostServices, Runtime};
+use crate::runtime::{CallError, HostServices, Runtime};
 
 /// Everything one host shares between its connections.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Whether the browser console is served on the main listener.
     pub console: crate::console::Console,
+    /// Handler instances kept between events (`per-connection` and `shared` endpoints).
+    pub instances: Instances,
     shutting_down: AtomicBool,
     sessions: AtomicUsize,
     me: Weak<App>,
@@ -68,6 +71,7 @@ impl App {
             limits,
             metrics: crate::metrics::Metrics::new(),
             console: crate::console::Console::default(),
+            instances: Instances::default(),
             shutting_down: AtomicBool::new(false),
             sessions: AtomicUsize::new(0),
             me: me.clone(),
@@ -106,18 +110,29 @@ impl App {
                 return;
             }
         };
+        // Outbound clients have no endpoint: their events run per event.
+        let lifecycle = conn.endpoint().and_then(|name| self.registry.endpoint(name)).map(|e| e.instance);
+        let lifecycle = lifecycle.unwrap_or_default();
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
         let span = tracing::info_span!("event", method = method.as_str());
-        let result = tracing::Instrument::instrument(self.runtime.call(&loaded.handler, event, services.clone()), span);
-        let result = result.await;
+        let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services.clone());
+        let result = tracing::Instrument::instrument(call, span).await;
         self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
+        if method == Method::OnClose {
+            self.instances.forget_connection(conn.id());
+        }
         let Err(err) = result else {
             conn.count_success();
             return;
         };
         tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
+        if matches!(err, CallError::NoResidentSlot { .. }) {
+            // No instance can take this connection's events: tell the peer to come back later.
+            let _ = conn.request_close(Close::new(1013, "no handler instance free; try again later"));
+            return;
+        }
         if method != Method::OnClose {
             self.count_failure(conn, &err.to_string());
         }
@@ -125,8 +140,8 @@ impl App {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
             let span = tracing::info_span!("event", method = "onerror");
-            let result =
-                tracing::Instrument::instrument(self.runtime.call(&loaded.handler, event, services), span).await;
+            let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services);
+            let result = tracing::Instrument::instrument(call, span).await;
             self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
             if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");

@@ -24,6 +24,9 @@ pub struct Descriptor {
     /// What the endpoint is for, for people.
     #[serde(default)]
     pub description: String,
+    /// How long a handler instance lives: see [`Lifecycle`]. Optional; `per-event` when absent.
+    #[serde(default)]
+    pub instance: Lifecycle,
     /// Origins (`scheme://host[:port]`) whose pages may open sessions, or `["*"]` for any. Absent: the host's list
     /// (`serve --allow-origin`), which by default admits requests without an `Origin` header and same-origin ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +37,47 @@ pub struct Descriptor {
     /// Limits for this endpoint's sessions that differ from the host's.
     #[serde(default, skip_serializing_if = "EndpointLimits::is_empty")]
     pub limits: EndpointLimits,
+}
+
+/// How long a handler instance lives, per endpoint (the descriptor's `"instance"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+pub enum Lifecycle {
+    /// A fresh instance for every event: nothing survives an event (Dirigible's semantics). The safest and the
+    /// dearest: an instantiation per event.
+    #[default]
+    PerEvent,
+    /// One instance for a connection's life, dropped after its onclose: globals persist between the events of one
+    /// connection and never reach another. Holds one resident instance (and its memory) per open connection.
+    PerConnection,
+    /// One long-lived instance per handler, shared by every connection of every endpoint that asks for it; events
+    /// are run through it one at a time. The cheapest per event; state is shared like a Node.js module's.
+    Shared,
+}
+
+impl TryFrom<String> for Lifecycle {
+    type Error = String;
+
+    /// Parses the descriptor spelling; the error names the field, which serde's own would not.
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        [Lifecycle::PerEvent, Lifecycle::PerConnection, Lifecycle::Shared]
+            .into_iter()
+            .find(|lifecycle| lifecycle.as_str() == text)
+            .ok_or_else(|| {
+                format!("field `instance`: {text:?} is not one of \"per-event\", \"per-connection\", \"shared\"")
+            })
+    }
+}
+
+impl Lifecycle {
+    /// The descriptor spelling (`per-event`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::PerEvent => "per-event",
+            Lifecycle::PerConnection => "per-connection",
+            Lifecycle::Shared => "shared",
+        }
+    }
 }
 
 /// The most origins or protocols one descriptor may list.
@@ -236,6 +280,28 @@ mod tests {
         assert!(error_of(r#"{"handler": "a/b", "endpoint": ""}"#).contains("field `endpoint`"));
         assert!(error_of(r#"{"handler": "a b", "endpoint": "e"}"#).contains("' '"));
         assert!(error_of("[[[[").contains("not a valid descriptor"));
+        let unknown = error_of(r#"{"handler": "a/b", "endpoint": "e", "instance": "per-moon"}"#);
+        assert!(unknown.contains("field `instance`: \"per-moon\" is not one of"), "{unknown}");
+        assert!(error_of(r#"{"handler": "a/b", "endpoint": "e", "instance": 3}"#).contains("not a valid descriptor"));
+    }
+
+    #[test]
+    fn an_unknown_lifecycle_is_an_error_naming_the_file_and_the_field() {
+        let file = std::env::temp_dir().join(format!("wasmsock-lifecycle-{}.websocket", std::process::id()));
+        std::fs::write(&file, r#"{"handler": "a/b", "endpoint": "e", "instance": "pooled"}"#).unwrap();
+        let err = format!("{:#}", Descriptor::read(&file).unwrap_err());
+        let _ = std::fs::remove_file(&file);
+        assert!(err.contains(&file.display().to_string()) && err.contains("field `instance`"), "{err}");
+    }
+
+    #[test]
+    fn the_instance_lifecycle_defaults_to_per_event() {
+        let parse = |text: &str| Descriptor::parse(text).unwrap().instance;
+        assert_eq!(parse(r#"{"handler": "a/b", "endpoint": "e"}"#), Lifecycle::PerEvent);
+        assert_eq!(parse(r#"{"handler": "a/b", "endpoint": "e", "instance": "per-event"}"#), Lifecycle::PerEvent);
+        let per_connection = r#"{"handler": "a/b", "endpoint": "e", "instance": "per-connection"}"#;
+        assert_eq!(parse(per_connection), Lifecycle::PerConnection);
+        assert_eq!(parse(r#"{"handler": "a/b", "endpoint": "e", "instance": "shared"}"#), Lifecycle::Shared);
     }
 
     #[test]

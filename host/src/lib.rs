@@ -10,6 +10,7 @@ pub mod descriptor;
 pub mod event;
 pub mod frame;
 pub mod hub;
+pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -17,6 +17,13 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// wait for a slot rather than fail. Twice a few hundred is far more than two cores can keep busy.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
+/// How many handler instances may be kept between events (`per-connection` and `shared` lifecycles) on top of
+/// [`DEFAULT_MAX_INSTANCES`]. Each holds a slot of the pooling allocator (address space, not memory, until used) and
+/// its guest's memory for its whole life, so this bounds what per-connection endpoints can hold: a connection that
+/// finds every slot taken is closed with 1013 (try again later). 256 keeps the pool's address-space reservation
+/// twice the per-event one; raise it for many concurrent per-connection sessions.
+pub const DEFAULT_MAX_RESIDENT_INSTANCES: u32 = 256;
+
 /// How many frames may wait in one connection's outbound queue. A handler's `send` gets a `limit` error when it is full
 /// instead of blocking (and, under the default [`SlowConsumer::Close`] policy, the connection is closed with 1013);
 /// 1024 frames absorb a burst of chat fan-out without holding unbounded memory for a slow reader.
@@ -97,6 +104,8 @@ pub struct Limits {
     pub handler_memory: usize,
     /// See [`DEFAULT_MAX_INSTANCES`].
     pub max_instances: u32,
+    /// See [`DEFAULT_MAX_RESIDENT_INSTANCES`].
+    pub max_resident_instances: u32,
     /// See [`DEFAULT_OUTBOUND_QUEUE`].
     pub outbound_queue: usize,
     /// See [`DEFAULT_OUTBOUND_QUEUE_BYTES`].
@@ -143,6 +152,7 @@ impl Default for Limits {
             handler_deadline: DEFAULT_HANDLER_DEADLINE,
             handler_memory: DEFAULT_HANDLER_MEMORY,
             max_instances: DEFAULT_MAX_INSTANCES,
+            max_resident_instances: DEFAULT_MAX_RESIDENT_INSTANCES,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             slow_consumer: SlowConsumer::default(),

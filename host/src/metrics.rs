@@ -243,6 +243,7 @@ pub fn failure_kind(error: &CallError) -> &'static str {
         CallError::OutOfMemory { .. } => "out_of_memory",
         CallError::OutOfFuel { .. } => "out_of_fuel",
         CallError::Instantiate { .. } => "instantiate",
+        CallError::NoResidentSlot { .. } => "no_resident_slot",
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
-use crate::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, check_handler_name, handler_path};
+use crate::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
 use crate::runtime::{Handler, Runtime};
 
 /// Directories under the plugins root that never hold plugins and can be large (build output, packages).
@@ -27,6 +27,8 @@ pub struct Endpoint {
     pub description: String,
     /// The descriptor file it came from.
     pub descriptor: PathBuf,
+    /// How long its handler instances live.
+    pub instance: Lifecycle,
     /// Origins allowed to connect (none: the host's list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origins: Option<Vec<String>>,
@@ -46,6 +48,7 @@ impl Endpoint {
             origins: descriptor.origins,
             protocols: descriptor.protocols,
             limits: descriptor.limits,
+            instance: descriptor.instance,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `wasmsock` command line: one file per subcommand.
 
+pub mod bench;
 pub mod check;
 pub mod clients;
 pub mod close;
@@ -43,6 +44,8 @@ pub enum Command {
     Connect(connect::ConnectArgs),
     /// Write a ready handler project (Run with `wasmsock new my-handler --lang rust|js|python`).
     New(new::NewArgs),
+    /// Load a WebSocket server on loopback: echo throughput and latency, handshakes/s, memory per idle connection.
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -58,6 +61,7 @@ impl Cli {
             Command::Close(args) => args.run().await,
             Command::Connect(args) => args.run().await,
             Command::New(args) => args.run().await,
+            Command::Bench(args) => args.run().await,
         }
     }
 }

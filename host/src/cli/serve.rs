@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// How many handler instances may exist at once (calls beyond wait).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_INSTANCES)]
     pub max_instances: u32,
+    /// How many handler instances may be kept between events for `per-connection` and `shared` endpoints, on top of
+    /// --max-instances (a per-connection session that finds none free is closed with 1013).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_RESIDENT_INSTANCES)]
+    pub max_resident_instances: u32,
     /// How many frames may wait in one connection's outbound queue before `send` fails with `limit`.
     #[arg(long, default_value_t = limits::DEFAULT_OUTBOUND_QUEUE)]
     pub outbound_queue: usize,
@@ -126,6 +130,7 @@ impl ServeArgs {
             handler_deadline: Duration::from_millis(self.handler_deadline_ms),
             handler_memory: self.handler_memory_mib << 20,
             max_instances: self.max_instances,
+            max_resident_instances: self.max_resident_instances,
             outbound_queue: self.outbound_queue,
             outbound_queue_bytes: self.outbound_queue_bytes,
             slow_consumer: match self.slow_consumer {

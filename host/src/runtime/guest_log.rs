@@ -8,16 +8,18 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// The log of one handler call: both streams share a byte budget; what is past it is counted, not logged.
+/// The log of one handler instance: both streams share a per-call byte budget; what is past it is counted, not
+/// logged. An instance kept between events is told each new call's connection with [`GuestLog::begin`].
 #[derive(Clone)]
 pub(super) struct GuestLog {
     handler: Arc<str>,
-    conn: Arc<str>,
+    conn: Arc<Mutex<Arc<str>>>,
+    per_call: usize,
     budget: Arc<AtomicUsize>,
     stderr_tail: Arc<Mutex<String>>,
     /// The span of the call (the event's, inside the connection's): wasmtime writes guest output from a task of its
-    /// own, so lines are logged in this span explicitly.
-    span: tracing::Span,
+    /// own, so lines are logged in this span explicitly. A kept instance gets each new call's span in `begin`.
+    span: Arc<Mutex<tracing::Span>>,
 }
 
 /// How much of the end of a call's stderr is kept to explain a trap (a JavaScript exception or a Python traceback
@@ -28,11 +30,36 @@ impl GuestLog {
     pub(super) fn new(handler: &str, conn: &str, budget: usize) -> Self {
         Self {
             handler: handler.into(),
-            conn: conn.into(),
+            conn: Arc::new(Mutex::new(conn.into())),
+            per_call: budget,
             budget: Arc::new(AtomicUsize::new(budget)),
             stderr_tail: Arc::default(),
-            span: tracing::Span::current(),
+            span: Arc::new(Mutex::new(tracing::Span::current())),
         }
+    }
+
+    /// Starts a new call of a kept instance on connection `conn`: a fresh budget and an empty stderr tail.
+    pub(super) fn begin(&self, conn: &str) {
+        if let Ok(mut current) = self.conn.lock()
+            && **current != *conn
+        {
+            *current = conn.into();
+        }
+        if let Ok(mut span) = self.span.lock() {
+            *span = tracing::Span::current();
+        }
+        self.budget.store(self.per_call, Ordering::Relaxed);
+        if let Ok(mut tail) = self.stderr_tail.lock() {
+            tail.clear();
+        }
+    }
+
+    fn span(&self) -> tracing::Span {
+        self.span.lock().map(|span| span.clone()).unwrap_or_else(|_| tracing::Span::none())
+    }
+
+    fn conn(&self) -> Arc<str> {
+        self.conn.lock().map(|conn| conn.clone()).unwrap_or_else(|_| Arc::from("?"))
     }
 
     /// The last lines the guest wrote to stderr in this call (at most [`STDERR_TAIL_BYTES`]), joined by " | ".
@@ -78,8 +105,9 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
-        let _in_call = self.log.span.enter();
-        tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn, stream = self.name, "{text}");
+        let span = self.log.span();
+        let _in_call = span.enter();
+        tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn(), stream = self.name, "{text}");
         if self.name == "stderr"
             && !text.trim().is_empty()
             && let Ok(mut tail) = self.log.stderr_tail.lock()
@@ -135,11 +163,12 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
         if self.dropped > 0 {
-            let _in_call = self.log.span.enter();
+            let span = self.log.span();
+            let _in_call = span.enter();
             tracing::warn!(
                 target: "wasmsock::guest",
                 handler = %self.log.handler,
-                conn = %self.log.conn,
+                conn = %self.log.conn(),
                 stream = self.name,
                 "{} bytes of guest output past the per-event log budget were dropped",
                 self.dropped

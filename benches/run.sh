@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The benchmarks of BENCHMARKS.md, in one run on one pinning: a native axum echo baseline (benches/native-echo),
+# Node `ws` and Python `websockets` echo servers, and the host with the Rust, JavaScript and Python echo handlers in
+# each instance lifecycle; then handshakes/s and memory per idle connection for the baseline and the host.
+# Server CPU per message comes from /proc/PID/stat of the server (see `wasmsock bench --server-pid`). Writes
+# target/bench/results.jsonl and the table in BENCHMARKS.md.
+#
+# Run with: benches/run.sh            (about 5 minutes; not part of CI)
+# Settings (environment): SECONDS_PER_RUN (5), CONNECTIONS (100), IDLE_CONNECTIONS (10000), HANDSHAKE_SECONDS (5),
+# SERVER_CPU (0) and LOAD_CPU (1): the cores the server and the load generator are pinned to.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+CONNECTIONS=${CONNECTIONS:-100}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+HANDSHAKE_SECONDS=${HANDSHAKE_SECONDS:-5}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=$ROOT/target/bench
+RESULTS=$OUT/results.jsonl
+BIN=$ROOT/target/release/wasmsock
+PLUGINS=$OUT/plugins
+HOST_PORT=9100
+ADMIN_PORT=9101
+NATIVE_PORT=9102
+NODE_PORT=9103
+PYTHON_PORT=9104
+
+log() { echo "bench: $*" >&2; }
+
+# 10,000 idle connections need as many descriptors in the server and in the load generator.
+ulimit -n "$(ulimit -Hn)"
+mkdir -p "$OUT"
+: >"$RESULTS"
+
+log "building the release host, the native baseline and the guests"
+cargo build --quiet --release -p wasmsock -p native-echo
+cargo xtask guests
+(cd benches && npm ci --no-audit --no-fund --silent)
+if [ ! -x "$ROOT/target/bench-venv/bin/python" ]; then
+    python3 -m venv "$ROOT/target/bench-venv"
+fi
+"$ROOT/target/bench-venv/bin/pip" install --quiet websockets==15.0.1
+
+log "plugins root: the echo handlers, one endpoint per language and lifecycle"
+rm -rf "$PLUGINS"
+mkdir -p "$PLUGINS/examples"
+for lang in rust js py; do
+    case $lang in rust) wasm=echo ;; js) wasm=js-echo ;; py) wasm=py-echo ;; esac
+    cp "plugins/examples/$wasm.wasm" "$PLUGINS/examples/$wasm.wasm"
+    for instance in per-event per-connection shared; do
+        printf '{"handler": "examples/%s", "endpoint": "%s-%s", "instance": "%s"}\n' \
+            "$wasm" "$lang" "$instance" "$instance" >"$PLUGINS/examples/$lang-$instance.websocket"
+    done
+done
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_for_port() {
+    for _ in $(seq 1 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    log "nothing listens on port $1 after 120 s"
+    return 1
+}
+
+# start NAME PORT COMMAND...: starts a server pinned to the server core; sets SERVER_PID.
+start() {
+    local name=$1 port=$2
+    shift 2
+    taskset -c "$SERVER_CPU" "$@" >"$OUT/$name.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_for_port "$port"
+}
+
+# bench SERVER LANG LIFECYCLE URL ARGS...: one measured run, appended to the results.
+bench() {
+    local server=$1 lang=$2 lifecycle=$3 url=$4
+    shift 4
+    taskset -c "$LOAD_CPU" "$BIN" bench "$url" --server-pid "$SERVER_PID" "$@" --json |
+        python3 -c 'import json, sys
+r = json.load(sys.stdin)
+r.update(server=sys.argv[1], lang=sys.argv[2], lifecycle=sys.argv[3])
+print(json.dumps(r))' "$server" "$lang" "$lifecycle" | tee -a "$RESULTS" >&2
+}
+
+echo_runs() {
+    local server=$1 lang=$2 lifecycle=$3 url=$4
+    # A 1 s warm-up first: shared instances created, JIT and allocator caches warm, connections accepted once.
+    taskset -c "$LOAD_CPU" "$BIN" bench "$url" -c "$CONNECTIONS" --count 100000000 --duration-secs 1 --json >/dev/null
+    for w in 1 10; do
+        bench "$server" "$lang" "$lifecycle" "$url" --mode echo -c "$CONNECTIONS" -w "$w" --size 64 \
+            --count 100000000 --duration-secs "$SECONDS_PER_RUN"
+    done
+}
+
+log "native baseline"
+start native $NATIVE_PORT "$ROOT/target/release/native-echo" "127.0.0.1:$NATIVE_PORT"
+NATIVE_PID=$SERVER_PID
+echo_runs native rust native "ws://127.0.0.1:$NATIVE_PORT/echo"
+bench native rust native "ws://127.0.0.1:$NATIVE_PORT/echo" --mode connect -c 10 --count 100000000 \
+    --duration-secs "$HANDSHAKE_SECONDS"
+bench native rust native "ws://127.0.0.1:$NATIVE_PORT/echo" --mode idle -c "$IDLE_CONNECTIONS" \
+    --duration-secs 60 --hold-secs 2
+kill "$NATIVE_PID"
+
+log "Node.js ws"
+start node $NODE_PORT node benches/node-echo.js $NODE_PORT
+echo_runs node js native "ws://127.0.0.1:$NODE_PORT/"
+kill "$SERVER_PID"
+
+log "Python websockets"
+start python $PYTHON_PORT "$ROOT/target/bench-venv/bin/python" benches/python-echo.py $PYTHON_PORT
+echo_runs python py native "ws://127.0.0.1:$PYTHON_PORT/"
+kill "$SERVER_PID"
+
+log "the host (the first start compiles the JavaScript and Python handlers; later starts load them from the cache)"
+start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
+    --admin "127.0.0.1:$ADMIN_PORT"
+for lang in rust js py; do
+    for instance in shared per-connection per-event; do
+        echo_runs wasmsock "$lang" "$instance" "ws://127.0.0.1:$HOST_PORT/websockets/service/$lang-$instance"
+    done
+done
+bench wasmsock rust per-event "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-per-event" --mode connect -c 10 \
+    --count 100000000 --duration-secs "$HANDSHAKE_SECONDS"
+bench wasmsock rust per-event "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-per-event" --mode idle \
+    -c "$IDLE_CONNECTIONS" --duration-secs 60 --hold-secs 2
+kill "$SERVER_PID"
+
+python3 benches/report.py "$RESULTS" BENCHMARKS.md "benches/run.sh" \
+    "SECONDS_PER_RUN=$SECONDS_PER_RUN CONNECTIONS=$CONNECTIONS IDLE_CONNECTIONS=$IDLE_CONNECTIONS SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU"
+log "wrote BENCHMARKS.md"

@@ -1,0 +1,76 @@
+//! `wasmsock bench` against a host in process: each mode completes what it was asked for and reports it; no timing
+//! is asserted (the figures are for BENCHMARKS.md, not for tests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use wasmsock::cli::bench::{BenchArgs, Mode};
+use wasmsock_tests::*;
+
+fn args(url: String, mode: Mode) -> BenchArgs {
+    BenchArgs {
+        url,
+        mode,
+        connections: 4,
+        in_flight: 3,
+        size: 64,
+        count: 200,
+        duration_secs: 30,
+        hold_secs: 0,
+        server_pid: Some(std::process::id()),
+        json: true,
+    }
+}
+
+fn echo_plugins() -> Plugins {
+    Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_mode_counts_every_message_once_and_reports_latency_and_server_cpu() {
+    let host = TestHost::start(echo_plugins()).await;
+    let report = args(host.url("echo"), Mode::Echo).measure().await.unwrap();
+    assert_eq!(report["mode"], "echo");
+    assert_eq!(report["completed"], 200, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["connections"], 4);
+    assert_eq!(report["in_flight"], 3);
+    assert_eq!(report["size"], 64);
+    for key in ["p50", "p99", "p999", "max"] {
+        assert!(report["latency_us"][key].is_u64(), "{key}: {report}");
+    }
+    assert!(report["server_cpu_us_per_message"].is_f64(), "{report}");
+    assert!(report["server_rss_kib"].as_u64().unwrap() > 0);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_mode_counts_handshakes() {
+    let host = TestHost::start(echo_plugins()).await;
+    let report = args(host.url("echo"), Mode::Connect).measure().await.unwrap();
+    assert_eq!(report["mode"], "connect");
+    assert_eq!(report["completed"], 200, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["concurrency"], 4);
+    assert!(report["server_cpu_us_per_handshake"].is_f64(), "{report}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_mode_holds_its_connections_and_reads_the_servers_memory() {
+    let host = TestHost::start(echo_plugins()).await;
+    let report = args(host.url("echo"), Mode::Idle).measure().await.unwrap();
+    assert_eq!(report["mode"], "idle");
+    assert_eq!(report["connections"], 4, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["server_rss_kib_after"].as_u64().unwrap() > 0);
+    assert!(report.get("server_rss_bytes_per_connection").is_some(), "{report}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_off_loopback_is_refused() {
+    let err = args("ws://192.0.2.1:80/x".into(), Mode::Echo).measure().await.unwrap_err();
+    assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+    let err = args("wss://127.0.0.1:80/x".into(), Mode::Echo).measure().await.unwrap_err();
+    assert!(format!("{err:#}").contains("ws://"), "{err:#}");
+}
