@@ -114,6 +114,15 @@ pub struct EndpointLimits {
     /// Handler calls in a row that may fail on one session before it is closed with 1011.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_handler_failures: Option<u32>,
+    /// Milliseconds of its own running time one handler call may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler_deadline_ms: Option<u64>,
+    /// MiB of memory one handler instance may grow to; at most the host's `--handler-memory-mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler_memory_mib: Option<usize>,
+    /// Fuel one handler call may use; the host must meter fuel (`serve --fuel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
 }
 
 impl EndpointLimits {
@@ -132,6 +141,9 @@ impl EndpointLimits {
             ("outbound-queue", self.outbound_queue.map(|v| v as u64)),
             ("outbound-queue-bytes", self.outbound_queue_bytes.map(|v| v as u64)),
             ("max-handler-failures", self.max_handler_failures.map(u64::from)),
+            ("handler-deadline-ms", self.handler_deadline_ms),
+            ("handler-memory-mib", self.handler_memory_mib.map(|v| v as u64)),
+            ("fuel", self.fuel),
         ];
         for (field, value) in positive {
             if value == Some(0) {

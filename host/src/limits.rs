@@ -194,6 +194,12 @@ pub struct ConnLimits {
     pub slow_consumer: SlowConsumer,
     /// See [`DEFAULT_MAX_HANDLER_FAILURES`].
     pub max_handler_failures: u32,
+    /// See [`DEFAULT_HANDLER_DEADLINE`].
+    pub handler_deadline: Duration,
+    /// See [`DEFAULT_HANDLER_MEMORY`]; never more than the host's (a pool slot's size).
+    pub handler_memory: usize,
+    /// See [`Limits::fuel`]; only when the host meters fuel.
+    pub fuel: Option<u64>,
 }
 
 impl Limits {
@@ -209,7 +215,30 @@ impl Limits {
             outbound_queue_bytes: over.outbound_queue_bytes.unwrap_or(self.outbound_queue_bytes).max(1),
             slow_consumer: over.slow_consumer.unwrap_or(self.slow_consumer),
             max_handler_failures: over.max_handler_failures.unwrap_or(self.max_handler_failures).max(1),
+            handler_deadline: over.handler_deadline_ms.map_or(self.handler_deadline, Duration::from_millis),
+            handler_memory: over
+                .handler_memory_mib
+                .map_or(self.handler_memory, |mib| mib << 20)
+                .min(self.handler_memory),
+            fuel: self.fuel.map(|host| over.fuel.unwrap_or(host)),
         }
+    }
+
+    /// Checks that the host can honour an endpoint's overrides: memory within its pool slots, fuel only when it
+    /// meters fuel. The error names the field.
+    pub fn check_endpoint(&self, over: &crate::descriptor::EndpointLimits) -> anyhow::Result<()> {
+        if let Some(mib) = over.handler_memory_mib
+            && mib << 20 > self.handler_memory
+        {
+            anyhow::bail!(
+                "field `limits.handler-memory-mib`: {mib} MiB is more than this host's {} MiB (serve --handler-memory-mib)",
+                self.handler_memory >> 20
+            );
+        }
+        if over.fuel.is_some() && self.fuel.is_none() {
+            anyhow::bail!("field `limits.fuel`: this host does not meter fuel (start it with serve --fuel N)");
+        }
+        Ok(())
     }
 }
 
@@ -241,5 +270,28 @@ mod tests {
         assert_eq!(conn.idle_timeout, Duration::from_secs(9));
         assert_eq!(conn.max_frame_size, DEFAULT_MAX_FRAME_SIZE);
         assert_eq!(host.for_conn(None).max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+    }
+
+    #[test]
+    fn handler_limits_are_per_endpoint_within_what_the_host_can_do() {
+        let host = Limits { fuel: Some(1000), ..Limits::default() };
+        let over = EndpointLimits {
+            handler_deadline_ms: Some(50),
+            handler_memory_mib: Some(8),
+            fuel: Some(10),
+            ..EndpointLimits::default()
+        };
+        assert!(host.check_endpoint(&over).is_ok());
+        let conn = host.for_conn(Some(&over));
+        assert_eq!(
+            (conn.handler_deadline, conn.handler_memory, conn.fuel),
+            (Duration::from_millis(50), 8 << 20, Some(10))
+        );
+        assert_eq!(host.for_conn(None).fuel, Some(1000));
+        let too_big = EndpointLimits { handler_memory_mib: Some(1024), ..EndpointLimits::default() };
+        assert!(format!("{:#}", host.check_endpoint(&too_big).unwrap_err()).contains("limits.handler-memory-mib"));
+        let unmetered = Limits::default();
+        assert!(format!("{:#}", unmetered.check_endpoint(&over).unwrap_err()).contains("limits.fuel"));
+        assert_eq!(unmetered.for_conn(Some(&over)).fuel, None);
     }
 }

@@ -284,7 +284,12 @@ impl Registry {
         // Endpoints: the well-formed, unique ones whose handler loaded; a refused descriptor keeps its old endpoint.
         let mut endpoints = HashMap::new();
         for endpoint in scanned.endpoints {
-            if handlers.contains_key(&endpoint.handler) {
+            if let Err(err) = runtime.check_endpoint_limits(&endpoint.limits) {
+                if let Some(old) = old_endpoints.get(&endpoint.name) {
+                    endpoints.insert(old.name.clone(), old.clone());
+                }
+                report.errors.push(err.context(endpoint.descriptor.display().to_string()));
+            } else if handlers.contains_key(&endpoint.handler) {
                 endpoints.insert(endpoint.name.clone(), Arc::new(endpoint));
             } else if let Some(old) = old_endpoints.get(&endpoint.name) {
                 endpoints.insert(old.name.clone(), old.clone());
@@ -352,6 +357,7 @@ impl Registry {
     /// `<root>/<project>/<endpoint>.websocket`) and serves it.
     pub async fn deploy_descriptor(&self, runtime: &Arc<Runtime>, text: &str) -> anyhow::Result<Arc<Endpoint>> {
         let descriptor = Descriptor::parse(text)?;
+        runtime.check_endpoint_limits(&descriptor.limits)?;
         self.handler(runtime, &descriptor.handler).await?;
         let _one_at_a_time = self.changes.lock().await;
         let existing = self.endpoint(&descriptor.endpoint).map(|e| e.descriptor.clone());

@@ -295,3 +295,37 @@ async fn fuel_stops_a_looping_handler_and_leaves_normal_ones_running() {
     control_answers(&host).await;
     host.stop().await;
 }
+
+#[tokio::test]
+async fn the_handler_deadline_memory_cap_and_fuel_can_be_set_per_endpoint() {
+    let metered = plugins()
+        .endpoint_with("short", MISBEHAVE, json!({"limits": {"handler-deadline-ms": 100}}))
+        .endpoint_with("small", MISBEHAVE, json!({"limits": {"handler-memory-mib": 8}}))
+        .endpoint_with("frugal", MISBEHAVE, json!({"limits": {"fuel": 1_000_000}}))
+        .endpoint_with("greedy", MISBEHAVE, json!({"limits": {"handler-memory-mib": 4096}}));
+    let limits = Limits { fuel: Some(u64::MAX / 4), ..Limits::default() };
+    let host = TestHost::start_with(metered, limits).await;
+    let refused = host.load_errors.join("\n");
+    assert!(refused.contains("greedy.websocket") && refused.contains("limits.handler-memory-mib"), "{refused}");
+    assert_eq!(handshake_status(&host.url("greedy"), &[]).await, Some(404), "a refused endpoint is not served");
+    for (endpoint, message, expected) in [
+        ("short", "loop", "deadline of 100ms"),
+        ("small", "alloc", &format!("cap of {} bytes", 8 << 20)),
+        ("frugal", "loop", "fuel of 1000000 units"),
+    ] {
+        let mut ws = host.connect(endpoint).await;
+        send(&mut ws, message).await;
+        let reply = text(&mut ws).await;
+        assert!(reply.contains(expected), "{endpoint}: {reply}");
+        send(&mut ws, "then an echo").await;
+        assert_eq!(text(&mut ws).await, "then an echo");
+    }
+    control_answers(&host).await;
+    host.stop().await;
+
+    // Fuel per endpoint needs a host that meters fuel.
+    let unmetered = plugins().endpoint_with("frugal", MISBEHAVE, json!({"limits": {"fuel": 1000}}));
+    let host = TestHost::start(unmetered).await;
+    assert!(host.load_errors.join("\n").contains("limits.fuel"), "{:?}", host.load_errors);
+    host.stop().await;
+}

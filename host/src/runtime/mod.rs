@@ -144,6 +144,9 @@ pub struct State {
     handler: String,
     services: Arc<dyn HostServices>,
     deadline: Instant,
+    /// The call's deadline and fuel (the connection's limits), for telling why it was stopped.
+    call_deadline: Duration,
+    call_fuel: Option<u64>,
     /// Nanoseconds the call has spent yielded to other tasks; the deadline moves out by as much, so it bounds the
     /// handler's own running time, not how busy the rest of the host is.
     yielded: Arc<AtomicU64>,
@@ -342,6 +345,11 @@ impl Runtime {
         Ok(Handler { name: name.to_owned(), id: NEXT_HANDLER_ID.fetch_add(1, Ordering::Relaxed), pre })
     }
 
+    /// Checks that this runtime can honour an endpoint's handler limits (see [`Limits::check_endpoint`]).
+    pub fn check_endpoint_limits(&self, over: &crate::descriptor::EndpointLimits) -> anyhow::Result<()> {
+        Limits { handler_memory: self.memory_cap, fuel: self.fuel, ..Limits::default() }.check_endpoint(over)
+    }
+
     /// Runs one event through a fresh instance of `handler`, then drops the instance.
     pub async fn call(
         &self,
@@ -377,11 +385,15 @@ impl Runtime {
             Some(resident) => {
                 resident.log.begin(event.conn.id());
                 let state = resident.store.data_mut();
+                let limits = event.conn.limits().clone();
+                state.deadline = Instant::now() + limits.handler_deadline;
+                state.call_deadline = limits.handler_deadline;
+                state.call_fuel = self.fuel.and(limits.fuel);
+                state.memory.cap = limits.handler_memory.min(self.memory_cap);
                 state.event = event;
-                state.deadline = Instant::now() + self.deadline;
                 state.yielded.store(0, Ordering::Release);
                 state.memory.hit = false;
-                if let Some(fuel) = self.fuel {
+                if let Some(fuel) = state.call_fuel {
                     resident.store.set_fuel(fuel).map_err(|err| CallError::Instantiate {
                         handler: handler.name.clone(),
                         message: format!("setting fuel: {err}"),
@@ -419,20 +431,24 @@ impl Runtime {
     ) -> Result<(Store<State>, guest_log::GuestLog), CallError> {
         let log = guest_log::GuestLog::new(&handler.name, event.conn.id(), self.guest_log_bytes);
         let wasi = WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build();
+        let limits = event.conn.limits();
+        let (call_deadline, call_fuel) = (limits.handler_deadline, self.fuel.and(limits.fuel));
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap { cap: self.memory_cap, hit: false },
+            memory: MemoryCap { cap: limits.handler_memory.min(self.memory_cap), hit: false },
             event,
             handler: handler.name.clone(),
             services,
-            deadline: Instant::now() + self.deadline,
+            deadline: Instant::now() + call_deadline,
+            call_deadline,
+            call_fuel,
             yielded: Arc::new(AtomicU64::new(0)),
             handles: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
-        if let Some(fuel) = self.fuel {
+        if let Some(fuel) = call_fuel {
             store.set_fuel(fuel).map_err(|err| CallError::Instantiate {
                 handler: handler.name.clone(),
                 message: format!("setting fuel: {err}"),
@@ -466,7 +482,7 @@ impl Runtime {
     async fn instantiate(&self, handler: &Handler, store: &mut Store<State>) -> Result<bindings::Handler, CallError> {
         handler.pre.instantiate_async(&mut *store).await.map_err(|err| {
             if store.data().memory.hit {
-                CallError::OutOfMemory { handler: handler.name.clone(), cap: self.memory_cap }
+                CallError::OutOfMemory { handler: handler.name.clone(), cap: store.data().memory.cap }
             } else {
                 CallError::Instantiate { handler: handler.name.clone(), message: format!("{err:#}") }
             }
@@ -494,10 +510,10 @@ impl Runtime {
     fn classify(&self, handler: &str, store: &Store<State>, err: wasmtime::Error) -> CallError {
         let handler = handler.to_owned();
         if store.data().memory.hit {
-            CallError::OutOfMemory { handler, cap: self.memory_cap }
+            CallError::OutOfMemory { handler, cap: store.data().memory.cap }
         } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            CallError::Timeout { handler, deadline: self.deadline }
-        } else if let (Some(Trap::OutOfFuel), Some(fuel)) = (err.downcast_ref::<Trap>(), self.fuel) {
+            CallError::Timeout { handler, deadline: store.data().call_deadline }
+        } else if let (Some(Trap::OutOfFuel), Some(fuel)) = (err.downcast_ref::<Trap>(), store.data().call_fuel) {
             CallError::OutOfFuel { handler, fuel }
         } else {
             CallError::Trap { handler, message: format!("{err:?}") }
