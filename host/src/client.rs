@@ -59,6 +59,12 @@ pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) 
     }
     uri.into_client_request().map_err(|err| ConnError::Invalid(format!("uri {uri:?}: {err}")))?;
     app.registry.check_handler(handler).map_err(|err| ConnError::Invalid(format!("{err:#}")))?;
+    if app.hub.outbound() >= app.limits.max_clients {
+        return Err(ConnError::Limit(format!(
+            "the host has its limit of {} outbound clients open (serve --max-clients)",
+            app.limits.max_clients
+        )));
+    }
     if let Some(reconnect) = &options.reconnect
         && reconnect.initial.is_zero()
     {

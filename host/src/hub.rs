@@ -399,6 +399,7 @@ pub struct Hub {
     next: AtomicU64,
     admitted: Arc<Mutex<Admitted>>,
     failure_closes: Mutex<HashMap<String, u64>>,
+    outbound: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -495,6 +496,9 @@ impl Hub {
         });
         if let Ok(mut conns) = self.conns.write() {
             conns.insert(conn.id.clone(), conn.clone());
+            if conn.spec.direction == Direction::Outbound {
+                self.outbound.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let outbox = Outbox { conn: conn.clone(), queue: rx };
         (conn, outbox)
@@ -505,6 +509,9 @@ impl Hub {
         if let Ok(mut conns) = self.conns.write()
             && let Some(conn) = conns.remove(id)
         {
+            if conn.spec.direction == Direction::Outbound {
+                self.outbound.fetch_sub(1, Ordering::AcqRel);
+            }
             conn.advance(ConnState::Closed);
         }
     }
@@ -530,6 +537,11 @@ impl Hub {
     /// The oldest live outbound client whose events go to `handler`.
     pub fn by_handler(&self, handler: &str) -> Option<Arc<Conn>> {
         self.all().into_iter().find(|conn| conn.spec.direction == Direction::Outbound && conn.spec.handler == handler)
+    }
+
+    /// How many outbound clients are live.
+    pub fn outbound(&self) -> usize {
+        self.outbound.load(Ordering::Acquire)
     }
 
     /// How many connections are live.

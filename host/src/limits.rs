@@ -45,6 +45,10 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// idle sessions take about 100 MB; raise it (and the process's open-file limit) for more.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// How many outbound clients (`create-websocket`) may be live at once; past it `create-websocket` gets a `limit`
+/// error, so a handler that opens clients in a loop cannot exhaust the host's sockets.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+
 /// How many inbound sessions one endpoint serves at once unless its descriptor says otherwise; more get HTTP 503.
 pub const DEFAULT_MAX_ENDPOINT_CONNECTIONS: usize = 10_000;
 
@@ -120,6 +124,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// See [`DEFAULT_MAX_ENDPOINT_CONNECTIONS`].
     pub max_endpoint_connections: usize,
+    /// See [`DEFAULT_MAX_CLIENTS`].
+    pub max_clients: usize,
     /// See [`DEFAULT_MAX_HANDLER_FAILURES`].
     pub max_handler_failures: u32,
     /// See [`DEFAULT_HANDSHAKE_TIMEOUT`].
@@ -160,6 +166,7 @@ impl Default for Limits {
             ping_interval: DEFAULT_PING_INTERVAL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_endpoint_connections: DEFAULT_MAX_ENDPOINT_CONNECTIONS,
+            max_clients: DEFAULT_MAX_CLIENTS,
             max_handler_failures: DEFAULT_MAX_HANDLER_FAILURES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             fuel: None,

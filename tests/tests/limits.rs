@@ -329,3 +329,29 @@ async fn the_handler_deadline_memory_cap_and_fuel_can_be_set_per_endpoint() {
     assert!(host.load_errors.join("\n").contains("limits.fuel"), "{:?}", host.load_errors);
     host.stop().await;
 }
+
+#[tokio::test]
+async fn outbound_clients_past_the_host_limit_are_a_limit_error() {
+    let limits = Limits { max_clients: 2, close_timeout: Duration::from_secs(1), ..Limits::default() };
+    let host = TestHost::start_with(plugins(), limits).await;
+    let mut driver = host.connect("control").await;
+    let target = host.url("control");
+    for _ in 0..2 {
+        send(&mut driver, &format!("connect {target}")).await;
+        assert!(text(&mut driver).await.starts_with("created "));
+    }
+    send(&mut driver, &format!("connect {target}")).await;
+    let refused = text(&mut driver).await;
+    assert!(refused.starts_with("error Error::Limit") && refused.contains("2 outbound clients"), "{refused}");
+    // Closing one frees its place.
+    send(&mut driver, "clients").await;
+    let listing = text(&mut driver).await;
+    let first = listing.split(';').find(|c| c.contains("|outbound|")).and_then(|c| c.split('|').next()).unwrap();
+    let first = first.trim_start_matches("clients ").to_owned();
+    send(&mut driver, &format!("client-close {first}")).await;
+    assert_eq!(text(&mut driver).await, "ok");
+    eventually("the closed client is gone", || host.app.hub.outbound() == 1).await;
+    send(&mut driver, &format!("connect {target}")).await;
+    assert!(text(&mut driver).await.starts_with("created "));
+    host.stop().await;
+}

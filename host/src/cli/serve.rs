@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// How many sessions one endpoint serves at once unless its descriptor says (more get HTTP 503).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_ENDPOINT_CONNECTIONS)]
     pub max_endpoint_connections: usize,
+    /// How many outbound clients may be open at once (more: `create-websocket` fails with `limit`).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
     /// How many handler calls in a row may fail on one connection before it is closed with 1011.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_HANDLER_FAILURES)]
     pub max_handler_failures: u32,
@@ -141,6 +144,7 @@ impl ServeArgs {
             ping_interval: Duration::from_millis(self.ping_interval_ms.max(1)),
             max_connections: self.max_connections,
             max_endpoint_connections: self.max_endpoint_connections,
+            max_clients: self.max_clients,
             max_handler_failures: self.max_handler_failures.max(1),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms.max(1)),
             fuel: self.fuel,
