@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the endpoints of a plugins root (Run with `wasmsock serve --plugins ./plugins`).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Check a plugins root: parse every descriptor and compile every handler, report every problem, serve nothing.
     Check(check::CheckArgs),
     /// Deploy components and descriptors to a running host (Run with `wasmsock deploy plugins/my-project`).
@@ -52,7 +52,7 @@ impl Cli {
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Serve(args) => args.run().await,
+            Command::Serve(args) => (*args).run().await,
             Command::Check(args) => args.run().await,
             Command::Deploy(args) => args.run().await,
             Command::Undeploy(args) => args.run().await,
