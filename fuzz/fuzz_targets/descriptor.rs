@@ -3,17 +3,8 @@
 
 #![no_main]
 
-// The host's own modules, compiled in as they are: they depend only on serde, anyhow and the WebSocket libraries, so
-// the target builds without wasmtime. (They must sit at the crate root: they refer to each other as `crate::…`.)
-#[allow(dead_code)]
-#[path = "../../host/src/descriptor.rs"]
-mod descriptor;
-#[allow(dead_code)]
-#[path = "../../host/src/frame.rs"]
-mod frame;
-#[allow(dead_code)]
-#[path = "../../host/src/limits.rs"]
-mod limits;
+// The host's own descriptor, frame and limits modules (see host_modules.rs).
+include!("host_modules.rs");
 
 use descriptor::Descriptor;
 use libfuzzer_sys::fuzz_target;

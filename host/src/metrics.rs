@@ -144,7 +144,7 @@ impl Metrics {
         );
         registry.register(
             "handler_failures",
-            "Handler calls that failed, by kind: trap, timeout, out_of_memory, out_of_fuel, instantiate",
+            "Handler calls that failed, by kind: trap, timeout, out_of_memory, out_of_fuel, instantiate, no_resident_slot",
             metrics.handler_failures.clone(),
         );
         registry.register(
