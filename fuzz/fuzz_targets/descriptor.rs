@@ -3,11 +3,9 @@
 
 #![no_main]
 
-// The host's own descriptor, frame and limits modules (see host_modules.rs).
-include!("host_modules.rs");
-
-use descriptor::Descriptor;
 use libfuzzer_sys::fuzz_target;
+use wasmsock_wire::descriptor::Descriptor;
+use wasmsock_wire::limits::Limits;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -15,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
     let json = serde_json::to_string(&descriptor).expect("a parsed descriptor serializes");
     let again = Descriptor::parse(&json).expect("a serialized descriptor parses");
     assert_eq!(descriptor, again);
-    let _ = limits::Limits::default().for_conn(Some(&descriptor.limits));
+    let _ = Limits::default().for_conn(Some(&descriptor.limits));
 });

@@ -1,19 +1,16 @@
 //! Fuzz target: any bytes as what a client sends after the handshake, read by the host's frame path (tungstenite in
-//! the server role with the host's limits, then `frame::frames`). Every item must be a frame or a `PeerError`, never a
-//! panic; a frame must round-trip through the library's message type; an error's close code must be one a peer may
-//! receive and its reason must fit a close frame.
+//! the server role with the host's limits, then `wasmsock_wire::frame::frames`). Every item must be a frame or a
+//! `PeerError`, never a panic; a frame must round-trip through the library's message type; an error's close code must
+//! be one a peer may receive and its reason must fit a close frame.
 
 #![no_main]
 
-// The host's own descriptor, frame and limits modules (see host_modules.rs).
-include!("host_modules.rs");
-
-use frame::{Close, Frame, frames};
 use futures_util::StreamExt;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use wasmsock_wire::frame::{Close, Frame, frames, from_tungstenite};
 
 fn identity(err: &WsError) -> Option<&WsError> {
     Some(err)
@@ -29,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         client.shutdown().await.expect("the pipe closes");
         let config = WebSocketConfig::default().max_message_size(Some(1 << 16)).max_frame_size(Some(1 << 15));
         let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
-        let items: Vec<_> = frames(socket, identity).collect().await;
+        let items: Vec<_> = frames(socket, from_tungstenite, identity).collect().await;
         for item in items {
             match item {
                 Ok(frame) => assert_eq!(Frame::try_from(Message::from(frame.clone())), Ok(frame)),

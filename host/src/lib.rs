@@ -1,24 +1,22 @@
 //! wasmsock: a host that terminates WebSockets (inbound endpoints and outbound clients) and hands every event to a
 //! handler compiled to a WebAssembly component.
+//!
+//! The rooms, from the bottom up; each imports only rooms below it:
+//! - `wasmsock_wire` (the crate `wire/`, re-exported as [`wire`]): frames, close codes, limits, descriptors.
+//! - [`runtime`]: everything wasmtime; knows the host only through the traits it defines.
+//! - [`control`]: the registry of endpoints and handlers (deploys, the compile cache) and the metrics.
+//! - [`conn`]: the hub of live connections, one connection's session loop, outbound clients.
+//! - [`app`]: the rooms wired into one host; where an event crosses from a connection into its handler.
+//! - [`http`]: the main listener (upgrades, the console) and the admin API.
+//! - [`cli`]: the `wasmsock` command line.
 
-pub mod admin;
 pub mod app;
 pub mod cli;
-pub mod client;
-pub mod console;
-pub mod descriptor;
-pub mod event;
-pub mod frame;
-pub mod hub;
-pub mod lifecycle;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod registry;
+pub mod conn;
+pub mod control;
+pub mod http;
 pub mod runtime;
-pub mod server;
-pub mod session;
-pub mod templates;
 
 pub use app::App;
-pub use limits::Limits;
+pub use wasmsock_wire as wire;
+pub use wasmsock_wire::Limits;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wasmsock::cli::Command;
-use wasmsock::logging::LogFormat;
+use wasmsock::cli::logging::LogFormat;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => args.log_format,
         _ => LogFormat::Text,
     };
-    wasmsock::logging::init(format);
+    wasmsock::cli::logging::init(format);
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -57,7 +57,7 @@ impl Plugins {
 
     /// Installs component `name` as handler `handler` (`project/name`).
     pub fn handler(self, handler: &str, name: &str) -> Self {
-        let dest = wasmsock::descriptor::handler_path(self.path(), handler);
+        let dest = wasmsock::wire::descriptor::handler_path(self.path(), handler);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(component(name), dest).unwrap();
         self
@@ -129,8 +129,8 @@ impl TestHost {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
-        let admin_listener = wasmsock::server::AdminListener { listener: admin_listener, token: None };
-        let task = tokio::spawn(wasmsock::server::serve(app.clone(), listener, Some(admin_listener), async move {
+        let admin_listener = wasmsock::http::AdminListener { listener: admin_listener, token: None };
+        let task = tokio::spawn(wasmsock::http::serve(app.clone(), listener, Some(admin_listener), async move {
             let _ = stopped.await;
         }));
         let load_errors = errors.iter().map(|e| format!("{e:#}")).collect();
@@ -383,7 +383,7 @@ async fn peer_connection(tcp: TcpStream, mode: PeerMode) {
 
 /// The number of outbound clients the host holds.
 pub fn outbound_clients(app: &App) -> usize {
-    app.hub.list().iter().filter(|c| c.direction == wasmsock::hub::Direction::Outbound).count()
+    app.hub.list().iter().filter(|c| c.direction == wasmsock::wire::Direction::Outbound).count()
 }
 
 /// The real `wasmsock` binary serving a plugins root on 127.0.0.1 port 0 (and its admin API on port 0), killed when
@@ -509,7 +509,7 @@ impl SharedHost {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                     ready.send((listener.local_addr().unwrap(), app.clone())).unwrap();
                     let _keep = plugins;
-                    wasmsock::server::serve(app, listener, None, std::future::pending::<()>()).await.unwrap();
+                    wasmsock::http::serve(app, listener, None, std::future::pending::<()>()).await.unwrap();
                 });
             })
             .unwrap();

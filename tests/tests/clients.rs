@@ -214,7 +214,7 @@ async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
             .hub
             .list()
             .iter()
-            .any(|c| c.direction == wasmsock::hub::Direction::Outbound && c.state == wasmsock::hub::ConnState::Open)
+            .any(|c| c.direction == wasmsock::wire::Direction::Outbound && c.state == wasmsock::wire::ConnState::Open)
     })
     .await;
     assert_eq!(outbound_clients(&host.app), 1);

@@ -300,5 +300,5 @@ async fn a_limits_struct_is_enough_to_start_a_host_without_a_cache() {
     let (app, errors) = wasmsock::App::start(plugins.path(), None, Limits::default()).await.unwrap();
     assert!(errors.is_empty());
     assert!(app.registry.handlers().iter().all(|h| !h.from_cache));
-    assert!(!plugins.path().join(wasmsock::registry::DEFAULT_CACHE_DIR).exists());
+    assert!(!plugins.path().join(wasmsock::control::registry::DEFAULT_CACHE_DIR).exists());
 }

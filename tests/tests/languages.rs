@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wasmsock::hub::Direction;
+use wasmsock::wire::Direction;
 use wasmsock_tests::*;
 
 /// The echo plugins: (language, endpoint, component).

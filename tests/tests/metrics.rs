@@ -136,8 +136,8 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = admin.local_addr().unwrap();
-    let admin = wasmsock::server::AdminListener { listener: admin, token: Some("s3cret".into()) };
-    let server = tokio::spawn(wasmsock::server::serve(app, listener, Some(admin), std::future::pending()));
+    let admin = wasmsock::http::AdminListener { listener: admin, token: Some("s3cret".into()) };
+    let server = tokio::spawn(wasmsock::http::serve(app, listener, Some(admin), std::future::pending()));
     let url = format!("http://{addr}/metrics");
     let http = reqwest::Client::new();
     assert_eq!(http.get(&url).send().await.unwrap().status(), 401);

@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Args;
 
 use crate::app::App;
-use crate::limits::Limits;
+use wasmsock_wire::Limits;
 
 /// Arguments of `wasmsock check`.
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::remote::{Body, Remote};
-use crate::descriptor::{DESCRIPTOR_EXTENSION, Descriptor};
+use wasmsock_wire::descriptor::{DESCRIPTOR_EXTENSION, Descriptor};
 
 /// Arguments of `wasmsock deploy`.
 #[derive(Debug, Args)]

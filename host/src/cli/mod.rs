@@ -7,9 +7,11 @@ pub mod close;
 pub mod connect;
 pub mod deploy;
 pub mod list;
+pub mod logging;
 pub mod new;
 pub mod remote;
 pub mod serve;
+pub mod templates;
 pub mod undeploy;
 
 use clap::{Parser, Subcommand};

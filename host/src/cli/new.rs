@@ -1,10 +1,10 @@
-//! `wasmsock new NAME --lang rust|js|python`: write a ready handler project (see `crate::templates`).
+//! `wasmsock new NAME --lang rust|js|python`: write a ready handler project (see `templates/`).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::templates::{self, Lang};
+use super::templates::{self, Lang};
 
 /// Arguments of `wasmsock new`.
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
-use crate::limits::{self, Limits, SlowConsumer};
+use wasmsock_wire::limits::{self, Limits, SlowConsumer};
 
 /// Arguments of `wasmsock serve`.
 #[derive(Debug, Args)]
@@ -104,10 +104,10 @@ pub struct ServeArgs {
     pub connect: Vec<String>,
     /// How the log is written to stderr: `text` for people, `json` (one object per line) for machines.
     #[arg(long, env = "WASMSOCK_LOG_FORMAT", value_enum, default_value_t)]
-    pub log_format: crate::logging::LogFormat,
+    pub log_format: super::logging::LogFormat,
     /// Serve the browser console at `/` on --listen: `auto` (on when --listen is loopback), `on` or `off`.
     #[arg(long, env = "WASMSOCK_CONSOLE", value_enum, default_value_t)]
-    pub console: crate::console::ConsoleMode,
+    pub console: crate::http::console::ConsoleMode,
 }
 
 /// `--slow-consumer`: see [`SlowConsumer`].
@@ -123,7 +123,7 @@ impl ServeArgs {
     /// The limits these flags ask for; an origin that is not one is an error.
     pub fn limits(&self) -> anyhow::Result<Limits> {
         for origin in &self.allow_origin {
-            crate::descriptor::check_origin(origin).context("--allow-origin")?;
+            wasmsock_wire::descriptor::check_origin(origin).context("--allow-origin")?;
         }
         Ok(self.limits_unchecked())
     }
@@ -170,7 +170,7 @@ impl ServeArgs {
         let cache_dir = match (&self.cache_dir, self.no_cache) {
             (_, true) => None,
             (Some(dir), false) => Some(dir.clone()),
-            (None, false) => Some(self.plugins.join(crate::registry::DEFAULT_CACHE_DIR)),
+            (None, false) => Some(self.plugins.join(crate::control::registry::DEFAULT_CACHE_DIR)),
         };
         let (app, errors) = App::start(&self.plugins, cache_dir, self.limits()?).await?;
         for err in &errors {
@@ -187,7 +187,7 @@ impl ServeArgs {
                 .with_context(|| format!("cannot listen on {} for the admin API", self.admin))?;
             let addr = admin.local_addr().context("reading the admin address")?;
             tracing::info!("admin API on http://{addr}/admin/v1");
-            Some(crate::server::AdminListener { listener: admin, token: self.admin_token.clone() })
+            Some(crate::http::AdminListener { listener: admin, token: self.admin_token.clone() })
         };
         if self.watch_interval_ms > 0 {
             app.watch(Duration::from_millis(self.watch_interval_ms));
@@ -207,10 +207,10 @@ impl ServeArgs {
             tracing::info!("  ws://{addr}/websockets/service/{}  ({})", endpoint.name, endpoint.handler);
         }
         for (uri, handler) in connects {
-            crate::client::create(&app, &uri, &handler, crate::client::ClientOptions::default())
+            app.create_client(&uri, &handler, wasmsock_wire::ClientOptions::default())
                 .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
         }
-        crate::server::serve(app, listener, admin, shutdown_signal()).await
+        crate::http::serve(app, listener, admin, shutdown_signal()).await
     }
 }
 

@@ -1,11 +1,10 @@
 //! Pure conversions between the host's own types and the WIT types the guest sees.
 
-use super::bindings::wasmsock::websockets::websockets as wit;
 use std::time::Duration;
 
-use crate::client::{ClientOptions, Reconnect};
-use crate::event::Method;
-use crate::hub::{ClientInfo, ConnError, ConnState, Direction};
+use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Method, Reconnect};
+
+use super::bindings::wasmsock::websockets::websockets as wit;
 
 impl From<Method> for wit::Method {
     fn from(method: Method) -> Self {

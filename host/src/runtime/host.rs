@@ -4,25 +4,17 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
-use super::State;
+use wasmsock_wire::{ClientOptions, EventKind, Frame, Payload};
+
 use super::bindings::wasmsock::websockets::websockets as wit;
-use crate::client::ClientOptions;
-use crate::event::{EventKind, Payload};
-use crate::frame::Frame;
-use crate::hub::Conn;
+use super::services::Connection;
+use super::state::{ClientRef, State};
 
 /// How many connection handles one handler call may hold at once; past this a call traps instead of growing the table.
 const MAX_HANDLES_PER_CALL: usize = 10_000;
 
-/// The host side of a guest's `websocket-client` handle: the connection it names. Holding the connection (not its
-/// id) keeps `info` true after the connection ended: its state says `closed`.
-#[derive(Debug)]
-pub struct ClientRef {
-    conn: Arc<Conn>,
-}
-
 impl State {
-    fn handle(&mut self, conn: Arc<Conn>) -> wasmtime::Result<Resource<ClientRef>> {
+    fn handle(&mut self, conn: Arc<dyn Connection>) -> wasmtime::Result<Resource<ClientRef>> {
         if self.handles >= MAX_HANDLES_PER_CALL {
             return Err(wasmtime::Error::msg(format!(
                 "handler {} holds more than {MAX_HANDLES_PER_CALL} connection handles in one call",
@@ -45,7 +37,7 @@ impl State {
         }
     }
 
-    fn conn_of(&self, client: &Resource<ClientRef>) -> wasmtime::Result<Arc<Conn>> {
+    fn conn_of(&self, client: &Resource<ClientRef>) -> wasmtime::Result<Arc<dyn Connection>> {
         Ok(self.table.get(client)?.conn.clone())
     }
 }

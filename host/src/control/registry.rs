@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
-use crate::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
+use wasmsock_wire::EndpointLimits;
+use wasmsock_wire::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
+
 use crate::runtime::{Handler, Runtime};
 
 /// Directories under the plugins root that never hold plugins and can be large (build output, packages).
@@ -35,7 +37,7 @@ pub struct Endpoint {
     /// Subprotocols offered, most preferred first.
     pub protocols: Vec<String>,
     /// Limits that differ from the host's.
-    pub limits: crate::descriptor::EndpointLimits,
+    pub limits: EndpointLimits,
 }
 
 impl Endpoint {

@@ -99,6 +99,78 @@ pub enum SlowConsumer {
     Error,
 }
 
+/// Per-endpoint overrides of the host's limits (see this module for what each means and its default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EndpointLimits {
+    /// Largest message a peer may send, in bytes (larger: close 1009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+    /// Largest frame a peer may send, in bytes (larger: close 1009).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_size: Option<usize>,
+    /// Milliseconds without a data message either way before the session is closed with 1001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Milliseconds of silence from the peer before a ping; twice that without an answer closes with 1001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_interval_ms: Option<u64>,
+    /// Sessions this endpoint serves at once (more: HTTP 503 before the upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Frames that may wait in a session's outbound queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_queue: Option<usize>,
+    /// Bytes that may wait in a session's outbound queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_queue_bytes: Option<usize>,
+    /// What a full outbound queue does: `"close"` (1013) or `"error"` (the send fails, the session stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_consumer: Option<SlowConsumer>,
+    /// Handler calls in a row that may fail on one session before it is closed with 1011.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_handler_failures: Option<u32>,
+    /// Milliseconds of its own running time one handler call may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler_deadline_ms: Option<u64>,
+    /// MiB of memory one handler instance may grow to; at most the host's `--handler-memory-mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler_memory_mib: Option<usize>,
+    /// Fuel one handler call may use; the host must meter fuel (`serve --fuel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+}
+
+impl EndpointLimits {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks that every override given is at least 1; the error names the field.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("max-message-size", self.max_message_size.map(|v| v as u64)),
+            ("max-frame-size", self.max_frame_size.map(|v| v as u64)),
+            ("idle-timeout-ms", self.idle_timeout_ms),
+            ("ping-interval-ms", self.ping_interval_ms),
+            ("max-connections", self.max_connections.map(|v| v as u64)),
+            ("outbound-queue", self.outbound_queue.map(|v| v as u64)),
+            ("outbound-queue-bytes", self.outbound_queue_bytes.map(|v| v as u64)),
+            ("max-handler-failures", self.max_handler_failures.map(u64::from)),
+            ("handler-deadline-ms", self.handler_deadline_ms),
+            ("handler-memory-mib", self.handler_memory_mib.map(|v| v as u64)),
+            ("fuel", self.fuel),
+        ];
+        for (field, value) in positive {
+            if value == Some(0) {
+                anyhow::bail!("field `limits.{field}` must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The limits one host runs with; `Limits::default()` is every `DEFAULT_*` above.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -211,7 +283,7 @@ pub struct ConnLimits {
 
 impl Limits {
     /// The limits of a connection on an endpoint with these overrides (none: an outbound client).
-    pub fn for_conn(&self, endpoint: Option<&crate::descriptor::EndpointLimits>) -> ConnLimits {
+    pub fn for_conn(&self, endpoint: Option<&EndpointLimits>) -> ConnLimits {
         let over = endpoint.cloned().unwrap_or_default();
         ConnLimits {
             max_message_size: over.max_message_size.unwrap_or(self.max_message_size),
@@ -233,7 +305,7 @@ impl Limits {
 
     /// Checks that the host can honour an endpoint's overrides: memory within its pool slots, fuel only when it
     /// meters fuel. The error names the field.
-    pub fn check_endpoint(&self, over: &crate::descriptor::EndpointLimits) -> anyhow::Result<()> {
+    pub fn check_endpoint(&self, over: &EndpointLimits) -> anyhow::Result<()> {
         if let Some(mib) = over.handler_memory_mib
             && mib << 20 > self.handler_memory
         {
@@ -258,7 +330,6 @@ impl Default for ConnLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::descriptor::EndpointLimits;
 
     #[test]
     fn endpoint_overrides_win_and_the_rest_comes_from_the_host() {

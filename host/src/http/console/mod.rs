@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -38,23 +37,6 @@ impl ConsoleMode {
             ConsoleMode::On => true,
             ConsoleMode::Off => false,
         }
-    }
-}
-
-/// Whether a host serves its console; off until [`Console::set`] turns it on (`wasmsock serve` does, per
-/// [`ConsoleMode`]).
-#[derive(Debug, Default)]
-pub struct Console(AtomicBool);
-
-impl Console {
-    /// Turns the console on or off.
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Release);
-    }
-
-    /// Whether the console is on.
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Acquire)
     }
 }
 

@@ -14,10 +14,11 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use wasmsock_wire::descriptor::Descriptor;
+use wasmsock_wire::{ClientOptions, Close, ConnError, Reconnect};
+
 use crate::app::App;
-use crate::client::{ClientOptions, Reconnect};
-use crate::frame::Close;
-use crate::hub::ConnError;
+use crate::control::metrics::CONTENT_TYPE;
 
 /// The largest component the admin API accepts. componentize-py components are about 18 MB; 64 MiB leaves room.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -95,7 +96,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let text =
         app.metrics.encode().map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}")))?;
-    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
 
 async fn list_endpoints(State(app): State<Arc<App>>) -> Json<Value> {
@@ -159,8 +160,7 @@ async fn deploy_descriptor(
     Path(name): Path<String>,
     body: String,
 ) -> Result<Json<Value>, ApiError> {
-    let descriptor =
-        crate::descriptor::Descriptor::parse(&body).inspect_err(|_| app.metrics.deploy("descriptor", false));
+    let descriptor = Descriptor::parse(&body).inspect_err(|_| app.metrics.deploy("descriptor", false));
     let descriptor = descriptor.map_err(ApiError::refused)?;
     if descriptor.endpoint != name {
         app.metrics.deploy("descriptor", false);
@@ -213,7 +213,7 @@ async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) 
         max: Duration::from_millis(new.reconnect_max_ms.unwrap_or(30_000).max(initial)),
         max_attempts: None,
     });
-    let conn = crate::client::create(&app, &new.uri, &new.handler, ClientOptions { reconnect }).map_err(|err| {
+    let conn = app.create_client(&new.uri, &new.handler, ClientOptions { reconnect }).map_err(|err| {
         let status = match err {
             ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ConnError::Closed | ConnError::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -18,28 +18,28 @@ pub enum Lang {
 }
 
 /// The WIT contract every project builds against.
-const WIT: &str = include_str!("../../../wit/websockets.wit");
+const WIT: &str = include_str!("../../../../wit/websockets.wit");
 
 const README: &str = include_str!("README.md.tmpl");
 
 const RUST_CARGO: &str = include_str!("Cargo.toml.tmpl");
 const RUST_SDK_CARGO: &str = include_str!("sdk-Cargo.toml.tmpl");
-const RUST_SDK: &str = include_str!("../../../sdk/rust/src/lib.rs");
-const RUST_HANDLER: &str = include_str!("../../../plugins/examples/echo/src/lib.rs");
+const RUST_SDK: &str = include_str!("../../../../sdk/rust/src/lib.rs");
+const RUST_HANDLER: &str = include_str!("../../../../plugins/examples/echo/src/lib.rs");
 /// The wit-bindgen the SDK is built with here (the workspace's `wit-bindgen` requirement).
 const WIT_BINDGEN: &str = "0.61";
 
 const JS_PACKAGE: &str = include_str!("package.json.tmpl");
-const JS_SDK_PACKAGE: &str = include_str!("../../../sdk/js/package.json");
-const JS_BUILD: &str = include_str!("../../../sdk/js/build.mjs");
-const JS_SDK: &str = include_str!("../../../sdk/js/index.js");
-const JS_SDK_TYPES: &str = include_str!("../../../sdk/js/index.d.ts");
-const JS_HANDLER: &str = include_str!("../../../plugins/examples/js-echo/handler.js");
+const JS_SDK_PACKAGE: &str = include_str!("../../../../sdk/js/package.json");
+const JS_BUILD: &str = include_str!("../../../../sdk/js/build.mjs");
+const JS_SDK: &str = include_str!("../../../../sdk/js/index.js");
+const JS_SDK_TYPES: &str = include_str!("../../../../sdk/js/index.d.ts");
+const JS_HANDLER: &str = include_str!("../../../../plugins/examples/js-echo/handler.js");
 
-const PY_BUILD: &str = include_str!("../../../sdk/python/build.py");
-const PY_SDK_INIT: &str = include_str!("../../../sdk/python/wasmsock/__init__.py");
-const PY_SDK: &str = include_str!("../../../sdk/python/wasmsock/websockets.py");
-const PY_HANDLER: &str = include_str!("../../../plugins/examples/py-echo/app.py");
+const PY_BUILD: &str = include_str!("../../../../sdk/python/build.py");
+const PY_SDK_INIT: &str = include_str!("../../../../sdk/python/wasmsock/__init__.py");
+const PY_SDK: &str = include_str!("../../../../sdk/python/wasmsock/websockets.py");
+const PY_HANDLER: &str = include_str!("../../../../plugins/examples/py-echo/app.py");
 /// The componentize-py the Python SDK's build pins.
 const COMPONENTIZE_PY: &str = "0.25.1";
 
@@ -49,7 +49,7 @@ const GITIGNORE: &str = "/target\n/node_modules\n/.venv\n__pycache__/\n*.wasm\n"
 /// paths and contents.
 pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
     check_name(name)?;
-    crate::descriptor::check_endpoint_name(endpoint)?;
+    wasmsock_wire::descriptor::check_endpoint_name(endpoint)?;
     let descriptor = serde_json::to_string_pretty(&serde_json::json!({
         "handler": format!("{name}/handler"),
         "endpoint": endpoint,
@@ -182,7 +182,7 @@ mod tests {
         for lang in [Lang::Rust, Lang::Js, Lang::Python] {
             let files = files("my-chat", lang, "chat").unwrap();
             let get = |p: &str| files.iter().find(|(path, _)| path == Path::new(p)).map(|(_, t)| t.clone()).unwrap();
-            let descriptor = crate::descriptor::Descriptor::parse(&get("my-chat.websocket")).unwrap();
+            let descriptor = wasmsock_wire::descriptor::Descriptor::parse(&get("my-chat.websocket")).unwrap();
             assert_eq!((descriptor.handler.as_str(), descriptor.endpoint.as_str()), ("my-chat/handler", "chat"));
             assert!(get("wit/websockets.wit").contains("world handler"));
             let readme = get("README.md");
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn pinned_versions_match_the_repository() {
-        let workspace = include_str!("../../../Cargo.toml");
+        let workspace = include_str!("../../../../Cargo.toml");
         assert!(workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")), "update WIT_BINDGEN");
         assert!(PY_BUILD.contains(&format!("COMPONENTIZE_PY = \"{COMPONENTIZE_PY}\"")), "update COMPONENTIZE_PY");
     }

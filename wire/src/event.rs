@@ -1,8 +1,4 @@
-//! The events handlers receive: what happened on which connection.
-
-use std::sync::Arc;
-
-use crate::hub::Conn;
+//! What handlers are told happened: the method (`onopen`, …) and what they can read about it.
 
 /// The kind of event (Dirigible's `getMethod()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -37,15 +33,6 @@ pub enum Payload {
     Text(String),
     /// A binary message.
     Binary(Vec<u8>),
-}
-
-/// One event for one connection's handler.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// The connection the event belongs to (still readable after it left the hub, for onclose).
-    pub conn: Arc<Conn>,
-    /// What happened.
-    pub kind: EventKind,
 }
 
 /// What happened, with what the handler can read about it.

@@ -11,8 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::event::Method;
-use crate::hub::{Conn, Direction};
+use wasmsock_wire::{Direction, Method};
+
 use crate::runtime::CallError;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -26,12 +26,12 @@ struct ConnLabels {
 }
 
 impl ConnLabels {
-    fn of(conn: &Conn) -> Self {
-        let direction = match conn.direction() {
+    fn of(endpoint: Option<&str>, direction: Direction) -> Self {
+        let direction = match direction {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
         };
-        Self { endpoint: conn.endpoint().unwrap_or_default().to_owned(), direction: direction.to_owned() }
+        Self { endpoint: endpoint.unwrap_or_default().to_owned(), direction: direction.to_owned() }
     }
 }
 
@@ -72,7 +72,7 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 4.0, 9))
 }
 
-/// One host's metrics. Each [`crate::App`] owns one, so hosts in one process (tests) count apart.
+/// One host's metrics. Each host owns one, so hosts in one process (tests) count apart.
 pub struct Metrics {
     registry: Registry,
     connections_open: Family<ConnLabels, Gauge>,
@@ -161,27 +161,27 @@ impl Metrics {
     }
 
     /// A connection was registered (an inbound session upgraded, or an outbound client started connecting).
-    pub fn connection_opened(&self, conn: &Conn) {
-        let labels = ConnLabels::of(conn);
+    pub fn connection_opened(&self, endpoint: Option<&str>, direction: Direction) {
+        let labels = ConnLabels::of(endpoint, direction);
         self.connections.get_or_create(&labels).inc();
         self.connections_open.get_or_create(&labels).inc();
     }
 
     /// A connection ended for good (it left the hub).
-    pub fn connection_closed(&self, conn: &Conn) {
-        self.connections_open.get_or_create(&ConnLabels::of(conn)).dec();
+    pub fn connection_closed(&self, endpoint: Option<&str>, direction: Direction) {
+        self.connections_open.get_or_create(&ConnLabels::of(endpoint, direction)).dec();
     }
 
     /// A data message of `bytes` payload bytes arrived on `conn`.
-    pub fn message_received(&self, conn: &Conn, bytes: usize) {
-        let labels = ConnLabels::of(conn);
+    pub fn message_received(&self, endpoint: Option<&str>, direction: Direction, bytes: usize) {
+        let labels = ConnLabels::of(endpoint, direction);
         self.messages_received.get_or_create(&labels).inc();
         self.bytes_received.get_or_create(&labels).inc_by(bytes as u64);
     }
 
     /// A data message of `bytes` payload bytes was written to `conn`'s socket.
-    pub fn message_sent(&self, conn: &Conn, bytes: usize) {
-        let labels = ConnLabels::of(conn);
+    pub fn message_sent(&self, endpoint: Option<&str>, direction: Direction, bytes: usize) {
+        let labels = ConnLabels::of(endpoint, direction);
         self.messages_sent.get_or_create(&labels).inc();
         self.bytes_sent.get_or_create(&labels).inc_by(bytes as u64);
     }
@@ -211,7 +211,7 @@ impl Metrics {
 
     /// The watch of the plugins root applied `report`: each handler swapped and endpoint changed is a deploy, each
     /// refused file a failed one.
-    pub fn reloaded(&self, report: &crate::registry::Reload) {
+    pub fn reloaded(&self, report: &super::registry::Reload) {
         self.count_deploys("watch", "handler", true, report.swapped.len());
         self.count_deploys("watch", "descriptor", true, report.changed.len());
         self.count_deploys("watch", "file", false, report.errors.len());

@@ -10,10 +10,10 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::app::App;
-use crate::event::{EventKind, Payload};
-use crate::frame::{Close, Frame, PeerError};
-use crate::hub::{Conn, ConnState, Outbox};
+use wasmsock_wire::{Close, ConnState, EventKind, Frame, Payload, PeerError};
+
+use super::ConnHost;
+use super::hub::{Conn, Outbox};
 
 /// How an open connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,27 +25,29 @@ pub enum Ended {
 }
 
 /// Runs an inbound session from open to onclose.
-pub async fn run<St, Si>(app: Arc<App>, conn: Arc<Conn>, outbox: Outbox, stream: St, sink: Si)
+pub async fn run<H, St, Si>(app: Arc<H>, conn: Arc<Conn>, outbox: Outbox, stream: St, sink: Si)
 where
+    H: ConnHost,
     St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send,
     Si: Sink<Frame> + Unpin + Send + 'static,
     Si::Error: Display,
 {
-    let _running = app.track();
+    let _running = app.hub().track();
     run_open(&app, &conn, outbox, stream, sink).await;
     finish(&app, &conn).await;
 }
 
 /// Runs a connection that is open: onopen, then onmessage per data message in order, and onerror for a failure,
 /// until the stream ends (or the closing handshake times out). Returns the outbox (for a reconnect) and who ended it.
-pub async fn run_open<St, Si>(
-    app: &Arc<App>,
+pub async fn run_open<H, St, Si>(
+    app: &Arc<H>,
     conn: &Arc<Conn>,
     outbox: Outbox,
     mut stream: St,
     sink: Si,
 ) -> (Outbox, Ended)
 where
+    H: ConnHost,
     St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send,
     Si: Sink<Frame> + Unpin + Send + 'static,
     Si::Error: Display,
@@ -76,7 +78,7 @@ where
             }
         } else {
             // Closing: wait a bounded time for the peer's close frame and the end of the stream.
-            match tokio::time::timeout(app.limits.close_timeout, stream.next()).await {
+            match tokio::time::timeout(app.limits().close_timeout, stream.next()).await {
                 Ok(next) => next,
                 Err(_) => {
                     tracing::debug!(conn = %conn_id, "the peer did not finish the closing handshake in time");
@@ -91,12 +93,12 @@ where
             None => break,
             Some(Ok(Frame::Text(text))) if conn.state() == ConnState::Open => {
                 conn.count_in();
-                app.metrics.message_received(conn, text.len());
+                app.metrics().message_received(conn.endpoint(), conn.direction(), text.len());
                 app.dispatch(conn, EventKind::Message(Payload::Text(text))).await;
             }
             Some(Ok(Frame::Binary(data))) if conn.state() == ConnState::Open => {
                 conn.count_in();
-                app.metrics.message_received(conn, data.len());
+                app.metrics().message_received(conn.endpoint(), conn.direction(), data.len());
                 app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
             }
             // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
@@ -116,7 +118,7 @@ where
         && conn.request_close_for_peer(close).is_ok()
     {
         // Give the writer a moment to put the close frame on the wire before the socket is dropped.
-        written = tokio::time::timeout(app.limits.close_timeout, &mut writer).await.ok();
+        written = tokio::time::timeout(app.limits().close_timeout, &mut writer).await.ok();
     }
     let _ = stop.send(());
     let written = match written {
@@ -141,25 +143,26 @@ where
 }
 
 /// Ends a connection for good: it leaves the hub, then its handler sees onclose.
-pub async fn finish(app: &Arc<App>, conn: &Arc<Conn>) {
-    app.hub.remove(conn.id());
-    app.metrics.connection_closed(conn);
+pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
+    app.hub().remove(conn.id());
+    app.metrics().connection_closed(conn.endpoint(), conn.direction());
     if conn.closed_for_full_queue() {
-        app.metrics.record_queue_full_close(conn.endpoint().unwrap_or_default());
+        app.metrics().record_queue_full_close(conn.endpoint().unwrap_or_default());
     }
     app.dispatch(conn, EventKind::Close).await;
 }
 
 /// Writes queued frames to the socket until the close frame has gone out, the socket fails, or `stop` fires; returns
 /// the outbox so frames queued later are kept for a reconnect.
-async fn write_frames<Si>(
-    app: Arc<App>,
+async fn write_frames<H, Si>(
+    app: Arc<H>,
     conn: Arc<Conn>,
     mut outbox: Outbox,
     mut sink: Si,
     mut stop: oneshot::Receiver<()>,
 ) -> Outbox
 where
+    H: ConnHost,
     Si: Sink<Frame> + Unpin,
     Si::Error: Display,
 {
@@ -191,7 +194,7 @@ where
         }
         if is_data {
             conn.count_out();
-            app.metrics.message_sent(&conn, bytes);
+            app.metrics().message_sent(conn.endpoint(), conn.direction(), bytes);
         }
     }
     outbox

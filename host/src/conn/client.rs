@@ -10,47 +10,25 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::app::App;
-use crate::event::EventKind;
-use crate::frame::{self, Frame};
-use crate::hub::{Conn, ConnError, ConnSpec, ConnState, Direction, Outbox};
-use crate::session::{self, Ended};
+use wasmsock_wire::frame::{self, Frame};
+use wasmsock_wire::{ClientOptions, ConnError, ConnState, Direction, EventKind, Limits};
+
+use super::ConnHost;
+use super::hub::{Conn, ConnSpec, Outbox};
+use super::session::{self, Ended};
 
 /// How often a client waiting to reconnect checks whether it was closed meanwhile.
 const RECONNECT_POLL: Duration = Duration::from_millis(50);
 
-/// Options of an outbound client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientOptions {
-    /// Reconnect when the connection fails or the server ends it; none: the first end is final.
-    pub reconnect: Option<Reconnect>,
-}
-
-/// An exponential backoff with jitter between reconnect attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reconnect {
-    /// The delay before the first attempt; doubled after each failed one.
-    pub initial: Duration,
-    /// The longest delay.
-    pub max: Duration,
-    /// Attempts in a row without an open connection before giving up; none: never.
-    pub max_attempts: Option<u32>,
-}
-
-impl Reconnect {
-    /// The delay before attempt `attempt` (1-based): `initial × 2^(attempt-1)`, capped at `max`, then scaled by a
-    /// random factor in [0.5, 1] so that many clients of one server do not reconnect in lockstep.
-    pub fn delay(&self, attempt: u32, random: u64) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(30);
-        let base = self.initial.saturating_mul(1 << exponent).min(self.max);
-        let factor = 0.5 + (random % 1000) as f64 / 2000.0;
-        base.mul_f64(factor)
-    }
-}
-
-/// Starts an outbound client to `uri` whose events go to `handler`. Returns at once, with the client connecting.
-pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) -> Result<Arc<Conn>, ConnError> {
-    if app.is_shutting_down() {
+/// Starts an outbound client to `uri` whose events go to `handler` (a handler the caller has checked exists). Returns at
+/// once, with the client connecting.
+pub fn create<H: ConnHost>(
+    app: &Arc<H>,
+    uri: &str,
+    handler: &str,
+    options: ClientOptions,
+) -> Result<Arc<Conn>, ConnError> {
+    if app.hub().is_shutting_down() {
         return Err(ConnError::Closed);
     }
     let lower = uri.to_ascii_lowercase();
@@ -58,11 +36,10 @@ pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) 
         return Err(ConnError::Invalid(format!("uri {uri:?} must start with ws:// or wss://")));
     }
     uri.into_client_request().map_err(|err| ConnError::Invalid(format!("uri {uri:?}: {err}")))?;
-    app.registry.check_handler(handler).map_err(|err| ConnError::Invalid(format!("{err:#}")))?;
-    if app.hub.outbound() >= app.limits.max_clients {
+    let max_clients = app.limits().max_clients;
+    if app.hub().outbound() >= max_clients {
         return Err(ConnError::Limit(format!(
-            "the host has its limit of {} outbound clients open (serve --max-clients)",
-            app.limits.max_clients
+            "the host has its limit of {max_clients} outbound clients open (serve --max-clients)"
         )));
     }
     if let Some(reconnect) = &options.reconnect
@@ -77,18 +54,17 @@ pub fn create(app: &Arc<App>, uri: &str, handler: &str, options: ClientOptions) 
         direction: Direction::Outbound,
         remote: None,
         protocol: None,
-        limits: app.limits.for_conn(None),
+        limits: app.limits().for_conn(None),
     };
-    let (conn, outbox) = app.hub.register(spec, ConnState::Connecting);
-    app.metrics.connection_opened(&conn);
+    let (conn, outbox) = app.hub().register(spec, ConnState::Connecting);
+    app.metrics().connection_opened(conn.endpoint(), conn.direction());
     tracing::debug!(conn = conn.id(), %uri, handler, "client connecting");
-    let span = crate::logging::connection_span(&conn);
+    let span = super::connection_span(&conn);
     tokio::spawn(tracing::Instrument::instrument(run(app.clone(), conn.clone(), outbox, options), span));
     Ok(conn)
 }
 
-fn config(app: &App) -> WebSocketConfig {
-    let limits = &app.limits;
+fn config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(limits.read_buffer)
         .max_message_size(Some(limits.max_message_size))
@@ -100,27 +76,29 @@ fn ws_error(err: &WsError) -> Option<&WsError> {
 }
 
 /// Connects once; on success runs the connection until it ends.
-async fn attempt(
-    app: &Arc<App>,
+async fn attempt<H: ConnHost>(
+    app: &Arc<H>,
     conn: &Arc<Conn>,
     uri: &str,
     outbox: Outbox,
 ) -> Result<(Outbox, Ended), (Outbox, String)> {
-    let connect = tokio_tungstenite::connect_async_with_config(uri, Some(config(app)), false);
-    match tokio::time::timeout(app.limits.connect_timeout, connect).await {
+    let connect = tokio_tungstenite::connect_async_with_config(uri, Some(config(app.limits())), false);
+    let connect_timeout = app.limits().connect_timeout;
+    match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok((socket, _response))) => {
             tracing::debug!(conn = conn.id(), %uri, "client open");
             let (sink, stream) = socket.split();
             let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
-            Ok(session::run_open(app, conn, outbox, frame::frames(stream, ws_error), sink).await)
+            Ok(session::run_open(app, conn, outbox, frame::frames(stream, frame::from_tungstenite, ws_error), sink)
+                .await)
         }
         Ok(Err(err)) => Err((outbox, format!("connecting to {uri} failed: {err}"))),
-        Err(_) => Err((outbox, format!("connecting to {uri} timed out after {:?}", app.limits.connect_timeout))),
+        Err(_) => Err((outbox, format!("connecting to {uri} timed out after {connect_timeout:?}"))),
     }
 }
 
-async fn run(app: Arc<App>, conn: Arc<Conn>, mut outbox: Outbox, options: ClientOptions) {
-    let _running = app.track();
+async fn run<H: ConnHost>(app: Arc<H>, conn: Arc<Conn>, mut outbox: Outbox, options: ClientOptions) {
+    let _running = app.hub().track();
     let uri = conn.info().uri;
     let random = RandomState::new();
     let mut failed_attempts = 0u32;
@@ -180,7 +158,7 @@ async fn wait_unless_closed(conn: &Conn, delay: Duration) -> bool {
 }
 
 /// Reports a final connect failure as onerror, naming the messages that were queued and will not be sent.
-async fn report_unsent(app: &Arc<App>, conn: &Arc<Conn>, outbox: &mut Outbox, failure: String) {
+async fn report_unsent<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>, outbox: &mut Outbox, failure: String) {
     conn.advance(ConnState::Closing);
     let unsent: Vec<String> = outbox.drain().iter().filter(|f| !f.is_close()).map(describe).collect();
     let message = if unsent.is_empty() {
@@ -197,22 +175,5 @@ fn describe(frame: &Frame) -> String {
         Frame::Text(text) => format!("{text:?}"),
         Frame::Binary(data) => format!("<{} bytes>", data.len()),
         Frame::Close(_) | Frame::Ping(_) | Frame::Pong(_) => "<control frame>".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
-        let policy = Reconnect { initial: Duration::from_millis(100), max: Duration::from_secs(1), max_attempts: None };
-        for (attempt, base_ms) in [(1, 100u64), (2, 200), (3, 400), (4, 800), (5, 1000), (40, 1000)] {
-            for random in [0, 499, 999, 123_456_789] {
-                let delay = policy.delay(attempt, random);
-                assert!(delay >= Duration::from_millis(base_ms / 2), "attempt {attempt}: {delay:?}");
-                assert!(delay <= Duration::from_millis(base_ms), "attempt {attempt}: {delay:?}");
-            }
-        }
     }
 }

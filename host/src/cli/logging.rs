@@ -24,18 +24,3 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
     }
 }
-
-/// The span a connection's tasks run in: its id, endpoint (empty for an outbound client), handler and direction.
-pub fn connection_span(conn: &crate::hub::Conn) -> tracing::Span {
-    let direction = match conn.direction() {
-        crate::hub::Direction::Inbound => "inbound",
-        crate::hub::Direction::Outbound => "outbound",
-    };
-    tracing::info_span!(
-        "connection",
-        conn = conn.id(),
-        endpoint = conn.endpoint().unwrap_or_default(),
-        handler = conn.handler(),
-        direction
-    )
-}

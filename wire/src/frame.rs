@@ -1,14 +1,13 @@
-//! The frames the host deals in, their pure conversions to and from the two WebSocket libraries' messages, and the
-//! turning of a socket's message stream into frames and [`PeerError`]s.
+//! The frames the host deals in, their pure conversions to and from tungstenite's messages, and the turning of a
+//! socket's message stream into frames and [`PeerError`]s.
 
 use std::fmt::Display;
 
-use axum::extract::ws as axum_ws;
 use futures_util::{Stream, StreamExt};
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::Message as TMessage;
-use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame as TCloseFrame, frame::coding::CloseCode};
+use tungstenite::Error as WsError;
+use tungstenite::Message as TMessage;
+use tungstenite::error::{CapacityError, ProtocolError};
+use tungstenite::protocol::{CloseFrame as TCloseFrame, frame::coding::CloseCode};
 
 /// The largest close reason RFC 6455 allows: a control frame carries at most 125 bytes, two of them the code.
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -93,36 +92,6 @@ impl Frame {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawFrame;
 
-impl From<Frame> for axum_ws::Message {
-    fn from(frame: Frame) -> Self {
-        match frame {
-            Frame::Text(text) => axum_ws::Message::Text(text.into()),
-            Frame::Binary(data) => axum_ws::Message::Binary(data.into()),
-            Frame::Close(close) => {
-                axum_ws::Message::Close(close.map(|c| axum_ws::CloseFrame { code: c.code, reason: c.reason.into() }))
-            }
-            Frame::Ping(data) => axum_ws::Message::Ping(data.into()),
-            Frame::Pong(data) => axum_ws::Message::Pong(data.into()),
-        }
-    }
-}
-
-impl TryFrom<axum_ws::Message> for Frame {
-    type Error = RawFrame;
-
-    fn try_from(message: axum_ws::Message) -> Result<Self, RawFrame> {
-        match message {
-            axum_ws::Message::Text(text) => Ok(Frame::Text(text.as_str().to_owned())),
-            axum_ws::Message::Binary(data) => Ok(Frame::Binary(data.to_vec())),
-            axum_ws::Message::Close(close) => {
-                Ok(Frame::Close(close.map(|c| Close { code: c.code, reason: c.reason.as_str().to_owned() })))
-            }
-            axum_ws::Message::Ping(data) => Ok(Frame::Ping(data.to_vec())),
-            axum_ws::Message::Pong(data) => Ok(Frame::Pong(data.to_vec())),
-        }
-    }
-}
-
 impl From<Frame> for TMessage {
     fn from(frame: Frame) -> Self {
         match frame {
@@ -152,6 +121,12 @@ impl TryFrom<TMessage> for Frame {
             TMessage::Frame(_) => Err(RawFrame),
         }
     }
+}
+
+/// A tungstenite message as a frame; none for a raw frame (see [`RawFrame`]). The `to_frame` of [`frames`] for
+/// tungstenite streams.
+pub fn from_tungstenite(message: TMessage) -> Option<Frame> {
+    Frame::try_from(message).ok()
 }
 
 /// A failure of the connection itself, as the session reports it to the handler.
@@ -195,14 +170,16 @@ pub fn is_end_of_stream(err: &WsError) -> bool {
     matches!(err, WsError::ConnectionClosed | WsError::AlreadyClosed)
 }
 
-/// Turns a socket's message stream into a stream of frames: the end-of-stream errors end it, and every other error becomes a [`PeerError`].
+/// Turns a socket's message stream into a stream of frames: `to_frame` converts a library message (none: not a frame,
+/// skipped), the end-of-stream errors end the stream, and every other error becomes a [`PeerError`].
 pub fn frames<S, M, E>(
     stream: S,
+    to_frame: fn(M) -> Option<Frame>,
     to_ws_error: fn(&E) -> Option<&WsError>,
 ) -> impl Stream<Item = Result<Frame, PeerError>> + Unpin + Send
 where
     S: Stream<Item = Result<M, E>> + Unpin + Send,
-    M: TryInto<Frame> + Send,
+    M: Send,
     E: Display + Send,
 {
     stream
@@ -212,7 +189,7 @@ where
         })
         .filter_map(move |item| {
             std::future::ready(match item {
-                Ok(message) => message.try_into().ok().map(Ok),
+                Ok(message) => to_frame(message).map(Ok),
                 Err(err) => Some(Err(match to_ws_error(&err) {
                     Some(ws) => PeerError::from(ws),
                     None => PeerError { message: format!("the connection failed: {err}"), close: None },
@@ -237,14 +214,6 @@ mod tests {
     }
 
     #[test]
-    fn frames_round_trip_through_axum_messages() {
-        for frame in samples() {
-            let message = axum_ws::Message::from(frame.clone());
-            assert_eq!(Frame::try_from(message), Ok(frame));
-        }
-    }
-
-    #[test]
     fn frames_round_trip_through_tungstenite_messages() {
         for frame in samples() {
             let message = TMessage::from(frame.clone());
@@ -254,9 +223,9 @@ mod tests {
 
     #[test]
     fn pings_and_pongs_are_frames_and_raw_frames_are_not() {
-        assert_eq!(Frame::try_from(axum_ws::Message::Ping(vec![1].into())), Ok(Frame::Ping(vec![1])));
+        assert_eq!(Frame::try_from(TMessage::Ping(vec![1].into())), Ok(Frame::Ping(vec![1])));
         assert_eq!(Frame::try_from(TMessage::Pong(vec![2].into())), Ok(Frame::Pong(vec![2])));
-        let raw = tokio_tungstenite::tungstenite::protocol::frame::Frame::ping(vec![1]);
+        let raw = tungstenite::protocol::frame::Frame::ping(vec![1]);
         assert_eq!(Frame::try_from(TMessage::Frame(raw)), Err(RawFrame));
     }
 

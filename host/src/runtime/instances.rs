@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::descriptor::Lifecycle;
-use crate::event::Event;
-use crate::runtime::{CallError, Handler, HostServices, Resident, Runtime};
+use wasmsock_wire::descriptor::Lifecycle;
+
+use super::engine::{CallError, Handler, Resident, Runtime};
+use super::services::{Event, HostServices};
 
 /// One kept instance and the lock that runs its events one at a time.
 type Kept = Arc<tokio::sync::Mutex<Option<Resident>>>;

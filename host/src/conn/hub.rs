@@ -1,4 +1,5 @@
-//! The connection registry: every live inbound session and outbound client, its state and its outbound queue.
+//! The connection registry: every live inbound session and outbound client, its state and its outbound queue, and the
+//! count of running sessions that shutdown drains.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -6,79 +7,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{Notify, mpsc};
 
-use crate::frame::{Close, Frame};
-use crate::limits::{ConnLimits, SlowConsumer};
+use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
 
-/// Which side opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// A peer connected to one of our endpoints.
-    Inbound,
-    /// We connected out with `create-websocket`.
-    Outbound,
-}
-
-/// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnState {
-    /// An outbound client still connecting; sends are queued.
-    Connecting = 0,
-    /// Open both ways.
-    Open = 1,
-    /// A close frame was sent or received; sends are refused.
-    Closing = 2,
-    /// Gone.
-    Closed = 3,
-}
-
-impl ConnState {
-    fn from_u8(value: u8) -> Self {
-        match value {
-            0 => ConnState::Connecting,
-            1 => ConnState::Open,
-            2 => ConnState::Closing,
-            _ => ConnState::Closed,
-        }
-    }
-}
-
-/// What the host knows about one connection (the WIT `client-info`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ClientInfo {
-    /// Host-wide unique id.
-    pub id: String,
-    /// Request path and query (inbound) or the URI connected to (outbound).
-    pub uri: String,
-    /// The handler receiving this connection's events.
-    pub handler: String,
-    /// The endpoint of an inbound session.
-    pub endpoint: Option<String>,
-    /// Inbound or outbound.
-    pub direction: Direction,
-    /// The state when this was read.
-    pub state: ConnState,
-    /// The subprotocol agreed in the handshake, if any.
-    pub protocol: Option<String>,
-}
-
-/// Why an operation on a connection did not happen (the WIT `error`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConnError {
-    /// No live connection has this id.
-    #[error("no connection has id {0}")]
-    UnknownClient(String),
-    /// The connection is closing or closed.
-    #[error("the connection is closing or closed")]
-    Closed,
-    /// An argument was not acceptable.
-    #[error("invalid argument: {0}")]
-    Invalid(String),
-    /// A limit was reached.
-    #[error("limit reached: {0}")]
-    Limit(String),
-}
+use crate::runtime::Connection;
 
 /// What a new connection is, before it has an id.
 #[derive(Debug, Clone)]
@@ -334,6 +265,28 @@ impl Conn {
     }
 }
 
+impl Connection for Conn {
+    fn id(&self) -> &str {
+        Conn::id(self)
+    }
+
+    fn info(&self) -> ClientInfo {
+        Conn::info(self)
+    }
+
+    fn limits(&self) -> &ConnLimits {
+        Conn::limits(self)
+    }
+
+    fn send(&self, frame: Frame) -> Result<(), ConnError> {
+        Conn::send(self, frame)
+    }
+
+    fn close(&self, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError> {
+        Conn::close(self, code, reason)
+    }
+}
+
 /// The receiving end of a connection's outbound queue, owned by the task that writes to its socket.
 #[derive(Debug)]
 pub struct Outbox {
@@ -400,6 +353,18 @@ pub struct Hub {
     admitted: Arc<Mutex<Admitted>>,
     failure_closes: Mutex<HashMap<String, u64>>,
     outbound: AtomicUsize,
+    running: Arc<AtomicUsize>,
+    shutting_down: AtomicBool,
+}
+
+/// Counts a running session until dropped (after its onclose), so shutdown can wait for every one.
+#[derive(Debug)]
+pub struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -433,6 +398,27 @@ impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
         Self { next: AtomicU64::new(1), ..Self::default() }
+    }
+
+    /// Marks a session (inbound or outbound) as running until the guard is dropped.
+    pub fn track(&self) -> Running {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Running(self.running.clone())
+    }
+
+    /// How many sessions are running, including ones whose connection ended but whose onclose is still running.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// Refuses new connections from now on (the host is draining).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether the host is draining for shutdown (new connections are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Takes a place for a new session of `endpoint`, or says which limit is reached: at most `host_max` sessions in

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use crate::limits::EndpointLimits;
+
 /// The file extension of descriptors.
 pub const DESCRIPTOR_EXTENSION: &str = "websocket";
 
@@ -82,77 +84,6 @@ impl Lifecycle {
 
 /// The most origins or protocols one descriptor may list.
 pub const MAX_LIST_LEN: usize = 100;
-
-/// Per-endpoint overrides of the host's limits (see `limits.rs` for what each means and its default).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct EndpointLimits {
-    /// Largest message a peer may send, in bytes (larger: close 1009).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_message_size: Option<usize>,
-    /// Largest frame a peer may send, in bytes (larger: close 1009).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_frame_size: Option<usize>,
-    /// Milliseconds without a data message either way before the session is closed with 1001.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout_ms: Option<u64>,
-    /// Milliseconds of silence from the peer before a ping; twice that without an answer closes with 1001.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ping_interval_ms: Option<u64>,
-    /// Sessions this endpoint serves at once (more: HTTP 503 before the upgrade).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<usize>,
-    /// Frames that may wait in a session's outbound queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbound_queue: Option<usize>,
-    /// Bytes that may wait in a session's outbound queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outbound_queue_bytes: Option<usize>,
-    /// What a full outbound queue does: `"close"` (1013) or `"error"` (the send fails, the session stays).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slow_consumer: Option<crate::limits::SlowConsumer>,
-    /// Handler calls in a row that may fail on one session before it is closed with 1011.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_handler_failures: Option<u32>,
-    /// Milliseconds of its own running time one handler call may take.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handler_deadline_ms: Option<u64>,
-    /// MiB of memory one handler instance may grow to; at most the host's `--handler-memory-mib`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handler_memory_mib: Option<usize>,
-    /// Fuel one handler call may use; the host must meter fuel (`serve --fuel`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fuel: Option<u64>,
-}
-
-impl EndpointLimits {
-    /// Whether nothing is overridden.
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    fn check(&self) -> anyhow::Result<()> {
-        let positive = [
-            ("max-message-size", self.max_message_size.map(|v| v as u64)),
-            ("max-frame-size", self.max_frame_size.map(|v| v as u64)),
-            ("idle-timeout-ms", self.idle_timeout_ms),
-            ("ping-interval-ms", self.ping_interval_ms),
-            ("max-connections", self.max_connections.map(|v| v as u64)),
-            ("outbound-queue", self.outbound_queue.map(|v| v as u64)),
-            ("outbound-queue-bytes", self.outbound_queue_bytes.map(|v| v as u64)),
-            ("max-handler-failures", self.max_handler_failures.map(u64::from)),
-            ("handler-deadline-ms", self.handler_deadline_ms),
-            ("handler-memory-mib", self.handler_memory_mib.map(|v| v as u64)),
-            ("fuel", self.fuel),
-        ];
-        for (field, value) in positive {
-            if value == Some(0) {
-                bail!("field `limits.{field}` must be at least 1");
-            }
-        }
-        Ok(())
-    }
-}
 
 impl Descriptor {
     /// Parses and checks a descriptor's text; errors name the field at fault.

@@ -25,18 +25,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tracing::Instrument as _;
 
+use wasmsock_wire::frame::{self, Frame};
+use wasmsock_wire::{ConnLimits, ConnState, Direction};
+
+use super::message::{from_axum, to_axum};
 use crate::app::App;
-use crate::frame::{self, Frame};
-use crate::hub::{Admission, ConnSpec, ConnState, Direction};
-use crate::registry::Endpoint;
-use crate::session;
+use crate::conn::{Admission, ConnSpec, connection_span, session};
+use crate::control::registry::Endpoint;
 
 /// The router for one host. Bind it with [`serve`], or with `axum::serve` on a listener of your own.
 pub fn app(state: Arc<App>) -> Router {
     Router::new()
         .route("/websockets/service/{endpoint}", get(upgrade))
         .route("/websockets/v4/service/{endpoint}", get(upgrade))
-        .merge(crate::console::router())
+        .merge(super::console::router())
         .with_state(state)
 }
 
@@ -114,7 +116,7 @@ struct SessionStart {
     endpoint: Arc<Endpoint>,
     path: String,
     remote: SocketAddr,
-    limits: crate::limits::ConnLimits,
+    limits: ConnLimits,
     admission: Admission,
 }
 
@@ -130,12 +132,12 @@ async fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) {
         limits,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
-    app.metrics.connection_opened(&conn);
+    app.metrics.connection_opened(conn.endpoint(), conn.direction());
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
     let (sink, stream) = socket.split();
-    let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(frame.into())));
-    let span = crate::logging::connection_span(&conn);
-    session::run(app, conn, outbox, frame::frames(stream, ws_error), sink).instrument(span).await;
+    let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(to_axum(frame))));
+    let span = connection_span(&conn);
+    session::run(app, conn, outbox, frame::frames(stream, from_axum, ws_error), sink).instrument(span).await;
 }
 
 /// The main listener: every accepted TCP connection must finish its HTTP handshake within the handshake timeout.
@@ -283,7 +285,7 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let admin_task = admin.map(|admin| {
-        let router = crate::admin::router(app.clone(), admin.token);
+        let router = super::admin::router(app.clone(), admin.token);
         let stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
             axum::serve(admin.listener, router.into_make_service_with_connect_info::<SocketAddr>())

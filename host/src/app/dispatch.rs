@@ -1,0 +1,144 @@
+//! Where an event crosses into wasm: the app runs one event of a connection through its endpoint's handler in the
+//! instance its lifecycle asks for, applies the failure policy, and serves the handler's imports ([`HostServices`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmsock_wire::frame::MAX_CLOSE_REASON;
+use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Limits, Method};
+
+use super::App;
+use crate::conn::{Conn, ConnHost, Hub};
+use crate::control::metrics::Metrics;
+use crate::runtime::{CallError, Connection, Event, HostServices};
+
+impl App {
+    /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
+    /// why; every failure is logged with the handler and connection, and costs only this event. When the handler has
+    /// failed `max-handler-failures` calls in a row on this connection, the connection is closed with 1011.
+    pub async fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) {
+        let method = kind.method();
+        let Some(services) = self.services() else {
+            return;
+        };
+        let loaded = match self.registry.handler(&self.runtime, conn.handler()).await {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                tracing::error!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err:#}");
+                return;
+            }
+        };
+        // Outbound clients have no endpoint: their events run per event.
+        let lifecycle = conn.endpoint().and_then(|name| self.registry.endpoint(name)).map(|e| e.instance);
+        let lifecycle = lifecycle.unwrap_or_default();
+        let started = Instant::now();
+        let event = Event { conn: conn.clone(), kind };
+        let span = tracing::info_span!("event", method = method.as_str());
+        let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services.clone());
+        let result = tracing::Instrument::instrument(call, span).await;
+        self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
+        tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
+        if method == Method::OnClose {
+            self.instances.forget_connection(conn.id());
+        }
+        let Err(err) = result else {
+            conn.count_success();
+            return;
+        };
+        tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
+        if matches!(err, CallError::NoResidentSlot { .. }) {
+            // No instance can take this connection's events: tell the peer to come back later.
+            let _ = conn.request_close(Close::new(1013, "no handler instance free; try again later"));
+            return;
+        }
+        if method != Method::OnClose {
+            self.count_failure(conn, &err.to_string());
+        }
+        if matches!(method, Method::OnOpen | Method::OnMessage) {
+            let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
+            let started = Instant::now();
+            let span = tracing::info_span!("event", method = "onerror");
+            let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services);
+            let result = tracing::Instrument::instrument(call, span).await;
+            self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
+            if let Err(err) = result {
+                tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
+            }
+        }
+    }
+
+    /// Counts a failed call on `conn`; the last one allowed in a row closes the connection with 1011.
+    fn count_failure(&self, conn: &Arc<Conn>, error: &str) {
+        let in_a_row = conn.count_failure();
+        let max = conn.limits().max_handler_failures;
+        if in_a_row != max {
+            return;
+        }
+        let reason = truncate(&format!("handler failed {max} events in a row: {error}"), MAX_CLOSE_REASON);
+        if conn.request_close(Close::new(1011, reason)).is_ok() {
+            tracing::warn!(
+                conn = conn.id(),
+                handler = conn.handler(),
+                "closing with 1011: the handler failed {max} events in a row"
+            );
+            if let Some(endpoint) = conn.endpoint() {
+                self.hub.count_failure_close(endpoint);
+            }
+        }
+    }
+
+    fn services(&self) -> Option<Arc<dyn HostServices>> {
+        self.me.upgrade().map(|app| app as Arc<dyn HostServices>)
+    }
+}
+
+impl ConnHost for App {
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send {
+        App::dispatch(self, conn, kind)
+    }
+}
+
+impl HostServices for App {
+    fn connection(&self, id: &str) -> Option<Arc<dyn Connection>> {
+        self.hub.get(id).map(|conn| conn as Arc<dyn Connection>)
+    }
+
+    fn connections(&self) -> Vec<ClientInfo> {
+        self.hub.list()
+    }
+
+    fn client_by_handler(&self, handler: &str) -> Option<Arc<dyn Connection>> {
+        self.hub.by_handler(handler).map(|conn| conn as Arc<dyn Connection>)
+    }
+
+    fn create_websocket(
+        &self,
+        uri: &str,
+        handler: &str,
+        options: ClientOptions,
+    ) -> Result<Arc<dyn Connection>, ConnError> {
+        self.create_client(uri, handler, options).map(|conn| conn as Arc<dyn Connection>)
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -1,0 +1,174 @@
+//! The app: one host's rooms wired together (runtime, registry, hub, metrics, kept instances) with its start, reload,
+//! watch and drain. The dispatch of events to handlers is in `dispatch.rs`.
+
+mod dispatch;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use wasmsock_wire::{ClientOptions, Close, ConnError, Limits};
+
+use crate::conn::{Conn, Hub};
+use crate::control::metrics::Metrics;
+use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
+use crate::runtime::{Instances, Runtime};
+
+/// Everything one host shares between its connections.
+#[derive(Debug)]
+pub struct App {
+    /// The WebAssembly runtime.
+    pub runtime: Arc<Runtime>,
+    /// Endpoints and handlers.
+    pub registry: Registry,
+    /// Live connections.
+    pub hub: Hub,
+    /// The limits in force.
+    pub limits: Limits,
+    /// The host's metrics (`/metrics` on the admin listener).
+    pub metrics: Metrics,
+    /// Whether the browser console is served on the main listener.
+    pub console: Console,
+    /// Handler instances kept between events (`per-connection` and `shared` endpoints).
+    pub instances: Instances,
+    me: Weak<App>,
+}
+
+/// Whether a host serves its browser console; off until [`Console::set`] turns it on (`wasmsock serve` does, per
+/// its `--console` mode).
+#[derive(Debug, Default)]
+pub struct Console(AtomicBool);
+
+impl Console {
+    /// Turns the console on or off.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Release);
+    }
+
+    /// Whether the console is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl App {
+    /// Starts a runtime with `limits` and loads the plugins under `root`, caching compiled components in
+    /// `root/.wasmsock-cache`. Returns the app and one error per descriptor or component that could not be loaded
+    /// (those are left out; the rest is served).
+    pub async fn load(root: &Path, limits: Limits) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
+        Self::start(root, Some(root.join(DEFAULT_CACHE_DIR)), limits).await
+    }
+
+    /// Like [`App::load`], with the compile cache in `cache_dir` (none: no cache).
+    pub async fn start(
+        root: &Path,
+        cache_dir: Option<PathBuf>,
+        limits: Limits,
+    ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
+        let runtime = Arc::new(Runtime::new(&limits)?);
+        let registry = Registry::new(root, cache_dir);
+        let errors = registry.reload(&runtime).await.errors;
+        let hub = Hub::new();
+        let app = Arc::new_cyclic(|me| App {
+            runtime,
+            registry,
+            hub,
+            limits,
+            metrics: Metrics::new(),
+            console: Console::default(),
+            instances: Instances::default(),
+            me: me.clone(),
+        });
+        Ok((app, errors))
+    }
+
+    /// Whether the host is draining for shutdown (new connections are refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.hub.is_shutting_down()
+    }
+
+    /// How many sessions are running, including ones whose connection ended but whose onclose is still running.
+    pub fn sessions(&self) -> usize {
+        self.hub.running()
+    }
+
+    /// Starts an outbound client to `uri` for `handler`, which must be deployed; returns at once with the client
+    /// connecting. What handlers, the admin API and `serve --connect` all go through.
+    pub fn create_client(&self, uri: &str, handler: &str, options: ClientOptions) -> Result<Arc<Conn>, ConnError> {
+        let app = self.me.upgrade().ok_or(ConnError::Closed)?;
+        self.registry.check_handler(handler).map_err(|err| ConnError::Invalid(format!("{err:#}")))?;
+        crate::conn::client::create(&app, uri, handler, options)
+    }
+
+    /// Reads the plugins root again and applies what changed; sessions of removed endpoints are closed with 1001.
+    pub async fn reload(&self) -> Reload {
+        let report = self.registry.reload(&self.runtime).await;
+        self.metrics.reloaded(&report);
+        for endpoint in &report.removed {
+            self.close_endpoint_sessions(endpoint);
+        }
+        for err in &report.errors {
+            tracing::error!("{err:#}");
+        }
+        if !(report.removed.is_empty() && report.changed.is_empty() && report.swapped.is_empty()) {
+            tracing::info!(changed = ?report.changed, removed = ?report.removed, swapped = ?report.swapped, "reloaded");
+        }
+        report
+    }
+
+    /// Closes every session of `endpoint` with 1001: the endpoint was removed.
+    pub fn close_endpoint_sessions(&self, endpoint: &str) {
+        for conn in self.hub.all() {
+            if conn.endpoint() == Some(endpoint) {
+                let _ = conn.request_close(Close::new(1001, format!("endpoint {endpoint} was removed")));
+            }
+        }
+    }
+
+    /// Watches the plugins root and reloads when its descriptors or components change. A change is applied once the
+    /// files have stayed the same for one more `interval`, so a file still being written is not loaded.
+    pub fn watch(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let app = Arc::downgrade(self);
+        let root = self.registry.root().to_path_buf();
+        tokio::spawn(async move {
+            let mut applied = fingerprint(&root);
+            let mut pending = applied.clone();
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(app) = app.upgrade() else { return };
+                if app.is_shutting_down() {
+                    return;
+                }
+                let seen = {
+                    let root = root.clone();
+                    tokio::task::spawn_blocking(move || fingerprint(&root)).await.unwrap_or_default()
+                };
+                if seen != pending {
+                    pending = seen; // Still changing: wait for it to settle.
+                } else if seen != applied {
+                    app.reload().await;
+                    applied = seen;
+                }
+            }
+        })
+    }
+
+    /// Stops accepting connections, sends 1001 to every live connection and waits (up to the shutdown grace) until
+    /// every one has ended and its handler has seen onclose.
+    pub async fn shutdown(&self) {
+        self.hub.begin_shutdown();
+        let conns = self.hub.all();
+        tracing::info!(connections = conns.len(), "shutting down");
+        for conn in &conns {
+            let _ = conn.request_close(Close::new(1001, "host shutting down"));
+        }
+        let deadline = Instant::now() + self.limits.shutdown_grace;
+        while self.sessions() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if self.sessions() > 0 {
+            tracing::warn!(sessions = self.sessions(), "shutdown grace ran out with sessions still running");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The connection layer: every live connection (the hub), one connection's life from open to onclose whatever its
+//! socket (the session), and outbound clients. It hands events up through [`ConnHost`] and knows neither the app
+//! that implements it nor the HTTP side that accepts inbound sessions.
+
+pub mod client;
+pub mod hub;
+pub mod session;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use wasmsock_wire::{Direction, EventKind, Limits};
+
+use crate::control::metrics::Metrics;
+pub use hub::{Admission, Conn, ConnSpec, ConnStats, Hub, Outbox};
+
+/// What the connection layer needs from the host it runs in: the hub, the limits, the metrics, and where events go.
+pub trait ConnHost: Send + Sync + 'static {
+    /// Every live connection.
+    fn hub(&self) -> &Hub;
+    /// The limits in force.
+    fn limits(&self) -> &Limits;
+    /// The host's metrics.
+    fn metrics(&self) -> &Metrics;
+    /// Runs one event of `conn` through its handler; resolves when the handler is done with it.
+    fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send;
+}
+
+/// The span a connection's tasks run in: its id, endpoint (empty for an outbound client), handler and direction.
+pub fn connection_span(conn: &Conn) -> tracing::Span {
+    let direction = match conn.direction() {
+        Direction::Inbound => "inbound",
+        Direction::Outbound => "outbound",
+    };
+    tracing::info_span!(
+        "connection",
+        conn = conn.id(),
+        endpoint = conn.endpoint().unwrap_or_default(),
+        handler = conn.handler(),
+        direction
+    )
+}

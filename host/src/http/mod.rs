@@ -1,0 +1,9 @@
+//! The HTTP faces of a host, on top of the app: the main listener (upgrades to `/websockets/service/{endpoint}`, the
+//! console page) and the admin API with `/metrics`. They do HTTP work only, then hand a socket to the connection layer.
+
+pub mod admin;
+pub mod console;
+mod message;
+pub mod server;
+
+pub use server::{AdminListener, serve};

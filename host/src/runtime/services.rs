@@ -1,0 +1,47 @@
+//! What the runtime needs from the host around it, as traits it defines: the connection an event belongs to, and the
+//! services a handler's imports reach (live connections, new outbound clients). The connection layer implements them;
+//! the runtime never imports it.
+
+use std::sync::Arc;
+
+use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnLimits, EventKind, Frame};
+
+/// A live connection as a handler's imports see it: who it is, its limits, and sending to it and closing it.
+pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
+    /// The connection's host-wide id.
+    fn id(&self) -> &str;
+    /// What the host knows about it now (the WIT `client-info`).
+    fn info(&self) -> ClientInfo;
+    /// The limits it runs with (a handler call's deadline, memory and fuel come from here).
+    fn limits(&self) -> &ConnLimits;
+    /// Queues a data frame without waiting.
+    fn send(&self, frame: Frame) -> Result<(), ConnError>;
+    /// Starts the closing handshake with a close a handler asked for (checked here).
+    fn close(&self, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError>;
+}
+
+/// One event for one connection's handler.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The connection the event belongs to (still readable after it ended, for onclose).
+    pub conn: Arc<dyn Connection>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What a handler's imports reach outside the runtime: the live connections and the way to open new ones.
+pub trait HostServices: Send + Sync + 'static {
+    /// The live connection with this id.
+    fn connection(&self, id: &str) -> Option<Arc<dyn Connection>>;
+    /// Every live connection, oldest first.
+    fn connections(&self) -> Vec<ClientInfo>;
+    /// The oldest live outbound client whose events go to `handler`.
+    fn client_by_handler(&self, handler: &str) -> Option<Arc<dyn Connection>>;
+    /// Starts an outbound client; returns at once with the client still connecting.
+    fn create_websocket(
+        &self,
+        uri: &str,
+        handler: &str,
+        options: ClientOptions,
+    ) -> Result<Arc<dyn Connection>, ConnError>;
+}

@@ -1,0 +1,63 @@
+//! What one handler instance's store holds: WASI, the event it handles, the services its imports reach, its memory
+//! cap and deadline, and the host side of the connection handles it holds.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::services::{Connection, Event, HostServices};
+
+/// The host side of a guest's `websocket-client` handle: the connection it names. Holding the connection (not its
+/// id) keeps `info` true after the connection ended: its state says `closed`.
+#[derive(Debug)]
+pub struct ClientRef {
+    pub(super) conn: Arc<dyn Connection>,
+}
+
+/// The store data of one handler instance: WASI, the event it handles and the connections it can reach.
+pub struct State {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) memory: MemoryCap,
+    pub(super) event: Event,
+    pub(super) handler: String,
+    pub(super) services: Arc<dyn HostServices>,
+    pub(super) deadline: Instant,
+    /// The call's deadline and fuel (the connection's limits), for telling why it was stopped.
+    pub(super) call_deadline: Duration,
+    pub(super) call_fuel: Option<u64>,
+    /// Nanoseconds the call has spent yielded to other tasks; the deadline moves out by as much, so it bounds the
+    /// handler's own running time, not how busy the rest of the host is.
+    pub(super) yielded: Arc<AtomicU64>,
+    pub(super) handles: usize,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Refuses memory growth past the cap, and remembers that it did so a trap can be told apart from others.
+pub(super) struct MemoryCap {
+    pub(super) cap: usize,
+    pub(super) hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.hit = true;
+            return Err(wasmtime::Error::msg(format!("memory cap of {} bytes reached (wanted {desired})", self.cap)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        // The pooling allocator's table size bounds tables.
+        Ok(true)
+    }
+}

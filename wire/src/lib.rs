@@ -1,0 +1,14 @@
+//! wasmsock's pure protocol layer, the bottom of the host: the frames it deals in, close codes, limits and their
+//! defaults, `.websocket` descriptors, and the plain data about connections and events that the runtime, the
+//! connection layer and the admin API share. It knows no tokio and no wasmtime, so the fuzz targets build it as it is.
+
+pub mod conn;
+pub mod descriptor;
+pub mod event;
+pub mod frame;
+pub mod limits;
+
+pub use conn::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Reconnect};
+pub use event::{EventKind, Method, Payload};
+pub use frame::{Close, Frame, PeerError};
+pub use limits::{ConnLimits, EndpointLimits, Limits, SlowConsumer};
