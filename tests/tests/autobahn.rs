@@ -112,13 +112,14 @@ async fn client_side_all_cases_pass_with_clean_closes() {
     let plugins = Plugins::new()
         .handler("tests/recorder", "recorder")
         .endpoint("driver", "tests/recorder")
-        .handler("examples/echo", "echo");
+        // In the recorder's project: a handler creates clients only for handlers of its own project.
+        .handler("tests/echo", "echo");
     let host = TestHost::start(plugins).await;
     let mut driver = host.connect("driver").await;
     let started = Instant::now();
     for case in 1..=count {
         let uri = format!("{base}/runCase?case={case}&agent=wasmsock");
-        send(&mut driver, &format!("connect-with {uri} examples/echo")).await;
+        send(&mut driver, &format!("connect-with {uri} tests/echo")).await;
         let reply = text(&mut driver).await;
         assert!(reply.starts_with("created "), "case {case}: {reply}");
         let case_deadline = Instant::now() + CASE_LIMIT;

@@ -12,8 +12,9 @@ fn plugins() -> Plugins {
     Plugins::new()
         .handler("tests/recorder", "recorder")
         .endpoint("rec", "tests/recorder")
-        .handler("examples/echo", "echo")
-        .endpoint("echo", "examples/echo")
+        // In the recorder's project: a handler reaches only its own project's connections.
+        .handler("tests/echo", "echo")
+        .endpoint("echo", "tests/echo")
 }
 
 /// Sends a command on the driver session and returns the reply.
@@ -64,7 +65,7 @@ async fn a_client_of_the_hosts_own_endpoint_gets_its_echo() {
     assert_eq!(observer.expect(&id, "onmessage").await, "loopback");
     // Both ends are listed: the client (outbound) and the echo session it opened (inbound).
     let listing = command(&mut driver, "clients").await;
-    assert!(listing.contains("|examples/echo|echo|inbound|open"), "{listing}");
+    assert!(listing.contains("|tests/echo|echo|inbound|open"), "{listing}");
     assert!(listing.contains(&format!("{id}|")), "{listing}");
     assert_eq!(command(&mut driver, &format!("client-close {id}")).await, "ok");
     assert_eq!(observer.expect(&id, "onclose").await, "");

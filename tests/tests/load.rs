@@ -31,13 +31,13 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
     let plugins = Plugins::new()
         .handler("tests/recorder", "recorder")
         .endpoint("rec", "tests/recorder")
-        .handler("examples/echo", "echo");
+        .handler("tests/echo", "echo");
     let host = BinaryHost::start(&plugins, &[]).await;
     let pid = host.pid();
     let mut driver = connect(&host.url("rec")).await;
     let idle = rss_kib(pid);
     // Warm up: one round of 50 so the runtime's pools and the allocator reach their working size.
-    send(&mut driver, &format!("connect-many 50 {} examples/echo warm", peer.url("/"))).await;
+    send(&mut driver, &format!("connect-many 50 {} tests/echo warm", peer.url("/"))).await;
     assert_eq!(text(&mut driver).await, "created 50, 0 failed");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -55,7 +55,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
     for round in 1..=3 {
         let before = rss_kib(pid);
         let started = Instant::now();
-        send(&mut driver, &format!("connect-many {CLIENTS} {} examples/echo hello", peer.url("/"))).await;
+        send(&mut driver, &format!("connect-many {CLIENTS} {} tests/echo hello", peer.url("/"))).await;
         assert_eq!(text(&mut driver).await, format!("created {CLIENTS}, 0 failed"));
         let mut peak = before;
         let mut most_open = 0;

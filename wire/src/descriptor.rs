@@ -137,6 +137,12 @@ pub fn check_handler_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The project of a handler: the first segment of its name (`my-project` of `my-project/ws-handler`). Everything a
+/// handler reaches through its imports is scoped to its project.
+pub fn project_of(handler: &str) -> &str {
+    handler.split('/').next().unwrap_or(handler)
+}
+
 /// Checks an endpoint name: one path segment of letters, digits, `-`, `_` and `.`.
 pub fn check_endpoint_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::frame::MAX_CLOSE_REASON;
 use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Limits, Method};
 
@@ -111,26 +112,42 @@ impl ConnHost for App {
     }
 }
 
+/// A handler's imports, scoped to its project: another project's connections are indistinguishable from none, and it
+/// can create clients only for handlers of its own project. The operator (admin API, CLI) goes around this, through
+/// the hub and [`App::create_client`].
 impl HostServices for App {
-    fn connection(&self, id: &str) -> Option<Arc<dyn Connection>> {
-        self.hub.get(id).map(|conn| conn as Arc<dyn Connection>)
+    fn connection(&self, project: &str, id: &str) -> Option<Arc<dyn Connection>> {
+        let conn = self.hub.get(id).filter(|conn| project_of(conn.handler()) == project)?;
+        Some(conn)
     }
 
-    fn connections(&self) -> Vec<ClientInfo> {
-        self.hub.list()
+    fn connections(&self, project: &str) -> Vec<ClientInfo> {
+        self.hub.all().iter().filter(|conn| project_of(conn.handler()) == project).map(|conn| conn.info()).collect()
     }
 
-    fn client_by_handler(&self, handler: &str) -> Option<Arc<dyn Connection>> {
-        self.hub.by_handler(handler).map(|conn| conn as Arc<dyn Connection>)
+    fn client_by_handler(&self, project: &str, handler: &str) -> Option<Arc<dyn Connection>> {
+        if project_of(handler) != project {
+            return None;
+        }
+        let conn = self.hub.by_handler(handler)?;
+        Some(conn)
     }
 
     fn create_websocket(
         &self,
+        project: &str,
         uri: &str,
         handler: &str,
         options: ClientOptions,
     ) -> Result<Arc<dyn Connection>, ConnError> {
-        self.create_client(uri, handler, options).map(|conn| conn as Arc<dyn Connection>)
+        if project_of(handler) != project {
+            return Err(ConnError::Invalid(format!(
+                "handler {handler:?} is not in project {project:?}: a handler can create clients only for handlers \
+                 of its own project"
+            )));
+        }
+        let conn = self.create_client(uri, handler, options)?;
+        Ok(conn)
     }
 }
 

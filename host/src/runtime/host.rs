@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Resource;
 
+use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::{ClientOptions, EventKind, Frame, Payload};
 
 use super::bindings::wasmsock::websockets::websockets as wit;
@@ -31,7 +32,7 @@ impl State {
         handler: &str,
         options: ClientOptions,
     ) -> wasmtime::Result<Result<Resource<ClientRef>, wit::Error>> {
-        match self.services.create_websocket(uri, handler, options) {
+        match self.services.create_websocket(project_of(&self.handler), uri, handler, options) {
             Ok(conn) => Ok(Ok(self.handle(conn)?)),
             Err(err) => Ok(Err(err.into())),
         }
@@ -127,18 +128,18 @@ impl wit::Host for State {
     }
 
     fn get_clients(&mut self) -> wasmtime::Result<Vec<wit::ClientInfo>> {
-        Ok(self.services.connections().into_iter().map(Into::into).collect())
+        Ok(self.services.connections(project_of(&self.handler)).into_iter().map(Into::into).collect())
     }
 
     fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
-        match self.services.connection(&id) {
+        match self.services.connection(project_of(&self.handler), &id) {
             Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }
     }
 
     fn get_client_by_handler(&mut self, handler: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
-        match self.services.client_by_handler(&handler) {
+        match self.services.client_by_handler(project_of(&self.handler), &handler) {
             Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }

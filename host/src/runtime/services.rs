@@ -29,17 +29,21 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// What a handler's imports reach outside the runtime: the live connections and the way to open new ones.
+/// What a handler's imports reach outside the runtime: the live connections and the way to open new ones. Every call
+/// names the calling handler's `project` (the first segment of its name); an implementation answers within that
+/// project only, so one tenant's handler never reaches another's connections.
 pub trait HostServices: Send + Sync + 'static {
-    /// The live connection with this id.
-    fn connection(&self, id: &str) -> Option<Arc<dyn Connection>>;
-    /// Every live connection, oldest first.
-    fn connections(&self) -> Vec<ClientInfo>;
-    /// The oldest live outbound client whose events go to `handler`.
-    fn client_by_handler(&self, handler: &str) -> Option<Arc<dyn Connection>>;
-    /// Starts an outbound client; returns at once with the client still connecting.
+    /// The live connection with this id whose handler is in `project`.
+    fn connection(&self, project: &str, id: &str) -> Option<Arc<dyn Connection>>;
+    /// Every live connection whose handler is in `project`, oldest first.
+    fn connections(&self, project: &str) -> Vec<ClientInfo>;
+    /// The oldest live outbound client whose events go to `handler`, when `handler` is in `project`.
+    fn client_by_handler(&self, project: &str, handler: &str) -> Option<Arc<dyn Connection>>;
+    /// Starts an outbound client for `handler`, which must be in `project`; returns at once with the client still
+    /// connecting.
     fn create_websocket(
         &self,
+        project: &str,
         uri: &str,
         handler: &str,
         options: ClientOptions,

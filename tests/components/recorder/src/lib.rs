@@ -147,6 +147,13 @@ fn command(text: &str) -> String {
                 None => "none".into(),
             }
         }
+        "client-send-binary" => {
+            let (id, message) = rest.split_once(' ').unwrap_or((rest, ""));
+            match websockets::get_client(id) {
+                Some(client) => result(client.send_binary(message.as_bytes())),
+                None => "none".into(),
+            }
+        }
         "client-close" => match websockets::get_client(rest) {
             Some(client) => result(client.close(Some(1000), Some("done"))),
             None => "none".into(),
