@@ -16,6 +16,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wasmsock::{App, Limits};
 
 /// How long any single wait in a test may take before the test fails.
+/// The grant of every `ws://` port on 127.0.0.1: what tests whose handlers open clients to loopback servers give their
+/// project (nothing is granted by default).
+pub const LOOPBACK: &str = "ws://127.0.0.1:*";
+
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A client connection.
@@ -77,6 +81,12 @@ impl Plugins {
     }
 
     /// Writes a descriptor for `endpoint` served by `handler`, with the fields of `extra` (origins, limits, …) added.
+    /// An endpoint whose descriptor grants its handler's project outbound clients to `grants` (patterns of
+    /// `allowed-outbound-hosts`, such as [`LOOPBACK`]).
+    pub fn endpoint_granted(self, endpoint: &str, handler: &str, grants: &[&str]) -> Self {
+        self.endpoint_with(endpoint, handler, serde_json::json!({ "allowed-outbound-hosts": grants }))
+    }
+
     pub fn endpoint_with(self, endpoint: &str, handler: &str, extra: serde_json::Value) -> Self {
         let mut descriptor = serde_json::json!({"handler": handler, "endpoint": endpoint, "description": "test"});
         if let (Some(fields), Some(extra)) = (descriptor.as_object_mut(), extra.as_object()) {

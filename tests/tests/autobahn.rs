@@ -111,7 +111,7 @@ async fn client_side_all_cases_pass_with_clean_closes() {
     drop(count_socket);
     let plugins = Plugins::new()
         .handler("tests/recorder", "recorder")
-        .endpoint("driver", "tests/recorder")
+        .endpoint_granted("driver", "tests/recorder", &[LOOPBACK])
         // In the recorder's project: a handler creates clients only for handlers of its own project.
         .handler("tests/echo", "echo");
     let host = TestHost::start(plugins).await;

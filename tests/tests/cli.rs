@@ -24,7 +24,8 @@ async fn serve_answers_on_its_port_and_drains_on_sigterm() {
 
 #[tokio::test]
 async fn a_sigterm_drain_loses_nothing_queued_and_every_handler_sees_onclose() {
-    let plugins = Plugins::new().handler("tests/recorder", "recorder").endpoint("rec", "tests/recorder");
+    let plugins =
+        Plugins::new().handler("tests/recorder", "recorder").endpoint_granted("rec", "tests/recorder", &[LOOPBACK]);
     let mut host = BinaryHost::start(&plugins, &["--outbound-queue", "4096"]).await;
     // A reads nothing until after the signal: its handler's 1,000 messages wait in the host's queue and socket.
     let mut a = connect(&format!("{}?drain-a", host.url("rec"))).await;

@@ -11,7 +11,7 @@ use wasmsock_tests::*;
 fn plugins() -> Plugins {
     Plugins::new()
         .handler("tests/recorder", "recorder")
-        .endpoint("rec", "tests/recorder")
+        .endpoint_granted("rec", "tests/recorder", &[LOOPBACK])
         // In the recorder's project: a handler reaches only its own project's connections.
         .handler("tests/echo", "echo")
         .endpoint("echo", "tests/echo")
@@ -204,7 +204,8 @@ async fn a_reconnecting_client_gives_up_after_its_attempts_and_closes() {
 #[tokio::test]
 async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
     let peer = PeerServer::start(PeerMode::Echo).await;
-    let plugins = Plugins::new().handler("examples/relay", "relay").endpoint("relay", "examples/relay");
+    let plugins =
+        Plugins::new().handler("examples/relay", "relay").endpoint_granted("relay", "examples/relay", &[LOOPBACK]);
     let host = TestHost::start(plugins).await;
     let upstream = peer.url("/feed").replace(':', "%3A").replace('/', "%2F");
     let relay = format!("{}?to={upstream}", host.url("relay"));

@@ -43,7 +43,7 @@ fn host() -> &'static SharedHost {
         }
         for (_, endpoint, handler) in RECORDERS {
             let component = handler.trim_start_matches("tests/");
-            plugins = plugins.handler(handler, component).endpoint(endpoint, handler);
+            plugins = plugins.handler(handler, component).endpoint_granted(endpoint, handler, &[LOOPBACK]);
         }
         SharedHost::start(plugins)
     })

@@ -21,7 +21,11 @@ const RECORDER: &str = "tests/recorder";
 const MISBEHAVE: &str = "tests/misbehave";
 
 fn plugins() -> Plugins {
-    Plugins::new().handler(RECORDER, "recorder").handler(MISBEHAVE, "misbehave").endpoint("control", RECORDER)
+    Plugins::new().handler(RECORDER, "recorder").handler(MISBEHAVE, "misbehave").endpoint_granted(
+        "control",
+        RECORDER,
+        &[LOOPBACK],
+    )
 }
 
 /// The control endpoint still answers: the host is up and unaffected.

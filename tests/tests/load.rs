@@ -30,7 +30,7 @@ async fn a_thousand_outbound_clients_open_exchange_close_and_give_their_memory_b
     let peer = PeerServer::start(PeerMode::CloseAfterFirst).await;
     let plugins = Plugins::new()
         .handler("tests/recorder", "recorder")
-        .endpoint("rec", "tests/recorder")
+        .endpoint_granted("rec", "tests/recorder", &[LOOPBACK])
         .handler("tests/echo", "echo");
     let host = BinaryHost::start(&plugins, &[]).await;
     let pid = host.pid();

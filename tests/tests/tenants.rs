@@ -10,7 +10,7 @@ use wasmsock_tests::*;
 fn plugins() -> Plugins {
     Plugins::new()
         .handler("a/recorder", "recorder")
-        .endpoint("a-rec", "a/recorder")
+        .endpoint_granted("a-rec", "a/recorder", &[LOOPBACK])
         .handler("b/recorder", "recorder")
         .endpoint("b-rec", "b/recorder")
 }

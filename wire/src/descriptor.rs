@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::limits::EndpointLimits;
+use crate::outbound::AllowList;
 
 /// The file extension of descriptors.
 pub const DESCRIPTOR_EXTENSION: &str = "websocket";
@@ -39,6 +40,11 @@ pub struct Descriptor {
     /// Limits for this endpoint's sessions that differ from the host's.
     #[serde(default, skip_serializing_if = "EndpointLimits::is_empty")]
     pub limits: EndpointLimits,
+    /// Destinations the handler's project may open clients to with `create-websocket` (`scheme://host[:port]`, `*`
+    /// for any port or a leading `*.` for any subdomain: see [`crate::outbound`]). A project's grant is the union of
+    /// the lists of its descriptors; none: no outbound connection at all.
+    #[serde(rename = "allowed-outbound-hosts", default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 /// How long a handler instance lives, per endpoint (the descriptor's `"instance"`).
@@ -99,7 +105,16 @@ impl Descriptor {
         }
         check_list(&descriptor.protocols, check_protocol).context("field `protocols`")?;
         descriptor.limits.check()?;
+        if descriptor.allowed_outbound_hosts.len() > MAX_LIST_LEN {
+            bail!("field `allowed-outbound-hosts`: at most {MAX_LIST_LEN} entries");
+        }
+        descriptor.allow_list().context("field `allowed-outbound-hosts`")?;
         Ok(descriptor)
+    }
+
+    /// The parsed `allowed-outbound-hosts`; an error names the entry at fault.
+    pub fn allow_list(&self) -> anyhow::Result<AllowList> {
+        AllowList::parse(&self.allowed_outbound_hosts)
     }
 
     /// Reads and parses a descriptor file; errors name the file.

@@ -1,5 +1,5 @@
 //! wasmsock's pure protocol layer, the bottom of the host: the frames it deals in, close codes, limits and their
-//! defaults, `.websocket` descriptors, and the plain data about connections and events that the runtime, the
+//! defaults, `.websocket` descriptors, the outbound allow-list, and the plain data about connections and events that the runtime, the
 //! connection layer and the admin API share. It knows no tokio and no wasmtime, so the fuzz targets build it as it is.
 
 pub mod conn;
@@ -7,6 +7,7 @@ pub mod descriptor;
 pub mod event;
 pub mod frame;
 pub mod limits;
+pub mod outbound;
 
 pub use conn::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Reconnect};
 pub use event::{EventKind, Method, Payload};

@@ -113,7 +113,7 @@ impl ConnHost for App {
 }
 
 /// A handler's imports, scoped to its project: another project's connections are indistinguishable from none, and it
-/// can create clients only for handlers of its own project. The operator (admin API, CLI) goes around this, through
+/// can create clients only for handlers of its own project, and only to destinations its project is granted. The operator (admin API, CLI) goes around this, through
 /// the hub and [`App::create_client`].
 impl HostServices for App {
     fn connection(&self, project: &str, id: &str) -> Option<Arc<dyn Connection>> {
@@ -146,6 +146,13 @@ impl HostServices for App {
                  of its own project"
             )));
         }
+        // Checked on the URI as parsed by the parser the connector uses (never by string prefix): userinfo, odd
+        // numeric hosts and anything no grant of the project names are refused, naming the grant that is missing.
+        crate::conn::client::check_uri(uri)?;
+        self.registry
+            .grants(project)
+            .authorize(uri)
+            .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))?;
         let conn = self.create_client(uri, handler, options)?;
         Ok(conn)
     }

@@ -31,11 +31,7 @@ pub fn create<H: ConnHost>(
     if app.hub().is_shutting_down() {
         return Err(ConnError::Closed);
     }
-    let lower = uri.to_ascii_lowercase();
-    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
-        return Err(ConnError::Invalid(format!("uri {uri:?} must start with ws:// or wss://")));
-    }
-    uri.into_client_request().map_err(|err| ConnError::Invalid(format!("uri {uri:?}: {err}")))?;
+    check_uri(uri)?;
     let max_clients = app.limits().max_clients;
     if app.hub().outbound() >= max_clients {
         return Err(ConnError::Limit(format!(
@@ -62,6 +58,16 @@ pub fn create<H: ConnHost>(
     let span = super::connection_span(&conn);
     tokio::spawn(tracing::Instrument::instrument(run(app.clone(), conn.clone(), outbox, options), span));
     Ok(conn)
+}
+
+/// Checks that `uri` is one a client can connect to: `ws://` or `wss://`, and a request the connector accepts.
+pub fn check_uri(uri: &str) -> Result<(), ConnError> {
+    let lower = uri.to_ascii_lowercase();
+    if !(lower.starts_with("ws://") || lower.starts_with("wss://")) {
+        return Err(ConnError::Invalid(format!("uri {uri:?} must start with ws:// or wss://")));
+    }
+    uri.into_client_request().map_err(|err| ConnError::Invalid(format!("uri {uri:?}: {err}")))?;
+    Ok(())
 }
 
 fn config(limits: &Limits) -> WebSocketConfig {

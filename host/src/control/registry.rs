@@ -8,7 +8,9 @@ use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
 use wasmsock_wire::EndpointLimits;
+use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
+use wasmsock_wire::outbound::AllowList;
 
 use crate::runtime::{Handler, Runtime};
 
@@ -38,11 +40,17 @@ pub struct Endpoint {
     pub protocols: Vec<String>,
     /// Limits that differ from the host's.
     pub limits: EndpointLimits,
+    /// Destinations its handler's project may open clients to (its share of the project's grant).
+    #[serde(rename = "allowed-outbound-hosts", skip_serializing_if = "AllowList::is_empty")]
+    pub allowed_outbound_hosts: AllowList,
 }
 
 impl Endpoint {
     fn new(descriptor: Descriptor, file: PathBuf) -> Self {
+        // A descriptor is checked when parsed; should its list not parse here, nothing is granted.
+        let allowed_outbound_hosts = descriptor.allow_list().unwrap_or_default();
         Endpoint {
+            allowed_outbound_hosts,
             name: descriptor.endpoint,
             handler: descriptor.handler,
             description: descriptor.description,
@@ -153,6 +161,14 @@ impl Registry {
     /// The endpoint with this name.
     pub fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
         self.state.read().ok().and_then(|state| state.endpoints.get(name).cloned())
+    }
+
+    /// The destinations `project` may open clients to: the union of the `allowed-outbound-hosts` of the descriptors
+    /// whose handler is in the project. Empty (nothing granted) for a project without any.
+    pub fn grants(&self, project: &str) -> AllowList {
+        let endpoints = self.endpoints();
+        let lists = endpoints.iter().filter(|e| project_of(&e.handler) == project).map(|e| &e.allowed_outbound_hosts);
+        AllowList::union(lists)
     }
 
     /// Every endpoint, by name.

@@ -54,6 +54,9 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
         "handler": format!("{name}/handler"),
         "endpoint": endpoint,
         "description": format!("{name}: a {} handler made with wasmsock new", lang_name(lang)),
+        // Where create-websocket destinations are granted to the project: none until you add some, such as
+        // "wss://api.example.com" or "ws://127.0.0.1:*" (see the README's Security section).
+        "allowed-outbound-hosts": [],
     }))?;
     let mut files = vec![
         (PathBuf::from(format!("{name}.websocket")), format!("{descriptor}\n")),

@@ -4,17 +4,18 @@
 //! upstream client; an upstream that closes takes its sessions with it (close 1014).
 //!
 //! The same component handles both sides: inbound events are the sessions', outbound events the upstream clients'.
+//!
+//! Which upstreams it may reach is not its own business: the host allows only the destinations its descriptor grants
+//! (`allowed-outbound-hosts` in `relay.websocket`, loopback), checked on the parsed URI, so a session naming anything
+//! else (`ws://127.0.0.1:1@example.com/`, a public host) is refused with 4403.
 
 // A guest logs through stderr: the host tags each line with the handler and connection.
 #![allow(clippy::print_stderr)]
 
-use wasmsock_sdk::websockets::{self, ClientInfo, ConnectionState, Direction};
+use wasmsock_sdk::websockets::{self, ClientInfo, ConnectionState, Direction, Error};
 
 /// The handler name this component is deployed as (its outbound clients' events come back here).
 const SELF: &str = "examples/relay";
-
-/// Upstreams a session may name. Loopback only, so the relay is not an open proxy; widen it deliberately.
-const ALLOWED_UPSTREAMS: &[&str] = &["ws://127.0.0.1:", "ws://localhost:", "ws://[::1]:"];
 
 fn on_event() {
     let me = websockets::current_client().info();
@@ -31,17 +32,19 @@ fn session_event(me: &ClientInfo) {
         }
         return;
     };
-    if !ALLOWED_UPSTREAMS.iter().any(|prefix| upstream.starts_with(prefix)) {
-        if websockets::is_on_open() {
-            let _ = websockets::close(Some(4403), Some("that upstream is not allowed by this relay"));
-        }
-        return;
-    }
     if websockets::is_on_open() {
-        if client_for(&upstream).is_none()
-            && let Err(err) = websockets::create_websocket(&upstream, SELF)
-        {
-            let _ = websockets::close(Some(1011), Some(&format!("cannot open the upstream: {err:?}")));
+        if client_for(&upstream).is_none() {
+            match websockets::create_websocket(&upstream, SELF) {
+                Ok(_) => {}
+                Err(Error::Invalid(why)) => {
+                    eprintln!("refused upstream {upstream:?}: {why}");
+                    let _ = websockets::close(Some(4403), Some("that upstream is not allowed by this relay"));
+                }
+                Err(err) => {
+                    eprintln!("cannot open upstream {upstream:?}: {err:?}");
+                    let _ = websockets::close(Some(1011), Some("cannot open the upstream"));
+                }
+            }
         }
     } else if websockets::is_on_message() {
         let Some(client) = client_for(&upstream).and_then(|info| websockets::get_client(&info.id)) else {
