@@ -15,11 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wasmsock::{App, Limits};
 
-/// How long any single wait in a test may take before the test fails.
 /// The grant of every `ws://` port on 127.0.0.1: what tests whose handlers open clients to loopback servers give their
 /// project (nothing is granted by default).
 pub const LOOPBACK: &str = "ws://127.0.0.1:*";
 
+/// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A client connection.
@@ -133,16 +133,29 @@ impl TestHost {
     }
 
     pub async fn start_with(plugins: Plugins, limits: Limits) -> Self {
-        let (app, errors) = App::load(plugins.path(), limits).await.unwrap();
+        let outbound = wasmsock::conn::tls::client_config(None).unwrap();
+        Self::start_tls(plugins, limits, None, outbound).await
+    }
+
+    /// A host serving `wss://` when `tls` is given, whose outbound `wss://` clients trust `outbound`.
+    pub async fn start_tls(
+        plugins: Plugins,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        outbound: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        let cache = Some(plugins.path().join(wasmsock::control::registry::DEFAULT_CACHE_DIR));
+        let (app, errors) = App::start_with_tls(plugins.path(), cache, limits, outbound).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
         let admin_listener = wasmsock::http::AdminListener { listener: admin_listener, token: None };
-        let task = tokio::spawn(wasmsock::http::serve(app.clone(), listener, Some(admin_listener), async move {
-            let _ = stopped.await;
-        }));
+        let task =
+            tokio::spawn(wasmsock::http::serve_tls(app.clone(), listener, tls, Some(admin_listener), async move {
+                let _ = stopped.await;
+            }));
         let load_errors = errors.iter().map(|e| format!("{e:#}")).collect();
         Self { addr, admin, app, load_errors, stop: Some(stop), task, plugins }
     }

@@ -83,6 +83,11 @@ pub const DEFAULT_GUEST_LOG_BYTES: usize = 16 << 10;
 /// How long a graceful shutdown waits for sessions to finish their closing handshakes and handlers.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// TLS handshakes the main listener runs at once (`serve --tls-cert`); past it, new TCP connections wait in the
+/// kernel's backlog. Each handshake is its own task bounded by the handshake timeout, so this caps the memory that
+/// clients stalling their handshakes can hold, not how many sessions the host serves.
+pub const DEFAULT_MAX_TLS_HANDSHAKES: usize = 1024;
+
 /// How often the plugins root is checked for changed files. A change is applied after it has been stable for one more
 /// interval, so a deploy by file copy goes live within about two seconds.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);

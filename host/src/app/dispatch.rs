@@ -107,6 +107,10 @@ impl ConnHost for App {
         &self.metrics
     }
 
+    fn outbound_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.outbound_tls.clone()
+    }
+
     fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send {
         App::dispatch(self, conn, kind)
     }

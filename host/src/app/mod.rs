@@ -32,6 +32,8 @@ pub struct App {
     pub console: Console,
     /// Handler instances kept between events (`per-connection` and `shared` endpoints).
     pub instances: Instances,
+    /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
+    outbound_tls: Arc<rustls::ClientConfig>,
     me: Weak<App>,
 }
 
@@ -66,6 +68,17 @@ impl App {
         cache_dir: Option<PathBuf>,
         limits: Limits,
     ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
+        Self::start_with_tls(root, cache_dir, limits, crate::conn::tls::client_config(None)?).await
+    }
+
+    /// Like [`App::start`], with outbound `wss://` clients verifying servers with `outbound_tls` (see
+    /// [`crate::conn::tls::client_config`]).
+    pub async fn start_with_tls(
+        root: &Path,
+        cache_dir: Option<PathBuf>,
+        limits: Limits,
+        outbound_tls: Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
         let runtime = Arc::new(Runtime::new(&limits)?);
         let registry = Registry::new(root, cache_dir);
         let errors = registry.reload(&runtime).await.errors;
@@ -78,6 +91,7 @@ impl App {
             metrics: Metrics::new(),
             console: Console::default(),
             instances: Instances::default(),
+            outbound_tls,
             me: me.clone(),
         });
         Ok((app, errors))

@@ -108,6 +108,16 @@ pub struct ServeArgs {
     /// Serve the browser console at `/` on --listen: `auto` (on when --listen is loopback), `on` or `off`.
     #[arg(long, env = "WASMSOCK_CONSOLE", value_enum, default_value_t)]
     pub console: crate::http::console::ConsoleMode,
+    /// Serve `wss://` (and the console over https) on --listen with this PEM certificate chain, leaf first; needs
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key", env = "WASMSOCK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert", env = "WASMSOCK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Also trust the PEM certificates in FILE (a private CA) for outbound `wss://` clients, beside the system's roots.
+    #[arg(long, value_name = "FILE", env = "WASMSOCK_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `--slow-consumer`: see [`SlowConsumer`].
@@ -172,7 +182,14 @@ impl ServeArgs {
             (Some(dir), false) => Some(dir.clone()),
             (None, false) => Some(self.plugins.join(crate::control::registry::DEFAULT_CACHE_DIR)),
         };
-        let (app, errors) = App::start(&self.plugins, cache_dir, self.limits()?).await?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::conn::tls::server_config(cert, key).context("--tls-cert/--tls-key")?)
+            }
+            _ => None,
+        };
+        let outbound_tls = crate::conn::tls::client_config(self.ca_file.as_deref()).context("--ca-file")?;
+        let (app, errors) = App::start_with_tls(&self.plugins, cache_dir, self.limits()?, outbound_tls).await?;
         for err in &errors {
             tracing::error!("{err:#}");
         }
@@ -195,22 +212,23 @@ impl ServeArgs {
         let addr = listener.local_addr().context("reading the bound address")?;
         app.console.set(self.console.enabled_for(addr));
         if app.console.is_on() {
-            tracing::info!("console on http://{addr}/");
+            tracing::info!("console on {}://{addr}/", if tls.is_some() { "https" } else { "http" });
         }
         let endpoints = app.registry.endpoints();
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
         tracing::info!(
             plugins = %self.plugins.display(),
             endpoints = endpoints.len(),
-            "listening on ws://{addr}/websockets/service/{{endpoint}}"
+            "listening on {scheme}://{addr}/websockets/service/{{endpoint}}"
         );
         for endpoint in &endpoints {
-            tracing::info!("  ws://{addr}/websockets/service/{}  ({})", endpoint.name, endpoint.handler);
+            tracing::info!("  {scheme}://{addr}/websockets/service/{}  ({})", endpoint.name, endpoint.handler);
         }
         for (uri, handler) in connects {
             app.create_client(&uri, &handler, wasmsock_wire::ClientOptions::default())
                 .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
         }
-        crate::http::serve(app, listener, admin, shutdown_signal()).await
+        crate::http::serve_tls(app, listener, tls, admin, shutdown_signal()).await
     }
 }
 

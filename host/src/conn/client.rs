@@ -88,7 +88,9 @@ async fn attempt<H: ConnHost>(
     uri: &str,
     outbox: Outbox,
 ) -> Result<(Outbox, Ended), (Outbox, String)> {
-    let connect = tokio_tungstenite::connect_async_with_config(uri, Some(config(app.limits())), false);
+    // wss:// is verified against the host's roots (the system's and `serve --ca-file`), never a process default.
+    let tls = Some(tokio_tungstenite::Connector::Rustls(app.outbound_tls()));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(uri, Some(config(app.limits())), true, tls);
     let connect_timeout = app.limits().connect_timeout;
     match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok((socket, _response))) => {

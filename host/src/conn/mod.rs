@@ -5,6 +5,7 @@
 pub mod client;
 pub mod hub;
 pub mod session;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub trait ConnHost: Send + Sync + 'static {
     fn limits(&self) -> &Limits;
     /// The host's metrics.
     fn metrics(&self) -> &Metrics;
+    /// The TLS config outbound `wss://` clients verify servers with.
+    fn outbound_tls(&self) -> Arc<rustls::ClientConfig>;
     /// Runs one event of `conn` through its handler; resolves when the handler is done with it.
     fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send;
 }

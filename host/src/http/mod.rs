@@ -3,7 +3,8 @@
 
 pub mod admin;
 pub mod console;
+pub mod listener;
 mod message;
 pub mod server;
 
-pub use server::{AdminListener, serve};
+pub use server::{AdminListener, serve, serve_tls};

@@ -1,15 +1,11 @@
 //! The HTTP side: the router serving endpoints at `/websockets/service/{endpoint}` (and the seed's `/websockets/v4/…`),
-//! the checks before an upgrade (origin, connection limits), the handshake deadline of new TCP connections, and serving
-//! the main and admin listeners until shutdown.
+//! the checks before an upgrade (origin, connection limits), and serving the main listener (`listener.rs`: handshake
+//! deadline, TLS) and the admin listener until shutdown.
 
 use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -20,14 +16,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tracing::Instrument as _;
 
 use wasmsock_wire::frame::{self, Frame};
 use wasmsock_wire::{ConnLimits, ConnState, Direction};
 
+use super::listener::{GuardedListener, Peer};
 use super::message::{from_axum, to_axum};
 use crate::app::App;
 use crate::conn::{Admission, ConnSpec, connection_span, session};
@@ -91,7 +86,7 @@ async fn upgrade(
         .max_frame_size(limits.max_frame_size)
         .protocols(endpoint.protocols.clone());
     let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
-    peer.handshake.finish();
+    peer.finish_handshake();
     let session = SessionStart { endpoint, path, remote: peer.addr, limits, admission };
     Ok(ws.on_upgrade(move |socket| serve_session(app, session, socket)))
 }
@@ -140,121 +135,6 @@ async fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) {
     session::run(app, conn, outbox, frame::frames(stream, from_axum, ws_error), sink).instrument(span).await;
 }
 
-/// The main listener: every accepted TCP connection must finish its HTTP handshake within the handshake timeout.
-#[derive(Debug)]
-pub struct GuardedListener {
-    listener: TcpListener,
-    handshake_timeout: Duration,
-}
-
-impl GuardedListener {
-    /// Guards `listener`'s connections with `handshake_timeout`.
-    pub fn new(listener: TcpListener, handshake_timeout: Duration) -> Self {
-        Self { listener, handshake_timeout }
-    }
-}
-
-/// Who is on the other end of a connection, and the switch that lifts its handshake deadline.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The peer's address.
-    pub addr: SocketAddr,
-    handshake: Handshake,
-}
-
-/// Whether a connection has finished its handshake (then the deadline no longer applies).
-#[derive(Debug, Clone, Default)]
-struct Handshake(Arc<AtomicBool>);
-
-impl Handshake {
-    fn finish(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    fn is_finished(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-impl axum::serve::Listener for GuardedListener {
-    type Io = GuardedStream;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let handshake = Handshake::default();
-                    let deadline = Box::pin(tokio::time::sleep(self.handshake_timeout));
-                    let io = GuardedStream { inner: stream, deadline, handshake: handshake.clone() };
-                    return (io, Peer { addr, handshake });
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: say so and give the host a moment rather than spin.
-                    tracing::warn!("accepting a connection failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer { addr: self.listener.local_addr()?, handshake: Handshake::default() })
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuardedListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-/// A TCP stream whose reads fail once its handshake deadline passes, unless the upgrade was accepted before.
-#[derive(Debug)]
-pub struct GuardedStream {
-    inner: TcpStream,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-    handshake: Handshake,
-}
-
-impl AsyncRead for GuardedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        if !this.handshake.is_finished() && this.deadline.as_mut().poll(cx).is_ready() {
-            let err = std::io::Error::new(std::io::ErrorKind::TimedOut, "the HTTP handshake took too long");
-            return Poll::Ready(Err(err));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for GuardedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// The admin API's listener and the token its requests must carry, if any.
 #[derive(Debug)]
 pub struct AdminListener {
@@ -269,6 +149,17 @@ pub struct AdminListener {
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
+    admin: Option<AdminListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_tls(app, listener, None, admin, shutdown).await
+}
+
+/// Like [`serve`], with `wss://` on the main listener when `tls` is given (see `crate::conn::tls::server_config`).
+pub async fn serve_tls(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     admin: Option<AdminListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -293,7 +184,7 @@ pub async fn serve(
                 .await
         })
     });
-    let listener = GuardedListener::new(listener, app.limits.handshake_timeout);
+    let listener = GuardedListener::new(listener, app.limits.handshake_timeout, tls);
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(stopped(stop_rx))
         .await
