@@ -437,10 +437,12 @@ impl BinaryHost {
             .unwrap();
         let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let (mut addr, mut admin) = (None, None);
+        let mut startup = Vec::new();
         // A JavaScript or Python component compiles for seconds before the host listens.
         tokio::time::timeout(WAIT * 6, async {
             while addr.is_none() || admin.is_none() {
                 let line = lines.next_line().await.unwrap().expect("the host logs its addresses");
+                startup.push(line.clone());
                 if let Some(rest) = line.split("listening on ws://").nth(1) {
                     addr = rest.split('/').next().map(str::to_owned);
                 }
@@ -452,7 +454,7 @@ impl BinaryHost {
         .await
         .expect("the host starts in time");
         // Keep draining the log (and keep it for `log`) so the host never blocks on a full pipe.
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::new(std::sync::Mutex::new(startup));
         let kept = log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
@@ -462,7 +464,7 @@ impl BinaryHost {
         Self { child, addr: addr.unwrap(), admin: admin.unwrap(), log }
     }
 
-    /// The host's log lines after its start-up lines, so far.
+    /// The host's log lines so far, its start-up lines included.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }

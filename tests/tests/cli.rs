@@ -11,6 +11,10 @@ use wasmsock_tests::*;
 async fn serve_answers_on_its_port_and_drains_on_sigterm() {
     let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
     let mut host = BinaryHost::start(&plugins, &[]).await;
+    // The open-file limit was raised to the hard limit (each connection is a file descriptor), and said so.
+    let line = host.log_line("the open files limit", |line| line.contains("open files limit")).await;
+    let value = |key: &str| line.split(&format!("{key}=")).nth(1).and_then(|rest| rest.split_whitespace().next());
+    assert!(value("hard").is_some() && value("soft") == value("hard"), "{line}");
     let mut ws = connect(&host.url("echo")).await;
     send(&mut ws, "through the binary").await;
     assert_eq!(text(&mut ws).await, "through the binary");

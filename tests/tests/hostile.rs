@@ -322,3 +322,32 @@ async fn bad_descriptors_and_components_deployed_to_a_running_host_are_refused_w
     }
     host.stop().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_cuts_a_request_head_that_never_ends_but_not_a_slow_upload() {
+    let limits = Limits { handshake_timeout: Duration::from_millis(300), ..Limits::default() };
+    let host = TestHost::start_with(Plugins::new().handler("examples/echo", "echo"), limits).await;
+    // Slowloris on the admin listener: the head is never finished, so the connection is cut at the deadline.
+    let mut slow = TcpStream::connect(host.admin).await.unwrap();
+    slow.write_all(b"GET /admin/v1/endpoints HTTP/1.1\r\nHost: admin\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(WAIT, slow.read(&mut buf)).await.expect("the unfinished head was never cut");
+    assert!(matches!(read, Ok(0) | Err(_)), "the unfinished head got an answer: {read:?}");
+    // A complete head, then a body slower than the deadline (a large component on a slow link): served.
+    let body = r#"{"handler": "examples/echo", "endpoint": "late"}"#;
+    let mut upload = TcpStream::connect(host.admin).await.unwrap();
+    let head = format!(
+        "PUT /admin/v1/endpoints/late HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(10);
+    upload.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    upload.write_all(rest.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, upload.read_to_string(&mut response)).await.unwrap().unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(host.app.registry.endpoint("late").is_some(), "the slowly uploaded descriptor was deployed");
+    host.stop().await;
+}

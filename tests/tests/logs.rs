@@ -23,6 +23,8 @@ async fn json_log_attributes_guest_lines_to_handler_and_connection() {
     let fields = &entry["fields"];
     assert_eq!(fields["handler"], "tests/misbehave", "{line}");
     assert_eq!(fields["stream"], "stderr", "{line}");
+    // At warn, so a guest's errors survive RUST_LOG=warn.
+    assert_eq!(entry["level"], "WARN", "{line}");
     let conn = fields["conn"].as_str().unwrap_or_else(|| panic!("no conn in {line}"));
     assert!(conn.starts_with('s'), "{line}");
     let spans = entry["spans"].as_array().unwrap_or_else(|| panic!("no spans in {line}"));

@@ -169,6 +169,7 @@ impl ServeArgs {
 
     /// Serves until a signal, then drains.
     pub async fn run(self) -> anyhow::Result<()> {
+        raise_open_files();
         let connects = self.connect.iter().map(|spec| parse_connect(spec)).collect::<anyhow::Result<Vec<_>>>()?;
         if !self.no_admin && !self.admin.ip().is_loopback() && self.admin_token.is_none() {
             anyhow::bail!(
@@ -233,6 +234,18 @@ impl ServeArgs {
 }
 
 /// Splits `URI=HANDLER` at the last `=` (URIs may hold `=` in their query).
+/// Raises the soft limit of open files to the hard one (every connection is a file descriptor; a default soft limit of
+/// 1024 would refuse connections long before `--max-connections`) and logs both.
+fn raise_open_files() {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) => match rlimit::increase_nofile_limit(hard) {
+            Ok(raised) => tracing::info!(was = soft, soft = raised, hard, "open files limit"),
+            Err(err) => tracing::warn!(soft, hard, "cannot raise the open files limit: {err}"),
+        },
+        Err(err) => tracing::warn!("cannot read the open files limit: {err}"),
+    }
+}
+
 fn parse_connect(spec: &str) -> anyhow::Result<(String, String)> {
     match spec.rsplit_once('=') {
         Some((uri, handler)) if !uri.is_empty() && !handler.is_empty() => Ok((uri.to_owned(), handler.to_owned())),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use wasmsock_wire::descriptor::Descriptor;
 use wasmsock_wire::{ClientOptions, Close, ConnError, Reconnect};
 
+use super::listener::Peer;
 use crate::app::App;
 use crate::control::metrics::CONTENT_TYPE;
 
@@ -60,10 +62,18 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
         .with_state(app);
-    match token {
+    let api = match token {
         Some(token) => api.layer(middleware::from_fn_with_state(Arc::<str>::from(token), require_token)),
         None => api,
-    }
+    };
+    // Outermost: a request whose head has arrived lifts its connection's handshake deadline, so a slow upload of a
+    // large component is not cut while a client that never finishes its request head is (slowloris).
+    api.layer(middleware::from_fn(head_arrived))
+}
+
+async fn head_arrived(ConnectInfo(peer): ConnectInfo<Peer>, request: Request, next: Next) -> Response {
+    peer.finish_handshake();
+    next.run(request).await
 }
 
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {

@@ -178,8 +178,9 @@ pub async fn serve_tls(
     let admin_task = admin.map(|admin| {
         let router = super::admin::router(app.clone(), admin.token);
         let stop = stopped(stop_rx.clone());
+        let listener = GuardedListener::new(admin.listener, app.limits.handshake_timeout, None);
         tokio::spawn(async move {
-            axum::serve(admin.listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
                 .with_graceful_shutdown(stop)
                 .await
         })

@@ -107,7 +107,13 @@ impl LineWriter {
         let text = text.trim_end_matches(['\r', '\n']);
         let span = self.log.span();
         let _in_call = span.enter();
-        tracing::info!(target: "wasmsock::guest", handler = %self.log.handler, conn = %self.log.conn(), stream = self.name, "{text}");
+        // stderr at warn, so a guest's errors survive RUST_LOG=warn; stdout at info.
+        let (handler, conn, stream) = (&self.log.handler, self.log.conn(), self.name);
+        if stream == "stderr" {
+            tracing::warn!(target: "wasmsock::guest", handler = %handler, conn = %conn, stream, "{text}");
+        } else {
+            tracing::info!(target: "wasmsock::guest", handler = %handler, conn = %conn, stream, "{text}");
+        }
         if self.name == "stderr"
             && !text.trim().is_empty()
             && let Ok(mut tail) = self.log.stderr_tail.lock()
