@@ -298,6 +298,18 @@ mod tests {
     }
 
     #[test]
+    fn outbound_grants_parse_and_a_bad_one_is_named_by_field_index_and_text() {
+        let base = r#""handler": "a/b", "endpoint": "e""#;
+        let d = Descriptor::parse(&format!(r#"{{{base}, "allowed-outbound-hosts": ["ws://127.0.0.1:*"]}}"#)).unwrap();
+        assert_eq!(d.allowed_outbound_hosts, ["ws://127.0.0.1:*"]);
+        assert_eq!(d.allow_list().unwrap().grants().len(), 1);
+        let err = error_of(&format!(r#"{{{base}, "allowed-outbound-hosts": ["wss://x.example", "ws://h/path"]}}"#));
+        assert!(err.contains("field `allowed-outbound-hosts`"), "{err}");
+        assert!(err.contains("allowed-outbound-hosts[1]") && err.contains("ws://h/path"), "{err}");
+        assert!(Descriptor::parse(&format!("{{{base}}}")).unwrap().allow_list().unwrap().is_empty(), "none by default");
+    }
+
+    #[test]
     fn deeply_nested_json_is_an_error_not_a_crash() {
         let text = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
         assert!(error_of(&text).contains("not a valid descriptor"));
