@@ -12,7 +12,7 @@
 //!       }
 //!     }
 
-import * as wit from "wasmsock:websockets/websockets@0.1.0";
+import * as wit from "wasmsock:websockets/websockets@0.1.1";
 
 /**
  * Why a call on a connection did not happen: the WIT `error` variant as an exception.
