@@ -142,7 +142,7 @@ where
     (outbox, ended)
 }
 
-/// Ends a connection for good: it leaves the hub, then its handler sees onclose.
+/// Ends a connection for good: it leaves the hub, then its handler sees onclose, then the host forgets it.
 pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
     app.hub().remove(conn.id());
     app.metrics().connection_closed(conn.endpoint(), conn.direction());
@@ -150,6 +150,7 @@ pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
         app.metrics().record_queue_full_close(conn.endpoint().unwrap_or_default());
     }
     app.dispatch(conn, EventKind::Close).await;
+    app.ended(conn);
 }
 
 /// Writes queued frames to the socket until the close frame has gone out, the socket fails, or `stop` fires; returns

@@ -1,6 +1,6 @@
 //! Every metric the host exports (Prometheus/OpenMetrics text at `/metrics` on the admin listener), defined in one
 //! place behind a small API the rest of the host calls: connections, messages and bytes, events and their durations,
-//! handler failures, queue-full closes and deploys.
+//! handler failures, queue-full closes, deploys and channels.
 
 use std::time::Duration;
 
@@ -86,6 +86,15 @@ pub struct Metrics {
     handler_failures: Family<FailureLabels, Counter>,
     queue_full_closes: Family<EndpointLabels, Counter>,
     deploys: Family<DeployLabels, Counter>,
+    channels_open: Family<ProjectLabels, Gauge>,
+    publishes: Family<ProjectLabels, Counter>,
+    deliveries: Family<ProjectLabels, Counter>,
+}
+
+/// A project (the first segment of a handler's name), for channel metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectLabels {
+    project: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +126,9 @@ impl Metrics {
             handler_failures: Family::default(),
             queue_full_closes: Family::default(),
             deploys: Family::default(),
+            channels_open: Family::default(),
+            publishes: Family::default(),
+            deliveries: Family::default(),
         };
         registry.register(
             "connections_open",
@@ -157,7 +169,39 @@ impl Metrics {
             "Deploys by source (admin, watch), kind (handler, descriptor, file) and outcome (ok, failed)",
             metrics.deploys.clone(),
         );
+        registry.register(
+            "channels_open",
+            "Channels with at least one member, by project",
+            metrics.channels_open.clone(),
+        );
+        registry.register(
+            "channel_publishes",
+            "Messages published to channels (by handlers and the admin API), by project",
+            metrics.publishes.clone(),
+        );
+        registry.register(
+            "channel_deliveries",
+            "Published messages queued on a member's outbound queue, by project",
+            metrics.deliveries.clone(),
+        );
         Self { registry, ..metrics }
+    }
+
+    /// A channel of `project` got its first member.
+    pub fn channel_opened(&self, project: &str) {
+        self.channels_open.get_or_create(&ProjectLabels { project: project.to_owned() }).inc();
+    }
+
+    /// A channel of `project` lost its last member.
+    pub fn channel_closed(&self, project: &str) {
+        self.channels_open.get_or_create(&ProjectLabels { project: project.to_owned() }).dec();
+    }
+
+    /// A message was published to a channel of `project` and queued on `deliveries` members.
+    pub fn published(&self, project: &str, deliveries: u64) {
+        let labels = ProjectLabels { project: project.to_owned() };
+        self.publishes.get_or_create(&labels).inc();
+        self.deliveries.get_or_create(&labels).inc_by(deliveries);
     }
 
     /// A connection was registered (an inbound session upgraded, or an outbound client started connecting).
