@@ -1,8 +1,8 @@
 //! Channels and attachments through real sessions and the real recorder component: join, leave, publish and
 //! skip-self; server-side subscribe by id; pages of members; leaving at close; the scope between projects; the name and
 //! per-connection caps; order per publisher under load; a slow member closed by its own policy while the others get
-//! every message; attachments kept across per-event calls; the admin API and metrics; and a component built against
-//! the 0.1.0 contract still loading and running.
+//! every message; attachments kept across per-event calls; the admin API and metrics; `wasmsock publish` and
+//! `wasmsock channels` against the real binary; and a component built against the 0.1.0 contract still running.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -377,4 +377,61 @@ async fn a_component_built_against_the_0_1_0_contract_still_runs() {
     assert_eq!(u16::from(close.code), 4001);
     observer.skip_to(&id, "onclose").await;
     host.stop().await;
+}
+
+fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
+    let out =
+        std::process::Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn wasmsock_publish_and_channels_against_the_real_binary() {
+    let plugins = Plugins::new().handler("examples/chat", "chat").endpoint("chat", "examples/chat");
+    let host = BinaryHost::start(&plugins, &[]).await;
+    let admin = host.admin.clone();
+    let mut lobby = vec![connect(&host.url("chat")).await, connect(&host.url("chat?room=lobby")).await];
+    let mut other = connect(&host.url("chat?room=other")).await;
+    // Wait until every session has joined its room, through the CLI itself.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (ok, out, err) = cli(&admin, &["channels", "--json"]);
+        assert!(ok, "{err}");
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let want = json!([
+            {"project": "examples", "channel": "lobby", "members": 2},
+            {"project": "examples", "channel": "other", "members": 1}
+        ]);
+        if value["channels"] == want {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rooms never filled: {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, out, err) = cli(&admin, &["publish", "examples/lobby", "hello from the operator", "--json"]);
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer, json!({"project": "examples", "channel": "lobby", "queued": 2}));
+    for ws in lobby.iter_mut() {
+        assert_eq!(text(ws).await, "hello from the operator");
+    }
+    let (ok, out, _) = cli(&admin, &["publish", "examples/other", "second"]);
+    assert!(ok && out.contains("queued for 1 connections in examples/other"), "{out}");
+    assert_eq!(text(&mut other).await, "second", "the other room got only its own message");
+    // People's tables: every channel, and one channel's members in pages.
+    let (ok, out, _) = cli(&admin, &["channels"]);
+    assert!(ok && out.lines().next().unwrap().starts_with("PROJECT") && out.contains("lobby"), "{out}");
+    let (ok, out, _) = cli(&admin, &["channels", "examples/lobby", "--limit", "1"]);
+    assert!(ok && out.lines().count() == 3 && out.contains("more: wasmsock channels examples/lobby --after"), "{out}");
+    // Bad input: a clear error, a failed exit, and the host stays up.
+    let (ok, _, err) = cli(&admin, &["publish", "lobby", "x"]);
+    assert!(!ok && err.contains("PROJECT/CHANNEL"), "{err}");
+    let (ok, _, err) = cli(&admin, &["channels", "examples/lobby", "--limit", "0"]);
+    assert!(!ok && err.contains("422") && err.contains("1 to 1000"), "{err}");
+    let (ok, out, _) = cli(&admin, &["publish", "examples/nobody", "x", "--json"]);
+    assert!(ok && out.contains(r#""queued":0"#), "{out}");
 }
