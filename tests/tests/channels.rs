@@ -394,7 +394,7 @@ async fn wasmsock_publish_and_channels_against_the_real_binary() {
     let plugins = Plugins::new().handler("examples/chat", "chat").endpoint("chat", "examples/chat");
     let host = BinaryHost::start(&plugins, &[]).await;
     let admin = host.admin.clone();
-    let mut lobby = vec![connect(&host.url("chat")).await, connect(&host.url("chat?room=lobby")).await];
+    let mut lobby = [connect(&host.url("chat")).await, connect(&host.url("chat?room=lobby")).await];
     let mut other = connect(&host.url("chat?room=other")).await;
     // Wait until every session has joined its room, through the CLI itself.
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -61,7 +61,7 @@ async fn chat_fans_every_message_out_to_every_member_of_its_room() {
     // Three in the lobby (one by default, two by name), two in another room.
     let mut lobby = vec![host.connect("chat").await, host.connect("chat?room=lobby").await];
     lobby.push(host.connect("chat?x=1&room=lobby").await);
-    let mut kitchen = vec![host.connect("chat?room=k%C3%BCche").await, host.connect("chat?room=k%C3%BCche").await];
+    let mut kitchen = [host.connect("chat?room=k%C3%BCche").await, host.connect("chat?room=k%C3%BCche").await];
     // A session on another endpoint must not receive the rooms' messages.
     let mut outsider = host.connect("echo").await;
     eventually("everyone joined", || {
