@@ -181,9 +181,9 @@ impl Conn {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a data message written.
-    pub fn count_out(&self) {
-        self.messages_out.fetch_add(1, Ordering::Relaxed);
+    /// Counts data messages written.
+    pub fn count_out(&self, messages: u64) {
+        self.messages_out.fetch_add(messages, Ordering::Relaxed);
     }
 
     /// Whether this is an inbound session or an outbound client.
@@ -361,6 +361,15 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// The next queued data frame if one is waiting, without waiting; none when the queue is empty or being dropped
+    /// (a close then comes from [`Outbox::next`]).
+    pub fn try_next(&mut self) -> Option<Frame> {
+        if self.conn.discard_queue.load(Ordering::Acquire) {
+            return None;
+        }
+        self.queue.try_recv().ok().map(|frame| self.dequeued(frame))
     }
 
     fn dequeued(&self, frame: Frame) -> Frame {

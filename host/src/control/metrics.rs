@@ -35,6 +35,31 @@ impl ConnLabels {
     }
 }
 
+/// One connection's handles on its message and byte counters (see [`Metrics::traffic`]).
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    messages_received: Counter,
+    bytes_received: Counter,
+    messages_sent: Counter,
+    bytes_sent: Counter,
+}
+
+impl Traffic {
+    /// A data message of `bytes` payload bytes arrived.
+    pub fn received(&self, bytes: usize) {
+        self.messages_received.inc();
+        self.bytes_received.inc_by(bytes as u64);
+    }
+
+    /// `messages` data messages of `bytes` payload bytes in all were written.
+    pub fn sent(&self, messages: u64, bytes: usize) {
+        if messages > 0 {
+            self.messages_sent.inc_by(messages);
+            self.bytes_sent.inc_by(bytes as u64);
+        }
+    }
+}
+
 /// A handler and the event method it ran.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
@@ -216,18 +241,16 @@ impl Metrics {
         self.connections_open.get_or_create(&ConnLabels::of(endpoint, direction)).dec();
     }
 
-    /// A data message of `bytes` payload bytes arrived on `conn`.
-    pub fn message_received(&self, endpoint: Option<&str>, direction: Direction, bytes: usize) {
+    /// The traffic counters of connections on `endpoint` in `direction`, looked up once per connection so that each
+    /// message costs two atomic adds, not a label lookup.
+    pub fn traffic(&self, endpoint: Option<&str>, direction: Direction) -> Traffic {
         let labels = ConnLabels::of(endpoint, direction);
-        self.messages_received.get_or_create(&labels).inc();
-        self.bytes_received.get_or_create(&labels).inc_by(bytes as u64);
-    }
-
-    /// A data message of `bytes` payload bytes was written to `conn`'s socket.
-    pub fn message_sent(&self, endpoint: Option<&str>, direction: Direction, bytes: usize) {
-        let labels = ConnLabels::of(endpoint, direction);
-        self.messages_sent.get_or_create(&labels).inc();
-        self.bytes_sent.get_or_create(&labels).inc_by(bytes as u64);
+        Traffic {
+            messages_received: self.messages_received.get_or_create(&labels).clone(),
+            bytes_received: self.bytes_received.get_or_create(&labels).clone(),
+            messages_sent: self.messages_sent.get_or_create(&labels).clone(),
+            bytes_sent: self.bytes_sent.get_or_create(&labels).clone(),
+        }
     }
 
     /// `handler` ran a `method` event for `elapsed`, and failed with `error` if it did.
