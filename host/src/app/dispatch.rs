@@ -180,7 +180,7 @@ impl HostServices for App {
     }
 
     fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError> {
-        self.channels.publish(project, channel, &frame, skip, &self.metrics)
+        App::publish(self, project, channel, &frame, skip)
     }
 
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError> {

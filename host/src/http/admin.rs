@@ -287,8 +287,7 @@ struct Publish {
 async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> Result<Json<Value>, ApiError> {
     let frame = Frame::Text(publish.message);
     let queued = app
-        .channels
-        .publish(&publish.project, &publish.channel, &frame, None, &app.metrics)
+        .publish(&publish.project, &publish.channel, &frame, None)
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
     Ok(Json(json!({ "project": publish.project, "channel": publish.channel, "queued": queued })))
 }
