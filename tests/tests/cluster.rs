@@ -1,7 +1,8 @@
 //! The cluster with a real `nats-server` and real host processes (`wasmsock serve --nats`): a room spread over three
 //! hosts gets every message of a publisher on each host once and in order; `wasmsock publish` to one host reaches the
 //! members on all of them; and when the broker is killed and restarted on the same port, the hosts report it down then
-//! up and delivery across hosts resumes without a restart, delivering nothing twice.
+//! up and delivery across hosts resumes without a restart, delivering nothing twice; `wasmsock cluster` lists the
+//! hosts and drops a killed one in time; `/healthz` follows the broker.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -218,5 +219,79 @@ async fn a_broker_restart_is_reported_and_delivery_resumes_without_duplicates() 
         let total = after.len();
         after.dedup();
         assert_eq!(after.len(), total, "no message delivered twice: {got:?}");
+    }
+}
+
+/// `wasmsock cluster --json` against `host`.
+fn cluster_listing(host: &BinaryHost) -> serde_json::Value {
+    let out = std::process::Command::new(binary())
+        .args(["cluster", "--json", "--host"])
+        .arg(format!("http://{}", host.admin))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The (host, connections) pairs of a listing.
+fn hosts_of(listing: &serde_json::Value) -> Vec<(String, u64)> {
+    let hosts = listing["hosts"].as_array().unwrap();
+    hosts.iter().map(|h| (h["host"].as_str().unwrap().to_owned(), h["connections"].as_u64().unwrap())).collect()
+}
+
+async fn healthz(host: &BinaryHost) -> (u16, serde_json::Value) {
+    let answer = reqwest::get(format!("http://{}/healthz", host.admin)).await.unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_listing_drops_a_killed_host_in_time_and_health_follows_the_broker() {
+    let Some(mut nats) = NatsServer::start().await else { return };
+    let plugins = plugins();
+    let mut hosts = hosts(&plugins, &nats, 3).await;
+    let mut members = vec![Member::join(&hosts[0], "k").await, Member::join(&hosts[1], "k").await];
+    let _second = Member::join(&hosts[1], "k").await;
+    let want = vec![("h0".to_owned(), 1), ("h1".to_owned(), 2), ("h2".to_owned(), 0)];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hosts_of(&cluster_listing(&hosts[0])) != want {
+        assert!(tokio::time::Instant::now() < deadline, "{}", cluster_listing(&hosts[0]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listing = cluster_listing(&hosts[0]);
+    assert_eq!(listing["host"], "h0");
+    assert_eq!(listing["broker_connected"], true);
+
+    // kill -9 one host: the others drop it within the peer timeout (3 s) plus a heartbeat, and keep delivering.
+    let killed = hosts.pop().unwrap();
+    let pid = killed.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let gone = want[..2].to_vec();
+    while hosts_of(&cluster_listing(&hosts[0])) != gone {
+        assert!(started.elapsed() < Duration::from_secs(6), "h2 still listed: {}", cluster_listing(&hosts[0]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("a killed host left the listing after {:?}", started.elapsed());
+    until_every_host_hears_every_other(&mut members, &[0, 1]).await;
+
+    // Health: ok with the broker, 503 naming it without, ok again when it is back.
+    assert_eq!(healthz(&hosts[0]).await.0, 200);
+    nats.kill();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = healthz(&hosts[0]).await;
+        if status == 503 {
+            assert!(body["reason"].as_str().unwrap().contains("unreachable"), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "health stayed {status} without a broker");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cluster_listing(&hosts[0])["broker_connected"], false);
+    nats.restart().await;
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while healthz(&hosts[0]).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "health never came back with the broker");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -18,6 +18,11 @@ pub fn channel_subject(cluster: &str, project: &str, channel: &str) -> String {
     format!("{cluster}.ch.{}.{}", hex(project.as_bytes()), hex(channel.as_bytes()))
 }
 
+/// The subject every host of `cluster` says it is alive on.
+pub fn heartbeat_subject(cluster: &str) -> String {
+    format!("{cluster}.hosts")
+}
+
 /// The project and channel of a subject made by [`channel_subject`] for `cluster`.
 pub fn parse_channel_subject(cluster: &str, subject: &str) -> Option<(String, String)> {
     let rest = subject.strip_prefix(cluster)?.strip_prefix(".ch.")?;

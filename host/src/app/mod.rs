@@ -237,4 +237,8 @@ impl Local for App {
     fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.hub.len(), self.channels.len())
+    }
 }

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::StreamExt;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use wasmsock_wire::Frame;
-use wasmsock_wire::cluster::{channel_subject, check_token};
+use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
 
 use crate::channels::ChannelWatch;
 use crate::control::metrics::Metrics;
@@ -24,6 +25,12 @@ use crate::control::metrics::Metrics;
 /// the other hosts' (counted in `wasmsock_broker_messages_dropped_total`). About a second of a busy host's publishes,
 /// so a broker that is briefly slow costs nothing and one that is gone costs bounded memory.
 pub const DEFAULT_BROKER_QUEUE: usize = 65_536;
+
+/// How often a host tells the others it is alive, with its connection and channel counts.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A host not heard from for this long is taken out of the cluster listing (three missed heartbeats).
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The header that marks a binary message (a text message has none).
 const KIND_HEADER: &str = "Wasmsock-Kind";
@@ -38,6 +45,37 @@ pub trait Local: Send + Sync + 'static {
     fn deliver(&self, project: &str, channel: &str, frame: &Frame);
     /// The host's metrics.
     fn metrics(&self) -> &Metrics;
+    /// How many connections and channels this host has now (for its heartbeat).
+    fn counts(&self) -> (usize, usize);
+}
+
+/// What a host says of itself in each heartbeat, and what the cluster listing shows of each host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    /// The host's id.
+    pub host: String,
+    /// Its live connections.
+    pub connections: usize,
+    /// Its channels with at least one member.
+    pub channels: usize,
+    /// Milliseconds since its last heartbeat arrived (0 for this host itself).
+    #[serde(default)]
+    pub last_heartbeat_ms: u64,
+}
+
+/// The cluster as this host sees it (`GET /admin/v1/cluster`, `wasmsock cluster`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// The cluster's name.
+    pub cluster: String,
+    /// This host's id.
+    pub host: String,
+    /// The broker's URL.
+    pub broker: String,
+    /// Whether the broker connection is up.
+    pub broker_connected: bool,
+    /// This host and every other host heard from within [`DEFAULT_PEER_TIMEOUT`], by id.
+    pub hosts: Vec<HostStatus>,
 }
 
 /// How a host joins a cluster.
@@ -65,6 +103,8 @@ pub struct Cluster {
     changes: mpsc::UnboundedSender<Change>,
     outgoing: mpsc::Sender<(String, Frame)>,
     connected: Arc<AtomicBool>,
+    peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
+    local: Weak<dyn Local>,
 }
 
 impl Cluster {
@@ -93,9 +133,38 @@ impl Cluster {
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::channel(DEFAULT_BROKER_QUEUE);
         tokio::spawn(listen(client.clone(), options.name.clone(), changes_rx, local.clone()));
-        tokio::spawn(send(client, options.host_id.clone(), outgoing_rx, local));
+        tokio::spawn(send(client.clone(), options.host_id.clone(), outgoing_rx, local.clone()));
+        let peers = Arc::new(Mutex::new(HashMap::new()));
+        let heartbeats = client
+            .subscribe(heartbeat_subject(&options.name))
+            .await
+            .context("listening to the cluster's heartbeats")?;
+        tokio::spawn(hear(heartbeats, peers.clone()));
+        tokio::spawn(beat(client, options.clone(), local.clone()));
         tracing::info!(host = %options.host_id, cluster = %options.name, broker = %options.url, "joining the cluster");
-        Ok(Arc::new(Self { options, changes, outgoing, connected }))
+        Ok(Arc::new(Self { options, changes, outgoing, connected, peers, local }))
+    }
+
+    /// This host and the hosts heard from lately, by id.
+    pub fn status(&self) -> ClusterStatus {
+        let (connections, channels) = self.local.upgrade().map(|local| local.counts()).unwrap_or_default();
+        let me = HostStatus { host: self.options.host_id.clone(), connections, channels, last_heartbeat_ms: 0 };
+        let mut hosts = vec![me];
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.retain(|_, (_, heard)| heard.elapsed() < DEFAULT_PEER_TIMEOUT);
+            hosts.extend(peers.values().map(|(status, heard)| HostStatus {
+                last_heartbeat_ms: u64::try_from(heard.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ..status.clone()
+            }));
+        }
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        ClusterStatus {
+            cluster: self.options.name.clone(),
+            host: self.options.host_id.clone(),
+            broker: self.options.url.clone(),
+            broker_connected: self.is_connected(),
+            hosts,
+        }
     }
 
     /// This host's id in the cluster.
@@ -240,6 +309,33 @@ async fn send(
                 local.metrics().broker_dropped();
                 tracing::warn!("a channel message did not reach the broker: {err}");
             }
+        }
+    }
+}
+
+/// Says every [`DEFAULT_HEARTBEAT_INTERVAL`] that this host is alive, with its counts.
+async fn beat(client: async_nats::Client, options: ClusterOptions, local: Weak<dyn Local>) {
+    let subject = heartbeat_subject(&options.name);
+    let mut every = tokio::time::interval(DEFAULT_HEARTBEAT_INTERVAL);
+    loop {
+        every.tick().await;
+        let Some((connections, channels)) = local.upgrade().map(|local| local.counts()) else { return };
+        let status = HostStatus { host: options.host_id.clone(), connections, channels, last_heartbeat_ms: 0 };
+        let Ok(body) = serde_json::to_vec(&status) else { continue };
+        // A heartbeat lost while the broker is gone is simply not heard; the next one will be.
+        let _ = client.publish(subject.clone(), body.into()).await;
+    }
+}
+
+/// Keeps the table of other hosts from their heartbeats.
+async fn hear(mut heartbeats: async_nats::Subscriber, peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>) {
+    while let Some(message) = heartbeats.next().await {
+        let Ok(status) = serde_json::from_slice::<HostStatus>(&message.payload) else {
+            tracing::debug!("ignored a heartbeat that is not a host status");
+            continue;
+        };
+        if let Ok(mut peers) = peers.lock() {
+            peers.insert(status.host.clone(), (status, Instant::now()));
         }
     }
 }

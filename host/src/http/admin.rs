@@ -61,14 +61,17 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/channels", get(list_channels))
         .route("/admin/v1/channels/{project}/{*channel}", get(list_members))
         .route("/admin/v1/publish", axum::routing::post(publish))
+        .route("/admin/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
-        .with_state(app);
+        .with_state(app.clone());
     let api = match token {
         Some(token) => api.layer(middleware::from_fn_with_state(Arc::<str>::from(token), require_token)),
         None => api,
     };
+    // Outside the token: a load balancer's health check carries none, and the answer reveals nothing.
+    let api = Router::new().route("/healthz", get(healthz)).with_state(app).merge(api);
     // Outermost: a request whose head has arrived lifts its connection's handshake deadline, so a slow upload of a
     // large component is not cut while a client that never finishes its request head is (slowloris).
     api.layer(middleware::from_fn(head_arrived))
@@ -273,6 +276,31 @@ async fn list_members(
 
 /// How many members one admin page lists when the query does not say.
 const DEFAULT_MEMBERS_PAGE: u32 = 100;
+
+/// `GET /healthz`: 200 while the host serves; 503 while it drains for shutdown, or while it is in a cluster and its
+/// broker is unreachable (its channels then reach only its own members).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": "shutting down"})))
+            .into_response();
+    }
+    if let Some(cluster) = app.cluster()
+        && !cluster.is_connected()
+    {
+        let reason = format!("the cluster's broker {} is unreachable", cluster.status().broker);
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": reason})))
+            .into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /admin/v1/cluster`: the hosts of this host's cluster as it sees them; 404 when it is in none.
+async fn cluster(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let cluster = app.cluster().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "this host is in no cluster (start it with serve --nats URL)")
+    })?;
+    Ok(Json(json!(cluster.status())))
+}
 
 /// The body of `POST /admin/v1/publish`.
 #[derive(Debug, serde::Deserialize)]
