@@ -688,6 +688,8 @@ pub struct NatsServer {
     child: std::process::Child,
     pub port: u16,
     binary: PathBuf,
+    /// JetStream's storage (the cluster's deploys), kept across a restart.
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
@@ -706,13 +708,15 @@ impl NatsServer {
             return None;
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Self::spawn(&binary, port).await;
-        Some(Self { child, port, binary })
+        let store = tempfile::tempdir().unwrap();
+        let child = Self::spawn(&binary, port, store.path()).await;
+        Some(Self { child, port, binary, store })
     }
 
-    async fn spawn(binary: &Path, port: u16) -> std::process::Child {
+    async fn spawn(binary: &Path, port: u16, store: &Path) -> std::process::Child {
         let child = std::process::Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -739,7 +743,7 @@ impl NatsServer {
     /// Starts the server again on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(&self.binary, self.port).await;
+        self.child = Self::spawn(&self.binary, self.port, self.store.path()).await;
     }
 }
 

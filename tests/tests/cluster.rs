@@ -2,7 +2,8 @@
 //! hosts gets every message of a publisher on each host once and in order; `wasmsock publish` to one host reaches the
 //! members on all of them; and when the broker is killed and restarted on the same port, the hosts report it down then
 //! up and delivery across hosts resumes without a restart, delivering nothing twice; `wasmsock cluster` lists the
-//! hosts and drops a killed one in time; `/healthz` follows the broker.
+//! hosts and drops a killed one in time; `/healthz` follows the broker; a deploy through one host serves on every
+//! host, a refused one on none, and a host started later catches up before it serves.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -293,5 +294,79 @@ async fn the_listing_drops_a_killed_host_in_time_and_health_follows_the_broker()
     while healthz(&hosts[0]).await.0 != 200 {
         assert!(tokio::time::Instant::now() < deadline, "health never came back with the broker");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `wasmsock ARGS --host http://ADMIN`: (success, stdout, stderr).
+fn cli(host: &BinaryHost, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .args(["--host", &format!("http://{}", host.admin)])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether `host` serves `endpoint` with a chat: a session there gets its own message back.
+async fn serves_chat(host: &BinaryHost, endpoint: &str) -> bool {
+    let Ok(Ok((mut ws, _))) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(host.url(&format!("{endpoint}?room=probe")))).await
+    else {
+        return false;
+    };
+    send(&mut ws, "probe").await;
+    matches!(next(&mut ws).await, Some(Message::Text(text)) if text.as_str() == "probe")
+}
+
+#[tokio::test]
+async fn a_deploy_through_one_host_serves_on_every_host_and_a_late_host_catches_up() {
+    let Some(nats) = NatsServer::start().await else { return };
+    // Three hosts, each with its own empty plugins root.
+    let roots: Vec<Plugins> = (0..4).map(|_| Plugins::new()).collect();
+    let cluster = format!("test-{}", nats.port);
+    let mut hosts = Vec::new();
+    for (i, root) in roots.iter().take(3).enumerate() {
+        let id = format!("h{i}");
+        hosts.push(
+            BinaryHost::start(root, &["--nats", &nats.url(), "--cluster-name", &cluster, "--host-id", &id]).await,
+        );
+    }
+    // A project directory with the chat component and its descriptor.
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path().join("examples");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(component("chat"), dir.join("chat.wasm")).unwrap();
+    std::fs::write(dir.join("rooms.websocket"), r#"{"handler": "examples/chat", "endpoint": "rooms"}"#).unwrap();
+
+    // A refused deploy (a descriptor whose handler exists nowhere) changes no host.
+    let bad = project.path().join("bad.websocket");
+    std::fs::write(&bad, r#"{"handler": "examples/nowhere", "endpoint": "bad"}"#).unwrap();
+    let (ok, _, err) = cli(&hosts[0], &["deploy", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("examples/nowhere"), "{err}");
+
+    let (ok, out, err) = cli(&hosts[0], &["deploy", dir.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("shared with the cluster"), "{out}");
+    for host in &hosts {
+        eventually_async("every host serves the deployed endpoint", || serves_chat(host, "rooms")).await;
+        let (_, listing, _) = cli(host, &["list", "--json"]);
+        assert!(!listing.contains("\"bad\""), "the refused deploy reached {}: {listing}", host.addr);
+    }
+
+    // A host that starts afterwards catches up before it serves: its first session is already served.
+    let late =
+        BinaryHost::start(&roots[3], &["--nats", &nats.url(), "--cluster-name", &cluster, "--host-id", "late"]).await;
+    assert!(serves_chat(&late, "rooms").await, "the late host serves the endpoint from its start");
+    assert!(late.log().iter().any(|line| line.contains("caught up with the cluster's deploys")), "{:?}", late.log());
+
+    // Removing the endpoint through another host removes it everywhere.
+    let (ok, _, err) = cli(&hosts[1], &["undeploy", "rooms"]);
+    assert!(ok, "{err}");
+    for host in hosts.iter().chain([&late]) {
+        eventually_async("the endpoint is gone everywhere", || async { !serves_chat(host, "rooms").await }).await;
     }
 }

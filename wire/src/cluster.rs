@@ -30,11 +30,13 @@ pub fn parse_channel_subject(cluster: &str, subject: &str) -> Option<(String, St
     Some((unhex(project)?, unhex(channel)?))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` as lowercase hex: a name in a subject token or object name that allows few characters.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<String> {
+/// The UTF-8 text that [`hex`] made; none for anything else.
+pub fn unhex(text: &str) -> Option<String> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Limits};
 
 use crate::channels::Channels;
-use crate::cluster::{Cluster, ClusterOptions, Local};
+use crate::cluster::{Cluster, ClusterOptions, Local, Shared};
 use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
@@ -111,10 +111,83 @@ impl App {
         let local: Weak<dyn Local> = Arc::downgrade(self) as Weak<dyn Local>;
         let cluster = Cluster::start(options, local).await?;
         self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
+        if let Some(deploys) = cluster.deploys() {
+            // Catch up before serving: whatever the cluster serves, this host serves too.
+            let (changes, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+            let now = deploys.catch_up_and_follow(changes).await?;
+            tracing::info!(deploys = now.len(), "caught up with the cluster's deploys");
+            for change in now {
+                self.apply_shared(change).await;
+            }
+            let app = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(change) = incoming.recv().await {
+                    let Some(app) = app.upgrade() else { return };
+                    app.apply_shared(change).await;
+                }
+            });
+        }
         for (project, channel) in self.channels.watch(cluster.clone())? {
             crate::channels::ChannelWatch::opened(cluster.as_ref(), &project, &channel);
         }
         Ok(cluster)
+    }
+
+    /// Applies a deploy another host shared (or this one, coming back), unless this host serves exactly that already.
+    /// A refusal is logged and counted; the host keeps what it had.
+    async fn apply_shared(&self, change: Shared) {
+        let what = change.describe();
+        let (kind, result) = match change {
+            Shared::Handler { name, bytes } => {
+                let version = crate::control::registry::content_version(&bytes);
+                if self.registry.handlers().iter().any(|h| h.handler.name() == name && h.version == version) {
+                    return;
+                }
+                ("handler", self.registry.deploy_handler(&self.runtime, &name, bytes).await.map(|_| ()))
+            }
+            Shared::Descriptor { endpoint, text } => {
+                let current =
+                    self.registry.endpoint(&endpoint).and_then(|e| std::fs::read_to_string(&e.descriptor).ok());
+                if current.as_deref() == Some(text.as_str()) {
+                    return;
+                }
+                ("descriptor", self.registry.deploy_descriptor(&self.runtime, &text).await.map(|_| ()))
+            }
+            Shared::HandlerRemoved { name } => {
+                if !self.registry.handlers().iter().any(|h| h.handler.name() == name) {
+                    return;
+                }
+                ("handler", self.registry.remove_handler(&name).await)
+            }
+            Shared::EndpointRemoved { endpoint } => {
+                if self.registry.endpoint(&endpoint).is_none() {
+                    return;
+                }
+                let removed = self.registry.remove_endpoint(&endpoint).await.map(|_| ());
+                if removed.is_ok() {
+                    self.close_endpoint_sessions(&endpoint);
+                }
+                ("descriptor", removed)
+            }
+        };
+        self.metrics.cluster_deploy(kind, result.is_ok());
+        match result {
+            Ok(()) => tracing::info!("applied the cluster's deploy of {what}"),
+            Err(err) => tracing::error!("refused the cluster's deploy of {what}: {err:#}"),
+        }
+    }
+
+    /// Shares a deploy this host accepted with the other hosts of its cluster; what to tell the operator: none
+    /// without a cluster, else whether it was shared.
+    pub async fn share(&self, change: Shared) -> Option<String> {
+        let deploys = self.cluster.get()?.deploys()?;
+        Some(match deploys.share(&change).await {
+            Ok(()) => "shared with the cluster".to_owned(),
+            Err(err) => {
+                tracing::error!("{} was deployed here but not shared with the cluster: {err:#}", change.describe());
+                format!("deployed on this host only: the cluster's store refused it: {err:#}")
+            }
+        })
     }
 
     /// The cluster this host is in, if any.

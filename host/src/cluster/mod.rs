@@ -5,6 +5,8 @@
 //! each message at most once, and one host's publishes in the order they were made. Without `--nats` none of this
 //! runs: a single host is the embedded default.
 
+mod deploys;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -17,6 +19,8 @@ use tokio::task::JoinHandle;
 
 use wasmsock_wire::Frame;
 use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
+
+pub use deploys::{Deploys, Shared};
 
 use crate::channels::ChannelWatch;
 use crate::control::metrics::Metrics;
@@ -105,6 +109,7 @@ pub struct Cluster {
     connected: Arc<AtomicBool>,
     peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
     local: Weak<dyn Local>,
+    deploys: Option<Deploys>,
 }
 
 impl Cluster {
@@ -140,9 +145,21 @@ impl Cluster {
             .await
             .context("listening to the cluster's heartbeats")?;
         tokio::spawn(hear(heartbeats, peers.clone()));
-        tokio::spawn(beat(client, options.clone(), local.clone()));
+        tokio::spawn(beat(client.clone(), options.clone(), local.clone()));
+        let deploys = match Deploys::open(client, &options.name).await {
+            Ok(deploys) => Some(deploys),
+            Err(err) => {
+                tracing::warn!("deploys are not shared with the cluster: {err:#}");
+                None
+            }
+        };
         tracing::info!(host = %options.host_id, cluster = %options.name, broker = %options.url, "joining the cluster");
-        Ok(Arc::new(Self { options, changes, outgoing, connected, peers, local }))
+        Ok(Arc::new(Self { options, changes, outgoing, connected, peers, local, deploys }))
+    }
+
+    /// The cluster's store of deploys; none when the broker has no JetStream.
+    pub fn deploys(&self) -> Option<&Deploys> {
+        self.deploys.as_ref()
     }
 
     /// This host and the hosts heard from lately, by id.

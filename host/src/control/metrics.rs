@@ -201,7 +201,7 @@ impl Metrics {
         );
         registry.register(
             "deploys",
-            "Deploys by source (admin, watch), kind (handler, descriptor, file) and outcome (ok, failed)",
+            "Deploys by source (admin, watch, cluster), kind (handler, descriptor, file) and outcome (ok, failed)",
             metrics.deploys.clone(),
         );
         registry.register(
@@ -339,6 +339,11 @@ impl Metrics {
     /// A deploy through the admin API of `kind` (`handler` or `descriptor`) was accepted (`ok`) or refused.
     pub fn deploy(&self, kind: &str, ok: bool) {
         self.count_deploys("admin", kind, ok, 1);
+    }
+
+    /// A deploy of `kind` that another host of the cluster shared was applied here (`ok`) or refused.
+    pub fn cluster_deploy(&self, kind: &str, ok: bool) {
+        self.count_deploys("cluster", kind, ok, 1);
     }
 
     /// The watch of the plugins root applied `report`: each handler swapped and endpoint changed is a deploy, each

@@ -20,6 +20,7 @@ use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Reconnect};
 
 use super::listener::Peer;
 use crate::app::App;
+use crate::cluster::Shared;
 use crate::control::metrics::CONTENT_TYPE;
 
 /// The largest component the admin API accepts. componentize-py components are about 18 MB; 64 MiB leaves room.
@@ -162,13 +163,15 @@ async fn deploy_handler(
     app.metrics.deploy("handler", loaded.is_ok());
     let loaded = loaded.map_err(ApiError::refused)?;
     tracing::info!(handler = %name, version = %loaded.version, "handler deployed");
-    Ok(Json(json!({ "handler": loaded.info(), "from_cache": loaded.from_cache })))
+    let cluster = app.share(Shared::Handler { name, bytes: body.to_vec() }).await;
+    Ok(Json(json!({ "handler": loaded.info(), "from_cache": loaded.from_cache, "cluster": cluster })))
 }
 
 async fn remove_handler(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     app.registry.remove_handler(&name).await.map_err(|err| ApiError::new(StatusCode::CONFLICT, format!("{err:#}")))?;
     tracing::info!(handler = %name, "handler removed");
-    Ok(Json(json!({ "removed": name })))
+    let cluster = app.share(Shared::HandlerRemoved { name: name.clone() }).await;
+    Ok(Json(json!({ "removed": name, "cluster": cluster })))
 }
 
 async fn deploy_descriptor(
@@ -189,7 +192,8 @@ async fn deploy_descriptor(
     app.metrics.deploy("descriptor", endpoint.is_ok());
     let endpoint = endpoint.map_err(ApiError::refused)?;
     tracing::info!(endpoint = %endpoint.name, handler = %endpoint.handler, "descriptor deployed");
-    Ok(Json(json!({ "endpoint": *endpoint })))
+    let cluster = app.share(Shared::Descriptor { endpoint: endpoint.name.clone(), text: body }).await;
+    Ok(Json(json!({ "endpoint": *endpoint, "cluster": cluster })))
 }
 
 async fn remove_endpoint(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -200,6 +204,7 @@ async fn remove_endpoint(State(app): State<Arc<App>>, Path(name): Path<String>) 
         .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, format!("{err:#}")))?;
     app.close_endpoint_sessions(&name);
     tracing::info!(endpoint = %name, "endpoint removed");
+    let _ = app.share(Shared::EndpointRemoved { endpoint: name.clone() }).await;
     Ok(Json(json!({ "removed": *endpoint })))
 }
 
