@@ -3,7 +3,8 @@
 //! members on all of them; and when the broker is killed and restarted on the same port, the hosts report it down then
 //! up and delivery across hosts resumes without a restart, delivering nothing twice; `wasmsock cluster` lists the
 //! hosts and drops a killed one in time; `/healthz` follows the broker; a deploy through one host serves on every
-//! host, a refused one on none, and a host started later catches up before it serves.
+//! host, a refused one on none, and a host started later catches up before it serves; a handler sends to and closes
+//! a connection on another host, and one on a killed host is none at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -369,4 +370,61 @@ async fn a_deploy_through_one_host_serves_on_every_host_and_a_late_host_catches_
     for host in hosts.iter().chain([&late]) {
         eventually_async("the endpoint is gone everywhere", || async { !serves_chat(host, "rooms").await }).await;
     }
+}
+
+/// Sends a command on a recorder session and returns the reply.
+async fn command(ws: &mut Ws, text_: &str) -> String {
+    send(ws, text_).await;
+    text(ws).await
+}
+
+#[tokio::test]
+async fn a_handler_sends_to_and_closes_a_connection_on_another_host_and_a_dead_host_fails_fast() {
+    let Some(nats) = NatsServer::start().await else { return };
+    let plugins = Plugins::new()
+        .handler("a/recorder", "recorder")
+        .endpoint("a-rec", "a/recorder")
+        .handler("b/recorder", "recorder")
+        .endpoint("b-rec", "b/recorder");
+    let mut hosts = hosts(&plugins, &nats, 2).await;
+    let mut target = connect(&hosts[1].url("a-rec?who=target")).await;
+    let target_id = own_id(&mut target, "who=target").await;
+    assert!(target_id.ends_with("@h1"), "ids name their host in a cluster: {target_id}");
+    let mut driver = connect(&hosts[0].url("a-rec?who=driver")).await;
+    let mut other_project = connect(&hosts[0].url("b-rec?who=b")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hosts_of(&cluster_listing(&hosts[0])).len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "h0 never heard h1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Project a's handler on h0 reaches a's session on h1: text, binary, in order.
+    assert_eq!(command(&mut driver, &format!("client-send {target_id} hello")).await, "ok");
+    assert_eq!(command(&mut driver, &format!("client-send-binary {target_id} bytes")).await, "ok");
+    assert_eq!(text(&mut target).await, "hello");
+    assert_eq!(binary_message(&mut target).await, b"bytes");
+    // Project b's handler does not: the connection does not exist for it, on any host.
+    assert_eq!(command(&mut other_project, &format!("client-send {target_id} from-b")).await, "none");
+    // A close through the broker, with the handler's code and reason.
+    assert_eq!(command(&mut driver, &format!("client-close {target_id}")).await, "ok");
+    let close = close_frame(&mut target).await.unwrap();
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (1000, "done"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while command(&mut driver, &format!("client-send {target_id} late")).await != "none" {
+        assert!(tokio::time::Instant::now() < deadline, "the closed connection still reachable");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // kill -9 the host holding a connection: get-client answers none at once, not after a timeout.
+    let mut second = connect(&hosts[1].url("a-rec?who=second")).await;
+    let second_id = own_id(&mut second, "who=second").await;
+    assert_eq!(command(&mut driver, &format!("client-send {second_id} before")).await, "ok");
+    assert_eq!(text(&mut second).await, "before");
+    let killed = hosts.pop().unwrap();
+    assert!(std::process::Command::new("kill").args(["-9", &killed.pid().to_string()]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(command(&mut driver, &format!("client-send {second_id} after")).await, "none");
+    eprintln!("get-client of a connection on a killed host answered none after {:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(1), "it waited {:?}", asked.elapsed());
 }

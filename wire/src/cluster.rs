@@ -18,6 +18,17 @@ pub fn channel_subject(cluster: &str, project: &str, channel: &str) -> String {
     format!("{cluster}.ch.{}.{}", hex(project.as_bytes()), hex(channel.as_bytes()))
 }
 
+/// The host a connection id names (`s12@h1` is on host `h1`); none for an id without one (a host alone).
+pub fn host_of(id: &str) -> Option<&str> {
+    id.split_once('@').map(|(_, host)| host)
+}
+
+/// The subjects other hosts reach one host's connections on: `<cluster>.host.<host>.<verb>` (`lookup`, `send`,
+/// `close`).
+pub fn host_subject(cluster: &str, host: &str, verb: &str) -> String {
+    format!("{cluster}.host.{host}.{verb}")
+}
+
 /// The subject every host of `cluster` says it is alive on.
 pub fn heartbeat_subject(cluster: &str) -> String {
     format!("{cluster}.hosts")
@@ -57,6 +68,13 @@ mod tests {
         assert_eq!(parse_channel_subject("prod", &subject), Some(("examples".into(), "a.b*c>d/ä".into())));
         assert_eq!(parse_channel_subject("other", &subject), None);
         assert_eq!(parse_channel_subject("prod", "prod.ch.zz.00"), None);
+    }
+
+    #[test]
+    fn connection_ids_name_their_host() {
+        assert_eq!(host_of("s12@h1"), Some("h1"));
+        assert_eq!(host_of("s12"), None);
+        assert_eq!(host_subject("prod", "h1", "send"), "prod.host.h1.send");
     }
 
     #[test]

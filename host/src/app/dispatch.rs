@@ -13,7 +13,7 @@ use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Fram
 use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
 use crate::control::metrics::Metrics;
-use crate::runtime::{CallError, Connection, Event, HostServices};
+use crate::runtime::{CallError, Connection, Event, HostServices, Lookup};
 
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
@@ -128,6 +128,12 @@ impl HostServices for App {
     fn connection(&self, project: &str, id: &str) -> Option<Arc<dyn Connection>> {
         let conn = self.hub.get(id).filter(|conn| project_of(conn.handler()) == project)?;
         Some(conn)
+    }
+
+    fn remote_connection(&self, project: &str, id: &str) -> Lookup {
+        let cluster = self.cluster().cloned();
+        let (project, id) = (project.to_owned(), id.to_owned());
+        Box::pin(async move { cluster?.lookup(&project, &id).await })
     }
 
     fn connections(&self, project: &str) -> Vec<ClientInfo> {

@@ -110,6 +110,9 @@ impl App {
     pub async fn join_cluster(self: &Arc<Self>, options: ClusterOptions) -> anyhow::Result<Arc<Cluster>> {
         let local: Weak<dyn Local> = Arc::downgrade(self) as Weak<dyn Local>;
         let cluster = Cluster::start(options, local).await?;
+        if !self.hub.set_host(cluster.host_id()) {
+            anyhow::bail!("this host is in a cluster already");
+        }
         self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
         if let Some(deploys) = cluster.deploys() {
             // Catch up before serving: whatever the cluster serves, this host serves too.
@@ -313,5 +316,20 @@ impl Local for App {
 
     fn counts(&self) -> (usize, usize) {
         (self.hub.len(), self.channels.len())
+    }
+
+    fn lookup(&self, project: &str, id: &str) -> Option<(wasmsock_wire::ClientInfo, Option<Vec<u8>>)> {
+        let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project)?;
+        Some((conn.info(), conn.attachment().map(|data| data.to_vec())))
+    }
+
+    fn send_to(&self, project: &str, id: &str, frame: Frame) -> Result<(), ConnError> {
+        let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project);
+        conn.ok_or_else(|| ConnError::UnknownClient(id.to_owned()))?.send(frame)
+    }
+
+    fn close_of(&self, project: &str, id: &str, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError> {
+        let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project);
+        conn.ok_or_else(|| ConnError::UnknownClient(id.to_owned()))?.close(code, reason)
     }
 }

@@ -284,9 +284,11 @@ impl Channels {
     }
 }
 
-/// A connection's sequence number from its id (`s12`, `c3`; see [`crate::conn::Hub::register`]).
+/// A connection's sequence number from its id (`s12`, `c3`, `s12@h1` in a cluster; see
+/// [`crate::conn::Hub::register`]).
 fn seq_of(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix('s').or_else(|| id.strip_prefix('c'))?;
+    let local = id.split_once('@').map_or(id, |(local, _)| local);
+    let digits = local.strip_prefix('s').or_else(|| local.strip_prefix('c'))?;
     digits.parse().ok()
 }
 

@@ -6,6 +6,7 @@
 //! runs: a single host is the embedded default.
 
 mod deploys;
+mod remote;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +18,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use wasmsock_wire::Frame;
 use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
+use wasmsock_wire::{ClientInfo, ConnError, Frame};
 
 pub use deploys::{Deploys, Shared};
 
@@ -39,6 +40,18 @@ pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(3);
 /// The header that marks a binary message (a text message has none).
 const KIND_HEADER: &str = "Wasmsock-Kind";
 
+/// The headers naming the project and connection a message sent to one connection on another host is for.
+const PROJECT_HEADER: &str = "Wasmsock-Project";
+const CONN_HEADER: &str = "Wasmsock-Conn";
+
+/// A message for the broker: to a channel's subject, or to one connection on another host (`to`: project and id).
+#[derive(Debug)]
+struct Outgoing {
+    subject: String,
+    to: Option<(String, String)>,
+    frame: Frame,
+}
+
 /// The header naming the host a message came from (for logs and for reading the traffic on the broker).
 const HOST_HEADER: &str = "Wasmsock-Host";
 
@@ -51,6 +64,12 @@ pub trait Local: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// How many connections and channels this host has now (for its heartbeat).
     fn counts(&self) -> (usize, usize);
+    /// The live connection `id` of `project` on this host, with its attachment (for another host's `get-client`).
+    fn lookup(&self, project: &str, id: &str) -> Option<(ClientInfo, Option<Vec<u8>>)>;
+    /// Queues `frame` on this host's connection `id` of `project` (another host's handler sent it).
+    fn send_to(&self, project: &str, id: &str, frame: Frame) -> Result<(), ConnError>;
+    /// Closes this host's connection `id` of `project` (another host's handler asked).
+    fn close_of(&self, project: &str, id: &str, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError>;
 }
 
 /// What a host says of itself in each heartbeat, and what the cluster listing shows of each host.
@@ -105,7 +124,8 @@ enum Change {
 pub struct Cluster {
     options: ClusterOptions,
     changes: mpsc::UnboundedSender<Change>,
-    outgoing: mpsc::Sender<(String, Frame)>,
+    outgoing: mpsc::Sender<Outgoing>,
+    client: async_nats::Client,
     connected: Arc<AtomicBool>,
     peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
     local: Weak<dyn Local>,
@@ -139,6 +159,11 @@ impl Cluster {
         let (outgoing, outgoing_rx) = mpsc::channel(DEFAULT_BROKER_QUEUE);
         tokio::spawn(listen(client.clone(), options.name.clone(), changes_rx, local.clone()));
         tokio::spawn(send(client.clone(), options.host_id.clone(), outgoing_rx, local.clone()));
+        let requests = client
+            .subscribe(wasmsock_wire::cluster::host_subject(&options.name, &options.host_id, "*"))
+            .await
+            .context("listening for requests from other hosts")?;
+        tokio::spawn(remote::serve(client.clone(), requests, local.clone()));
         let peers = Arc::new(Mutex::new(HashMap::new()));
         let heartbeats = client
             .subscribe(heartbeat_subject(&options.name))
@@ -146,7 +171,7 @@ impl Cluster {
             .context("listening to the cluster's heartbeats")?;
         tokio::spawn(hear(heartbeats, peers.clone()));
         tokio::spawn(beat(client.clone(), options.clone(), local.clone()));
-        let deploys = match Deploys::open(client, &options.name).await {
+        let deploys = match Deploys::open(client.clone(), &options.name).await {
             Ok(deploys) => Some(deploys),
             Err(err) => {
                 tracing::warn!("deploys are not shared with the cluster: {err:#}");
@@ -154,7 +179,7 @@ impl Cluster {
             }
         };
         tracing::info!(host = %options.host_id, cluster = %options.name, broker = %options.url, "joining the cluster");
-        Ok(Arc::new(Self { options, changes, outgoing, connected, peers, local, deploys }))
+        Ok(Arc::new(Self { options, changes, outgoing, client, connected, peers, local, deploys }))
     }
 
     /// The cluster's store of deploys; none when the broker has no JetStream.
@@ -194,6 +219,15 @@ impl Cluster {
         &self.options.name
     }
 
+    /// Whether `host` is this host or one heard from within [`DEFAULT_PEER_TIMEOUT`].
+    pub fn is_alive(&self, host: &str) -> bool {
+        host == self.options.host_id
+            || self
+                .peers
+                .lock()
+                .is_ok_and(|peers| peers.get(host).is_some_and(|(_, heard)| heard.elapsed() < DEFAULT_PEER_TIMEOUT))
+    }
+
     /// Whether the broker connection is up now.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
@@ -203,7 +237,7 @@ impl Cluster {
     /// waiting. Whether it was handed on: false when the broker queue is full (the message reaches this host only).
     pub fn publish(&self, project: &str, channel: &str, frame: &Frame) -> bool {
         let subject = channel_subject(&self.options.name, project, channel);
-        self.outgoing.try_send((subject, frame.clone())).is_ok()
+        self.outgoing.try_send(Outgoing { subject, to: None, frame: frame.clone() }).is_ok()
     }
 }
 
@@ -304,12 +338,16 @@ async fn read(mut subscriber: async_nats::Subscriber, project: String, channel: 
 async fn send(
     client: async_nats::Client,
     host_id: String,
-    mut outgoing: mpsc::Receiver<(String, Frame)>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
     local: Weak<dyn Local>,
 ) {
-    while let Some((subject, frame)) = outgoing.recv().await {
+    while let Some(Outgoing { subject, to, frame }) = outgoing.recv().await {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(HOST_HEADER, host_id.as_str());
+        if let Some((project, conn)) = &to {
+            headers.insert(PROJECT_HEADER, project.as_str());
+            headers.insert(CONN_HEADER, conn.as_str());
+        }
         let payload = match frame {
             Frame::Text(text) => text.into_bytes(),
             Frame::Binary(data) => {
