@@ -405,6 +405,16 @@ async fn a_handler_sends_to_and_closes_a_connection_on_another_host_and_a_dead_h
     assert_eq!(binary_message(&mut target).await, b"bytes");
     // Project b's handler does not: the connection does not exist for it, on any host.
     assert_eq!(command(&mut other_project, &format!("client-send {target_id} from-b")).await, "none");
+    // get-clients answers for the whole cluster, within the project.
+    let listing = command(&mut driver, "clients").await;
+    assert!(listing.contains(&format!("{target_id}|")) && listing.contains("who=driver"), "{listing}");
+    let listing = command(&mut other_project, "clients").await;
+    assert!(!listing.contains(&target_id), "{listing}");
+    let admin =
+        reqwest::get(format!("http://{}/admin/v1/connections?cluster_project=a", hosts[0].admin)).await.unwrap();
+    let admin: serde_json::Value = admin.json().await.unwrap();
+    assert_eq!(admin["partial"], false, "{admin}");
+    assert!(admin["remote"].as_array().unwrap().iter().any(|c| c["id"] == target_id.as_str()), "{admin}");
     // A close through the broker, with the handler's code and reason.
     assert_eq!(command(&mut driver, &format!("client-close {target_id}")).await, "ok");
     let close = close_frame(&mut target).await.unwrap();

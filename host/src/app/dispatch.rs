@@ -13,7 +13,7 @@ use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Fram
 use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
 use crate::control::metrics::Metrics;
-use crate::runtime::{CallError, Connection, Event, HostServices, Lookup};
+use crate::runtime::{CallError, Connection, Event, HostServices, Lookup, Survey};
 
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
@@ -134,6 +134,19 @@ impl HostServices for App {
         let cluster = self.cluster().cloned();
         let (project, id) = (project.to_owned(), id.to_owned());
         Box::pin(async move { cluster?.lookup(&project, &id).await })
+    }
+
+    fn remote_connections(&self, project: &str) -> Survey {
+        let cluster = self.cluster().cloned();
+        let project = project.to_owned();
+        Box::pin(async move {
+            let Some(cluster) = cluster else { return Vec::new() };
+            let (found, missing) = cluster.survey_clients(&project).await;
+            if !missing.is_empty() {
+                tracing::warn!(project, missing = ?missing, "get-clients is partial: these hosts did not answer in time");
+            }
+            found
+        })
     }
 
     fn connections(&self, project: &str) -> Vec<ClientInfo> {

@@ -318,6 +318,10 @@ impl Local for App {
         (self.hub.len(), self.channels.len())
     }
 
+    fn clients(&self, project: &str) -> Vec<wasmsock_wire::ClientInfo> {
+        crate::runtime::HostServices::connections(self, project)
+    }
+
     fn lookup(&self, project: &str, id: &str) -> Option<(wasmsock_wire::ClientInfo, Option<Vec<u8>>)> {
         let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project)?;
         Some((conn.info(), conn.attachment().map(|data| data.to_vec())))

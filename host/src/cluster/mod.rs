@@ -64,6 +64,8 @@ pub trait Local: Send + Sync + 'static {
     fn metrics(&self) -> &Metrics;
     /// How many connections and channels this host has now (for its heartbeat).
     fn counts(&self) -> (usize, usize);
+    /// Every live connection of `project` on this host, oldest first (for another host's `get-clients`).
+    fn clients(&self, project: &str) -> Vec<ClientInfo>;
     /// The live connection `id` of `project` on this host, with its attachment (for another host's `get-client`).
     fn lookup(&self, project: &str, id: &str) -> Option<(ClientInfo, Option<Vec<u8>>)>;
     /// Queues `frame` on this host's connection `id` of `project` (another host's handler sent it).

@@ -1,6 +1,7 @@
 //! Connections on other hosts: `get-client(id)` of an id another host holds asks that host (request and reply with a
 //! deadline; a host that is gone answers "nobody" at once), and the handle it returns sends and closes through the
-//! broker. The other side: answering those requests for this host's connections, within the asking handler's project.
+//! broker; `get-clients` surveys every live host with the same deadline. The other side: answering those requests for
+//! this host's connections, within the asking handler's project.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -40,7 +41,44 @@ struct CloseRequest {
     reason: Option<String>,
 }
 
+/// A survey of one project's connections, as it crosses the broker.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Clients {
+    project: String,
+}
+
 impl Cluster {
+    /// Every connection of `project` on the other live hosts, asked all at once and gathered for at most
+    /// [`DEFAULT_REMOTE_DEADLINE`]; returns them (by host id, each host's oldest first) and the hosts that did not
+    /// answer in time, so a caller can tell a partial answer.
+    pub async fn survey_clients(&self, project: &str) -> (Vec<ClientInfo>, Vec<String>) {
+        let hosts: Vec<String> =
+            self.status().hosts.into_iter().map(|h| h.host).filter(|h| h != self.host_id()).collect();
+        let Ok(request) = serde_json::to_vec(&Clients { project: project.to_owned() }) else {
+            return (Vec::new(), hosts);
+        };
+        let asks = hosts.iter().map(|host| {
+            let subject = host_subject(self.name(), host, "clients");
+            let ask = self.client.request(subject, request.clone().into());
+            async move {
+                match tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, ask).await {
+                    Ok(Ok(answer)) => serde_json::from_slice::<Vec<ClientInfo>>(&answer.payload).ok(),
+                    _ => None,
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for (host, answer) in hosts.into_iter().zip(answers) {
+            match answer {
+                Some(clients) => found.extend(clients),
+                None => missing.push(host),
+            }
+        }
+        (found, missing)
+    }
+
     /// The connection `id` of `project` on the host the id names, if that host is alive and holds it.
     pub async fn lookup(self: &Arc<Self>, project: &str, id: &str) -> Option<Arc<dyn Connection>> {
         let host = host_of(id)?;
@@ -161,6 +199,13 @@ pub(super) async fn serve(client: async_nats::Client, mut requests: async_nats::
                     info: found.map(|(info, _)| info),
                 };
                 if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&answer)) {
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+            "clients" => {
+                let Ok(clients) = serde_json::from_slice::<Clients>(&message.payload) else { continue };
+                let list = local.clients(&clients.project);
+                if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&list)) {
                     let _ = client.publish(reply, body.into()).await;
                 }
             }

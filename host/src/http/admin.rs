@@ -149,9 +149,23 @@ async fn list_handlers(State(app): State<Arc<App>>) -> Json<Value> {
     Json(json!({ "handlers": handlers }))
 }
 
-async fn list_connections(State(app): State<Arc<App>>) -> Json<Value> {
+/// The query of `GET /admin/v1/connections`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsQuery {
+    /// In a cluster: also the other hosts' connections of this project (surveyed with a deadline).
+    cluster_project: Option<String>,
+}
+
+async fn list_connections(State(app): State<Arc<App>>, Query(query): Query<ConnectionsQuery>) -> Json<Value> {
     let connections: Vec<_> = app.hub.all().iter().map(|c| c.stats()).collect();
-    Json(json!({ "connections": connections }))
+    let (Some(project), Some(cluster)) = (query.cluster_project, app.cluster()) else {
+        return Json(json!({ "connections": connections }));
+    };
+    let (remote, missing) = cluster.survey_clients(&project).await;
+    Json(
+        json!({ "connections": connections, "remote": remote, "missing_hosts": missing, "partial": !missing.is_empty() }),
+    )
 }
 
 async fn deploy_handler(

@@ -5,9 +5,10 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
     exports: { default: async },
-    // `get-client` may ask another host of the cluster whether it holds the connection; the rest never waits.
+    // `get-client` and `get-clients` may ask the other hosts of the cluster; the rest never waits.
     imports: {
         "wasmsock:websockets/websockets.get-client": async | trappable,
+        "wasmsock:websockets/websockets.get-clients": async | trappable,
         default: trappable,
     },
     with: {

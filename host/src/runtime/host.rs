@@ -151,8 +151,11 @@ impl wit::Host for State {
         self.create(&uri, &handler, options.into())
     }
 
-    fn get_clients(&mut self) -> wasmtime::Result<Vec<wit::ClientInfo>> {
-        Ok(self.services.connections(project_of(&self.handler)).into_iter().map(Into::into).collect())
+    async fn get_clients(&mut self) -> wasmtime::Result<Vec<wit::ClientInfo>> {
+        let project = project_of(&self.handler).to_owned();
+        let mut all = self.services.connections(&project);
+        all.extend(self.services.remote_connections(&project).await);
+        Ok(all.into_iter().map(Into::into).collect())
     }
 
     async fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {

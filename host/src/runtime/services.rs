@@ -30,6 +30,9 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
 /// A connection being looked up on another host: it resolves to the connection, or none.
 pub type Lookup = Pin<Box<dyn Future<Output = Option<Arc<dyn Connection>>> + Send + 'static>>;
 
+/// The other hosts' connections being gathered: they resolve to what arrived in time.
+pub type Survey = Pin<Box<dyn Future<Output = Vec<ClientInfo>> + Send + 'static>>;
+
 /// One event for one connection's handler.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -50,6 +53,9 @@ pub trait HostServices: Send + Sync + 'static {
     fn remote_connection(&self, project: &str, id: &str) -> Lookup;
     /// Every live connection whose handler is in `project`, oldest first.
     fn connections(&self, project: &str) -> Vec<ClientInfo>;
+    /// Every live connection of `project` on the other hosts of the cluster, as many as answered in time (none when
+    /// this host is alone).
+    fn remote_connections(&self, project: &str) -> Survey;
     /// The oldest live outbound client whose events go to `handler`, when `handler` is in `project`.
     fn client_by_handler(&self, project: &str, handler: &str) -> Option<Arc<dyn Connection>>;
     /// Starts an outbound client for `handler`, which must be in `project`; returns at once with the client still
