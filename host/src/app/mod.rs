@@ -1,4 +1,4 @@
-//! The app: one host's rooms wired together (runtime, registry, hub, metrics, kept instances) with its start, reload,
+//! The app: one host's rooms wired together (runtime, registry, hub, channels, metrics, kept instances) with its start, reload,
 //! watch and drain. The dispatch of events to handlers is in `dispatch.rs`.
 
 mod dispatch;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmsock_wire::{ClientOptions, Close, ConnError, Limits};
 
+use crate::channels::Channels;
 use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
@@ -32,6 +33,8 @@ pub struct App {
     pub console: Console,
     /// Handler instances kept between events (`per-connection` and `shared` endpoints).
     pub instances: Instances,
+    /// Channels of every project and their members.
+    pub channels: Channels,
     /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
     outbound_tls: Arc<rustls::ClientConfig>,
     me: Weak<App>,
@@ -87,6 +90,7 @@ impl App {
             runtime,
             registry,
             hub,
+            channels: Channels::new(limits.max_channels_per_connection),
             limits,
             metrics: Metrics::new(),
             console: Console::default(),

@@ -81,6 +81,12 @@ pub struct ServeArgs {
     /// How long shutdown waits for connections to close, in milliseconds.
     #[arg(long, default_value_t = limits::DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
     pub shutdown_grace_ms: u64,
+    /// How many channels one connection may be in at once.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CHANNELS_PER_CONNECTION)]
+    pub max_channels_per_connection: usize,
+    /// The largest attachment a handler may keep with a connection, in bytes.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ATTACHMENT_BYTES)]
+    pub max_attachment_bytes: usize,
     /// The address of the admin API (deploys, listings); off loopback it needs --admin-token.
     #[arg(long, env = "WASMSOCK_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin: SocketAddr,
@@ -163,6 +169,8 @@ impl ServeArgs {
             max_frame_size: self.max_frame_size,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            max_channels_per_connection: self.max_channels_per_connection,
+            max_attachment_bytes: self.max_attachment_bytes,
             ..Limits::default()
         }
     }
