@@ -125,7 +125,8 @@ enum Who {
 /// One step of the channel and attachment cases. Texts are patterns: `{a}`/`{b}` are the sessions' ids, `{ch}`,
 /// `{ch2}` and `{nobody}` channels of this language's run, `{max}` a 255-byte name, `{long}` a 256-byte one, `{tab}`
 /// and `{ctl}` names with a tab and a control character, `{a4096}` 4096 `a`s; a reply pattern ending in `…` matches
-/// any rest (the host's error detail, which must still be the same in every language).
+/// any rest (the host's error detail, which must still be the same in every language). Transcripts also have `{c}`
+/// (the third session's id) and `{tag}` (what makes this run's names its own).
 #[derive(Debug, Clone, Copy)]
 enum Step {
     /// Sends a command on a session and reads its reply.
@@ -224,8 +225,8 @@ const CHANNEL_CASES: &[Step] = &[
 struct Names(Vec<(&'static str, String)>);
 
 impl Names {
-    fn new(tag: &str, a: &str, b: &str) -> Self {
-        // Longest first, so that `normalize` never replaces a part of a longer value (ids `c1` and `c12`).
+    fn new(tag: &str, a: &str, b: &str, c: &str) -> Self {
+        // Longest first, so that `normalize` never replaces a part of a longer value (ids `s1` and `s12`).
         let mut names = vec![
             ("{long}", "n".repeat(256)),
             ("{max}", "n".repeat(255)),
@@ -237,6 +238,7 @@ impl Names {
             ("{ctl}", "a\u{1}b".to_owned()),
             ("{a}", a.to_owned()),
             ("{b}", b.to_owned()),
+            ("{c}", c.to_owned()),
             ("{tag}", tag.to_owned()),
         ];
         names.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
@@ -279,7 +281,10 @@ async fn channel_transcript(host: &SharedHost, language: &str, endpoint: &str) -
     let a_id = own_id(&mut a, &format!("who={tag}-a")).await;
     let mut b = connect(&format!("{}?who={tag}-b", host.url(endpoint))).await;
     let b_id = own_id(&mut b, &format!("who={tag}-b")).await;
-    let names = Names::new(&tag, &a_id, &b_id);
+    // C only fills its channels up to the cap, at the end.
+    let mut c = connect(&format!("{}?who={tag}-c", host.url(endpoint))).await;
+    let c_id = own_id(&mut c, &format!("who={tag}-c")).await;
+    let names = Names::new(&tag, &a_id, &b_id, &c_id);
     let mut transcript = Vec::new();
     for (i, step) in CHANNEL_CASES.iter().enumerate() {
         let who = match *step {
@@ -336,7 +341,6 @@ async fn channel_transcript(host: &SharedHost, language: &str, endpoint: &str) -
     assert_eq!(reply, "none", "{language}");
 
     // At most 128 channels per connection: the 129th join is a limit error, the others stay.
-    let mut c = connect(&format!("{}?who={tag}-c", host.url(endpoint))).await;
     for i in 0..128 {
         assert_eq!(command(&mut c, &format!("join {tag}-many-{i}")).await, "ok", "{language}: join {i}");
     }

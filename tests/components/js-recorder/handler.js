@@ -85,14 +85,23 @@ function attachment(text) {
   return `attachment ${text ?? "-"}`;
 }
 
-/** Runs `act` and formats what it returns with `format`, or `"error <kind>: <detail>"` if the host refused. */
+/**
+ * Runs `act` and formats what it returns with `format`, or `"error <kind>: <detail>"` if the host refused; a `closed`
+ * (which has no detail) is worded as the Rust recorder words it.
+ */
 function reply(act, format) {
   try {
     return format(act());
   } catch (err) {
+    if (err.kind === "closed" && !err.detail) {
+      return "error closed: the connection is closing or closed";
+    }
     return `error ${err.message}`;
   }
 }
+
+/** `"ok"`, or the refusal as `reply` words it. */
+const ok = () => "ok";
 
 /** Runs `act` on the client with this id; `"none"` if there is no such client. */
 function withClient(id, act) {
@@ -169,7 +178,7 @@ function command(text) {
     case "throw":
       throw new Error(rest);
     case "join":
-      return outcome(() => websockets.join(rest));
+      return reply(() => websockets.join(rest), ok);
     case "leave":
       return reply(() => websockets.leave(rest), (left) => `left ${left}`);
     case "channels":
@@ -195,7 +204,7 @@ function command(text) {
     }
     case "client-join": {
       const [id, channel] = split(rest);
-      return withClient(id, (client) => outcome(() => client.join(channel)));
+      return withClient(id, (client) => reply(() => client.join(channel), ok));
     }
     case "client-leave": {
       const [id, channel] = split(rest);
@@ -204,11 +213,11 @@ function command(text) {
     case "client-channels":
       return withClient(rest, (client) => channels(client.getChannels()));
     case "set-attachment":
-      return outcome(() => websockets.setAttachment(rest));
+      return reply(() => websockets.setAttachment(rest), ok);
     case "set-attachment-size":
-      return outcome(() => websockets.setAttachment(new Uint8Array(Number(rest)).fill(0x61)));
+      return reply(() => websockets.setAttachment(new Uint8Array(Number(rest)).fill(0x61)), ok);
     case "clear-attachment":
-      return outcome(() => websockets.setAttachment(null));
+      return reply(() => websockets.setAttachment(null), ok);
     case "attachment":
       return attachment(websockets.getAttachmentText());
     case "client-attachment":

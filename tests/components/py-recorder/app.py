@@ -108,11 +108,20 @@ def attachment(text: Optional[str]) -> str:
 
 
 def reply(act: Callable[[], _T], show: Callable[[_T], str]) -> str:
-    """Runs ``act`` and formats what it returns with ``show``, or ``"error <kind>: <detail>"`` if the host refused."""
+    """Runs ``act`` and formats what it returns with ``show``, or ``"error <kind>: <detail>"`` if the host refused; a
+    ``closed`` (which has no detail) is worded as the Rust recorder words it.
+    """
     try:
         return show(act())
     except WebsocketError as err:
+        if err.kind == "closed" and not err.detail:
+            return "error closed: the connection is closing or closed"
         return f"error {err}"
+
+
+def ok(_: object) -> str:
+    """``"ok"``, for ``reply``."""
+    return "ok"
 
 
 def with_client(client_id: str, act: Callable[[WebsocketClient], str]) -> str:
@@ -174,7 +183,7 @@ def command(text: str) -> str:
     if verb == "throw":
         raise RuntimeError(rest)
     if verb == "join":
-        return outcome(lambda: websockets.join(rest))
+        return reply(lambda: websockets.join(rest), ok)
     if verb == "leave":
         return reply(lambda: websockets.leave(rest), left)
     if verb == "channels":
@@ -194,18 +203,18 @@ def command(text: str) -> str:
         )
     if verb == "client-join":
         client_id, _, channel = rest.partition(" ")
-        return with_client(client_id, lambda client: outcome(lambda: client.join(channel)))
+        return with_client(client_id, lambda client: reply(lambda: client.join(channel), ok))
     if verb == "client-leave":
         client_id, _, channel = rest.partition(" ")
         return with_client(client_id, lambda client: reply(lambda: client.leave(channel), left))
     if verb == "client-channels":
         return with_client(rest, lambda client: channels(client.get_channels()))
     if verb == "set-attachment":
-        return outcome(lambda: websockets.set_attachment(rest))
+        return reply(lambda: websockets.set_attachment(rest), ok)
     if verb == "set-attachment-size":
-        return outcome(lambda: websockets.set_attachment(b"a" * int(rest)))
+        return reply(lambda: websockets.set_attachment(b"a" * int(rest)), ok)
     if verb == "clear-attachment":
-        return outcome(lambda: websockets.set_attachment(None))
+        return reply(lambda: websockets.set_attachment(None), ok)
     if verb == "attachment":
         return attachment(websockets.get_attachment_text())
     if verb == "client-attachment":
