@@ -485,10 +485,12 @@ async fn the_javascript_chat_publishes_every_message_to_its_room_only() {
     for member in green.iter_mut() {
         assert_eq!(text(member).await, "green again");
     }
-    // A room name the host refuses (a space) is told with a policy close.
+    // A room name the host refuses (a space) is told, then the session is closed as a policy violation.
     let mut refused = connect(&format!("{}?room=two+words", host.url("js-chat"))).await;
+    let told = text(&mut refused).await;
+    assert!(told.starts_with(r#"cannot join room "two words": invalid: "#), "{told}");
     let frame = close_frame(&mut refused).await.expect("a close frame");
-    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1008, "invalid room name"));
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1008, "bad room name"));
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The JavaScript chat handler, in rooms: a session joins the room named by the `room` query parameter of its URI
 //! (`…/js-chat?room=red`; `lobby` without one) when it opens, and every message is published to its room, sender
 //! included, text as text and binary as binary. A room is a channel of the project: the host keeps its members, and a
-//! session leaves it by itself when it ends.
+//! session leaves it by itself when it ends. The Rust `chat` example does the same in the same project (`examples`),
+//! so their sessions in one room talk to each other.
 
 import { websockets } from "wasmsock";
 
@@ -20,10 +21,10 @@ export function onEvent() {
     try {
       websockets.join(room);
     } catch (err) {
-      // A room name the host refuses (empty, too long, with spaces or control characters): say so and hang up.
-      console.error(`chat: cannot join room ${JSON.stringify(room)}: ${err.message}`);
+      // A room name the host refuses (too long, spaces): tell the peer why and end the session, as `chat` does.
       try {
-        websockets.close(1008, "invalid room name");
+        websockets.send(`cannot join room ${JSON.stringify(room)}: ${err.message}`);
+        websockets.close(1008, "bad room name");
       } catch {
         // Already closing.
       }
