@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Which side opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// A peer connected to one of our endpoints.
@@ -14,7 +14,7 @@ pub enum Direction {
 }
 
 /// Where a connection is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnState {
     /// An outbound client still connecting; sends are queued.
@@ -40,7 +40,7 @@ impl ConnState {
 }
 
 /// What the host knows about one connection (the WIT `client-info`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClientInfo {
     /// Host-wide unique id.
     pub id: String,

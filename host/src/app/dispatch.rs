@@ -13,7 +13,7 @@ use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Fram
 use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
 use crate::control::metrics::Metrics;
-use crate::runtime::{CallError, Connection, Event, HostServices};
+use crate::runtime::{CallError, Connection, Event, HostServices, Lookup};
 
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
@@ -130,6 +130,12 @@ impl HostServices for App {
         Some(conn)
     }
 
+    fn remote_connection(&self, project: &str, id: &str) -> Lookup {
+        let cluster = self.cluster().cloned();
+        let (project, id) = (project.to_owned(), id.to_owned());
+        Box::pin(async move { cluster?.lookup(&project, &id).await })
+    }
+
     fn connections(&self, project: &str) -> Vec<ClientInfo> {
         self.hub.all().iter().filter(|conn| project_of(conn.handler()) == project).map(|conn| conn.info()).collect()
     }
@@ -180,7 +186,7 @@ impl HostServices for App {
     }
 
     fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError> {
-        self.channels.publish(project, channel, &frame, skip, &self.metrics)
+        App::publish(self, project, channel, &frame, skip)
     }
 
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError> {

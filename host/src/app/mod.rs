@@ -5,12 +5,13 @@ mod dispatch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use wasmsock_wire::{ClientOptions, Close, ConnError, Limits};
+use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Limits};
 
 use crate::channels::Channels;
+use crate::cluster::{Cluster, ClusterOptions, Local, Shared};
 use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
@@ -35,6 +36,8 @@ pub struct App {
     pub instances: Instances,
     /// Channels of every project and their members.
     pub channels: Channels,
+    /// This host's part in a cluster, once it has joined one (`serve --nats`).
+    cluster: OnceLock<Arc<Cluster>>,
     /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
     outbound_tls: Arc<rustls::ClientConfig>,
     me: Weak<App>,
@@ -91,6 +94,7 @@ impl App {
             registry,
             hub,
             channels: Channels::new(limits.max_channels_per_connection),
+            cluster: OnceLock::new(),
             limits,
             metrics: Metrics::new(),
             console: Console::default(),
@@ -99,6 +103,113 @@ impl App {
             me: me.clone(),
         });
         Ok((app, errors))
+    }
+
+    /// Joins a cluster: from now on this host's channels are listened to on the broker while they have members here,
+    /// and what is published here goes to the other hosts too.
+    pub async fn join_cluster(self: &Arc<Self>, options: ClusterOptions) -> anyhow::Result<Arc<Cluster>> {
+        let local: Weak<dyn Local> = Arc::downgrade(self) as Weak<dyn Local>;
+        let cluster = Cluster::start(options, local).await?;
+        if !self.hub.set_host(cluster.host_id()) {
+            anyhow::bail!("this host is in a cluster already");
+        }
+        self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
+        if let Some(deploys) = cluster.deploys() {
+            // Catch up before serving: whatever the cluster serves, this host serves too.
+            let (changes, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+            let now = deploys.catch_up_and_follow(changes).await?;
+            tracing::info!(deploys = now.len(), "caught up with the cluster's deploys");
+            for change in now {
+                self.apply_shared(change).await;
+            }
+            let app = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some(change) = incoming.recv().await {
+                    let Some(app) = app.upgrade() else { return };
+                    app.apply_shared(change).await;
+                }
+            });
+        }
+        for (project, channel) in self.channels.watch(cluster.clone())? {
+            crate::channels::ChannelWatch::opened(cluster.as_ref(), &project, &channel);
+        }
+        Ok(cluster)
+    }
+
+    /// Applies a deploy another host shared (or this one, coming back), unless this host serves exactly that already.
+    /// A refusal is logged and counted; the host keeps what it had.
+    async fn apply_shared(&self, change: Shared) {
+        let what = change.describe();
+        let (kind, result) = match change {
+            Shared::Handler { name, bytes } => {
+                let version = crate::control::registry::content_version(&bytes);
+                if self.registry.handlers().iter().any(|h| h.handler.name() == name && h.version == version) {
+                    return;
+                }
+                ("handler", self.registry.deploy_handler(&self.runtime, &name, bytes).await.map(|_| ()))
+            }
+            Shared::Descriptor { endpoint, text } => {
+                let current =
+                    self.registry.endpoint(&endpoint).and_then(|e| std::fs::read_to_string(&e.descriptor).ok());
+                if current.as_deref() == Some(text.as_str()) {
+                    return;
+                }
+                ("descriptor", self.registry.deploy_descriptor(&self.runtime, &text).await.map(|_| ()))
+            }
+            Shared::HandlerRemoved { name } => {
+                if !self.registry.handlers().iter().any(|h| h.handler.name() == name) {
+                    return;
+                }
+                ("handler", self.registry.remove_handler(&name).await)
+            }
+            Shared::EndpointRemoved { endpoint } => {
+                if self.registry.endpoint(&endpoint).is_none() {
+                    return;
+                }
+                let removed = self.registry.remove_endpoint(&endpoint).await.map(|_| ());
+                if removed.is_ok() {
+                    self.close_endpoint_sessions(&endpoint);
+                }
+                ("descriptor", removed)
+            }
+        };
+        self.metrics.cluster_deploy(kind, result.is_ok());
+        match result {
+            Ok(()) => tracing::info!("applied the cluster's deploy of {what}"),
+            Err(err) => tracing::error!("refused the cluster's deploy of {what}: {err:#}"),
+        }
+    }
+
+    /// Shares a deploy this host accepted with the other hosts of its cluster; what to tell the operator: none
+    /// without a cluster, else whether it was shared.
+    pub async fn share(&self, change: Shared) -> Option<String> {
+        let deploys = self.cluster.get()?.deploys()?;
+        Some(match deploys.share(&change).await {
+            Ok(()) => "shared with the cluster".to_owned(),
+            Err(err) => {
+                tracing::error!("{} was deployed here but not shared with the cluster: {err:#}", change.describe());
+                format!("deployed on this host only: the cluster's store refused it: {err:#}")
+            }
+        })
+    }
+
+    /// The cluster this host is in, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Publishes `frame` to `channel` of `project`: queued on this host's members at once (except the connection with
+    /// the id `skip`), and sent to the other hosts of the cluster, if there is one. Returns how many of this host's
+    /// connections it was queued for.
+    pub fn publish(&self, project: &str, channel: &str, frame: &Frame, skip: Option<&str>) -> Result<u32, ConnError> {
+        let queued = self.channels.publish(project, channel, frame, skip, &self.metrics)?;
+        if let Some(cluster) = self.cluster.get()
+            && !cluster.publish(project, channel, frame)
+        {
+            self.metrics.broker_dropped();
+            tracing::warn!(project, channel, "the broker queue is full: this message reaches this host's members only");
+        }
+        Ok(queued)
     }
 
     /// Whether the host is draining for shutdown (new connections are refused).
@@ -188,5 +299,37 @@ impl App {
         if self.sessions() > 0 {
             tracing::warn!(sessions = self.sessions(), "shutdown grace ran out with sessions still running");
         }
+    }
+}
+
+impl Local for App {
+    fn deliver(&self, project: &str, channel: &str, frame: &Frame) {
+        match self.channels.fan_out(project, channel, frame, None) {
+            Ok(queued) => self.metrics.delivered(project, u64::from(queued)),
+            Err(err) => tracing::warn!(project, channel, "a message from another host was not delivered: {err}"),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.hub.len(), self.channels.len())
+    }
+
+    fn lookup(&self, project: &str, id: &str) -> Option<(wasmsock_wire::ClientInfo, Option<Vec<u8>>)> {
+        let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project)?;
+        Some((conn.info(), conn.attachment().map(|data| data.to_vec())))
+    }
+
+    fn send_to(&self, project: &str, id: &str, frame: Frame) -> Result<(), ConnError> {
+        let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project);
+        conn.ok_or_else(|| ConnError::UnknownClient(id.to_owned()))?.send(frame)
+    }
+
+    fn close_of(&self, project: &str, id: &str, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError> {
+        let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project);
+        conn.ok_or_else(|| ConnError::UnknownClient(id.to_owned()))?.close(code, reason)
     }
 }

@@ -2,7 +2,7 @@
 //! through each member's own outbound queue. A publish costs O(members of the channel), never O(connections).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use wasmsock_wire::channel::{MembersPage, check_channel};
 use wasmsock_wire::descriptor::project_of;
@@ -47,12 +47,37 @@ pub struct Channels {
     /// For each connection (by its sequence number), its channels in the order it joined them.
     by_conn: Mutex<HashMap<u64, Vec<Key>>>,
     max_per_connection: usize,
+    watch: OnceLock<Arc<dyn ChannelWatch>>,
+}
+
+/// What learns of this host's channels opening (a first member) and closing (the last member left), in that order,
+/// such as the cluster, which listens to a channel's broker subject only while the channel has members here. Called
+/// with the channel table locked: implementations must not block.
+pub trait ChannelWatch: Send + Sync + 'static {
+    /// `channel` of `project` got its first member on this host.
+    fn opened(&self, project: &str, channel: &str);
+    /// The last member of `channel` of `project` on this host left.
+    fn closed(&self, project: &str, channel: &str);
+}
+
+impl std::fmt::Debug for dyn ChannelWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelWatch")
+    }
 }
 
 impl Channels {
     /// No channels; each connection may be in at most `max_per_connection` at once.
     pub fn new(max_per_connection: usize) -> Self {
-        Self { channels: RwLock::default(), by_conn: Mutex::default(), max_per_connection }
+        Self { channels: RwLock::default(), by_conn: Mutex::default(), max_per_connection, watch: OnceLock::new() }
+    }
+
+    /// Tells `watch` of every channel that opens or closes from now on, and returns the channels open now (project,
+    /// name), so that it misses none and sees none twice. Only one watch can be set; a second is refused.
+    pub fn watch(&self, watch: Arc<dyn ChannelWatch>) -> anyhow::Result<Vec<(String, String)>> {
+        let channels = self.channels.write().map_err(|_| anyhow::anyhow!("the channel table is unusable"))?;
+        self.watch.set(watch).map_err(|_| anyhow::anyhow!("the channels already have a watch"))?;
+        Ok(channels.keys().map(|key| (key.project.clone(), key.name.clone())).collect())
     }
 
     /// Adds `conn` to `channel` of `project` (joining one it is in already does nothing). `invalid` for a bad name or
@@ -83,6 +108,9 @@ impl Channels {
         let mut channels = self.channels.write().map_err(|_| failing())?;
         let entry = channels.entry(key).or_insert_with(|| {
             metrics.channel_opened(project);
+            if let Some(watch) = self.watch.get() {
+                watch.opened(project, channel);
+            }
             Arc::default()
         });
         entry.members.lock().map_err(|_| failing())?.insert(conn.seq(), conn.clone());
@@ -135,6 +163,9 @@ impl Channels {
         if empty.unwrap_or(false) {
             channels.remove(key);
             metrics.channel_closed(&key.project);
+            if let Some(watch) = self.watch.get() {
+                watch.closed(&key.project, &key.name);
+            }
         }
     }
 
@@ -147,9 +178,10 @@ impl Channels {
         joined.iter().filter(|key| key.project == project).map(|key| key.name.clone()).collect()
     }
 
-    /// Queues `frame` on every member of `channel` of `project` except the connection with the id `skip`;
-    /// returns how many it was queued for. A member whose queue is full is handled by its own slow-consumer policy
-    /// (closed with 1013, or only this message refused) and not counted; the others are not held up by it.
+    /// Queues `frame` on every member of `channel` of `project` except the connection with the id `skip`; returns how
+    /// many it was queued for, and counts the publish. A member whose queue is full is handled by its own
+    /// slow-consumer policy (closed with 1013, or only this message refused) and not counted; the others are not held
+    /// up by it.
     pub fn publish(
         &self,
         project: &str,
@@ -158,11 +190,19 @@ impl Channels {
         skip: Option<&str>,
         metrics: &Metrics,
     ) -> Result<u32, ConnError> {
+        let queued = self.fan_out(project, channel, frame, skip)?;
+        metrics.published(project, u64::from(queued));
+        Ok(queued)
+    }
+
+    /// [`Channels::publish`] without counting a publish: the queueing on each member, for a message published here
+    /// or on another host of the cluster.
+    pub fn fan_out(&self, project: &str, channel: &str, frame: &Frame, skip: Option<&str>) -> Result<u32, ConnError> {
         check_channel(channel).map_err(ConnError::Invalid)?;
-        let skip = skip.and_then(seq_of);
         if !frame.is_data() {
             return Err(ConnError::Invalid("only text and binary messages can be published".into()));
         }
+        let skip = skip.and_then(seq_of);
         let key = Key { project: project.to_owned(), name: channel.to_owned() };
         let found = self.channels.read().map_err(|_| failing())?.get(&key).cloned();
         let mut queued: u32 = 0;
@@ -174,7 +214,6 @@ impl Channels {
                 }
             }
         }
-        metrics.published(project, u64::from(queued));
         Ok(queued)
     }
 
@@ -245,9 +284,11 @@ impl Channels {
     }
 }
 
-/// A connection's sequence number from its id (`s12`, `c3`; see [`crate::conn::Hub::register`]).
+/// A connection's sequence number from its id (`s12`, `c3`, `s12@h1` in a cluster; see
+/// [`crate::conn::Hub::register`]).
 fn seq_of(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix('s').or_else(|| id.strip_prefix('c'))?;
+    let local = id.split_once('@').map_or(id, |(local, _)| local);
+    let digits = local.strip_prefix('s').or_else(|| local.strip_prefix('c'))?;
     digits.parse().ok()
 }
 

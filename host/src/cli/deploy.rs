@@ -53,26 +53,35 @@ impl DeployArgs {
             let answer =
                 self.remote.call(reqwest::Method::PUT, &format!("handlers/{name}"), Body::Bytes(bytes)).await?;
             let version = answer["handler"]["version"].as_str().unwrap_or("-").to_owned();
-            results.push(json!({"handler": name, "version": version, "from": component}));
+            let cluster = &answer["cluster"];
+            results.push(json!({"handler": name, "version": version, "from": component, "cluster": cluster}));
         }
         for (path, text, descriptor) in parsed {
             let route = format!("endpoints/{}", descriptor.endpoint);
-            self.remote.call(reqwest::Method::PUT, &route, Body::Text(text)).await?;
-            results.push(json!({"endpoint": descriptor.endpoint, "handler": descriptor.handler, "from": path}));
+            let answer = self.remote.call(reqwest::Method::PUT, &route, Body::Text(text)).await?;
+            let cluster = &answer["cluster"];
+            results.push(
+                json!({"endpoint": descriptor.endpoint, "handler": descriptor.handler, "from": path, "cluster": cluster}),
+            );
         }
         let value = json!({ "deployed": results });
         self.remote.print(&value, |value| {
             let mut lines = Vec::new();
             for item in value["deployed"].as_array().into_iter().flatten() {
-                if let Some(endpoint) = item["endpoint"].as_str() {
-                    lines.push(format!("endpoint {endpoint} -> {}", item["handler"].as_str().unwrap_or("-")));
+                let mut line = if let Some(endpoint) = item["endpoint"].as_str() {
+                    format!("endpoint {endpoint} -> {}", item["handler"].as_str().unwrap_or("-"))
                 } else {
-                    lines.push(format!(
+                    format!(
                         "handler {} version {}",
                         item["handler"].as_str().unwrap_or("-"),
                         item["version"].as_str().unwrap_or("-")
-                    ));
+                    )
+                };
+                // In a cluster: whether the other hosts got it too.
+                if let Some(cluster) = item["cluster"].as_str() {
+                    line.push_str(&format!(" ({cluster})"));
                 }
+                lines.push(line);
             }
             lines.join("\n")
         });

@@ -5,6 +5,7 @@ pub mod channels;
 pub mod check;
 pub mod clients;
 pub mod close;
+pub mod cluster;
 pub mod connect;
 pub mod deploy;
 pub mod list;
@@ -50,6 +51,8 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// List a running host's channels with their member counts, or the members of one channel.
     Channels(channels::ChannelsArgs),
+    /// List the hosts of a running host's cluster (`serve --nats`) and the broker's state.
+    Cluster(cluster::ClusterArgs),
     /// Write a ready handler project (Run with `wasmsock new my-handler --lang rust|js|python`).
     New(new::NewArgs),
     /// Load a WebSocket server on loopback: echo throughput and latency, handshakes/s, memory per idle connection.
@@ -70,6 +73,7 @@ impl Cli {
             Command::Connect(args) => args.run().await,
             Command::Publish(args) => args.run().await,
             Command::Channels(args) => args.run().await,
+            Command::Cluster(args) => args.run().await,
             Command::New(args) => args.run().await,
             Command::Bench(args) => args.run().await,
         }

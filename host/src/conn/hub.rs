@@ -405,6 +405,8 @@ pub struct Hub {
     outbound: AtomicUsize,
     running: Arc<AtomicUsize>,
     shutting_down: AtomicBool,
+    /// `@<host id>`, the end of every connection id once this host is in a cluster.
+    id_suffix: std::sync::OnceLock<String>,
 }
 
 /// Counts a running session until dropped (after its onclose), so shutdown can wait for every one.
@@ -448,6 +450,12 @@ impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
         Self { next: AtomicU64::new(1), ..Self::default() }
+    }
+
+    /// Ends every connection id registered from now on with `@host` (this host's id in a cluster), so that ids are
+    /// unique in the cluster and say which host holds the connection. Set once, before serving.
+    pub fn set_host(&self, host: &str) -> bool {
+        self.id_suffix.set(format!("@{host}")).is_ok()
     }
 
     /// Marks a session (inbound or outbound) as running until the guard is dropped.
@@ -514,7 +522,7 @@ impl Hub {
         let (queue, rx) = mpsc::channel(spec.limits.outbound_queue.max(1));
         let conn = Arc::new(Conn {
             seq,
-            id: format!("{prefix}{seq}"),
+            id: format!("{prefix}{seq}{}", self.id_suffix.get().map_or("", String::as_str)),
             spec,
             state: AtomicU8::new(state as u8),
             queue,

@@ -114,6 +114,11 @@ pub struct Metrics {
     channels_open: Family<ProjectLabels, Gauge>,
     publishes: Family<ProjectLabels, Counter>,
     deliveries: Family<ProjectLabels, Counter>,
+    broker_connected: Gauge,
+    broker_reconnects: Counter,
+    broker_sent: Counter,
+    broker_received: Counter,
+    broker_dropped: Counter,
 }
 
 /// A project (the first segment of a handler's name), for channel metrics.
@@ -154,6 +159,11 @@ impl Metrics {
             channels_open: Family::default(),
             publishes: Family::default(),
             deliveries: Family::default(),
+            broker_connected: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            broker_sent: Counter::default(),
+            broker_received: Counter::default(),
+            broker_dropped: Counter::default(),
         };
         registry.register(
             "connections_open",
@@ -191,7 +201,7 @@ impl Metrics {
         );
         registry.register(
             "deploys",
-            "Deploys by source (admin, watch), kind (handler, descriptor, file) and outcome (ok, failed)",
+            "Deploys by source (admin, watch, cluster), kind (handler, descriptor, file) and outcome (ok, failed)",
             metrics.deploys.clone(),
         );
         registry.register(
@@ -209,7 +219,62 @@ impl Metrics {
             "Published messages queued on a member's outbound queue, by project",
             metrics.deliveries.clone(),
         );
+        registry.register(
+            "broker_connected",
+            "1 while the cluster's NATS connection is up; 0 while it is down, or without --nats",
+            metrics.broker_connected.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Times the cluster's NATS connection came back after it was lost",
+            metrics.broker_reconnects.clone(),
+        );
+        registry.register(
+            "broker_messages_sent",
+            "Channel messages this host published to the broker for the other hosts",
+            metrics.broker_sent.clone(),
+        );
+        registry.register(
+            "broker_messages_received",
+            "Channel messages from other hosts delivered to this host's members",
+            metrics.broker_received.clone(),
+        );
+        registry.register(
+            "broker_messages_dropped",
+            "Channel messages not sent to the broker (its queue was full or the broker refused them)",
+            metrics.broker_dropped.clone(),
+        );
         Self { registry, ..metrics }
+    }
+
+    /// A message from another host of the cluster was queued on `deliveries` members of a channel of `project`.
+    pub fn delivered(&self, project: &str, deliveries: u64) {
+        self.deliveries.get_or_create(&ProjectLabels { project: project.to_owned() }).inc_by(deliveries);
+    }
+
+    /// The broker connection went up (true) or down (false).
+    pub fn broker_connected(&self, up: bool) {
+        self.broker_connected.set(i64::from(up));
+    }
+
+    /// The broker connection came back after it was lost.
+    pub fn broker_reconnected(&self) {
+        self.broker_reconnects.inc();
+    }
+
+    /// A channel message went to the broker.
+    pub fn broker_sent(&self) {
+        self.broker_sent.inc();
+    }
+
+    /// A channel message from another host arrived.
+    pub fn broker_received(&self) {
+        self.broker_received.inc();
+    }
+
+    /// A channel message could not be handed to the broker.
+    pub fn broker_dropped(&self) {
+        self.broker_dropped.inc();
     }
 
     /// A channel of `project` got its first member.
@@ -274,6 +339,11 @@ impl Metrics {
     /// A deploy through the admin API of `kind` (`handler` or `descriptor`) was accepted (`ok`) or refused.
     pub fn deploy(&self, kind: &str, ok: bool) {
         self.count_deploys("admin", kind, ok, 1);
+    }
+
+    /// A deploy of `kind` that another host of the cluster shared was applied here (`ok`) or refused.
+    pub fn cluster_deploy(&self, kind: &str, ok: bool) {
+        self.count_deploys("cluster", kind, ok, 1);
     }
 
     /// The watch of the plugins root applied `report`: each handler swapped and endpoint changed is a deploy, each

@@ -20,6 +20,7 @@ use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Reconnect};
 
 use super::listener::Peer;
 use crate::app::App;
+use crate::cluster::Shared;
 use crate::control::metrics::CONTENT_TYPE;
 
 /// The largest component the admin API accepts. componentize-py components are about 18 MB; 64 MiB leaves room.
@@ -61,14 +62,17 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/channels", get(list_channels))
         .route("/admin/v1/channels/{project}/{*channel}", get(list_members))
         .route("/admin/v1/publish", axum::routing::post(publish))
+        .route("/admin/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
-        .with_state(app);
+        .with_state(app.clone());
     let api = match token {
         Some(token) => api.layer(middleware::from_fn_with_state(Arc::<str>::from(token), require_token)),
         None => api,
     };
+    // Outside the token: a load balancer's health check carries none, and the answer reveals nothing.
+    let api = Router::new().route("/healthz", get(healthz)).with_state(app).merge(api);
     // Outermost: a request whose head has arrived lifts its connection's handshake deadline, so a slow upload of a
     // large component is not cut while a client that never finishes its request head is (slowloris).
     api.layer(middleware::from_fn(head_arrived))
@@ -159,13 +163,15 @@ async fn deploy_handler(
     app.metrics.deploy("handler", loaded.is_ok());
     let loaded = loaded.map_err(ApiError::refused)?;
     tracing::info!(handler = %name, version = %loaded.version, "handler deployed");
-    Ok(Json(json!({ "handler": loaded.info(), "from_cache": loaded.from_cache })))
+    let cluster = app.share(Shared::Handler { name, bytes: body.to_vec() }).await;
+    Ok(Json(json!({ "handler": loaded.info(), "from_cache": loaded.from_cache, "cluster": cluster })))
 }
 
 async fn remove_handler(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     app.registry.remove_handler(&name).await.map_err(|err| ApiError::new(StatusCode::CONFLICT, format!("{err:#}")))?;
     tracing::info!(handler = %name, "handler removed");
-    Ok(Json(json!({ "removed": name })))
+    let cluster = app.share(Shared::HandlerRemoved { name: name.clone() }).await;
+    Ok(Json(json!({ "removed": name, "cluster": cluster })))
 }
 
 async fn deploy_descriptor(
@@ -186,7 +192,8 @@ async fn deploy_descriptor(
     app.metrics.deploy("descriptor", endpoint.is_ok());
     let endpoint = endpoint.map_err(ApiError::refused)?;
     tracing::info!(endpoint = %endpoint.name, handler = %endpoint.handler, "descriptor deployed");
-    Ok(Json(json!({ "endpoint": *endpoint })))
+    let cluster = app.share(Shared::Descriptor { endpoint: endpoint.name.clone(), text: body }).await;
+    Ok(Json(json!({ "endpoint": *endpoint, "cluster": cluster })))
 }
 
 async fn remove_endpoint(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -197,6 +204,7 @@ async fn remove_endpoint(State(app): State<Arc<App>>, Path(name): Path<String>) 
         .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, format!("{err:#}")))?;
     app.close_endpoint_sessions(&name);
     tracing::info!(endpoint = %name, "endpoint removed");
+    let _ = app.share(Shared::EndpointRemoved { endpoint: name.clone() }).await;
     Ok(Json(json!({ "removed": *endpoint })))
 }
 
@@ -274,6 +282,31 @@ async fn list_members(
 /// How many members one admin page lists when the query does not say.
 const DEFAULT_MEMBERS_PAGE: u32 = 100;
 
+/// `GET /healthz`: 200 while the host serves; 503 while it drains for shutdown, or while it is in a cluster and its
+/// broker is unreachable (its channels then reach only its own members).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": "shutting down"})))
+            .into_response();
+    }
+    if let Some(cluster) = app.cluster()
+        && !cluster.is_connected()
+    {
+        let reason = format!("the cluster's broker {} is unreachable", cluster.status().broker);
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": reason})))
+            .into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /admin/v1/cluster`: the hosts of this host's cluster as it sees them; 404 when it is in none.
+async fn cluster(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let cluster = app.cluster().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "this host is in no cluster (start it with serve --nats URL)")
+    })?;
+    Ok(Json(json!(cluster.status())))
+}
+
 /// The body of `POST /admin/v1/publish`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,8 +320,7 @@ struct Publish {
 async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> Result<Json<Value>, ApiError> {
     let frame = Frame::Text(publish.message);
     let queued = app
-        .channels
-        .publish(&publish.project, &publish.channel, &frame, None, &app.metrics)
+        .publish(&publish.project, &publish.channel, &frame, None)
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
     Ok(Json(json!({ "project": publish.project, "channel": publish.channel, "queued": queued })))
 }

@@ -5,7 +5,11 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
     exports: { default: async },
-    imports: { default: trappable },
+    // `get-client` may ask another host of the cluster whether it holds the connection; the rest never waits.
+    imports: {
+        "wasmsock:websockets/websockets.get-client": async | trappable,
+        default: trappable,
+    },
     with: {
         "wasmsock:websockets/websockets.websocket-client": crate::runtime::state::ClientRef,
     },

@@ -155,8 +155,13 @@ impl wit::Host for State {
         Ok(self.services.connections(project_of(&self.handler)).into_iter().map(Into::into).collect())
     }
 
-    fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
-        match self.services.connection(project_of(&self.handler), &id) {
+    async fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
+        let project = project_of(&self.handler).to_owned();
+        let conn = match self.services.connection(&project, &id) {
+            Some(conn) => Some(conn),
+            None => self.services.remote_connection(&project, &id).await,
+        };
+        match conn {
             Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }

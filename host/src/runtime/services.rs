@@ -2,6 +2,8 @@
 //! services a handler's imports reach (live connections, new outbound clients). The connection layer implements them;
 //! the runtime never imports it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmsock_wire::channel::MembersPage;
@@ -25,6 +27,9 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
     fn set_attachment(&self, data: Option<Vec<u8>>) -> Result<(), ConnError>;
 }
 
+/// A connection being looked up on another host: it resolves to the connection, or none.
+pub type Lookup = Pin<Box<dyn Future<Output = Option<Arc<dyn Connection>>> + Send + 'static>>;
+
 /// One event for one connection's handler.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -40,6 +45,9 @@ pub struct Event {
 pub trait HostServices: Send + Sync + 'static {
     /// The live connection with this id whose handler is in `project`.
     fn connection(&self, project: &str, id: &str) -> Option<Arc<dyn Connection>>;
+    /// The live connection with this id whose handler is in `project`, held by another host of the cluster; none
+    /// (quickly) when no host holds it, or this host is alone.
+    fn remote_connection(&self, project: &str, id: &str) -> Lookup;
     /// Every live connection whose handler is in `project`, oldest first.
     fn connections(&self, project: &str) -> Vec<ClientInfo>;
     /// The oldest live outbound client whose events go to `handler`, when `handler` is in `project`.
