@@ -4,7 +4,8 @@
 //!
 //! Run with `node sdk/js/build.mjs handler.js -o handler.wasm` (or `npm run build -- handler.js -o handler.wasm` in
 //! `sdk/js`). Options: `--wit DIR` (default: the `wit/` beside this SDK), `--bundle FILE` (keep the bundled module
-//! there, for reading). The handler must `export function onEvent()`; it may `import { websockets } from "wasmsock"`.
+//! there, for reading). The handler must `export function onEvent()`; it may `import { websockets } from "wasmsock"`
+//! or, as a Dirigible handler does, `from "sdk/net"` (both are this SDK).
 
 import { mkdtemp, rm, writeFile, copyFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -54,7 +55,8 @@ async function bundle(input, outfile) {
     format: "esm",
     platform: "neutral",
     target: "es2022",
-    alias: { wasmsock: join(sdkDir, "index.js") },
+    // "sdk/net" is the module an Eclipse Dirigible handler imports its websockets from.
+    alias: { wasmsock: join(sdkDir, "index.js"), "sdk/net": join(sdkDir, "index.js") },
     external: ["wasmsock:*"],
     metafile: true,
     logLevel: "warning",

@@ -44,6 +44,31 @@ export interface ClientOptions {
   reconnect?: ReconnectPolicy;
 }
 
+/** Options of `publish` and `publishBinary`. */
+export interface PublishOptions {
+  /** Leave the current connection (the publisher) out, when it is a member of the channel. */
+  skipSelf?: boolean;
+}
+
+/** Options of `getMembers`. */
+export interface MembersOptions {
+  /** The `next` of the page before; absent for the first page. */
+  after?: string;
+  /** At most this many members, 1 to 1000 (default 100). */
+  limit?: number;
+}
+
+/** One page of a channel's members, oldest connection first. */
+export interface MembersPage {
+  /** At most the `limit` asked for. */
+  members: ClientInfo[];
+  /** Pass this as `after` to get the next page; `undefined` when this page is the last. */
+  next?: string;
+}
+
+/** Binary data the SDK accepts. */
+export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView | number[];
+
 /** The kinds of `WebsocketError`, one per case of the WIT `error` variant. */
 export type ErrorKind = "unknown-client" | "closed" | "invalid" | "limit";
 
@@ -79,6 +104,16 @@ export class WebsocketClient {
   sendBinary(data: Uint8Array | ArrayBuffer | ArrayBufferView | number[]): void;
   /** Starts the closing handshake with a code (1000 when absent) and a reason (at most 123 bytes). @throws {WebsocketError} */
   close(code?: number, reason?: string): void;
+  /** Adds this connection to `channel`; joining it again does nothing. @throws {WebsocketError} */
+  join(channel: string): void;
+  /** Removes this connection from `channel`; `true` if it was a member. @throws {WebsocketError} */
+  leave(channel: string): boolean;
+  /** The channels this connection is in, in the order it joined them. */
+  getChannels(): string[];
+  /** This connection's attachment, if it has one. */
+  getAttachment(): Uint8Array | undefined;
+  /** This connection's attachment decoded as UTF-8, if it has one. */
+  getAttachmentText(): string | undefined;
 }
 
 /** The websockets API, named after Dirigible's `sdk/net` websockets module. */
@@ -123,6 +158,37 @@ export interface Websockets {
   getClient(id: string): WebsocketClient | undefined;
   /** The oldest live outbound client of `handler`. */
   getClientByHandler(handler: string): WebsocketClient | undefined;
+  /**
+   * Adds the current connection to `channel` (1 to 255 bytes, no whitespace or control characters); joining it again
+   * does nothing. @throws {WebsocketError} `invalid`, `limit` or `closed`
+   */
+  join(channel: string): void;
+  /** Removes the current connection from `channel`; `true` if it was a member. @throws {WebsocketError} */
+  leave(channel: string): boolean;
+  /** The channels the current connection is in, in the order it joined them. */
+  getChannels(): string[];
+  /**
+   * Queues `message` on every member of `channel` (a string as text, binary data as binary); returns how many
+   * connections it was queued for. @throws {WebsocketError}
+   */
+  publish(
+    channel: string,
+    message: string | Uint8Array | ArrayBuffer | ArrayBufferView,
+    options?: PublishOptions,
+  ): number;
+  /** `publish` of binary data. @throws {WebsocketError} */
+  publishBinary(channel: string, data: Bytes, options?: PublishOptions): number;
+  /** One page of `channel`'s members, oldest first. @throws {WebsocketError} */
+  getMembers(channel: string, options?: MembersOptions): MembersPage;
+  /**
+   * Keeps a small value with the current connection (a string as UTF-8); `null` or `undefined` removes it.
+   * @throws {WebsocketError} `limit` past the host's cap (4 KiB by default)
+   */
+  setAttachment(data: string | Bytes | null | undefined): void;
+  /** The current connection's attachment, if it has one. */
+  getAttachment(): Uint8Array | undefined;
+  /** The current connection's attachment decoded as UTF-8, if it has one. */
+  getAttachmentText(): string | undefined;
 }
 
 /** The websockets API. */

@@ -2,9 +2,10 @@
 //! over the `wasmsock:websockets` WIT imports, with WIT errors turned into thrown `WebsocketError`s.
 //!
 //! A handler is an ES module that imports this one and exports `onEvent()`; `build.mjs` bundles the two and turns
-//! them into a component with componentize-js:
+//! them into a component with componentize-js. It imports it as `"wasmsock"` or, as a Dirigible handler does, as
+//! `"sdk/net"`:
 //!
-//!     import { websockets } from "wasmsock";
+//!     import { websockets } from "wasmsock"; // or: from "sdk/net"
 //!
 //!     export function onEvent() {
 //!       if (websockets.isOnMessage()) {
@@ -49,13 +50,33 @@ function call(fn) {
   }
 }
 
-/** Turns `Uint8Array`, `ArrayBuffer`, a typed-array view or an array of bytes into a `Uint8Array`. */
-function bytes(data) {
+/** Whether `data` is binary: a `Uint8Array` or another typed-array view, or an `ArrayBuffer`. */
+function isBinary(data) {
+  return data instanceof ArrayBuffer || ArrayBuffer.isView(data);
+}
+
+/**
+ * Turns `Uint8Array`, `ArrayBuffer`, a typed-array view or an array of bytes into a `Uint8Array`; `what` names the
+ * call in the `TypeError` for anything else.
+ */
+function bytes(data, what = "sendBinary") {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (Array.isArray(data)) return Uint8Array.from(data);
-  throw new TypeError("sendBinary takes a Uint8Array, an ArrayBuffer, a typed array or an array of bytes");
+  throw new TypeError(`${what} takes a Uint8Array, an ArrayBuffer, a typed array or an array of bytes`);
+}
+
+/** An attachment as bytes: a string as its UTF-8 bytes, binary data as it is, `null`/`undefined` as none. */
+function attachmentBytes(data) {
+  if (data === undefined || data === null) return undefined;
+  if (typeof data === "string") return new TextEncoder().encode(data);
+  return bytes(data, "setAttachment");
+}
+
+/** An attachment's bytes as text (UTF-8; a malformed sequence becomes U+FFFD); `undefined` stays `undefined`. */
+function attachmentText(data) {
+  return data === undefined ? undefined : new TextDecoder().decode(data);
 }
 
 /**
@@ -116,6 +137,34 @@ export class WebsocketClient {
   /** Starts the closing handshake with a code (1000 when absent) and a reason (at most 123 bytes). */
   close(code, reason) {
     call(() => this.resource.close(code ?? undefined, reason ?? undefined));
+  }
+
+  /**
+   * Adds this connection to `channel` of the handler's project; joining a channel it is in already does nothing.
+   * Throws a `WebsocketError`: `invalid` for a malformed name, `limit` past the channels-per-connection cap, `closed`.
+   */
+  join(channel) {
+    call(() => this.resource.join(String(channel)));
+  }
+
+  /** Removes this connection from `channel`; `true` if it was a member. Throws a `WebsocketError` if refused. */
+  leave(channel) {
+    return call(() => this.resource.leave(String(channel)));
+  }
+
+  /** The channels this connection is in, in the order it joined them. */
+  getChannels() {
+    return this.resource.channels();
+  }
+
+  /** This connection's attachment (`Uint8Array`), or `undefined`. */
+  getAttachment() {
+    return this.resource.attachment();
+  }
+
+  /** This connection's attachment decoded as UTF-8 text, or `undefined`. */
+  getAttachmentText() {
+    return attachmentText(this.resource.attachment());
   }
 }
 
@@ -244,6 +293,74 @@ export const websockets = {
   /** The oldest live outbound client whose events go to `handler`, or `undefined`. */
   getClientByHandler(handler) {
     return client(wit.getClientByHandler(String(handler)));
+  },
+
+  /**
+   * Adds the current connection to `channel` of the handler's project (a name is 1 to 255 bytes with no whitespace
+   * or control characters); joining a channel it is in already does nothing. Throws a `WebsocketError`: `invalid`
+   * for a malformed name, `limit` past the channels-per-connection cap, `closed` once the connection has ended.
+   */
+  join(channel) {
+    call(() => wit.join(String(channel)));
+  },
+
+  /** Removes the current connection from `channel`; `true` if it was a member. */
+  leave(channel) {
+    return call(() => wit.leave(String(channel)));
+  },
+
+  /** The channels the current connection is in, in the order it joined them. */
+  getChannels() {
+    return wit.getChannels();
+  },
+
+  /**
+   * Queues `message` on every member of `channel`: a string as text, binary data (`Uint8Array`, `ArrayBuffer`, a
+   * typed array) as binary, anything else as its string. `{skipSelf: true}` leaves the current connection out.
+   * Returns how many connections it was queued for (0 for a channel nobody is in).
+   */
+  publish(channel, message, options = {}) {
+    const publishOptions = { skipSelf: Boolean(options?.skipSelf) };
+    if (isBinary(message)) {
+      const payload = bytes(message, "publish");
+      return call(() => wit.publishBinary(String(channel), payload, publishOptions));
+    }
+    return call(() => wit.publish(String(channel), String(message), publishOptions));
+  },
+
+  /** `publish` of binary data, which may also be an array of bytes. */
+  publishBinary(channel, data, options = {}) {
+    const payload = bytes(data, "publishBinary");
+    return call(() => wit.publishBinary(String(channel), payload, { skipSelf: Boolean(options?.skipSelf) }));
+  },
+
+  /**
+   * One page of `channel`'s members, oldest first: `{members, next}`, where `members` are `info()` records and `next`
+   * (`undefined` on the last page) is the `after` of the next page. `limit` is 1 to 1000 (default 100).
+   */
+  getMembers(channel, options = {}) {
+    const after = options?.after ?? undefined;
+    const limit = u32("limit", options?.limit ?? 100);
+    return call(() => wit.getMembers(String(channel), after === undefined ? undefined : String(after), limit));
+  },
+
+  /**
+   * Keeps a small value (at most 4 KiB unless the host says otherwise) with the current connection, readable on
+   * any later event of it: a string as its UTF-8 bytes, binary data as it is; `null` or `undefined` removes it.
+   */
+  setAttachment(data) {
+    const payload = attachmentBytes(data);
+    call(() => wit.setAttachment(payload));
+  },
+
+  /** The current connection's attachment (`Uint8Array`), or `undefined`. */
+  getAttachment() {
+    return wit.getAttachment();
+  },
+
+  /** The current connection's attachment decoded as UTF-8 text, or `undefined`. */
+  getAttachmentText() {
+    return attachmentText(wit.getAttachment());
   },
 };
 

@@ -3,7 +3,8 @@
 export, and runs componentize-py to make a wasmsock handler component.
 
 Run with ``python3 sdk/python/build.py app.py -o app.wasm`` (``--wit DIR`` overrides the ``wit/`` beside this SDK).
-The handler is a module with a function ``on_event()``; it may ``from wasmsock import websockets`` and import other
+The handler is a module with a function ``on_event()``; it may ``from wasmsock import websockets`` (or, as a Dirigible
+handler does, ``from sdk.net import websockets``: the package ``sdk`` beside ``wasmsock`` here) and import other
 modules from its own directory. Needs ``componentize-py==0.25.1`` (``pip install componentize-py==0.25.1``).
 """
 
@@ -48,7 +49,7 @@ def build(app: Path, out: Path, wit: Path) -> None:
     module = app.stem
     if not module.isidentifier():
         sys.exit(f"build.py: {app.name} is not an importable module name")
-    if module in ("wit_world", "wasmsock", "wasmsock_entry"):
+    if module in ("wit_world", "wasmsock", "wasmsock_entry", "sdk"):
         sys.exit(f"build.py: a handler module may not be called {module}")
     with tempfile.TemporaryDirectory(prefix="wasmsock-py-") as work:
         work_dir = Path(work)

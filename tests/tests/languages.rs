@@ -1,8 +1,9 @@
 //! Handlers in JavaScript and Python next to Rust, through one shared in-process host: one table of echo cases run
-//! against the Rust, JavaScript and Python echo plugins; all four events through the recorder in each language; the
-//! JavaScript chat's fan-out; outbound clients made by JavaScript and Python handlers, with and without a reconnect
-//! policy; a thrown exception reported in the host log and costing only its own event; and (ignored) the per-event
-//! cost of each language.
+//! against the Rust, JavaScript and Python echo plugins; one table of channel and attachment cases run against the
+//! recorder in each language, whose replies must be the same; all four events through the recorder in each language;
+//! the JavaScript chat's rooms; handlers that import the SDK as a Dirigible handler does (`sdk/net`, `sdk.net`);
+//! outbound clients made by JavaScript and Python handlers, with and without a reconnect policy; a thrown exception
+//! reported in the host log and costing only its own event; and (ignored) the per-event cost of each language.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -31,6 +32,10 @@ const RECORDERS: [(&str, &str, &str); 3] = [
 /// The recorders written with the JavaScript and Python SDKs.
 const SCRIPT_RECORDERS: [(&str, &str, &str); 2] = [RECORDERS[1], RECORDERS[2]];
 
+/// The handlers that import the SDK the way a Dirigible handler does: (language, endpoint, handler).
+const SEEDS: [(&str, &str, &str); 2] =
+    [("JavaScript", "js-seed", "tests/js-seed"), ("Python", "py-seed", "tests/py-seed")];
+
 /// The host every test of this file uses: compiling the JavaScript and Python components takes seconds each.
 fn host() -> &'static SharedHost {
     static HOST: OnceLock<SharedHost> = OnceLock::new();
@@ -44,6 +49,9 @@ fn host() -> &'static SharedHost {
         for (_, endpoint, handler) in RECORDERS {
             let component = handler.trim_start_matches("tests/");
             plugins = plugins.handler(handler, component).endpoint_granted(endpoint, handler, &[LOOPBACK]);
+        }
+        for (_, endpoint, handler) in SEEDS {
+            plugins = plugins.handler(handler, handler.trim_start_matches("tests/")).endpoint(endpoint, handler);
         }
         SharedHost::start(plugins)
     })
@@ -107,6 +115,266 @@ fn describe(message: &Message) -> String {
     }
 }
 
+/// A session of the channel cases (two that share channels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    A,
+    B,
+}
+
+/// One step of the channel and attachment cases. Texts are patterns: `{a}`/`{b}` are the sessions' ids, `{ch}`,
+/// `{ch2}` and `{nobody}` channels of this language's run, `{max}` a 255-byte name, `{long}` a 256-byte one, `{tab}`
+/// and `{ctl}` names with a tab and a control character, `{a4096}` 4096 `a`s; a reply pattern ending in `…` matches
+/// any rest (the host's error detail, which must still be the same in every language). Transcripts also have `{c}`
+/// (the third session's id) and `{tag}` (what makes this run's names its own).
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Sends a command on a session and reads its reply.
+    Ask(Who, &'static str, &'static str),
+    /// Sends a command on a session; its messages are read by the steps after it.
+    Tell(Who, &'static str),
+    /// The next message on a session is this text.
+    Text(Who, &'static str),
+    /// The next message on a session is binary: these bytes.
+    Binary(Who, &'static str),
+}
+
+use Step::{Ask, Binary, Tell, Text};
+use Who::{A, B};
+
+/// The channel and attachment cases, in order: each step may depend on the ones before.
+const CHANNEL_CASES: &[Step] = &[
+    // Join (twice is once), leave (true only for a member), the channels in join order.
+    Ask(A, "channels", "channels -"),
+    Ask(A, "join {ch}", "ok"),
+    Ask(A, "join {ch}", "ok"),
+    Ask(A, "join {ch2}", "ok"),
+    Ask(A, "channels", "channels {ch},{ch2}"),
+    Ask(A, "leave {ch2}", "left true"),
+    Ask(A, "leave {ch2}", "left false"),
+    Ask(A, "channels", "channels {ch}"),
+    Ask(B, "join {ch}", "ok"),
+    Ask(B, "channels", "channels {ch}"),
+    // Members, oldest first, a page at a time; a channel nobody is in has none; the limit is 1 to 1000.
+    Ask(A, "members {ch} 10 -", "members {a},{b} next -"),
+    Ask(A, "members {ch} 1 -", "members {a} next {a}"),
+    Ask(B, "members {ch} 1 {a}", "members {b} next -"),
+    Ask(A, "members {nobody} 10 -", "members - next -"),
+    Ask(A, "members {ch} 0 -", "error invalid: …"),
+    Ask(A, "members {ch} 1001 -", "error invalid: …"),
+    // A publish reaches every member, the publisher too (before its reply), and counts them.
+    Tell(A, "publish {ch} hello, room"),
+    Text(A, "hello, room"),
+    Text(A, "queued 2"),
+    Text(B, "hello, room"),
+    Tell(A, "publish-skip {ch} not to myself"),
+    Text(A, "queued 1"),
+    Text(B, "not to myself"),
+    Tell(B, "publish-binary {ch} bytes ✓"),
+    Binary(A, "bytes ✓"),
+    Binary(B, "bytes ✓"),
+    Text(B, "queued 2"),
+    Ask(A, "publish {nobody} anyone?", "queued 0"),
+    // Another connection's channels, by id.
+    Ask(A, "client-leave {b} {ch}", "left true"),
+    Ask(A, "client-leave {b} {ch}", "left false"),
+    Ask(B, "channels", "channels -"),
+    Ask(A, "client-join {b} {ch2}", "ok"),
+    Ask(A, "client-channels {b}", "channels {ch2}"),
+    Ask(B, "channels", "channels {ch2}"),
+    Ask(A, "client-join nobody {ch}", "none"),
+    Ask(A, "client-leave nobody {ch}", "none"),
+    Ask(A, "client-channels nobody", "none"),
+    Tell(A, "publish {ch} only me now"),
+    Text(A, "only me now"),
+    Text(A, "queued 1"),
+    // Names: 1 to 255 bytes with no whitespace or control characters.
+    Ask(A, "join {max}", "ok"),
+    Ask(A, "leave {max}", "left true"),
+    Ask(A, "join {long}", "error invalid: …"),
+    Ask(A, "join {tab}", "error invalid: …"),
+    Ask(A, "join {ctl}", "error invalid: …"),
+    Ask(A, "leave {long}", "error invalid: …"),
+    Ask(A, "publish {long} x", "error invalid: …"),
+    Ask(A, "publish-binary {tab} x", "error invalid: …"),
+    Ask(A, "members {ctl} 1 -", "error invalid: …"),
+    Ask(A, "client-join {b} {long}", "error invalid: …"),
+    Ask(A, "channels", "channels {ch}"),
+    // An attachment stays with its connection from one event to the next, readable by others by id.
+    Ask(A, "attachment", "attachment -"),
+    Ask(A, "set-attachment alice, who said héllo ✓", "ok"),
+    Ask(A, "attachment", "attachment alice, who said héllo ✓"),
+    Ask(B, "client-attachment {a}", "attachment alice, who said héllo ✓"),
+    Ask(B, "attachment", "attachment -"),
+    Ask(A, "client-attachment {b}", "attachment -"),
+    Ask(A, "client-attachment nobody", "none"),
+    // At most 4096 bytes; a refused one leaves the old one.
+    Ask(A, "set-attachment-size 4096", "ok"),
+    Ask(A, "attachment", "attachment {a4096}"),
+    Ask(A, "set-attachment-size 4097", "error limit: …"),
+    Ask(A, "attachment", "attachment {a4096}"),
+    Ask(A, "clear-attachment", "ok"),
+    Ask(A, "attachment", "attachment -"),
+    Ask(B, "client-attachment {a}", "attachment -"),
+    // Nothing else was queued on either session.
+    Ask(A, "echo end", "end"),
+    Ask(B, "echo end", "end"),
+];
+
+/// The concrete values of one language's run of [`CHANNEL_CASES`], for the patterns' placeholders.
+struct Names(Vec<(&'static str, String)>);
+
+impl Names {
+    fn new(tag: &str, a: &str, b: &str, c: &str) -> Self {
+        // Longest first, so that `normalize` never replaces a part of a longer value (ids `s1` and `s12`).
+        let mut names = vec![
+            ("{long}", "n".repeat(256)),
+            ("{max}", "n".repeat(255)),
+            ("{a4096}", "a".repeat(4096)),
+            ("{ch}", format!("{tag}-room")),
+            ("{ch2}", format!("{tag}-other-room")),
+            ("{nobody}", format!("{tag}-empty-room")),
+            ("{tab}", "a\tb".to_owned()),
+            ("{ctl}", "a\u{1}b".to_owned()),
+            ("{a}", a.to_owned()),
+            ("{b}", b.to_owned()),
+            ("{c}", c.to_owned()),
+            ("{tag}", tag.to_owned()),
+        ];
+        names.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+        Self(names)
+    }
+
+    /// A pattern with its placeholders filled in.
+    fn expand(&self, pattern: &str) -> String {
+        self.0.iter().fold(pattern.to_owned(), |text, (name, value)| text.replace(name, value))
+    }
+
+    /// A reply with this run's values turned back into placeholders, to compare runs.
+    fn normalize(&self, reply: &str) -> String {
+        self.0.iter().fold(reply.to_owned(), |text, (name, value)| text.replace(value.as_str(), name))
+    }
+}
+
+/// Whether `reply` is what `pattern` (expanded) says: equal, or, for a pattern ending in `…`, starting with the rest.
+fn matches(pattern: &str, reply: &str) -> bool {
+    match pattern.strip_suffix('…') {
+        Some(prefix) => reply.starts_with(prefix) && reply.len() > prefix.len(),
+        None => reply == pattern,
+    }
+}
+
+/// A reply or message, shortened for an assertion message.
+fn shorten(text: &str) -> String {
+    if text.chars().count() > 80 {
+        format!("{}… ({} bytes)", text.chars().take(60).collect::<String>(), text.len())
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Runs [`CHANNEL_CASES`] and the channel cap against one language's recorder; returns the transcript, each line
+/// `step | what was heard` with this run's ids and channel names turned back into placeholders.
+async fn channel_transcript(host: &SharedHost, language: &str, endpoint: &str) -> Vec<String> {
+    let tag = format!("chan-{}", language.to_lowercase());
+    let mut a = connect(&format!("{}?who={tag}-a", host.url(endpoint))).await;
+    let a_id = own_id(&mut a, &format!("who={tag}-a")).await;
+    let mut b = connect(&format!("{}?who={tag}-b", host.url(endpoint))).await;
+    let b_id = own_id(&mut b, &format!("who={tag}-b")).await;
+    // C only fills its channels up to the cap, at the end.
+    let mut c = connect(&format!("{}?who={tag}-c", host.url(endpoint))).await;
+    let c_id = own_id(&mut c, &format!("who={tag}-c")).await;
+    let names = Names::new(&tag, &a_id, &b_id, &c_id);
+    let mut transcript = Vec::new();
+    for (i, step) in CHANNEL_CASES.iter().enumerate() {
+        let who = match *step {
+            Ask(who, ..) | Tell(who, _) | Text(who, _) | Binary(who, _) => who,
+        };
+        let ws = if who == A { &mut a } else { &mut b };
+        let (sent, heard, expected) = match *step {
+            Ask(_, command, reply) => {
+                send(ws, &names.expand(command)).await;
+                (command, Message::text(text(ws).await), Message::text(names.expand(reply)))
+            }
+            Tell(_, command) => {
+                send(ws, &names.expand(command)).await;
+                transcript.push(format!("{who:?} tells {command}"));
+                continue;
+            }
+            Text(_, message) => ("(reads)", next(ws).await.expect("a message"), Message::text(names.expand(message))),
+            Binary(_, message) => {
+                let expected = Message::binary(names.expand(message).into_bytes());
+                ("(reads)", next(ws).await.expect("a message"), expected)
+            }
+        };
+        let ok = match (&heard, &expected) {
+            (Message::Text(heard), Message::Text(expected)) => matches(expected.as_str(), heard.as_str()),
+            (heard, expected) => heard == expected,
+        };
+        let shown = match &heard {
+            Message::Text(text) => text.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert!(
+            ok,
+            "{language}, step {i} {step:?}: expected {}, got {}",
+            shorten(&format!("{expected:?}")),
+            shorten(&shown)
+        );
+        transcript.push(format!("{who:?} {sent} | {}", names.normalize(&shown)));
+    }
+
+    // A connection leaves every channel by itself when it ends.
+    b.close(Some(bye())).await.unwrap();
+    assert!(close_frame(&mut b).await.is_some(), "{language}");
+    let members = names.expand("members {ch2} 10 -");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = command(&mut a, &members).await;
+        if reply == "members - next -" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{language}: B stays in {{ch2}} after it ended: {reply}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let reply = command(&mut a, &names.expand("client-channels {b}")).await;
+    assert_eq!(reply, "none", "{language}");
+
+    // At most 128 channels per connection: the 129th join is a limit error, the others stay.
+    for i in 0..128 {
+        assert_eq!(command(&mut c, &format!("join {tag}-many-{i}")).await, "ok", "{language}: join {i}");
+    }
+    let refused = command(&mut c, &format!("join {tag}-many-128")).await;
+    assert!(refused.starts_with("error limit: "), "{language}: {refused}");
+    transcript.push(format!("C join the 129th channel | {}", names.normalize(&refused)));
+    let channels = command(&mut c, "channels").await;
+    let expected: Vec<String> = (0..128).map(|i| format!("{tag}-many-{i}")).collect();
+    assert_eq!(channels, format!("channels {}", expected.join(",")), "{language}");
+    c.close(Some(bye())).await.unwrap();
+    assert!(close_frame(&mut c).await.is_some(), "{language}");
+    a.close(Some(bye())).await.unwrap();
+    assert!(close_frame(&mut a).await.is_some(), "{language}");
+    transcript
+}
+
+#[tokio::test]
+async fn every_channel_and_attachment_case_replies_the_same_in_rust_javascript_and_python() {
+    let host = host();
+    let mut transcripts = Vec::new();
+    for (language, endpoint, _) in RECORDERS {
+        transcripts.push((language, channel_transcript(host, language, endpoint).await));
+    }
+    // The replies the patterns leave open (the host's error details) are the same too, line by line.
+    let (reference, expected) = &transcripts[0];
+    for (language, transcript) in &transcripts[1..] {
+        assert_eq!(transcript.len(), expected.len(), "{language} against {reference}");
+        for (line, (got, want)) in transcript.iter().zip(expected).enumerate() {
+            assert_eq!(shorten(got), shorten(want), "{language} against {reference}, line {line}");
+            assert_eq!(got, want, "{language} against {reference}, line {line}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn all_four_events_reach_the_recorder_in_every_language() {
     let host = host();
@@ -157,33 +425,86 @@ async fn all_four_events_reach_the_recorder_in_every_language() {
     }
 }
 
+/// Opens a js-chat session in `room` (none: no query, the lobby) and waits until it is in: its first message comes
+/// back to it through the room. Every earlier member of the room gets that message too; the caller reads it there.
+async fn chat_member(host: &SharedHost, query: &str, hello: &str) -> Ws {
+    let mut ws = connect(&format!("{}{query}", host.url("js-chat"))).await;
+    send(&mut ws, hello).await;
+    assert_eq!(text(&mut ws).await, hello, "the sender of {hello:?} ({query}) gets it back through its room");
+    ws
+}
+
 #[tokio::test]
-async fn the_javascript_chat_fans_every_message_out_to_every_open_session() {
+async fn the_javascript_chat_publishes_every_message_to_its_room_only() {
     let host = host();
-    let members_online =
-        |n: usize| move || host.app.hub.list().iter().filter(|c| c.endpoint.as_deref() == Some("js-chat")).count() == n;
-    let mut members = Vec::new();
-    for _ in 0..3 {
-        members.push(host.connect("js-chat").await);
-    }
-    eventually("three chat sessions are registered", members_online(3)).await;
-    for (i, sender) in [0usize, 2, 1].into_iter().enumerate() {
-        send(&mut members[sender], &format!("message {i} from {sender}")).await;
-        for member in members.iter_mut() {
-            assert_eq!(text(member).await, format!("message {i} from {sender}"));
+    // Two rooms and the lobby (no `room`). `grün` is URL-encoded two ways, so the two green sessions meet only if the
+    // handler decodes it. This test's rooms are its own: no other test of this file uses js-chat.
+    let mut red = vec![chat_member(host, "?room=red", "red 0 here").await];
+    red.push(chat_member(host, "?room=red", "red 1 here").await);
+    assert_eq!(text(&mut red[0]).await, "red 1 here");
+    let mut green = vec![chat_member(host, "?x=1&room=gr%C3%BCn", "green 0 here").await];
+    green.push(chat_member(host, "?room=gr%c3%bcn", "green 1 here").await);
+    assert_eq!(text(&mut green[0]).await, "green 1 here");
+    let mut lobby = chat_member(host, "", "lobby here").await;
+
+    for (i, sender) in [0usize, 1, 0].into_iter().enumerate() {
+        send(&mut red[sender], &format!("red message {i} from {sender}")).await;
+        for member in red.iter_mut() {
+            assert_eq!(text(member).await, format!("red message {i} from {sender}"));
         }
     }
+    // The other rooms heard none of it: their next message is their own room's.
+    send(&mut green[1], "green message").await;
+    for member in green.iter_mut() {
+        assert_eq!(text(member).await, "green message");
+    }
+    send(&mut lobby, "lobby message").await;
+    assert_eq!(text(&mut lobby).await, "lobby message");
     // Binary stays binary.
-    members[1].send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    for member in members.iter_mut() {
+    red[1].send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    for member in red.iter_mut() {
         assert_eq!(binary_message(member).await, [1, 2, 3]);
     }
     // A session that joins later gets what is said from then on, not what was said before.
-    members.push(host.connect("js-chat").await);
-    eventually("four chat sessions are registered", members_online(4)).await;
-    send(&mut members[2], "welcome").await;
-    for member in members.iter_mut() {
+    red.push(chat_member(host, "?room=red", "red 2 here").await);
+    for member in red[..2].iter_mut() {
+        assert_eq!(text(member).await, "red 2 here");
+    }
+    send(&mut red[0], "welcome").await;
+    for member in red.iter_mut() {
         assert_eq!(text(member).await, "welcome");
+    }
+    // A member that leaves gets nothing more, and the others carry on.
+    red[1].close(Some(bye())).await.unwrap();
+    assert!(close_frame(&mut red[1]).await.is_some());
+    send(&mut red[2], "after one left").await;
+    for i in [0, 2] {
+        assert_eq!(text(&mut red[i]).await, "after one left");
+    }
+    send(&mut green[0], "green again").await;
+    for member in green.iter_mut() {
+        assert_eq!(text(member).await, "green again");
+    }
+    // A room name the host refuses (a space) is told, then the session is closed as a policy violation.
+    let mut refused = connect(&format!("{}?room=two+words", host.url("js-chat"))).await;
+    let told = text(&mut refused).await;
+    assert!(told.starts_with(r#"cannot join room "two words": invalid: "#), "{told}");
+    let frame = close_frame(&mut refused).await.expect("a close frame");
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (1008, "bad room name"));
+}
+
+#[tokio::test]
+async fn handlers_importing_the_sdk_as_dirigible_handlers_do_build_and_run() {
+    let host = host();
+    // `import { websockets } from "sdk/net"` and `from sdk.net import websockets`, each answering `seed <message>`.
+    for (language, endpoint, _) in SEEDS {
+        let mut ws = host.connect(endpoint).await;
+        for message in ["hello", "héllo ✓"] {
+            send(&mut ws, message).await;
+            assert_eq!(text(&mut ws).await, format!("seed {message}"), "{language}");
+        }
+        ws.close(Some(bye())).await.unwrap();
+        assert!(close_frame(&mut ws).await.is_some(), "{language}");
     }
 }
 

@@ -1,7 +1,8 @@
 //! `wasmsock new` per language: the real binary writes a project into a temp dir, the README's build command builds
 //! it, `wasmsock deploy .` deploys it to a real host, and a client gets an echo through it. Slow (a Rust build from
 //! scratch, `npm install`, componentize-py, and the host compiling a JavaScript or Python component), so each step is
-//! bounded; the Rust build shares `target/templates` and the Python one the venv `cargo xtask guests` made.
+//! bounded; the Rust build shares `target/templates` and the Python one the venv `cargo xtask guests` made (under
+//! `$CARGO_TARGET_DIR` when it is set).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -15,6 +16,11 @@ use wasmsock_tests::*;
 const BUILD: Duration = Duration::from_secs(900);
 /// How long a deploy may take (the host compiles a JavaScript or Python component for tens of seconds).
 const DEPLOY: Duration = Duration::from_secs(300);
+
+/// The target directory `cargo xtask guests` used: `$CARGO_TARGET_DIR`, else the repository's `target/`.
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), Into::into)
+}
 
 /// The README's build command: the indented line under `## Build`.
 fn readme_build(project: &Path) -> String {
@@ -61,7 +67,7 @@ async fn new_build_deploy_echo(name: &str, lang: &str, adapt: impl FnOnce(String
     run(&format!("wasmsock new {name} --lang {lang}"), new, WAIT).await;
     let build = adapt(readme_build(&project));
     let mut command = shell(&build, &project);
-    command.env("CARGO_TARGET_DIR", repo_root().join("target/templates"));
+    command.env("CARGO_TARGET_DIR", target_dir().join("templates"));
     run(&format!("{lang} build: {build}"), command, BUILD).await;
     assert!(project.join("handler.wasm").is_file(), "the build wrote no handler.wasm");
 
@@ -95,7 +101,7 @@ async fn python_template_builds_deploys_and_echoes() {
         return;
     }
     // Reuse the venv with componentize-py that `cargo xtask guests` made instead of making one per run.
-    let shared = repo_root().join("target/python-guests/bin/python");
+    let shared = target_dir().join("python-guests/bin/python");
     new_build_deploy_echo("tmpl-py", "python", |build| {
         let venv = "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && .venv/bin/python ";
         assert!(build.starts_with(venv), "{build}");

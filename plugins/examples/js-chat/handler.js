@@ -1,37 +1,77 @@
-//! The JavaScript chat handler: every message goes to every open session of the endpoint it arrived on, sender
-//! included (the same behaviour as the Rust `chat` example).
+//! The JavaScript chat handler, in rooms: a session joins the room named by the `room` query parameter of its URI
+//! (`…/js-chat?room=red`; `lobby` without one) when it opens, and every message is published to its room, sender
+//! included, text as text and binary as binary. A room is a channel of the project: the host keeps its members, and a
+//! session leaves it by itself when it ends. The Rust `chat` example does the same in the same project (`examples`),
+//! so their sessions in one room talk to each other.
 
 import { websockets } from "wasmsock";
 
+/** The room of a session whose URI names none. */
+const DEFAULT_ROOM = "lobby";
+
 /** Called by the host once per event. */
 export function onEvent() {
+  const client = websockets.currentClient();
+  if (websockets.isOnOpen()) {
+    // Only sessions on an endpoint chat; an outbound client (none here) has no room.
+    if (client.getEndpoint() === undefined) {
+      return;
+    }
+    const room = roomOf(client.getUri());
+    try {
+      websockets.join(room);
+    } catch (err) {
+      // A room name the host refuses (too long, spaces): tell the peer why and end the session, as `chat` does.
+      try {
+        websockets.send(`cannot join room ${JSON.stringify(room)}: ${err.message}`);
+        websockets.close(1008, "bad room name");
+      } catch {
+        // Already closing.
+      }
+    }
+    return;
+  }
   if (!websockets.isOnMessage()) {
     return;
   }
-  const endpoint = websockets.currentClient().getEndpoint();
-  if (endpoint === undefined) {
+  const text = websockets.getMessage();
+  const message = text !== undefined ? text : websockets.getBinaryMessage();
+  if (message === undefined) {
     return;
   }
-  const text = websockets.getMessage();
-  const data = websockets.getBinaryMessage();
-  for (const info of websockets.getClients()) {
-    const member = info.direction === "inbound" && info.state === "open" && info.endpoint === endpoint;
-    if (!member) {
-      continue;
-    }
-    const client = websockets.getClient(info.id);
-    if (client === undefined) {
-      continue;
-    }
+  // The room this session joined on open (none if it was refused one).
+  for (const room of websockets.getChannels()) {
     try {
-      if (text !== undefined) {
-        client.send(text);
-      } else if (data !== undefined) {
-        client.sendBinary(data);
-      }
+      websockets.publish(room, message);
     } catch (err) {
-      // A member that left or fell behind misses this message; the others still get it.
-      console.error(`chat: not delivered to ${info.id}: ${err.message}`);
+      console.error(`chat: not published to ${room}: ${err.message}`);
     }
+  }
+}
+
+/**
+ * The `room` query parameter of a request path and query (`/websockets/service/js-chat?room=red` → `red`), URL-decoded
+ * (`+` is a space); `DEFAULT_ROOM` when there is none or it is empty.
+ */
+function roomOf(uri) {
+  const query = uri.includes("?") ? uri.slice(uri.indexOf("?") + 1).split("#")[0] : "";
+  for (const pair of query.split("&")) {
+    const at = pair.indexOf("=");
+    const key = at < 0 ? pair : pair.slice(0, at);
+    if (decode(key) === "room") {
+      const value = decode(at < 0 ? "" : pair.slice(at + 1));
+      return value === "" ? DEFAULT_ROOM : value;
+    }
+  }
+  return DEFAULT_ROOM;
+}
+
+/** Decodes one query component (`+` is a space); a malformed escape is kept as it is. */
+function decode(component) {
+  const spaced = component.replaceAll("+", " ");
+  try {
+    return decodeURIComponent(spaced);
+  } catch {
+    return spaced;
   }
 }

@@ -3,7 +3,7 @@ and ``WebsocketError``, over the ``wasmsock:websockets`` WIT imports that compon
 
 A handler is a module with a function ``on_event()``; ``sdk/python/build.py`` turns it into a component::
 
-    from wasmsock import websockets
+    from wasmsock import websockets  # or, as a Dirigible handler does: from sdk.net import websockets
 
     def on_event():
         if websockets.is_on_message():
@@ -16,7 +16,9 @@ from wasmsock.websockets import (
     ClientOptions,
     ConnectionState,
     Direction,
+    MembersPage,
     Method,
+    PublishOptions,
     ReconnectPolicy,
     WebsocketClient,
     WebsocketError,
@@ -28,7 +30,9 @@ __all__ = [
     "ClientOptions",
     "ConnectionState",
     "Direction",
+    "MembersPage",
     "Method",
+    "PublishOptions",
     "ReconnectPolicy",
     "WebsocketClient",
     "WebsocketError",

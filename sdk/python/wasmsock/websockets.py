@@ -15,7 +15,9 @@ from wit_world.imports.websockets import (
     ClientOptions,
     ConnectionState,
     Direction,
+    MembersPage,
     Method,
+    PublishOptions,
     ReconnectPolicy,
 )
 
@@ -24,7 +26,9 @@ __all__ = [
     "ClientOptions",
     "ConnectionState",
     "Direction",
+    "MembersPage",
     "Method",
+    "PublishOptions",
     "ReconnectPolicy",
     "WebsocketClient",
     "WebsocketError",
@@ -45,6 +49,15 @@ __all__ = [
     "get_clients",
     "get_client",
     "get_client_by_handler",
+    "join",
+    "leave",
+    "get_channels",
+    "publish",
+    "publish_binary",
+    "get_members",
+    "set_attachment",
+    "get_attachment",
+    "get_attachment_text",
 ]
 
 _T = TypeVar("_T")
@@ -69,6 +82,9 @@ class WebsocketError(Exception):
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
         self.detail = detail
+
+
+_Bytes = Union[bytes, bytearray, memoryview]
 
 
 def _call(fn: Callable[[], _T]) -> _T:
@@ -121,7 +137,7 @@ class WebsocketClient:
         """Queues a text message; never blocks. Raises :class:`WebsocketError` if the host refuses it."""
         _call(lambda: self._resource.send(str(message)))
 
-    def send_binary(self, data: Union[bytes, bytearray, memoryview]) -> None:
+    def send_binary(self, data: _Bytes) -> None:
         """Queues a binary message; never blocks. Raises :class:`WebsocketError` if the host refuses it."""
         payload = bytes(data)
         _call(lambda: self._resource.send_binary(payload))
@@ -129,6 +145,41 @@ class WebsocketClient:
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Starts the closing handshake with a code (1000 when ``None``) and a reason (at most 123 bytes)."""
         _call(lambda: self._resource.close(code, reason))
+
+    def join(self, channel: str) -> None:
+        """Adds this connection to ``channel`` of the handler's project; joining it again does nothing.
+
+        Raises :class:`WebsocketError`: ``invalid`` for a malformed name, ``limit`` past the channels-per-connection
+        cap, ``closed`` once the connection has ended.
+        """
+        _call(lambda: self._resource.join(str(channel)))
+
+    def leave(self, channel: str) -> bool:
+        """Removes this connection from ``channel``; ``True`` if it was a member."""
+        return _call(lambda: self._resource.leave(str(channel)))
+
+    def get_channels(self) -> List[str]:
+        """The channels this connection is in, in the order it joined them."""
+        return self._resource.channels()
+
+    def get_attachment(self) -> Optional[bytes]:
+        """This connection's attachment, or ``None``."""
+        return self._resource.attachment()
+
+    def get_attachment_text(self) -> Optional[str]:
+        """This connection's attachment decoded as UTF-8 (a malformed sequence becomes U+FFFD), or ``None``."""
+        return _text(self._resource.attachment())
+
+
+def _text(data: Optional[bytes]) -> Optional[str]:
+    return None if data is None else bytes(data).decode("utf-8", errors="replace")
+
+
+def _u32(name: str, value: int) -> int:
+    """Checks a WIT ``u32`` argument (the bindings would raise ``OverflowError`` or ``TypeError`` instead)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
+        raise WebsocketError("invalid", f"{name} must be an integer from 0 to 4294967295, not {value!r}")
+    return value
 
 
 def _client(resource: Optional[_wit.WebsocketClient]) -> Optional[WebsocketClient]:
@@ -185,7 +236,7 @@ def send(message: str) -> None:
     _call(lambda: _wit.send(str(message)))
 
 
-def send_binary(data: Union[bytes, bytearray, memoryview]) -> None:
+def send_binary(data: _Bytes) -> None:
     """Queues a binary message on the current connection; never blocks."""
     payload = bytes(data)
     _call(lambda: _wit.current_client().send_binary(payload))
@@ -225,3 +276,66 @@ def get_client(id: str) -> Optional[WebsocketClient]:
 def get_client_by_handler(handler: str) -> Optional[WebsocketClient]:
     """The oldest live outbound client whose events go to ``handler``, or ``None``."""
     return _client(_wit.get_client_by_handler(str(handler)))
+
+
+def join(channel: str) -> None:
+    """Adds the current connection to ``channel`` of the handler's project; joining it again does nothing.
+
+    A name is 1 to 255 bytes with no whitespace or control characters. Raises :class:`WebsocketError`: ``invalid``
+    for a malformed name, ``limit`` past the channels-per-connection cap, ``closed`` once the connection has ended.
+    """
+    _call(lambda: _wit.join(str(channel)))
+
+
+def leave(channel: str) -> bool:
+    """Removes the current connection from ``channel``; ``True`` if it was a member."""
+    return _call(lambda: _wit.leave(str(channel)))
+
+
+def get_channels() -> List[str]:
+    """The channels the current connection is in, in the order it joined them."""
+    return _wit.get_channels()
+
+
+def publish(channel: str, message: Union[str, _Bytes], skip_self: bool = False) -> int:
+    """Queues ``message`` on every member of ``channel``: ``str`` as text, ``bytes`` (or ``bytearray``,
+    ``memoryview``) as binary. ``skip_self`` leaves the current connection out. Returns how many connections it was
+    queued for (0 for a channel nobody is in).
+    """
+    options = PublishOptions(skip_self=bool(skip_self))
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        payload = bytes(message)
+        return _call(lambda: _wit.publish_binary(str(channel), payload, options))
+    return _call(lambda: _wit.publish(str(channel), str(message), options))
+
+
+def publish_binary(channel: str, data: _Bytes, skip_self: bool = False) -> int:
+    """``publish`` of binary data."""
+    payload = bytes(data)
+    return _call(lambda: _wit.publish_binary(str(channel), payload, PublishOptions(skip_self=bool(skip_self))))
+
+
+def get_members(channel: str, after: Optional[str] = None, limit: int = 100) -> MembersPage:
+    """One page of ``channel``'s members, oldest first: ``members`` (``ClientInfo``, at most ``limit``, 1 to 1000)
+    and ``next`` (``None`` on the last page), the ``after`` of the next page.
+    """
+    checked = _u32("limit", limit)
+    return _call(lambda: _wit.get_members(str(channel), None if after is None else str(after), checked))
+
+
+def set_attachment(data: Union[str, _Bytes, None]) -> None:
+    """Keeps a small value (at most 4 KiB unless the host says otherwise) with the current connection, readable on
+    any later event of it: ``str`` as its UTF-8 bytes, ``bytes`` as they are; ``None`` removes it.
+    """
+    payload = None if data is None else data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    _call(lambda: _wit.set_attachment(payload))
+
+
+def get_attachment() -> Optional[bytes]:
+    """The current connection's attachment, or ``None``."""
+    return _wit.get_attachment()
+
+
+def get_attachment_text() -> Optional[str]:
+    """The current connection's attachment decoded as UTF-8 (a malformed sequence becomes U+FFFD), or ``None``."""
+    return _text(_wit.get_attachment())

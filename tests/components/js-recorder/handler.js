@@ -5,6 +5,12 @@
 //! Commands: `echo TEXT`, `clients`, `connect-send URI TEXT`, `connect-engine URI ENGINE`,
 //! `connect-reconnect URI INITIAL-MS MAX-MS ATTEMPTS|-` (then sends `first`), `client-send ID TEXT`,
 //! `client-close ID`, `by-handler HANDLER`, `close CODE REASON`, `throw TEXT` (throws an Error with that message).
+//! Channels and attachments: `join CH`, `leave CH` (`left true|false`), `channels` (`channels a,b` in join order,
+//! `channels -`), `publish CH TEXT`, `publish-skip CH TEXT` (skip-self), `publish-binary CH TEXT` (TEXT's UTF-8 bytes
+//! as a binary message) (each `queued N`), `members CH LIMIT AFTER|-` (`members ID,ID next ID|-`, `members - next -`),
+//! `client-join ID CH`, `client-leave ID CH`, `client-channels ID` (`none` for no such client), `set-attachment TEXT`,
+//! `set-attachment-size N` (N bytes of `a`), `clear-attachment`, `attachment` and `client-attachment ID`
+//! (`attachment TEXT`, `attachment -`). A channel is the word after the verb (or ID); TEXT is the rest of the line.
 //! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` message).
 
 import { websockets } from "wasmsock";
@@ -62,6 +68,45 @@ function outcome(act) {
   } catch (err) {
     return `error ${err.message}`;
   }
+}
+
+/** `a,b`, or `-` for an empty list. */
+function joined(items) {
+  return items.length === 0 ? "-" : items.join(",");
+}
+
+/** `channels a,b`, or `channels -` for none. */
+function channels(list) {
+  return `channels ${joined(list)}`;
+}
+
+/** `attachment TEXT`, or `attachment -` for none. */
+function attachment(text) {
+  return `attachment ${text ?? "-"}`;
+}
+
+/**
+ * Runs `act` and formats what it returns with `format`, or `"error <kind>: <detail>"` if the host refused; a `closed`
+ * (which has no detail) is worded as the Rust recorder words it.
+ */
+function reply(act, format) {
+  try {
+    return format(act());
+  } catch (err) {
+    if (err.kind === "closed" && !err.detail) {
+      return "error closed: the connection is closing or closed";
+    }
+    return `error ${err.message}`;
+  }
+}
+
+/** `"ok"`, or the refusal as `reply` words it. */
+const ok = () => "ok";
+
+/** Runs `act` on the client with this id; `"none"` if there is no such client. */
+function withClient(id, act) {
+  const client = websockets.getClient(id);
+  return client === undefined ? "none" : act(client);
 }
 
 /** Splits `text` at its first space. */
@@ -132,6 +177,51 @@ function command(text) {
     }
     case "throw":
       throw new Error(rest);
+    case "join":
+      return reply(() => websockets.join(rest), ok);
+    case "leave":
+      return reply(() => websockets.leave(rest), (left) => `left ${left}`);
+    case "channels":
+      return channels(websockets.getChannels());
+    case "publish":
+    case "publish-skip": {
+      const [channel, message] = split(rest);
+      const options = { skipSelf: verb === "publish-skip" };
+      return reply(() => websockets.publish(channel, message, options), (n) => `queued ${n}`);
+    }
+    case "publish-binary": {
+      const [channel, message] = split(rest);
+      const data = new TextEncoder().encode(message);
+      return reply(() => websockets.publish(channel, data), (n) => `queued ${n}`);
+    }
+    case "members": {
+      const [channel, limit, after] = rest.split(" ");
+      const options = { limit: Number(limit), after: after === "-" ? undefined : after };
+      return reply(
+        () => websockets.getMembers(channel, options),
+        (page) => `members ${joined(page.members.map((m) => m.id))} next ${page.next ?? "-"}`,
+      );
+    }
+    case "client-join": {
+      const [id, channel] = split(rest);
+      return withClient(id, (client) => reply(() => client.join(channel), ok));
+    }
+    case "client-leave": {
+      const [id, channel] = split(rest);
+      return withClient(id, (client) => reply(() => client.leave(channel), (left) => `left ${left}`));
+    }
+    case "client-channels":
+      return withClient(rest, (client) => channels(client.getChannels()));
+    case "set-attachment":
+      return reply(() => websockets.setAttachment(rest), ok);
+    case "set-attachment-size":
+      return reply(() => websockets.setAttachment(new Uint8Array(Number(rest)).fill(0x61)), ok);
+    case "clear-attachment":
+      return reply(() => websockets.setAttachment(null), ok);
+    case "attachment":
+      return attachment(websockets.getAttachmentText());
+    case "client-attachment":
+      return withClient(rest, (client) => attachment(client.getAttachmentText()));
     default:
       return `unknown command ${JSON.stringify(verb)}`;
   }

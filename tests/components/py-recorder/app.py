@@ -5,10 +5,17 @@ other inbound sessions are commands whose reply goes back to the sender.
 Commands: ``echo TEXT``, ``clients``, ``connect-send URI TEXT``, ``connect-engine URI ENGINE``,
 ``connect-reconnect URI INITIAL-MS MAX-MS ATTEMPTS|-`` (then sends ``first``), ``client-send ID TEXT``,
 ``client-close ID``, ``by-handler HANDLER``, ``close CODE REASON``, ``throw TEXT`` (raises a RuntimeError with that
-message). A refused call replies ``error <kind>: <detail>`` (the SDK's ``WebsocketError`` message).
+message). Channels and attachments: ``join CH``, ``leave CH`` (``left true|false``), ``channels`` (``channels a,b``
+in join order, ``channels -``), ``publish CH TEXT``, ``publish-skip CH TEXT`` (skip-self), ``publish-binary CH TEXT``
+(TEXT's UTF-8 bytes as a binary message) (each ``queued N``), ``members CH LIMIT AFTER|-`` (``members ID,ID next
+ID|-``, ``members - next -``), ``client-join ID CH``, ``client-leave ID CH``, ``client-channels ID`` (``none`` for no
+such client), ``set-attachment TEXT``, ``set-attachment-size N`` (N bytes of ``a``), ``clear-attachment``,
+``attachment`` and ``client-attachment ID`` (``attachment TEXT``, ``attachment -``). A channel is the word after the
+verb (or ID); TEXT is the rest of the line. A refused call replies ``error <kind>: <detail>`` (the SDK's
+``WebsocketError`` message).
 """
 
-from typing import Callable
+from typing import Callable, List, Optional, TypeVar
 
 from wasmsock import (
     ClientInfo,
@@ -17,9 +24,12 @@ from wasmsock import (
     Direction,
     Method,
     ReconnectPolicy,
+    WebsocketClient,
     WebsocketError,
     websockets,
 )
+
+_T = TypeVar("_T")
 
 # The handler name this component is installed as: its outbound clients' events come back here.
 SELF = "tests/py-recorder"
@@ -82,6 +92,49 @@ def outcome(act: Callable[[], None]) -> str:
         return f"error {err}"
 
 
+def joined(items: List[str]) -> str:
+    """``a,b``, or ``-`` for an empty list."""
+    return ",".join(items) if items else "-"
+
+
+def channels(items: List[str]) -> str:
+    """``channels a,b``, or ``channels -`` for none."""
+    return f"channels {joined(items)}"
+
+
+def attachment(text: Optional[str]) -> str:
+    """``attachment TEXT``, or ``attachment -`` for none."""
+    return f"attachment {'-' if text is None else text}"
+
+
+def reply(act: Callable[[], _T], show: Callable[[_T], str]) -> str:
+    """Runs ``act`` and formats what it returns with ``show``, or ``"error <kind>: <detail>"`` if the host refused; a
+    ``closed`` (which has no detail) is worded as the Rust recorder words it.
+    """
+    try:
+        return show(act())
+    except WebsocketError as err:
+        if err.kind == "closed" and not err.detail:
+            return "error closed: the connection is closing or closed"
+        return f"error {err}"
+
+
+def ok(_: object) -> str:
+    """``"ok"``, for ``reply``."""
+    return "ok"
+
+
+def with_client(client_id: str, act: Callable[[WebsocketClient], str]) -> str:
+    """Runs ``act`` on the client with this id; ``"none"`` if there is no such client."""
+    client = websockets.get_client(client_id)
+    return "none" if client is None else act(client)
+
+
+def left(was_member: bool) -> str:
+    """``left true`` or ``left false``, as the other recorders write it."""
+    return f"left {'true' if was_member else 'false'}"
+
+
 def command(text: str) -> str:
     """Runs one command and returns the reply."""
     verb, _, rest = text.partition(" ")
@@ -129,4 +182,41 @@ def command(text: str) -> str:
         return outcome(lambda: websockets.close(int(code) if code.isdigit() else None, reason))
     if verb == "throw":
         raise RuntimeError(rest)
+    if verb == "join":
+        return reply(lambda: websockets.join(rest), ok)
+    if verb == "leave":
+        return reply(lambda: websockets.leave(rest), left)
+    if verb == "channels":
+        return channels(websockets.get_channels())
+    if verb in ("publish", "publish-skip"):
+        channel, _, message = rest.partition(" ")
+        skip_self = verb == "publish-skip"
+        return reply(lambda: websockets.publish(channel, message, skip_self=skip_self), lambda n: f"queued {n}")
+    if verb == "publish-binary":
+        channel, _, message = rest.partition(" ")
+        return reply(lambda: websockets.publish(channel, message.encode("utf-8")), lambda n: f"queued {n}")
+    if verb == "members":
+        channel, limit, after = rest.split(" ")
+        return reply(
+            lambda: websockets.get_members(channel, after=None if after == "-" else after, limit=int(limit)),
+            lambda page: f"members {joined([m.id for m in page.members])} next {page.next or '-'}",
+        )
+    if verb == "client-join":
+        client_id, _, channel = rest.partition(" ")
+        return with_client(client_id, lambda client: reply(lambda: client.join(channel), ok))
+    if verb == "client-leave":
+        client_id, _, channel = rest.partition(" ")
+        return with_client(client_id, lambda client: reply(lambda: client.leave(channel), left))
+    if verb == "client-channels":
+        return with_client(rest, lambda client: channels(client.get_channels()))
+    if verb == "set-attachment":
+        return reply(lambda: websockets.set_attachment(rest), ok)
+    if verb == "set-attachment-size":
+        return reply(lambda: websockets.set_attachment(b"a" * int(rest)), ok)
+    if verb == "clear-attachment":
+        return reply(lambda: websockets.set_attachment(None), ok)
+    if verb == "attachment":
+        return attachment(websockets.get_attachment_text())
+    if verb == "client-attachment":
+        return with_client(rest, lambda client: attachment(client.get_attachment_text()))
     return f"unknown command {verb!r}"

@@ -39,6 +39,8 @@ const JS_HANDLER: &str = include_str!("../../../../plugins/examples/js-echo/hand
 const PY_BUILD: &str = include_str!("../../../../sdk/python/build.py");
 const PY_SDK_INIT: &str = include_str!("../../../../sdk/python/wasmsock/__init__.py");
 const PY_SDK: &str = include_str!("../../../../sdk/python/wasmsock/websockets.py");
+const PY_SDK_NET_INIT: &str = include_str!("../../../../sdk/python/sdk/__init__.py");
+const PY_SDK_NET: &str = include_str!("../../../../sdk/python/sdk/net.py");
 const PY_HANDLER: &str = include_str!("../../../../plugins/examples/py-echo/app.py");
 /// The componentize-py the Python SDK's build pins.
 const COMPONENTIZE_PY: &str = "0.25.1";
@@ -63,7 +65,7 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
         (PathBuf::from("wit/websockets.wit"), WIT.to_owned()),
         (PathBuf::from(".gitignore"), GITIGNORE.to_owned()),
     ];
-    let (source, needs, build) = match lang {
+    let (source, needs, build, imports) = match lang {
         Lang::Rust => {
             let artifact = name.replace('-', "_");
             files.push(("Cargo.toml".into(), RUST_CARGO.replace("{{name}}", name)));
@@ -78,6 +80,7 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
                     "cargo build --release --target wasm32-wasip2 && cp \
                      ${{CARGO_TARGET_DIR:-target}}/wasm32-wasip2/release/{artifact}.wasm handler.wasm"
                 ),
+                "The handler uses the SDK in `wasmsock-sdk/`: `use wasmsock_sdk::websockets;`.",
             )
         }
         Lang::Js => {
@@ -96,6 +99,9 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
                 "handler.js",
                 "It needs Node.js 20 or later with npm; `npm install` fetches componentize-js and esbuild.".to_owned(),
                 "npm install && npm run build".to_owned(),
+                "The handler imports the SDK (`sdk/index.js`) as `import { websockets } from \"wasmsock\";`. A handler \
+                 written for Eclipse Dirigible keeps its own import, `import { websockets } from \"sdk/net\";`: the \
+                 build resolves both to the same SDK.",
             )
         }
         Lang::Python => {
@@ -104,6 +110,8 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             files.push(("sdk/build.py".into(), PY_BUILD.to_owned()));
             files.push(("sdk/wasmsock/__init__.py".into(), PY_SDK_INIT.to_owned()));
             files.push(("sdk/wasmsock/websockets.py".into(), PY_SDK.to_owned()));
+            files.push(("sdk/sdk/__init__.py".into(), PY_SDK_NET_INIT.to_owned()));
+            files.push(("sdk/sdk/net.py".into(), PY_SDK_NET.to_owned()));
             (
                 "app.py",
                 format!(
@@ -113,6 +121,9 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
                 "python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && \
                  .venv/bin/python sdk/build.py app.py -o handler.wasm --wit wit"
                     .to_owned(),
+                "The handler imports the SDK (`sdk/wasmsock/`) as `from wasmsock import websockets`. A handler written \
+                 for Eclipse Dirigible keeps its own import, `from sdk.net import websockets` (`sdk/sdk/net.py`): both \
+                 are the same SDK.",
             )
         }
     };
@@ -122,6 +133,7 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
         .replace("{{source}}", source)
         .replace("{{needs}}", &needs)
         .replace("{{build}}", &build)
+        .replace("{{imports}}", imports)
         .replace("{{endpoint}}", endpoint);
     files.push(("README.md".into(), readme));
     Ok(files)
@@ -201,6 +213,23 @@ mod tests {
         let package: serde_json::Value =
             serde_json::from_str(&js.iter().find(|(p, _)| p == Path::new("package.json")).unwrap().1).unwrap();
         assert_eq!(package["dependencies"]["@bytecodealliance/componentize-js"], "0.23.0");
+    }
+
+    #[test]
+    fn script_projects_show_and_ship_the_dirigible_import_beside_their_own() {
+        let get = |lang, p: &str| {
+            let files = files("seed", lang, "e").unwrap();
+            files.iter().find(|(path, _)| path == Path::new(p)).map(|(_, t)| t.clone())
+        };
+        let readme = get(Lang::Js, "README.md").unwrap();
+        assert!(readme.contains(r#"from "wasmsock""#) && readme.contains(r#"from "sdk/net""#), "{readme}");
+        assert!(get(Lang::Js, "sdk/build.mjs").unwrap().contains(r#""sdk/net": join(sdkDir, "index.js")"#));
+        let readme = get(Lang::Python, "README.md").unwrap();
+        assert!(readme.contains("from wasmsock import") && readme.contains("from sdk.net import"), "{readme}");
+        // build.py puts `sdk/` on the path: `sdk/sdk/net.py` is the module `sdk.net`, re-exporting `wasmsock`'s API.
+        assert!(get(Lang::Python, "sdk/sdk/__init__.py").is_some());
+        assert!(get(Lang::Python, "sdk/sdk/net.py").unwrap().contains("from wasmsock import"));
+        assert!(get(Lang::Python, "sdk/build.py").unwrap().contains(r#""-p", str(SDK_DIR)"#));
     }
 
     #[test]
