@@ -437,4 +437,7 @@ async fn a_handler_sends_to_and_closes_a_connection_on_another_host_and_a_dead_h
     assert_eq!(command(&mut driver, &format!("client-send {second_id} after")).await, "none");
     eprintln!("get-client of a connection on a killed host answered none after {:?}", asked.elapsed());
     assert!(asked.elapsed() < Duration::from_secs(1), "it waited {:?}", asked.elapsed());
+    // Its connections are out of the cluster-wide listing at once too (the broker has nobody to ask).
+    let listing = command(&mut driver, "clients").await;
+    assert!(!listing.contains(&second_id) && listing.contains("who=driver"), "{listing}");
 }
