@@ -6,12 +6,16 @@
 //! - [`runtime`]: everything wasmtime; knows the host only through the traits it defines.
 //! - [`control`]: the registry of endpoints and handlers (deploys, the compile cache) and the metrics.
 //! - [`conn`]: the hub of live connections, one connection's session loop, outbound clients.
+//! - [`channels`]: named groups of connections per project, and the fan-out of a publish to their members.
+//! - [`cluster`]: hosts sharing one NATS broker act as one for channels (`serve --nats`).
 //! - [`app`]: the rooms wired into one host; where an event crosses from a connection into its handler.
 //! - [`http`]: the main listener (upgrades, the console) and the admin API.
 //! - [`cli`]: the `wasmsock` command line.
 
 pub mod app;
+pub mod channels;
 pub mod cli;
+pub mod cluster;
 pub mod conn;
 pub mod control;
 pub mod http;

@@ -680,3 +680,71 @@ impl Scrape {
         self.0.get(key).copied().unwrap_or(0.0)
     }
 }
+
+/// A real `nats-server` on a free loopback port, killed when dropped. The binary is `$WASMSOCK_NATS_SERVER` (which
+/// `cargo xtask test` sets, installing it when missing) or `nats-server` on the PATH; without one the cluster tests
+/// are skipped with a loud message, except under CI, where they fail.
+pub struct NatsServer {
+    child: std::process::Child,
+    pub port: u16,
+    binary: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server, or returns none (after saying why) when there is no binary outside CI.
+    pub async fn start() -> Option<Self> {
+        let binary = std::env::var_os("WASMSOCK_NATS_SERVER").map(PathBuf::from).or_else(|| {
+            let found = std::process::Command::new("nats-server").arg("--version").output();
+            found.ok().filter(|out| out.status.success()).map(|_| PathBuf::from("nats-server"))
+        });
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but there is no nats-server: run the tests with `cargo xtask test` or set WASMSOCK_NATS_SERVER"
+            );
+            eprintln!("\n!!! no nats-server: the cluster tests are SKIPPED; `cargo xtask test` installs one !!!\n");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Self::spawn(&binary, port).await;
+        Some(Self { child, port, binary })
+    }
+
+    async fn spawn(binary: &Path, port: u16) -> std::process::Child {
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "nats-server did not listen on {port} in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        child
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.binary, self.port).await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,4 +1,5 @@
-//! Endpoints end to end: echo on both URL forms, 404s, chat fan-out, and descriptors or components the host refuses.
+//! Endpoints end to end: echo on both URL forms, 404s, the chat example's rooms, and descriptors or components the host
+//! refuses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -50,28 +51,47 @@ async fn unknown_endpoints_are_404_before_the_upgrade() {
 }
 
 #[tokio::test]
-async fn chat_fans_every_message_out_to_every_session() {
+async fn chat_fans_every_message_out_to_every_member_of_its_room() {
     let plugins = Plugins::new()
         .handler("examples/chat", "chat")
         .endpoint("chat", "examples/chat")
         .handler("examples/echo", "echo")
         .endpoint("echo", "examples/echo");
     let host = TestHost::start(plugins).await;
-    let mut members = Vec::new();
-    for _ in 0..3 {
-        members.push(host.connect("chat").await);
-    }
-    // A session on another endpoint must not receive the room's messages.
+    // Three in the lobby (one by default, two by name), two in another room.
+    let mut lobby = vec![host.connect("chat").await, host.connect("chat?room=lobby").await];
+    lobby.push(host.connect("chat?x=1&room=lobby").await);
+    let mut kitchen = [host.connect("chat?room=k%C3%BCche").await, host.connect("chat?room=k%C3%BCche").await];
+    // A session on another endpoint must not receive the rooms' messages.
     let mut outsider = host.connect("echo").await;
-    eventually("all four sessions are registered", || host.app.hub.len() == 4).await;
+    eventually("everyone joined", || {
+        let rooms = host.app.channels.list(Some("examples"));
+        rooms.iter().map(|c| (c.channel.as_str(), c.members)).collect::<Vec<_>>() == [("küche", 2), ("lobby", 3)]
+    })
+    .await;
     for (i, sender) in [0usize, 2, 1].into_iter().enumerate() {
-        send(&mut members[sender], &format!("message {i} from {sender}")).await;
-        for member in members.iter_mut() {
-            assert_eq!(text(member).await, format!("message {i} from {sender}"));
+        send(&mut lobby[sender], &format!("message {i} from {sender}")).await;
+        for member in lobby.iter_mut() {
+            assert_eq!(text(member).await, format!("message {i} from {sender}"), "the sender included");
         }
+    }
+    send(&mut kitchen[1], "in the kitchen").await;
+    for member in kitchen.iter_mut() {
+        assert_eq!(text(member).await, "in the kitchen");
+    }
+    // Nothing from the kitchen reached the lobby: the next lobby message is the next one read there.
+    send(&mut lobby[0], "lobby again").await;
+    for member in lobby.iter_mut() {
+        assert_eq!(text(member).await, "lobby again");
     }
     send(&mut outsider, "ping").await;
     assert_eq!(text(&mut outsider).await, "ping", "the outsider saw only its own echo");
+    // A room name the host refuses: the peer is told why and the session ends with 1008.
+    let mut bad = host.connect("chat?room=two%20words").await;
+    let why = text(&mut bad).await;
+    assert!(why.contains("cannot join room \"two words\"") && why.contains("whitespace"), "{why}");
+    let close = close_frame(&mut bad).await.unwrap();
+    assert_eq!(u16::from(close.code), 1008);
     host.stop().await;
 }
 

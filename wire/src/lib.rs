@@ -1,7 +1,9 @@
 //! wasmsock's pure protocol layer, the bottom of the host: the frames it deals in, close codes, limits and their
-//! defaults, `.websocket` descriptors, the outbound allow-list, and the plain data about connections and events that the runtime, the
+//! defaults, `.websocket` descriptors, channel names and their broker subjects, the outbound allow-list, and the plain data about connections and events that the runtime, the
 //! connection layer and the admin API share. It knows no tokio and no wasmtime, so the fuzz targets build it as it is.
 
+pub mod channel;
+pub mod cluster;
 pub mod conn;
 pub mod descriptor;
 pub mod event;

@@ -88,6 +88,21 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// clients stalling their handshakes can hold, not how many sessions the host serves.
 pub const DEFAULT_MAX_TLS_HANDSHAKES: usize = 1024;
 
+/// Channels one connection may be in at once (`serve --max-channels-per-connection`); past it `join` is `limit`.
+/// Membership costs a few dozen bytes per channel, so this bounds what one connection can make the host hold.
+pub const DEFAULT_MAX_CHANNELS_PER_CONNECTION: usize = 128;
+
+/// The largest attachment a handler may keep with a connection, in bytes (`serve --max-attachment-bytes`); a larger
+/// `set-attachment` is `limit`. 4 KiB holds a user id, a session token and a few flags; it is kept per connection, so
+/// 10,000 connections hold at most 40 MiB of attachments.
+pub const DEFAULT_MAX_ATTACHMENT_BYTES: usize = 4 << 10;
+
+/// The longest channel name, in bytes of UTF-8.
+pub const MAX_CHANNEL_NAME_BYTES: usize = 255;
+
+/// The most members one `get-members` page (and one admin listing page) returns.
+pub const MAX_MEMBERS_PAGE: u32 = 1000;
+
 /// How often the plugins root is checked for changed files. A change is applied after it has been stable for one more
 /// interval, so a deploy by file copy goes live within about two seconds.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -227,6 +242,10 @@ pub struct Limits {
     pub guest_log_bytes: usize,
     /// See [`DEFAULT_SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
+    /// See [`DEFAULT_MAX_CHANNELS_PER_CONNECTION`].
+    pub max_channels_per_connection: usize,
+    /// See [`DEFAULT_MAX_ATTACHMENT_BYTES`].
+    pub max_attachment_bytes: usize,
 }
 
 impl Default for Limits {
@@ -255,6 +274,8 @@ impl Default for Limits {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             guest_log_bytes: DEFAULT_GUEST_LOG_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
+            max_attachment_bytes: DEFAULT_MAX_ATTACHMENT_BYTES,
         }
     }
 }
@@ -284,6 +305,8 @@ pub struct ConnLimits {
     pub handler_memory: usize,
     /// See [`Limits::fuel`]; only when the host meters fuel.
     pub fuel: Option<u64>,
+    /// See [`DEFAULT_MAX_ATTACHMENT_BYTES`].
+    pub max_attachment_bytes: usize,
 }
 
 impl Limits {
@@ -305,6 +328,7 @@ impl Limits {
                 .map_or(self.handler_memory, |mib| mib << 20)
                 .min(self.handler_memory),
             fuel: self.fuel.map(|host| over.fuel.unwrap_or(host)),
+            max_attachment_bytes: self.max_attachment_bytes,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's build tasks, so that one command works on a fresh machine.
 //!
 //! - `cargo xtask serve [-- SERVE-ARGS]`: build the example plugins and run the host on them (release build).
-//! - `cargo xtask test`: build every guest component, then run the workspace's tests.
+//! - `cargo xtask test`: build every guest component, then run the workspace's tests (installing the `nats-server` the
+//!   cluster tests start, from PyPI into `target/nats-server/`, when it is missing).
 //! - `cargo xtask guests`: build the guest components only (examples into `plugins/`, test components into
 //!   `tests/components/`): Rust crates with cargo, JavaScript and Python guests with their SDKs' build scripts
 //!   (`script_guests.rs`), installing those toolchains from npm and PyPI when they are missing.
@@ -12,6 +13,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod nats;
 mod script_guests;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +39,15 @@ fn main() -> anyhow::Result<()> {
             guests(&root)?;
             // The CLI tests run the real binary, which `cargo test` of the tests crate does not build by itself.
             run(Command::new(cargo()).current_dir(&root).args(["build", "-p", "wasmsock"]))?;
-            run(Command::new(cargo()).current_dir(&root).arg("test").args(&rest))
+            // The cluster tests start their own NATS servers.
+            let mut test = Command::new(cargo());
+            match nats::ensure(&target_dir(&root)?) {
+                Ok(server) => {
+                    test.env("WASMSOCK_NATS_SERVER", server);
+                }
+                Err(err) => eprintln!("xtask: warning: no nats-server for the cluster tests: {err:#}"),
+            }
+            run(test.current_dir(&root).arg("test").args(&rest))
         }
         "serve" => {
             guests(&root)?;

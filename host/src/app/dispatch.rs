@@ -5,9 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::frame::MAX_CLOSE_REASON;
-use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Limits, Method};
+use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Frame, Limits, Method};
 
 use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
@@ -114,6 +115,10 @@ impl ConnHost for App {
     fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send {
         App::dispatch(self, conn, kind)
     }
+
+    fn ended(&self, conn: &Arc<Conn>) {
+        self.channels.leave_all(conn, &self.metrics);
+    }
 }
 
 /// A handler's imports, scoped to its project: another project's connections are indistinguishable from none, and it
@@ -159,6 +164,27 @@ impl HostServices for App {
             .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))?;
         let conn = self.create_client(uri, handler, options)?;
         Ok(conn)
+    }
+
+    fn join(&self, project: &str, conn: &dyn Connection, channel: &str) -> Result<(), ConnError> {
+        let conn = self.hub.get(conn.id()).ok_or(ConnError::Closed)?;
+        self.channels.join(project, &conn, channel, &self.metrics)
+    }
+
+    fn leave(&self, project: &str, conn: &dyn Connection, channel: &str) -> Result<bool, ConnError> {
+        self.channels.leave(project, conn.id(), channel, &self.metrics)
+    }
+
+    fn channels_of(&self, project: &str, conn: &dyn Connection) -> Vec<String> {
+        self.channels.of(project, conn.id())
+    }
+
+    fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError> {
+        App::publish(self, project, channel, &frame, skip)
+    }
+
+    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError> {
+        self.channels.members(project, channel, after, limit)
     }
 }
 

@@ -1,15 +1,17 @@
-//! The app: one host's rooms wired together (runtime, registry, hub, metrics, kept instances) with its start, reload,
+//! The app: one host's rooms wired together (runtime, registry, hub, channels, metrics, kept instances) with its start, reload,
 //! watch and drain. The dispatch of events to handlers is in `dispatch.rs`.
 
 mod dispatch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use wasmsock_wire::{ClientOptions, Close, ConnError, Limits};
+use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Limits};
 
+use crate::channels::Channels;
+use crate::cluster::{Cluster, ClusterOptions, Local};
 use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
@@ -32,6 +34,10 @@ pub struct App {
     pub console: Console,
     /// Handler instances kept between events (`per-connection` and `shared` endpoints).
     pub instances: Instances,
+    /// Channels of every project and their members.
+    pub channels: Channels,
+    /// This host's part in a cluster, once it has joined one (`serve --nats`).
+    cluster: OnceLock<Arc<Cluster>>,
     /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
     outbound_tls: Arc<rustls::ClientConfig>,
     me: Weak<App>,
@@ -87,6 +93,8 @@ impl App {
             runtime,
             registry,
             hub,
+            channels: Channels::new(limits.max_channels_per_connection),
+            cluster: OnceLock::new(),
             limits,
             metrics: Metrics::new(),
             console: Console::default(),
@@ -95,6 +103,37 @@ impl App {
             me: me.clone(),
         });
         Ok((app, errors))
+    }
+
+    /// Joins a cluster: from now on this host's channels are listened to on the broker while they have members here,
+    /// and what is published here goes to the other hosts too.
+    pub async fn join_cluster(self: &Arc<Self>, options: ClusterOptions) -> anyhow::Result<Arc<Cluster>> {
+        let local: Weak<dyn Local> = Arc::downgrade(self) as Weak<dyn Local>;
+        let cluster = Cluster::start(options, local).await?;
+        self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
+        for (project, channel) in self.channels.watch(cluster.clone())? {
+            crate::channels::ChannelWatch::opened(cluster.as_ref(), &project, &channel);
+        }
+        Ok(cluster)
+    }
+
+    /// The cluster this host is in, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Publishes `frame` to `channel` of `project`: queued on this host's members at once (except the connection with
+    /// the id `skip`), and sent to the other hosts of the cluster, if there is one. Returns how many of this host's
+    /// connections it was queued for.
+    pub fn publish(&self, project: &str, channel: &str, frame: &Frame, skip: Option<&str>) -> Result<u32, ConnError> {
+        let queued = self.channels.publish(project, channel, frame, skip, &self.metrics)?;
+        if let Some(cluster) = self.cluster.get()
+            && !cluster.publish(project, channel, frame)
+        {
+            self.metrics.broker_dropped();
+            tracing::warn!(project, channel, "the broker queue is full: this message reaches this host's members only");
+        }
+        Ok(queued)
     }
 
     /// Whether the host is draining for shutdown (new connections are refused).
@@ -184,5 +223,22 @@ impl App {
         if self.sessions() > 0 {
             tracing::warn!(sessions = self.sessions(), "shutdown grace ran out with sessions still running");
         }
+    }
+}
+
+impl Local for App {
+    fn deliver(&self, project: &str, channel: &str, frame: &Frame) {
+        match self.channels.fan_out(project, channel, frame, None) {
+            Ok(queued) => self.metrics.delivered(project, u64::from(queued)),
+            Err(err) => tracing::warn!(project, channel, "a message from another host was not delivered: {err}"),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.hub.len(), self.channels.len())
     }
 }

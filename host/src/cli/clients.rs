@@ -30,12 +30,16 @@ impl ClientsArgs {
                         "remote",
                         "messages_in",
                         "messages_out",
+                        "attachment_bytes",
                         "uri",
                     ];
                     keys.iter().map(|key| field(c, key)).collect()
                 })
                 .collect();
-            table(&["id", "direction", "state", "endpoint", "handler", "remote", "in", "out", "uri"], rows)
+            table(
+                &["id", "direction", "state", "endpoint", "handler", "remote", "in", "out", "attachment", "uri"],
+                rows,
+            )
         });
         Ok(())
     }

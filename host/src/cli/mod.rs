@@ -1,14 +1,17 @@
 //! The `wasmsock` command line: one file per subcommand.
 
 pub mod bench;
+pub mod channels;
 pub mod check;
 pub mod clients;
 pub mod close;
+pub mod cluster;
 pub mod connect;
 pub mod deploy;
 pub mod list;
 pub mod logging;
 pub mod new;
+pub mod publish;
 pub mod remote;
 pub mod serve;
 pub mod templates;
@@ -44,6 +47,12 @@ pub enum Command {
     Close(close::CloseArgs),
     /// Open an outbound client on a running host.
     Connect(connect::ConnectArgs),
+    /// Publish a text message to a channel of a running host (Run with `wasmsock publish examples/lobby hello`).
+    Publish(publish::PublishArgs),
+    /// List a running host's channels with their member counts, or the members of one channel.
+    Channels(channels::ChannelsArgs),
+    /// List the hosts of a running host's cluster (`serve --nats`) and the broker's state.
+    Cluster(cluster::ClusterArgs),
     /// Write a ready handler project (Run with `wasmsock new my-handler --lang rust|js|python`).
     New(new::NewArgs),
     /// Load a WebSocket server on loopback: echo throughput and latency, handshakes/s, memory per idle connection.
@@ -62,6 +71,9 @@ impl Cli {
             Command::Clients(args) => args.run().await,
             Command::Close(args) => args.run().await,
             Command::Connect(args) => args.run().await,
+            Command::Publish(args) => args.run().await,
+            Command::Channels(args) => args.run().await,
+            Command::Cluster(args) => args.run().await,
             Command::New(args) => args.run().await,
             Command::Bench(args) => args.run().await,
         }

@@ -81,6 +81,22 @@ pub struct ServeArgs {
     /// How long shutdown waits for connections to close, in milliseconds.
     #[arg(long, default_value_t = limits::DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
     pub shutdown_grace_ms: u64,
+    /// How many channels one connection may be in at once.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CHANNELS_PER_CONNECTION)]
+    pub max_channels_per_connection: usize,
+    /// The largest attachment a handler may keep with a connection, in bytes.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_ATTACHMENT_BYTES)]
+    pub max_attachment_bytes: usize,
+    /// Join a cluster through this NATS server (`nats://HOST:PORT`): channels reach members on every host of it.
+    /// Without it the host runs alone.
+    #[arg(long, env = "WASMSOCK_NATS", value_name = "URL")]
+    pub nats: Option<String>,
+    /// The cluster's name, shared by its hosts, so that several clusters can use one NATS server.
+    #[arg(long, env = "WASMSOCK_CLUSTER_NAME", default_value = wasmsock_wire::cluster::DEFAULT_CLUSTER_NAME, requires = "nats")]
+    pub cluster_name: String,
+    /// This host's id in the cluster (letters, digits, `-`, `_`); generated at start when not given.
+    #[arg(long, env = "WASMSOCK_HOST_ID", requires = "nats")]
+    pub host_id: Option<String>,
     /// The address of the admin API (deploys, listings); off loopback it needs --admin-token.
     #[arg(long, env = "WASMSOCK_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin: SocketAddr,
@@ -163,6 +179,8 @@ impl ServeArgs {
             max_frame_size: self.max_frame_size,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            max_channels_per_connection: self.max_channels_per_connection,
+            max_attachment_bytes: self.max_attachment_bytes,
             ..Limits::default()
         }
     }
@@ -193,6 +211,11 @@ impl ServeArgs {
         let (app, errors) = App::start_with_tls(&self.plugins, cache_dir, self.limits()?, outbound_tls).await?;
         for err in &errors {
             tracing::error!("{err:#}");
+        }
+        if let Some(url) = &self.nats {
+            let host_id = self.host_id.clone().unwrap_or_else(crate::cluster::generated_host_id);
+            let options = crate::cluster::ClusterOptions { url: url.clone(), name: self.cluster_name.clone(), host_id };
+            app.join_cluster(options).await?;
         }
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await

@@ -50,6 +50,8 @@ pub struct Conn {
     opened: std::time::SystemTime,
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+    /// What a handler keeps with this connection between events (`set-attachment`).
+    attachment: Mutex<Option<Arc<[u8]>>>,
 }
 
 /// What the admin API shows of a live connection: its `client-info` and its traffic.
@@ -68,12 +70,42 @@ pub struct ConnStats {
     pub messages_out: u64,
     /// Handler calls for this connection that failed (trapped, timed out, ran out of memory).
     pub handler_failures: u64,
+    /// The size of its attachment in bytes (0: none).
+    pub attachment_bytes: usize,
 }
 
 impl Conn {
     /// The connection's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The connection's place in registration order (the number in its id): older connections have smaller ones.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The attachment a handler keeps with this connection, if any.
+    pub fn attachment(&self) -> Option<Arc<[u8]>> {
+        self.attachment.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    /// Keeps `data` with this connection (none removes it); more than the connection's `max_attachment_bytes` is a
+    /// `limit` error and keeps the old value.
+    pub fn set_attachment(&self, data: Option<Vec<u8>>) -> Result<(), ConnError> {
+        let max = self.spec.limits.max_attachment_bytes;
+        if let Some(data) = &data
+            && data.len() > max
+        {
+            return Err(ConnError::Limit(format!(
+                "an attachment is at most {max} bytes (serve --max-attachment-bytes); this one is {}",
+                data.len()
+            )));
+        }
+        if let Ok(mut slot) = self.attachment.lock() {
+            *slot = data.map(Arc::from);
+        }
+        Ok(())
     }
 
     /// The handler receiving this connection's events.
@@ -114,6 +146,7 @@ impl Conn {
             messages_in: self.messages_in.load(Ordering::Relaxed),
             messages_out: self.messages_out.load(Ordering::Relaxed),
             handler_failures: self.handler_failures.load(Ordering::Relaxed),
+            attachment_bytes: self.attachment().map_or(0, |data| data.len()),
         }
     }
 
@@ -148,9 +181,9 @@ impl Conn {
         self.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a data message written.
-    pub fn count_out(&self) {
-        self.messages_out.fetch_add(1, Ordering::Relaxed);
+    /// Counts data messages written.
+    pub fn count_out(&self, messages: u64) {
+        self.messages_out.fetch_add(messages, Ordering::Relaxed);
     }
 
     /// Whether this is an inbound session or an outbound client.
@@ -285,6 +318,14 @@ impl Connection for Conn {
     fn close(&self, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError> {
         Conn::close(self, code, reason)
     }
+
+    fn attachment(&self) -> Option<Vec<u8>> {
+        Conn::attachment(self).map(|data| data.to_vec())
+    }
+
+    fn set_attachment(&self, data: Option<Vec<u8>>) -> Result<(), ConnError> {
+        Conn::set_attachment(self, data)
+    }
 }
 
 /// The receiving end of a connection's outbound queue, owned by the task that writes to its socket.
@@ -320,6 +361,15 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// The next queued data frame if one is waiting, without waiting; none when the queue is empty or being dropped
+    /// (a close then comes from [`Outbox::next`]).
+    pub fn try_next(&mut self) -> Option<Frame> {
+        if self.conn.discard_queue.load(Ordering::Acquire) {
+            return None;
+        }
+        self.queue.try_recv().ok().map(|frame| self.dequeued(frame))
     }
 
     fn dequeued(&self, frame: Frame) -> Frame {
@@ -479,6 +529,7 @@ impl Hub {
             opened: std::time::SystemTime::now(),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
+            attachment: Mutex::new(None),
         });
         if let Ok(mut conns) = self.conns.write() {
             conns.insert(conn.id.clone(), conn.clone());

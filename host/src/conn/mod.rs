@@ -27,6 +27,8 @@ pub trait ConnHost: Send + Sync + 'static {
     fn outbound_tls(&self) -> Arc<rustls::ClientConfig>;
     /// Runs one event of `conn` through its handler; resolves when the handler is done with it.
     fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send;
+    /// `conn` has ended for good and its onclose has run: whatever the host keeps for it (channel memberships) goes.
+    fn ended(&self, conn: &Arc<Conn>);
 }
 
 /// The span a connection's tasks run in: its id, endpoint (empty for an outbound client), handler and direction.

@@ -62,6 +62,7 @@ where
         sink,
         stopped,
     )));
+    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     let mut alive = Liveness::new(conn);
@@ -93,12 +94,12 @@ where
             None => break,
             Some(Ok(Frame::Text(text))) if conn.state() == ConnState::Open => {
                 conn.count_in();
-                app.metrics().message_received(conn.endpoint(), conn.direction(), text.len());
+                traffic.received(text.len());
                 app.dispatch(conn, EventKind::Message(Payload::Text(text))).await;
             }
             Some(Ok(Frame::Binary(data))) if conn.state() == ConnState::Open => {
                 conn.count_in();
-                app.metrics().message_received(conn.endpoint(), conn.direction(), data.len());
+                traffic.received(data.len());
                 app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
             }
             // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
@@ -142,7 +143,7 @@ where
     (outbox, ended)
 }
 
-/// Ends a connection for good: it leaves the hub, then its handler sees onclose.
+/// Ends a connection for good: it leaves the hub, then its handler sees onclose, then the host forgets it.
 pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
     app.hub().remove(conn.id());
     app.metrics().connection_closed(conn.endpoint(), conn.direction());
@@ -150,7 +151,12 @@ pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
         app.metrics().record_queue_full_close(conn.endpoint().unwrap_or_default());
     }
     app.dispatch(conn, EventKind::Close).await;
+    app.ended(conn);
 }
+
+/// The most frames one flush of the socket carries; a bound so that one connection's backlog cannot keep its writer
+/// from checking for a stop for long.
+const MAX_WRITE_BATCH: usize = 64;
 
 /// Writes queued frames to the socket until the close frame has gone out, the socket fails, or `stop` fires; returns
 /// the outbox so frames queued later are kept for a reconnect.
@@ -166,35 +172,54 @@ where
     Si: Sink<Frame> + Unpin,
     Si::Error: Display,
 {
-    loop {
+    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
+    'write: loop {
         let frame = tokio::select! {
             biased;
             _ = &mut stop => break,
             frame = outbox.next() => frame,
         };
-        let Some(frame) = frame else { break };
-        let is_close = frame.is_close();
-        let is_data = frame.is_data();
-        let bytes = match &frame {
-            Frame::Text(text) => text.len(),
-            Frame::Binary(data) => data.len(),
-            _ => 0,
-        };
-        let sent = tokio::select! {
+        let Some(first) = frame else { break };
+        // Every frame already queued goes into the socket's buffer with this one and out with one flush: a member of a
+        // busy channel or a connection with many replies in flight costs one write, not one per message.
+        let (mut messages, mut bytes, mut closed) = (0u64, 0usize, false);
+        let mut frame = Some(first);
+        let mut batch = 0;
+        while let Some(next) = frame.take() {
+            closed = next.is_close();
+            let data = next.is_data().then(|| next.len());
+            let fed = tokio::select! {
+                biased;
+                _ = &mut stop => break 'write,
+                fed = sink.feed(next) => fed,
+            };
+            if let Err(err) = fed {
+                tracing::debug!(conn = conn.id(), "writing to the socket failed: {err}");
+                break 'write;
+            }
+            if let Some(len) = data {
+                messages += 1;
+                bytes += len;
+            }
+            batch += 1;
+            if closed || batch >= MAX_WRITE_BATCH {
+                break;
+            }
+            frame = outbox.try_next();
+        }
+        let flushed = tokio::select! {
             biased;
             _ = &mut stop => break,
-            sent = sink.send(frame) => sent,
+            flushed = sink.flush() => flushed,
         };
-        if let Err(err) = sent {
+        if let Err(err) = flushed {
             tracing::debug!(conn = conn.id(), "writing to the socket failed: {err}");
             break;
         }
-        if is_close {
+        conn.count_out(messages);
+        traffic.sent(messages, bytes);
+        if closed {
             break;
-        }
-        if is_data {
-            conn.count_out();
-            app.metrics().message_sent(conn.endpoint(), conn.direction(), bytes);
         }
     }
     outbox

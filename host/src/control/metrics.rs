@@ -1,6 +1,6 @@
 //! Every metric the host exports (Prometheus/OpenMetrics text at `/metrics` on the admin listener), defined in one
 //! place behind a small API the rest of the host calls: connections, messages and bytes, events and their durations,
-//! handler failures, queue-full closes and deploys.
+//! handler failures, queue-full closes, deploys and channels.
 
 use std::time::Duration;
 
@@ -32,6 +32,31 @@ impl ConnLabels {
             Direction::Outbound => "outbound",
         };
         Self { endpoint: endpoint.unwrap_or_default().to_owned(), direction: direction.to_owned() }
+    }
+}
+
+/// One connection's handles on its message and byte counters (see [`Metrics::traffic`]).
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    messages_received: Counter,
+    bytes_received: Counter,
+    messages_sent: Counter,
+    bytes_sent: Counter,
+}
+
+impl Traffic {
+    /// A data message of `bytes` payload bytes arrived.
+    pub fn received(&self, bytes: usize) {
+        self.messages_received.inc();
+        self.bytes_received.inc_by(bytes as u64);
+    }
+
+    /// `messages` data messages of `bytes` payload bytes in all were written.
+    pub fn sent(&self, messages: u64, bytes: usize) {
+        if messages > 0 {
+            self.messages_sent.inc_by(messages);
+            self.bytes_sent.inc_by(bytes as u64);
+        }
     }
 }
 
@@ -86,6 +111,20 @@ pub struct Metrics {
     handler_failures: Family<FailureLabels, Counter>,
     queue_full_closes: Family<EndpointLabels, Counter>,
     deploys: Family<DeployLabels, Counter>,
+    channels_open: Family<ProjectLabels, Gauge>,
+    publishes: Family<ProjectLabels, Counter>,
+    deliveries: Family<ProjectLabels, Counter>,
+    broker_connected: Gauge,
+    broker_reconnects: Counter,
+    broker_sent: Counter,
+    broker_received: Counter,
+    broker_dropped: Counter,
+}
+
+/// A project (the first segment of a handler's name), for channel metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectLabels {
+    project: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +156,14 @@ impl Metrics {
             handler_failures: Family::default(),
             queue_full_closes: Family::default(),
             deploys: Family::default(),
+            channels_open: Family::default(),
+            publishes: Family::default(),
+            deliveries: Family::default(),
+            broker_connected: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            broker_sent: Counter::default(),
+            broker_received: Counter::default(),
+            broker_dropped: Counter::default(),
         };
         registry.register(
             "connections_open",
@@ -157,7 +204,94 @@ impl Metrics {
             "Deploys by source (admin, watch), kind (handler, descriptor, file) and outcome (ok, failed)",
             metrics.deploys.clone(),
         );
+        registry.register(
+            "channels_open",
+            "Channels with at least one member, by project",
+            metrics.channels_open.clone(),
+        );
+        registry.register(
+            "channel_publishes",
+            "Messages published to channels (by handlers and the admin API), by project",
+            metrics.publishes.clone(),
+        );
+        registry.register(
+            "channel_deliveries",
+            "Published messages queued on a member's outbound queue, by project",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while the cluster's NATS connection is up; 0 while it is down, or without --nats",
+            metrics.broker_connected.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Times the cluster's NATS connection came back after it was lost",
+            metrics.broker_reconnects.clone(),
+        );
+        registry.register(
+            "broker_messages_sent",
+            "Channel messages this host published to the broker for the other hosts",
+            metrics.broker_sent.clone(),
+        );
+        registry.register(
+            "broker_messages_received",
+            "Channel messages from other hosts delivered to this host's members",
+            metrics.broker_received.clone(),
+        );
+        registry.register(
+            "broker_messages_dropped",
+            "Channel messages not sent to the broker (its queue was full or the broker refused them)",
+            metrics.broker_dropped.clone(),
+        );
         Self { registry, ..metrics }
+    }
+
+    /// A message from another host of the cluster was queued on `deliveries` members of a channel of `project`.
+    pub fn delivered(&self, project: &str, deliveries: u64) {
+        self.deliveries.get_or_create(&ProjectLabels { project: project.to_owned() }).inc_by(deliveries);
+    }
+
+    /// The broker connection went up (true) or down (false).
+    pub fn broker_connected(&self, up: bool) {
+        self.broker_connected.set(i64::from(up));
+    }
+
+    /// The broker connection came back after it was lost.
+    pub fn broker_reconnected(&self) {
+        self.broker_reconnects.inc();
+    }
+
+    /// A channel message went to the broker.
+    pub fn broker_sent(&self) {
+        self.broker_sent.inc();
+    }
+
+    /// A channel message from another host arrived.
+    pub fn broker_received(&self) {
+        self.broker_received.inc();
+    }
+
+    /// A channel message could not be handed to the broker.
+    pub fn broker_dropped(&self) {
+        self.broker_dropped.inc();
+    }
+
+    /// A channel of `project` got its first member.
+    pub fn channel_opened(&self, project: &str) {
+        self.channels_open.get_or_create(&ProjectLabels { project: project.to_owned() }).inc();
+    }
+
+    /// A channel of `project` lost its last member.
+    pub fn channel_closed(&self, project: &str) {
+        self.channels_open.get_or_create(&ProjectLabels { project: project.to_owned() }).dec();
+    }
+
+    /// A message was published to a channel of `project` and queued on `deliveries` members.
+    pub fn published(&self, project: &str, deliveries: u64) {
+        let labels = ProjectLabels { project: project.to_owned() };
+        self.publishes.get_or_create(&labels).inc();
+        self.deliveries.get_or_create(&labels).inc_by(deliveries);
     }
 
     /// A connection was registered (an inbound session upgraded, or an outbound client started connecting).
@@ -172,18 +306,16 @@ impl Metrics {
         self.connections_open.get_or_create(&ConnLabels::of(endpoint, direction)).dec();
     }
 
-    /// A data message of `bytes` payload bytes arrived on `conn`.
-    pub fn message_received(&self, endpoint: Option<&str>, direction: Direction, bytes: usize) {
+    /// The traffic counters of connections on `endpoint` in `direction`, looked up once per connection so that each
+    /// message costs two atomic adds, not a label lookup.
+    pub fn traffic(&self, endpoint: Option<&str>, direction: Direction) -> Traffic {
         let labels = ConnLabels::of(endpoint, direction);
-        self.messages_received.get_or_create(&labels).inc();
-        self.bytes_received.get_or_create(&labels).inc_by(bytes as u64);
-    }
-
-    /// A data message of `bytes` payload bytes was written to `conn`'s socket.
-    pub fn message_sent(&self, endpoint: Option<&str>, direction: Direction, bytes: usize) {
-        let labels = ConnLabels::of(endpoint, direction);
-        self.messages_sent.get_or_create(&labels).inc();
-        self.bytes_sent.get_or_create(&labels).inc_by(bytes as u64);
+        Traffic {
+            messages_received: self.messages_received.get_or_create(&labels).clone(),
+            bytes_received: self.bytes_received.get_or_create(&labels).clone(),
+            messages_sent: self.messages_sent.get_or_create(&labels).clone(),
+            bytes_sent: self.bytes_sent.get_or_create(&labels).clone(),
+        }
     }
 
     /// `handler` ran a `method` event for `elapsed`, and failed with `error` if it did.

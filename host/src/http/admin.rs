@@ -1,13 +1,13 @@
 //! The admin API (`/admin/v1`, JSON, on its own listener): list endpoints, handlers and connections; deploy and remove
-//! handlers and descriptors; close connections; create outbound clients. Every request carries the bearer token when
-//! one is set.
+//! handlers and descriptors; close connections; create outbound clients; list channels and their members and publish
+//! to them. Every request carries the bearer token when one is set.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use wasmsock_wire::descriptor::Descriptor;
-use wasmsock_wire::{ClientOptions, Close, ConnError, Reconnect};
+use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Reconnect};
 
 use super::listener::Peer;
 use crate::app::App;
@@ -58,14 +58,20 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/connections", get(list_connections))
         .route("/admin/v1/connections/{id}", axum::routing::delete(close_connection))
         .route("/admin/v1/clients", axum::routing::post(create_client))
+        .route("/admin/v1/channels", get(list_channels))
+        .route("/admin/v1/channels/{project}/{*channel}", get(list_members))
+        .route("/admin/v1/publish", axum::routing::post(publish))
+        .route("/admin/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
-        .with_state(app);
+        .with_state(app.clone());
     let api = match token {
         Some(token) => api.layer(middleware::from_fn_with_state(Arc::<str>::from(token), require_token)),
         None => api,
     };
+    // Outside the token: a load balancer's health check carries none, and the answer reveals nothing.
+    let api = Router::new().route("/healthz", get(healthz)).with_state(app).merge(api);
     // Outermost: a request whose head has arrived lifts its connection's handshake deadline, so a slow upload of a
     // large component is not cut while a client that never finishes its request head is (slowloris).
     api.layer(middleware::from_fn(head_arrived))
@@ -231,6 +237,87 @@ async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) 
         ApiError::new(status, err.to_string())
     })?;
     Ok(Json(json!({ "client": conn.info() })))
+}
+
+/// The query of `GET /admin/v1/channels`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelsQuery {
+    /// Only this project's channels.
+    project: Option<String>,
+}
+
+async fn list_channels(State(app): State<Arc<App>>, Query(query): Query<ChannelsQuery>) -> Json<Value> {
+    Json(json!({ "channels": app.channels.list(query.project.as_deref()) }))
+}
+
+/// The query of `GET /admin/v1/channels/{project}/{channel}`: a page of members.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    /// Resume after this connection id (the `next` of the page before).
+    after: Option<String>,
+    /// At most this many members (1 to 1000; 100 when absent).
+    limit: Option<u32>,
+}
+
+async fn list_members(
+    State(app): State<Arc<App>>,
+    Path((project, channel)): Path<(String, String)>,
+    Query(query): Query<MembersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let page = app
+        .channels
+        .members(&project, &channel, query.after.as_deref(), query.limit.unwrap_or(DEFAULT_MEMBERS_PAGE))
+        .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
+    let members: Vec<_> = page.members.iter().filter_map(|info| app.hub.get(&info.id)).map(|c| c.stats()).collect();
+    Ok(Json(json!({ "project": project, "channel": channel, "members": members, "next": page.next })))
+}
+
+/// How many members one admin page lists when the query does not say.
+const DEFAULT_MEMBERS_PAGE: u32 = 100;
+
+/// `GET /healthz`: 200 while the host serves; 503 while it drains for shutdown, or while it is in a cluster and its
+/// broker is unreachable (its channels then reach only its own members).
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    if app.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": "shutting down"})))
+            .into_response();
+    }
+    if let Some(cluster) = app.cluster()
+        && !cluster.is_connected()
+    {
+        let reason = format!("the cluster's broker {} is unreachable", cluster.status().broker);
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": reason})))
+            .into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /admin/v1/cluster`: the hosts of this host's cluster as it sees them; 404 when it is in none.
+async fn cluster(State(app): State<Arc<App>>) -> Result<Json<Value>, ApiError> {
+    let cluster = app.cluster().ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "this host is in no cluster (start it with serve --nats URL)")
+    })?;
+    Ok(Json(json!(cluster.status())))
+}
+
+/// The body of `POST /admin/v1/publish`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Publish {
+    project: String,
+    channel: String,
+    /// A text message.
+    message: String,
+}
+
+async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> Result<Json<Value>, ApiError> {
+    let frame = Frame::Text(publish.message);
+    let queued = app
+        .publish(&publish.project, &publish.channel, &frame, None)
+        .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
+    Ok(Json(json!({ "project": publish.project, "channel": publish.channel, "queued": queued })))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Method, Reconnect};
 
 use super::bindings::wasmsock::websockets::websockets as wit;
@@ -48,6 +49,12 @@ impl From<ClientInfo> for wit::ClientInfo {
             state: info.state.into(),
             protocol: info.protocol,
         }
+    }
+}
+
+impl From<MembersPage> for wit::MembersPage {
+    fn from(page: MembersPage) -> Self {
+        Self { members: page.members.into_iter().map(Into::into).collect(), next: page.next }
     }
 }
 

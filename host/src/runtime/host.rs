@@ -1,4 +1,4 @@
-//! The `websockets` imports: what a handler can read about its event and do to connections.
+//! The `websockets` imports: what a handler can read about its event and do to connections and channels.
 
 use std::sync::Arc;
 
@@ -38,6 +38,11 @@ impl State {
         }
     }
 
+    fn publish_frame(&self, channel: &str, frame: Frame, options: wit::PublishOptions) -> Result<u32, wit::Error> {
+        let skip = options.skip_self.then(|| self.event.conn.id());
+        self.services.publish(project_of(&self.handler), channel, frame, skip).map_err(Into::into)
+    }
+
     fn conn_of(&self, client: &Resource<ClientRef>) -> wasmtime::Result<Arc<dyn Connection>> {
         Ok(self.table.get(client)?.conn.clone())
     }
@@ -63,6 +68,25 @@ impl wit::HostWebsocketClient for State {
         reason: Option<String>,
     ) -> wasmtime::Result<Result<(), wit::Error>> {
         Ok(self.conn_of(&client)?.close(code, reason).map_err(Into::into))
+    }
+
+    fn join(&mut self, client: Resource<ClientRef>, channel: String) -> wasmtime::Result<Result<(), wit::Error>> {
+        let conn = self.conn_of(&client)?;
+        Ok(self.services.join(project_of(&self.handler), conn.as_ref(), &channel).map_err(Into::into))
+    }
+
+    fn leave(&mut self, client: Resource<ClientRef>, channel: String) -> wasmtime::Result<Result<bool, wit::Error>> {
+        let conn = self.conn_of(&client)?;
+        Ok(self.services.leave(project_of(&self.handler), conn.as_ref(), &channel).map_err(Into::into))
+    }
+
+    fn channels(&mut self, client: Resource<ClientRef>) -> wasmtime::Result<Vec<String>> {
+        let conn = self.conn_of(&client)?;
+        Ok(self.services.channels_of(project_of(&self.handler), conn.as_ref()))
+    }
+
+    fn attachment(&mut self, client: Resource<ClientRef>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.conn_of(&client)?.attachment())
     }
 
     fn drop(&mut self, client: Resource<ClientRef>) -> wasmtime::Result<()> {
@@ -136,6 +160,54 @@ impl wit::Host for State {
             Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }
+    }
+
+    fn join(&mut self, channel: String) -> wasmtime::Result<Result<(), wit::Error>> {
+        Ok(self.services.join(project_of(&self.handler), self.event.conn.as_ref(), &channel).map_err(Into::into))
+    }
+
+    fn leave(&mut self, channel: String) -> wasmtime::Result<Result<bool, wit::Error>> {
+        Ok(self.services.leave(project_of(&self.handler), self.event.conn.as_ref(), &channel).map_err(Into::into))
+    }
+
+    fn get_channels(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.services.channels_of(project_of(&self.handler), self.event.conn.as_ref()))
+    }
+
+    fn publish(
+        &mut self,
+        channel: String,
+        message: String,
+        options: wit::PublishOptions,
+    ) -> wasmtime::Result<Result<u32, wit::Error>> {
+        Ok(self.publish_frame(&channel, Frame::Text(message), options))
+    }
+
+    fn publish_binary(
+        &mut self,
+        channel: String,
+        data: Vec<u8>,
+        options: wit::PublishOptions,
+    ) -> wasmtime::Result<Result<u32, wit::Error>> {
+        Ok(self.publish_frame(&channel, Frame::Binary(data), options))
+    }
+
+    fn get_members(
+        &mut self,
+        channel: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<wit::MembersPage, wit::Error>> {
+        let page = self.services.members(project_of(&self.handler), &channel, after.as_deref(), limit);
+        Ok(page.map(Into::into).map_err(Into::into))
+    }
+
+    fn set_attachment(&mut self, data: Option<Vec<u8>>) -> wasmtime::Result<Result<(), wit::Error>> {
+        Ok(self.event.conn.set_attachment(data).map_err(Into::into))
+    }
+
+    fn get_attachment(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.event.conn.attachment())
     }
 
     fn get_client_by_handler(&mut self, handler: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnLimits, EventKind, Frame};
 
 /// A live connection as a handler's imports see it: who it is, its limits, and sending to it and closing it.
@@ -18,6 +19,10 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
     fn send(&self, frame: Frame) -> Result<(), ConnError>;
     /// Starts the closing handshake with a close a handler asked for (checked here).
     fn close(&self, code: Option<u16>, reason: Option<String>) -> Result<(), ConnError>;
+    /// What a handler keeps with this connection between events, if anything.
+    fn attachment(&self) -> Option<Vec<u8>>;
+    /// Keeps `data` with this connection (none removes it); too large is `limit`.
+    fn set_attachment(&self, data: Option<Vec<u8>>) -> Result<(), ConnError>;
 }
 
 /// One event for one connection's handler.
@@ -48,4 +53,15 @@ pub trait HostServices: Send + Sync + 'static {
         handler: &str,
         options: ClientOptions,
     ) -> Result<Arc<dyn Connection>, ConnError>;
+    /// Adds the connection `conn` to `channel` of `project`.
+    fn join(&self, project: &str, conn: &dyn Connection, channel: &str) -> Result<(), ConnError>;
+    /// Removes `conn` from `channel` of `project`; whether it was a member.
+    fn leave(&self, project: &str, conn: &dyn Connection, channel: &str) -> Result<bool, ConnError>;
+    /// The channels of `project` that `conn` is in, in the order it joined them.
+    fn channels_of(&self, project: &str, conn: &dyn Connection) -> Vec<String>;
+    /// Queues `frame` on every member of `channel` of `project`, except the connection with the id `skip`; how many
+    /// it was queued for.
+    fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError>;
+    /// One page of the members of `channel` of `project`.
+    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError>;
 }

@@ -51,7 +51,8 @@ pub mod websockets {
     use crate::bindings::wasmsock::websockets::websockets as wit;
 
     pub use wit::{
-        ClientInfo, ClientOptions, ConnectionState, Direction, Error, Method, ReconnectPolicy, WebsocketClient,
+        ClientInfo, ClientOptions, ConnectionState, Direction, Error, MembersPage, Method, PublishOptions,
+        ReconnectPolicy, WebsocketClient,
     };
 
     /// The kind of the event being handled (`getMethod()`).
@@ -151,5 +152,62 @@ pub mod websockets {
     /// The oldest live outbound client of `handler` (`getClientByHandler(handler)`).
     pub fn get_client_by_handler(handler: &str) -> Option<WebsocketClient> {
         wit::get_client_by_handler(handler)
+    }
+
+    /// Adds the current connection to `channel` of this handler's project (`join(channel)`).
+    pub fn join(channel: &str) -> Result<(), Error> {
+        wit::join(channel)
+    }
+
+    /// Removes the current connection from `channel`; whether it was a member.
+    pub fn leave(channel: &str) -> Result<bool, Error> {
+        wit::leave(channel)
+    }
+
+    /// The channels the current connection is in, in the order it joined them.
+    pub fn get_channels() -> Vec<String> {
+        wit::get_channels()
+    }
+
+    /// Queues a text message on every member of `channel` (the current connection included if it is one); returns
+    /// how many connections it was queued for.
+    pub fn publish(channel: &str, message: &str) -> Result<u32, Error> {
+        wit::publish(channel, message, PublishOptions { skip_self: false })
+    }
+
+    /// [`publish`] to every member but the current connection.
+    pub fn publish_to_others(channel: &str, message: &str) -> Result<u32, Error> {
+        wit::publish(channel, message, PublishOptions { skip_self: true })
+    }
+
+    /// Queues a binary message on every member of `channel`, with options such as skipping the current connection.
+    pub fn publish_binary(channel: &str, data: &[u8], options: PublishOptions) -> Result<u32, Error> {
+        wit::publish_binary(channel, data, options)
+    }
+
+    /// [`publish`] with options, such as skipping the current connection.
+    pub fn publish_with(channel: &str, message: &str, options: PublishOptions) -> Result<u32, Error> {
+        wit::publish(channel, message, options)
+    }
+
+    /// One page of `channel`'s members, oldest first: at most `limit` (1 to 1000) after the id `after` (the `next`
+    /// of the page before; none for the first page).
+    pub fn get_members(channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, Error> {
+        wit::get_members(channel, after, limit)
+    }
+
+    /// Keeps `data` with the current connection, readable on its later events (at most 4 KiB by default).
+    pub fn set_attachment(data: &[u8]) -> Result<(), Error> {
+        wit::set_attachment(Some(data))
+    }
+
+    /// Removes the current connection's attachment.
+    pub fn clear_attachment() -> Result<(), Error> {
+        wit::set_attachment(None)
+    }
+
+    /// The current connection's attachment, if it has one.
+    pub fn get_attachment() -> Option<Vec<u8>> {
+        wit::get_attachment()
     }
 }

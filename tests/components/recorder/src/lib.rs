@@ -2,7 +2,11 @@
 //!
 //! Every event of every connection routed to it is reported as `"<id> <method> <detail>"` to each open inbound session
 //! whose URI contains `observer`. Text messages on inbound sessions are commands (see `command`); the reply goes back
-//! to the sender.
+//! to the sender. The channel and attachment commands (`join CH`, `leave CH`, `channels`, `publish CH TEXT`,
+//! `publish-skip CH TEXT`, `publish-binary CH TEXT`, `members CH LIMIT AFTER|-`, `client-join ID CH`,
+//! `client-leave ID CH`, `client-channels ID`, `set-attachment TEXT`, `set-attachment-size N`, `clear-attachment`,
+//! `attachment`, `client-attachment ID`) reply exactly as the JavaScript and Python recorders do; a refusal is
+//! `error <kind>: <detail>`.
 
 #![allow(clippy::print_stderr)]
 
@@ -174,6 +178,26 @@ fn command(text: &str) -> String {
             let info = websockets::current_client().info();
             format!("protocol {}", info.protocol.as_deref().unwrap_or("-"))
         }
+        "publish-burst" => {
+            // Rust only (for load tests): `publish-burst CH N TAG SIZE` publishes `TAG i ` padded with `.` to SIZE
+            // bytes, for i in 0..N, and replies with the sum of the counts.
+            let mut words = rest.split(' ');
+            let channel = words.next().unwrap_or_default();
+            let count: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let tag = words.next().unwrap_or_default();
+            let size: usize = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let mut total: u64 = 0;
+            for i in 0..count {
+                let mut message = format!("{tag} {i} ");
+                let pad = size.saturating_sub(message.len());
+                message.extend(std::iter::repeat_n('.', pad));
+                match websockets::publish(channel, &message) {
+                    Ok(n) => total += u64::from(n),
+                    Err(err) => return refused(&err),
+                }
+            }
+            format!("published {count} queued {total}")
+        }
         "burst" => {
             let count: usize = rest.parse().unwrap_or(0);
             let mut refused = 0;
@@ -184,8 +208,83 @@ fn command(text: &str) -> String {
             }
             format!("burst done, {refused} refused")
         }
-        _ => format!("unknown command {verb:?}"),
+        _ => channel_command(verb, rest).unwrap_or_else(|| format!("unknown command {verb:?}")),
     }
+}
+
+/// `error <kind>: <detail>`, as the JavaScript and Python SDKs word a refused call.
+fn refused(err: &websockets::Error) -> String {
+    match err {
+        websockets::Error::UnknownClient(id) => format!("error unknown-client: {id}"),
+        websockets::Error::Closed => "error closed: the connection is closing or closed".into(),
+        websockets::Error::Invalid(text) => format!("error invalid: {text}"),
+        websockets::Error::Limit(text) => format!("error limit: {text}"),
+    }
+}
+
+fn reply<T>(outcome: Result<T, websockets::Error>, ok: impl FnOnce(T) -> String) -> String {
+    outcome.map_or_else(|err| refused(&err), ok)
+}
+
+fn names(list: &[String]) -> String {
+    if list.is_empty() { "-".into() } else { list.join(",") }
+}
+
+fn attachment(data: Option<Vec<u8>>) -> String {
+    match data {
+        Some(data) => format!("attachment {}", String::from_utf8_lossy(&data)),
+        None => "attachment -".into(),
+    }
+}
+
+/// The channel and attachment commands, replying exactly as the JavaScript and Python recorders do.
+fn channel_command(verb: &str, rest: &str) -> Option<String> {
+    let (first, second) = rest.split_once(' ').unwrap_or((rest, ""));
+    let skip = |skip_self| websockets::PublishOptions { skip_self };
+    Some(match verb {
+        "join" => reply(websockets::join(rest), |()| "ok".into()),
+        "leave" => reply(websockets::leave(rest), |left| format!("left {left}")),
+        "channels" => format!("channels {}", names(&websockets::get_channels())),
+        "publish" => reply(websockets::publish_with(first, second, skip(false)), |n| format!("queued {n}")),
+        "publish-skip" => reply(websockets::publish_with(first, second, skip(true)), |n| format!("queued {n}")),
+        "publish-binary" => {
+            reply(websockets::publish_binary(first, second.as_bytes(), skip(false)), |n| format!("queued {n}"))
+        }
+        "members" => {
+            let mut words = rest.split(' ');
+            let channel = words.next().unwrap_or_default();
+            let limit = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let after = words.next().filter(|after| *after != "-");
+            reply(websockets::get_members(channel, after, limit), |page| {
+                let ids: Vec<String> = page.members.into_iter().map(|info| info.id).collect();
+                format!("members {} next {}", names(&ids), page.next.as_deref().unwrap_or("-"))
+            })
+        }
+        "client-join" => match websockets::get_client(first) {
+            Some(client) => reply(client.join(second), |()| "ok".into()),
+            None => "none".into(),
+        },
+        "client-leave" => match websockets::get_client(first) {
+            Some(client) => reply(client.leave(second), |left| format!("left {left}")),
+            None => "none".into(),
+        },
+        "client-channels" => match websockets::get_client(rest) {
+            Some(client) => format!("channels {}", names(&client.channels())),
+            None => "none".into(),
+        },
+        "set-attachment" => reply(websockets::set_attachment(rest.as_bytes()), |()| "ok".into()),
+        "set-attachment-size" => {
+            let size = rest.parse().unwrap_or(0);
+            reply(websockets::set_attachment(&vec![b'a'; size]), |()| "ok".into())
+        }
+        "clear-attachment" => reply(websockets::clear_attachment(), |()| "ok".into()),
+        "attachment" => attachment(websockets::get_attachment()),
+        "client-attachment" => match websockets::get_client(rest) {
+            Some(client) => attachment(client.attachment()),
+            None => "none".into(),
+        },
+        _ => return None,
+    })
 }
 
 wasmsock_sdk::handler!(on_event);

@@ -1,0 +1,32 @@
+//! `wasmsock publish PROJECT/CHANNEL MESSAGE`: queue a text message on every member of a channel of a running host.
+
+use clap::Args;
+use serde_json::json;
+
+use wasmsock_wire::channel::split_project_channel;
+
+use super::remote::{Body, Remote, field};
+
+/// Arguments of `wasmsock publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The channel, as `project/channel` (for example `examples/lobby`).
+    pub channel: String,
+    /// The text message.
+    pub message: String,
+    /// The admin API.
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+impl PublishArgs {
+    /// Publishes the message and prints how many connections it was queued for.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let (project, channel) = split_project_channel(&self.channel).map_err(anyhow::Error::msg)?;
+        let body = json!({ "project": project, "channel": channel, "message": self.message });
+        let answer = self.remote.call(reqwest::Method::POST, "publish", Body::Json(body)).await?;
+        self.remote
+            .print(&answer, |value| format!("queued for {} connections in {}", field(value, "queued"), self.channel));
+        Ok(())
+    }
+}

@@ -1,0 +1,349 @@
+//! The cluster: hosts that share one NATS broker (`serve --nats URL`) act as one for channels. A publish on any host is
+//! delivered to the members on that host at once and sent to the broker on the channel's subject; every other host
+//! that has members in that channel listens to the subject (only while it has members there) and delivers it to them.
+//! Core NATS is at-most-once and keeps the order of one connection's messages per subject, so a member anywhere gets
+//! each message at most once, and one host's publishes in the order they were made. Without `--nats` none of this
+//! runs: a single host is the embedded default.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use wasmsock_wire::Frame;
+use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
+
+use crate::channels::ChannelWatch;
+use crate::control::metrics::Metrics;
+
+/// Channel messages waiting to be handed to the broker; past it a publish still reaches this host's members, but not
+/// the other hosts' (counted in `wasmsock_broker_messages_dropped_total`). About a second of a busy host's publishes,
+/// so a broker that is briefly slow costs nothing and one that is gone costs bounded memory.
+pub const DEFAULT_BROKER_QUEUE: usize = 65_536;
+
+/// How often a host tells the others it is alive, with its connection and channel counts.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A host not heard from for this long is taken out of the cluster listing (three missed heartbeats).
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The header that marks a binary message (a text message has none).
+const KIND_HEADER: &str = "Wasmsock-Kind";
+
+/// The header naming the host a message came from (for logs and for reading the traffic on the broker).
+const HOST_HEADER: &str = "Wasmsock-Host";
+
+/// What the cluster needs from the host it runs in: its members, to deliver messages from other hosts, and its
+/// metrics.
+pub trait Local: Send + Sync + 'static {
+    /// Queues a message from another host on this host's members of `channel` of `project`.
+    fn deliver(&self, project: &str, channel: &str, frame: &Frame);
+    /// The host's metrics.
+    fn metrics(&self) -> &Metrics;
+    /// How many connections and channels this host has now (for its heartbeat).
+    fn counts(&self) -> (usize, usize);
+}
+
+/// What a host says of itself in each heartbeat, and what the cluster listing shows of each host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    /// The host's id.
+    pub host: String,
+    /// Its live connections.
+    pub connections: usize,
+    /// Its channels with at least one member.
+    pub channels: usize,
+    /// Milliseconds since its last heartbeat arrived (0 for this host itself).
+    #[serde(default)]
+    pub last_heartbeat_ms: u64,
+}
+
+/// The cluster as this host sees it (`GET /admin/v1/cluster`, `wasmsock cluster`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// The cluster's name.
+    pub cluster: String,
+    /// This host's id.
+    pub host: String,
+    /// The broker's URL.
+    pub broker: String,
+    /// Whether the broker connection is up.
+    pub broker_connected: bool,
+    /// This host and every other host heard from within [`DEFAULT_PEER_TIMEOUT`], by id.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// How a host joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The NATS server, `nats://HOST:PORT`.
+    pub url: String,
+    /// The name the hosts of one cluster share, so several clusters can use one broker.
+    pub name: String,
+    /// This host's id in the cluster.
+    pub host_id: String,
+}
+
+/// Opening and closing of this host's channels, in order, for the task that subscribes and unsubscribes.
+#[derive(Debug)]
+enum Change {
+    Opened(String, String),
+    Closed(String, String),
+}
+
+/// This host's part in a cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    options: ClusterOptions,
+    changes: mpsc::UnboundedSender<Change>,
+    outgoing: mpsc::Sender<(String, Frame)>,
+    connected: Arc<AtomicBool>,
+    peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
+    local: Weak<dyn Local>,
+}
+
+impl Cluster {
+    /// Connects to the broker (in the background: a host whose broker is not up yet still starts, and joins when it
+    /// comes) and starts the tasks that listen to channels and send publishes.
+    pub async fn start(options: ClusterOptions, local: Weak<dyn Local>) -> anyhow::Result<Arc<Self>> {
+        check_token("cluster name", &options.name).map_err(anyhow::Error::msg).context("--cluster-name")?;
+        check_token("host id", &options.host_id).map_err(anyhow::Error::msg).context("--host-id")?;
+        let connected = Arc::new(AtomicBool::new(false));
+        let events = {
+            let (local, connected) = (local.clone(), connected.clone());
+            move |event: async_nats::Event| {
+                let (local, connected) = (local.clone(), connected.clone());
+                async move { on_event(&event, &local, &connected) }
+            }
+        };
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("wasmsock host {}", options.host_id))
+            // This host delivers its own publishes itself, at once; the broker need not send them back.
+            .no_echo()
+            .retry_on_initial_connect()
+            .event_callback(events)
+            .connect(options.url.as_str())
+            .await
+            .with_context(|| format!("--nats {}: not a broker address", options.url))?;
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (outgoing, outgoing_rx) = mpsc::channel(DEFAULT_BROKER_QUEUE);
+        tokio::spawn(listen(client.clone(), options.name.clone(), changes_rx, local.clone()));
+        tokio::spawn(send(client.clone(), options.host_id.clone(), outgoing_rx, local.clone()));
+        let peers = Arc::new(Mutex::new(HashMap::new()));
+        let heartbeats = client
+            .subscribe(heartbeat_subject(&options.name))
+            .await
+            .context("listening to the cluster's heartbeats")?;
+        tokio::spawn(hear(heartbeats, peers.clone()));
+        tokio::spawn(beat(client, options.clone(), local.clone()));
+        tracing::info!(host = %options.host_id, cluster = %options.name, broker = %options.url, "joining the cluster");
+        Ok(Arc::new(Self { options, changes, outgoing, connected, peers, local }))
+    }
+
+    /// This host and the hosts heard from lately, by id.
+    pub fn status(&self) -> ClusterStatus {
+        let (connections, channels) = self.local.upgrade().map(|local| local.counts()).unwrap_or_default();
+        let me = HostStatus { host: self.options.host_id.clone(), connections, channels, last_heartbeat_ms: 0 };
+        let mut hosts = vec![me];
+        if let Ok(mut peers) = self.peers.lock() {
+            peers.retain(|_, (_, heard)| heard.elapsed() < DEFAULT_PEER_TIMEOUT);
+            hosts.extend(peers.values().map(|(status, heard)| HostStatus {
+                last_heartbeat_ms: u64::try_from(heard.elapsed().as_millis()).unwrap_or(u64::MAX),
+                ..status.clone()
+            }));
+        }
+        hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        ClusterStatus {
+            cluster: self.options.name.clone(),
+            host: self.options.host_id.clone(),
+            broker: self.options.url.clone(),
+            broker_connected: self.is_connected(),
+            hosts,
+        }
+    }
+
+    /// This host's id in the cluster.
+    pub fn host_id(&self) -> &str {
+        &self.options.host_id
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    /// Whether the broker connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Sends a message published on this host to the other hosts' members of `channel` of `project`; without
+    /// waiting. Whether it was handed on: false when the broker queue is full (the message reaches this host only).
+    pub fn publish(&self, project: &str, channel: &str, frame: &Frame) -> bool {
+        let subject = channel_subject(&self.options.name, project, channel);
+        self.outgoing.try_send((subject, frame.clone())).is_ok()
+    }
+}
+
+impl ChannelWatch for Cluster {
+    fn opened(&self, project: &str, channel: &str) {
+        let _ = self.changes.send(Change::Opened(project.to_owned(), channel.to_owned()));
+    }
+
+    fn closed(&self, project: &str, channel: &str) {
+        let _ = self.changes.send(Change::Closed(project.to_owned(), channel.to_owned()));
+    }
+}
+
+fn on_event(event: &async_nats::Event, local: &Weak<dyn Local>, connected: &AtomicBool) {
+    let Some(local) = local.upgrade() else { return };
+    match event {
+        async_nats::Event::Connected => {
+            let again = connected.swap(true, Ordering::AcqRel);
+            local.metrics().broker_connected(true);
+            if !again {
+                tracing::info!("connected to the cluster's broker");
+            }
+        }
+        async_nats::Event::Disconnected => {
+            if connected.swap(false, Ordering::AcqRel) {
+                local.metrics().broker_reconnected();
+            }
+            local.metrics().broker_connected(false);
+            tracing::warn!("lost the cluster's broker: publishes reach this host's members only until it is back");
+        }
+        other => tracing::warn!("cluster broker: {other}"),
+    }
+}
+
+/// Subscribes to a channel's subject while the channel has members on this host, and delivers what arrives on it.
+async fn listen(
+    client: async_nats::Client,
+    cluster: String,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    local: Weak<dyn Local>,
+) {
+    let mut readers: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
+    while let Some(change) = changes.recv().await {
+        match change {
+            Change::Opened(project, channel) => {
+                let subject = channel_subject(&cluster, &project, &channel);
+                match client.subscribe(subject).await {
+                    Ok(subscriber) => {
+                        let reader = tokio::spawn(read(subscriber, project.clone(), channel.clone(), local.clone()));
+                        if let Some(old) = readers.insert((project, channel), reader) {
+                            old.abort();
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(project, channel, "cannot listen to the channel on the broker: {err}");
+                    }
+                }
+            }
+            Change::Closed(project, channel) => {
+                // Dropping the subscriber (with its task) unsubscribes.
+                if let Some(reader) = readers.remove(&(project, channel)) {
+                    reader.abort();
+                }
+            }
+        }
+    }
+    for reader in readers.into_values() {
+        reader.abort();
+    }
+}
+
+/// Delivers the messages of one channel's subject to this host's members.
+async fn read(mut subscriber: async_nats::Subscriber, project: String, channel: String, local: Weak<dyn Local>) {
+    while let Some(message) = subscriber.next().await {
+        let Some(local) = local.upgrade() else { return };
+        let binary = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(KIND_HEADER))
+            .is_some_and(|kind| kind.as_str() == "binary");
+        let frame = if binary {
+            Frame::Binary(message.payload.to_vec())
+        } else {
+            match String::from_utf8(message.payload.to_vec()) {
+                Ok(text) => Frame::Text(text),
+                Err(_) => {
+                    tracing::warn!(project, channel, "dropped a text message from the broker that is not UTF-8");
+                    continue;
+                }
+            }
+        };
+        local.metrics().broker_received();
+        local.deliver(&project, &channel, &frame);
+    }
+}
+
+/// Hands this host's publishes to the broker, in the order they were made.
+async fn send(
+    client: async_nats::Client,
+    host_id: String,
+    mut outgoing: mpsc::Receiver<(String, Frame)>,
+    local: Weak<dyn Local>,
+) {
+    while let Some((subject, frame)) = outgoing.recv().await {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HOST_HEADER, host_id.as_str());
+        let payload = match frame {
+            Frame::Text(text) => text.into_bytes(),
+            Frame::Binary(data) => {
+                headers.insert(KIND_HEADER, "binary");
+                data
+            }
+            _ => continue,
+        };
+        let sent = client.publish_with_headers(subject, headers, payload.into()).await;
+        let Some(local) = local.upgrade() else { return };
+        match sent {
+            Ok(()) => local.metrics().broker_sent(),
+            Err(err) => {
+                local.metrics().broker_dropped();
+                tracing::warn!("a channel message did not reach the broker: {err}");
+            }
+        }
+    }
+}
+
+/// Says every [`DEFAULT_HEARTBEAT_INTERVAL`] that this host is alive, with its counts.
+async fn beat(client: async_nats::Client, options: ClusterOptions, local: Weak<dyn Local>) {
+    let subject = heartbeat_subject(&options.name);
+    let mut every = tokio::time::interval(DEFAULT_HEARTBEAT_INTERVAL);
+    loop {
+        every.tick().await;
+        let Some((connections, channels)) = local.upgrade().map(|local| local.counts()) else { return };
+        let status = HostStatus { host: options.host_id.clone(), connections, channels, last_heartbeat_ms: 0 };
+        let Ok(body) = serde_json::to_vec(&status) else { continue };
+        // A heartbeat lost while the broker is gone is simply not heard; the next one will be.
+        let _ = client.publish(subject.clone(), body.into()).await;
+    }
+}
+
+/// Keeps the table of other hosts from their heartbeats.
+async fn hear(mut heartbeats: async_nats::Subscriber, peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>) {
+    while let Some(message) = heartbeats.next().await {
+        let Ok(status) = serde_json::from_slice::<HostStatus>(&message.payload) else {
+            tracing::debug!("ignored a heartbeat that is not a host status");
+            continue;
+        };
+        if let Ok(mut peers) = peers.lock() {
+            peers.insert(status.host.clone(), (status, Instant::now()));
+        }
+    }
+}
+
+/// A host id for a host that was not given one: 12 hex digits, different for every start.
+pub fn generated_host_id() -> String {
+    use std::hash::BuildHasher;
+    let seed = (std::process::id(), std::time::SystemTime::now());
+    let hash = std::collections::hash_map::RandomState::new().hash_one(seed);
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}

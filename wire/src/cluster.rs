@@ -1,0 +1,67 @@
+//! The cluster's names on the broker: a cluster name, a host id, and the NATS subject of a channel. Channel names may
+//! hold any printable character, and NATS subject tokens may not hold `.`, `*`, `>` or whitespace, so the project
+//! and channel are hex-encoded into their tokens.
+
+/// The cluster name hosts share when `serve --cluster-name` is not given.
+pub const DEFAULT_CLUSTER_NAME: &str = "wasmsock";
+
+/// Checks a cluster name or host id: 1 to 64 ASCII letters, digits, `-` and `_` (it becomes a subject token).
+pub fn check_token(what: &str, name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid { Ok(()) } else { Err(format!("{what} {name:?} must be 1 to 64 ASCII letters, digits, '-' or '_'")) }
+}
+
+/// The subject a channel's messages cross hosts on: `<cluster>.ch.<hex project>.<hex channel>`.
+pub fn channel_subject(cluster: &str, project: &str, channel: &str) -> String {
+    format!("{cluster}.ch.{}.{}", hex(project.as_bytes()), hex(channel.as_bytes()))
+}
+
+/// The subject every host of `cluster` says it is alive on.
+pub fn heartbeat_subject(cluster: &str) -> String {
+    format!("{cluster}.hosts")
+}
+
+/// The project and channel of a subject made by [`channel_subject`] for `cluster`.
+pub fn parse_channel_subject(cluster: &str, subject: &str) -> Option<(String, String)> {
+    let rest = subject.strip_prefix(cluster)?.strip_prefix(".ch.")?;
+    let (project, channel) = rest.split_once('.')?;
+    Some((unhex(project)?, unhex(channel)?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_carry_any_channel_name_in_safe_tokens() {
+        let subject = channel_subject("prod", "examples", "a.b*c>d/ä");
+        assert!(subject.starts_with("prod.ch.") && subject.split('.').count() == 4, "{subject}");
+        assert!(!subject[8..].contains(['*', '>', ' ']), "{subject}");
+        assert_eq!(parse_channel_subject("prod", &subject), Some(("examples".into(), "a.b*c>d/ä".into())));
+        assert_eq!(parse_channel_subject("other", &subject), None);
+        assert_eq!(parse_channel_subject("prod", "prod.ch.zz.00"), None);
+    }
+
+    #[test]
+    fn cluster_names_and_host_ids_are_single_safe_tokens() {
+        assert!(check_token("cluster name", "prod-eu_1").is_ok());
+        assert!(check_token("cluster name", "a.b").unwrap_err().contains("cluster name \"a.b\""));
+        assert!(check_token("host id", "").is_err());
+        assert!(check_token("host id", &"x".repeat(65)).is_err());
+    }
+}
