@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The fan-out benchmark of BENCHMARKS.md: one publisher and a room of MEMBERS members on loopback, SIZE-byte text
 # messages, sender included; server CPU per message delivered to a member, for a native axum server broadcasting
-# through a tokio broadcast channel (benches/native-fanout), Node `ws` looping over its clients
+# through a tokio broadcast channel (benches/native-fanout; the baseline writes what is waiting with one flush, as the
+# host does, and a second row flushes every message as axum's chat example does), Node `ws` looping over its clients
 # (benches/node-fanout.js), and the host with the Rust chat example in the `shared` and `per-event` lifecycles.
 # Server and load generator (`wasmsock bench --mode fanout`) are pinned to the same core. Each round measures every
 # server once, so a ratio is taken between figures of the same round. Writes target/bench/fanout.jsonl and the
 # Fan-out table in BENCHMARKS.md (benches/report.py).
 #
-# Run with: benches/fanout.sh          (about 4 minutes; not part of CI)
-# Settings (environment): ROUNDS (3), SECONDS_PER_RUN (5), MEMBERS (1000), IN_FLIGHT (8), SIZE (64), CPU (0): the
-# core both the server and the load generator are pinned to; CARGO_TARGET_DIR is honoured.
+# Run with: benches/fanout.sh          (about 8 minutes; not part of CI)
+# Settings (environment): ROUNDS (3), SECONDS_PER_RUN (5), MEMBERS (1000), IN_FLIGHT ("1 8": each is a run; with 1
+# every member has each message before the next is published, so no server can write two messages at once), SIZE
+# (64), CPU (0): the core both the server and the load generator are pinned to; CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 MEMBERS=${MEMBERS:-1000}
-IN_FLIGHT=${IN_FLIGHT:-8}
+IN_FLIGHT=${IN_FLIGHT:-1 8}
 SIZE=${SIZE:-64}
 CPU=${CPU:-0}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -82,23 +84,29 @@ stop() {
 }
 
 # fanout ROUND SERVER LIFECYCLE URL: a short unmeasured run (connections accepted once, JIT and caches warm), then
-# the measured one, appended to the results.
+# one measured run per window of IN_FLIGHT, appended to the results.
 fanout() {
     local round=$1 server=$2 lifecycle=$3 url=$4
-    local args=(--mode fanout -c "$MEMBERS" -w "$IN_FLIGHT" --size "$SIZE" --count 100000000 --server-pid "$SERVER_PID"
-        --json)
-    taskset -c "$CPU" "$BIN" bench "$url" "${args[@]}" --duration-secs 1 >/dev/null
-    taskset -c "$CPU" "$BIN" bench "$url" "${args[@]}" --duration-secs "$SECONDS_PER_RUN" |
-        python3 -c 'import json, sys
+    local args=(--mode fanout -c "$MEMBERS" --size "$SIZE" --count 100000000 --server-pid "$SERVER_PID" --json)
+    taskset -c "$CPU" "$BIN" bench "$url" "${args[@]}" -w 8 --duration-secs 1 >/dev/null
+    for w in $IN_FLIGHT; do
+        taskset -c "$CPU" "$BIN" bench "$url" "${args[@]}" -w "$w" --duration-secs "$SECONDS_PER_RUN" |
+            python3 -c 'import json, sys
 r = json.load(sys.stdin)
 r.update(round=int(sys.argv[1]), server=sys.argv[2], lifecycle=sys.argv[3])
 print(json.dumps(r))' "$round" "$server" "$lifecycle" | tee -a "$RESULTS" >&2
+    done
 }
 
 for round in $(seq 1 "$ROUNDS"); do
     log "round $round of $ROUNDS: native axum broadcast"
     start native $NATIVE_PORT "$TARGET/release/native-fanout" "127.0.0.1:$NATIVE_PORT"
     fanout "$round" native native "ws://127.0.0.1:$NATIVE_PORT/room"
+    stop
+
+    log "round $round of $ROUNDS: native axum broadcast, one flush per message"
+    start native $NATIVE_PORT "$TARGET/release/native-fanout" "127.0.0.1:$NATIVE_PORT" flush-each
+    fanout "$round" native flush-each "ws://127.0.0.1:$NATIVE_PORT/room"
     stop
 
     log "round $round of $ROUNDS: Node.js ws"
@@ -116,5 +124,5 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 python3 benches/report.py "$RESULTS" BENCHMARKS.md "benches/fanout.sh" \
-    "ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN MEMBERS=$MEMBERS IN_FLIGHT=$IN_FLIGHT SIZE=$SIZE CPU=$CPU"
+    "ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN MEMBERS=$MEMBERS IN_FLIGHT='$IN_FLIGHT' SIZE=$SIZE CPU=$CPU"
 log "wrote the Fan-out table of BENCHMARKS.md"

@@ -29,13 +29,14 @@ def produced(command, settings):
 
 
 def fanout_lines(rows, command, settings):
-    """One row per server and lifecycle: the median over the rounds, and the median of the per-round ratios."""
+    """One row per server, lifecycle and window: the median over the rounds, and the median of the per-round ratios
+    (each against the native or Node figure of the same round and window)."""
     rounds = sorted({r["round"] for r in rows})
     cpu_key = "server_cpu_us_per_delivery"
-    by_round = {(r["round"], r["server"], r["lifecycle"]): r for r in rows}
+    by_round = {(r["round"], r["server"], r["lifecycle"], r["in_flight"]): r for r in rows}
 
     def ratio(r, server):
-        base = by_round.get((r["round"], server, "native"))
+        base = by_round.get((r["round"], server, "native", r["in_flight"]))
         if base is None or r.get(cpu_key) is None or not base.get(cpu_key):
             return None
         return r[cpu_key] / base[cpu_key]
@@ -51,20 +52,20 @@ def fanout_lines(rows, command, settings):
         produced(command, settings),
         "",
         f"### Fan-out: server CPU per delivered message ({first['members']} members and one publisher, "
-        f"{first['size']}-byte text messages, {first['in_flight']} in flight, median of {len(rounds)} rounds)",
+        f"{first['size']}-byte text messages, median of {len(rounds)} rounds)",
         "",
-        "| server | lifecycle | deliveries/s | publishes/s | p50 µs | p99 µs | server CPU µs/delivery (range) "
-        "| × native | × Node | missed deliveries | members closed | server RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | lifecycle | in flight | deliveries/s | publishes/s | p50 µs | p99 µs "
+        "| server CPU µs/delivery (range) | × native | × Node | missed deliveries | members closed | server RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = {}
-    for r in rows:
-        groups.setdefault((r["server"], r["lifecycle"]), []).append(r)
-    for (server, lifecycle), group in groups.items():
+    for r in sorted(rows, key=lambda r: r["in_flight"]):
+        groups.setdefault((r["server"], r["lifecycle"], r["in_flight"]), []).append(r)
+    for (server, lifecycle, in_flight), group in groups.items():
         cpus = [r.get(cpu_key) for r in group if r.get(cpu_key) is not None]
         spread = f" ({min(cpus):.2f}–{max(cpus):.2f})" if len(cpus) > 1 else ""
         lines.append(
-            f"| {server} | {lifecycle} | {median(r['per_second'] for r in group):.0f} "
+            f"| {server} | {lifecycle} | {in_flight} | {median(r['per_second'] for r in group):.0f} "
             f"| {median(r['published_per_second'] for r in group):.0f} "
             f"| {fmt(median(r['latency_us']['p50'] for r in group), 0)} "
             f"| {fmt(median(r['latency_us']['p99'] for r in group), 0)} "

@@ -538,7 +538,8 @@ async fn member(mut ws: Ws, room: Arc<Room>, size: usize, epoch: Instant, mut st
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(frame))) => {
-                seen.closed = Some(frame.map_or_else(|| "closed without a code".into(), |f| format!("{} {}", f.code, f.reason)));
+                seen.closed =
+                    Some(frame.map_or_else(|| "closed without a code".into(), |f| format!("{} {}", f.code, f.reason)));
                 break;
             }
             Some(Ok(_)) => continue,
