@@ -356,11 +356,12 @@ impl BenchArgs {
         let mut published = 0u64;
         let mut stalled = false;
         loop {
-            // Publish while fewer than `window` messages are owed to the members still in the room (on average).
+            // Publish while, with the next one, at most `window` messages are owed to the members still in the room
+            // (on average): the next may go once `published + 1 - window` have been delivered to every member.
             let mut fed = false;
             while published < self.count
                 && Instant::now() < until
-                && room.delivered.load(Ordering::SeqCst) >= room.target(published.saturating_sub(window), members)
+                && room.delivered.load(Ordering::SeqCst) >= room.target((published + 1).saturating_sub(window), members)
             {
                 publisher.ws.feed(stamped(epoch, self.size)).await.context("the publisher's connection failed")?;
                 published += 1;
@@ -372,7 +373,7 @@ impl BenchArgs {
             if published >= self.count || Instant::now() >= until {
                 break;
             }
-            if !publisher.wait_for(room, published.saturating_sub(window), members).await? {
+            if !publisher.wait_for(room, (published + 1).saturating_sub(window), members).await? {
                 stalled = true;
                 break;
             }
