@@ -1,30 +1,114 @@
-"""Turns benches/run.sh's results (JSON lines of `wasmsock bench --json`) into the tables of BENCHMARKS.md.
+"""Turns the results of benches/run.sh and benches/fanout.sh (JSON lines of `wasmsock bench --json`) into the tables
+of BENCHMARKS.md.
 
 Run with: python3 benches/report.py target/bench/results.jsonl BENCHMARKS.md COMMAND SETTINGS
-Only the part between the results markers is replaced; the notes around it are kept.
+Only the part between the results markers (echo, handshakes, idle) or the fan-out markers (fan-out rows) is replaced;
+the notes around it are kept. The fan-out table is printed too.
 """
 
 import datetime
 import json
+import statistics
 import sys
 
 START = "<!-- results:start (written by benches/report.py) -->"
 END = "<!-- results:end -->"
+FANOUT_START = "<!-- fanout:start (written by benches/report.py) -->"
+FANOUT_END = "<!-- fanout:end -->"
 
 
 def fmt(value, digits=1):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def produced(command, settings):
+    return (
+        f"Produced by `{command}` ({settings}) on "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC."
+    )
+
+
+def fanout_lines(rows, command, settings):
+    """One row per server, lifecycle and window: the median over the rounds, and the median of the per-round ratios
+    (each against the native or Node figure of the same round and window)."""
+    rounds = sorted({r["round"] for r in rows})
+    cpu_key = "server_cpu_us_per_delivery"
+    by_round = {(r["round"], r["server"], r["lifecycle"], r["in_flight"]): r for r in rows}
+
+    def ratio(r, server):
+        base = by_round.get((r["round"], server, "native", r["in_flight"]))
+        if base is None or r.get(cpu_key) is None or not base.get(cpu_key):
+            return None
+        return r[cpu_key] / base[cpu_key]
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    first = rows[0]
+    lines = [
+        FANOUT_START,
+        "",
+        produced(command, settings),
+        "",
+        f"### Fan-out: server CPU per delivered message ({first['members']} members and one publisher, "
+        f"{first['size']}-byte text messages, median of {len(rounds)} rounds)",
+        "",
+        "| server | lifecycle | in flight | deliveries/s | publishes/s | p50 µs | p99 µs "
+        "| server CPU µs/delivery (range) | × native | × Node | missed deliveries | members closed | server RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {}
+    for r in sorted(rows, key=lambda r: r["in_flight"]):
+        groups.setdefault((r["server"], r["lifecycle"], r["in_flight"]), []).append(r)
+    for (server, lifecycle, in_flight), group in groups.items():
+        cpus = [r.get(cpu_key) for r in group if r.get(cpu_key) is not None]
+        spread = f" ({min(cpus):.2f}–{max(cpus):.2f})" if len(cpus) > 1 else ""
+        lines.append(
+            f"| {server} | {lifecycle} | {in_flight} | {median(r['per_second'] for r in group):.0f} "
+            f"| {median(r['published_per_second'] for r in group):.0f} "
+            f"| {fmt(median(r['latency_us']['p50'] for r in group), 0)} "
+            f"| {fmt(median(r['latency_us']['p99'] for r in group), 0)} "
+            f"| {fmt(median(cpus), 2)}{spread} "
+            f"| {fmt(median(ratio(r, 'native') for r in group), 2)} "
+            f"| {fmt(median(ratio(r, 'node') for r in group), 2)} "
+            f"| {sum(r['missed_deliveries'] for r in group)} | {sum(r['members_closed'] for r in group)} "
+            f"| {max(r.get('server_rss_kib', 0) for r in group) / 1024:.0f} |"
+        )
+    return lines + ["", FANOUT_END]
+
+
+def replace_block(doc, start, end, block):
+    if start in doc and end in doc:
+        head, rest = doc.split(start, 1)
+        _, tail = rest.split(end, 1)
+        return head + block + tail
+    return doc.rstrip("\n") + "\n\n" + block + "\n"
+
+
 def main(results_path, doc_path, command, settings):
     rows = [json.loads(line) for line in open(results_path) if line.strip()]
+    try:
+        doc = open(doc_path).read()
+    except FileNotFoundError:
+        doc = f"# Benchmarks\n\n{START}\n{END}\n"
+    fanout = [r for r in rows if r["mode"] == "fanout"]
+    if fanout:
+        block = "\n".join(fanout_lines(fanout, command, settings))
+        print(block)
+        doc = replace_block(doc, FANOUT_START, FANOUT_END, block)
+    if any(r["mode"] != "fanout" for r in rows):
+        doc = replace_block(doc, START, END, "\n".join(echo_lines(rows, command, settings)))
+    open(doc_path, "w").write(doc)
+
+
+def echo_lines(rows, command, settings):
     echo = [r for r in rows if r["mode"] == "echo"]
     native = {r["in_flight"]: r["server_cpu_us_per_message"] for r in echo if r["server"] == "native"}
     lines = [
         START,
         "",
-        f"Produced by `{command}` ({settings}) on "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        produced(command, settings),
         "",
         "### Echo: server CPU per message (64-byte text messages, "
         f"{echo[0]['connections'] if echo else '?'} connections)",
@@ -75,19 +159,7 @@ def main(results_path, doc_path, command, settings):
                 f"| {r.get('server_rss_kib_before', 0) / 1024:.1f} | {r.get('server_rss_kib_after', 0) / 1024:.1f} "
                 f"| {fmt(r.get('server_rss_bytes_per_connection'), 0)} | {r['errors']} |"
             )
-    lines += ["", END]
-    block = "\n".join(lines)
-    try:
-        doc = open(doc_path).read()
-    except FileNotFoundError:
-        doc = f"# Benchmarks\n\n{START}\n{END}\n"
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        _, tail = rest.split(END, 1)
-        doc = head + block + tail
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
-    open(doc_path, "w").write(doc)
+    return lines + ["", END]
 
 
 if __name__ == "__main__":

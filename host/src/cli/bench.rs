@@ -1,5 +1,5 @@
 //! `wasmsock bench`: a load generator for a WebSocket server on loopback (echo throughput and latency, handshakes
-//! per second, memory per idle connection), any server, not only this host.
+//! per second, memory per idle connection, fan-out to a room), any server, not only this host.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -33,6 +34,23 @@ const DEFAULT_HOLD_SECS: u64 = 2;
 const SETTLE: Duration = Duration::from_secs(5);
 /// The client's socket read buffer: small, so 10,000 idle clients do not cost the machine gigabytes.
 const CLIENT_READ_BUFFER: usize = 4 << 10;
+/// Room members in `fanout` mode by default (`--connections`): the room of a thousand of the channels issue.
+const DEFAULT_MEMBERS: &str = "1000";
+/// Publishes in flight in `fanout` mode by default (`--in-flight`): enough that the server always has the next
+/// message waiting, few enough that no member falls far behind (the host's outbound queue holds 1,024 frames, and a
+/// member whose queue is full is closed with 1013).
+const DEFAULT_FANOUT_IN_FLIGHT: &str = "8";
+/// How long `fanout` keeps sending warm-up messages until every member has received one (a server may add a member to
+/// the room only after the handshake, in its open handler).
+const WARM_UP: Duration = Duration::from_secs(10);
+/// How often `fanout` sends a warm-up message while members are still missing.
+const WARM_UP_EVERY: Duration = Duration::from_millis(100);
+/// The first byte of a measured `fanout` message; the next [`STAMP_DIGITS`] are its send time.
+const MEASURED: u8 = b'm';
+/// The first byte of a `fanout` warm-up message (not counted).
+const WARM: u8 = b'w';
+/// Decimal digits of the send time (microseconds since the run began) in a measured message: 11 days.
+const STAMP_DIGITS: usize = 12;
 /// Linux's `USER_HZ`: the unit of utime and stime in `/proc/PID/stat` on every architecture Linux supports today.
 const CLOCK_TICKS_PER_SEC: u64 = 100;
 
@@ -45,6 +63,11 @@ pub enum Mode {
     Connect,
     /// Idle connections: open `--connections`, hold them, and read the server's memory (with `--server-pid`).
     Idle,
+    /// Fan-out to a room: `--connections` members (default 1000) and one publisher open the URL; once every member has
+    /// received a warm-up message, the publisher sends messages that each member should receive once, keeping at most
+    /// `--in-flight` (default 8) not yet delivered to every member; the members count what they receive. For servers
+    /// that send every message to every connection on the URL, sender included (the host's chat example).
+    Fanout,
 }
 
 /// Arguments of `wasmsock bench` (Run with `wasmsock bench ws://127.0.0.1:8080/websockets/service/echo`).
@@ -55,16 +78,19 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
-    /// Connections (echo, idle), or concurrent handshakes (connect).
-    #[arg(long, short = 'c', default_value_t = DEFAULT_CONNECTIONS)]
+    /// Connections (echo, idle), concurrent handshakes (connect), or room members besides the publisher (fanout,
+    /// default 1000).
+    #[arg(long, short = 'c', default_value_t = DEFAULT_CONNECTIONS, default_value_if("mode", "fanout", DEFAULT_MEMBERS))]
     pub connections: usize,
-    /// Messages each echo connection keeps in flight.
-    #[arg(long, short = 'w', default_value_t = 1)]
+    /// Messages each echo connection keeps in flight, or (fanout, default 8) messages published and not yet
+    /// delivered to every member.
+    #[arg(long, short = 'w', default_value_t = 1, default_value_if("mode", "fanout", DEFAULT_FANOUT_IN_FLIGHT))]
     pub in_flight: usize,
-    /// Message size in bytes (echo).
+    /// Message size in bytes (echo, fanout).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Messages (echo) or handshakes (connect) to complete; the run stops at this or at `--duration-secs`.
+    /// Messages (echo), handshakes (connect) or messages published (fanout) to complete; the run stops at this or at
+    /// `--duration-secs`.
     #[arg(long, short = 'n', default_value_t = DEFAULT_COUNT)]
     pub count: u64,
     /// The time bound, in seconds.
@@ -127,6 +153,7 @@ impl BenchArgs {
             Mode::Echo => self.echo().await?,
             Mode::Connect => self.connect().await?,
             Mode::Idle => self.idle().await?,
+            Mode::Fanout => self.fanout().await?,
         };
         report["url"] = json!(self.url);
         Ok(report)
@@ -241,6 +268,319 @@ impl BenchArgs {
         futures_util::future::join_all(closing).await;
         Ok(report)
     }
+
+    async fn fanout(&self) -> anyhow::Result<Value> {
+        if self.size < 1 + STAMP_DIGITS {
+            bail!("--size must be at least {} bytes in fanout mode (a marker and the send time)", 1 + STAMP_DIGITS);
+        }
+        let members = self.connections;
+        let epoch = Instant::now();
+        let mut clients = Vec::with_capacity(members);
+        while clients.len() < members {
+            // A batch at a time, as in `idle`.
+            let batch = (members - clients.len()).min(100);
+            for ws in futures_util::future::join_all((0..batch).map(|_| open(&self.url))).await {
+                clients.push(ws.context("opening a room member")?);
+            }
+        }
+        let mut publisher = Publisher { ws: open(&self.url).await.context("opening the publisher")?, own: 0 };
+        let room = Arc::new(Room::default());
+        let (stop, stopped) = watch::channel(false);
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|ws| tokio::spawn(member(ws, room.clone(), self.size, epoch, stopped.clone())))
+            .collect();
+        let run = self.publish(&mut publisher, &room, epoch).await;
+        // Whatever happened, the members and the publisher close (bounded) before the report or the error.
+        let _ = stop.send(true);
+        let _ = tokio::time::timeout(SETTLE, async {
+            let _ = publisher.ws.send(Message::Close(None)).await;
+            while let Some(Ok(_)) = publisher.ws.next().await {}
+        })
+        .await;
+        let mut seen = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            seen.push(task.await.context("a room member's task failed")?);
+        }
+        let run = run?;
+
+        let delivered: u64 = seen.iter().map(|m| m.received).sum();
+        let missed: u64 = seen.iter().map(|m| run.published.saturating_sub(m.received)).sum();
+        let unexpected: u64 = seen.iter().map(|m| m.unexpected).sum();
+        let closed: Vec<String> = seen.iter().filter_map(|m| m.closed.clone()).collect();
+        let behind = seen.iter().filter(|m| m.closed.is_none() && m.received < run.published).count();
+        let latencies = seen.into_iter().flat_map(|m| m.latencies).collect();
+        let mut report = summary("fanout", delivered, missed + unexpected, run.elapsed, latencies);
+        report["members"] = json!(members);
+        report["in_flight"] = json!(self.in_flight);
+        report["size"] = json!(self.size);
+        report["published"] = json!(run.published);
+        report["published_per_second"] = json!(run.published as f64 / run.elapsed.as_secs_f64().max(f64::EPSILON));
+        report["delivered"] = json!(delivered);
+        report["publisher_received"] = json!(publisher.own);
+        report["missed_deliveries"] = json!(missed);
+        report["unexpected_messages"] = json!(unexpected);
+        report["members_closed"] = json!(closed.len());
+        report["members_behind"] = json!(behind);
+        report["first_close"] = json!(closed.first());
+        report["stalled"] = json!(run.stalled);
+        add_server(&mut report, run.before, run.after, delivered, "server_cpu_us_per_delivery");
+        Ok(report)
+    }
+
+    /// The publisher's side of `fanout`: warms the room up until every member has received a message, then publishes
+    /// within the window until the count or the time is used up and waits (bounded) for the last deliveries.
+    async fn publish(&self, publisher: &mut Publisher, room: &Room, epoch: Instant) -> anyhow::Result<Published> {
+        let members = self.connections as u64;
+        let warm = Message::text(char::from(WARM).to_string().repeat(self.size));
+        let warm_until = Instant::now() + WARM_UP;
+        loop {
+            publisher.ws.send(warm.clone()).await.context("the publisher's connection failed")?;
+            let next = Instant::now() + WARM_UP_EVERY;
+            while room.ready.load(Ordering::SeqCst) < members && Instant::now() < next {
+                publisher.wait(room, next.saturating_duration_since(Instant::now())).await?;
+            }
+            let ready = room.ready.load(Ordering::SeqCst);
+            if ready >= members {
+                break;
+            }
+            if Instant::now() >= warm_until {
+                bail!("only {ready} of {members} members received a warm-up message within {WARM_UP:?}");
+            }
+        }
+
+        let window = self.in_flight as u64;
+        let before = self.sample()?;
+        let started = Instant::now();
+        let until = started + Duration::from_secs(self.duration_secs);
+        let mut published = 0u64;
+        let mut stalled = false;
+        loop {
+            // Publish while, with the next one, at most `window` messages are owed to the members still in the room
+            // (on average): the next may go once `published + 1 - window` have been delivered to every member.
+            let mut fed = false;
+            while published < self.count
+                && Instant::now() < until
+                && room.delivered.load(Ordering::SeqCst) >= room.target((published + 1).saturating_sub(window), members)
+            {
+                publisher.ws.feed(stamped(epoch, self.size)).await.context("the publisher's connection failed")?;
+                published += 1;
+                fed = true;
+            }
+            if fed {
+                publisher.ws.flush().await.context("the publisher's connection failed")?;
+            }
+            if published >= self.count || Instant::now() >= until {
+                break;
+            }
+            if !publisher.wait_for(room, (published + 1).saturating_sub(window), members).await? {
+                stalled = true;
+                break;
+            }
+        }
+        // The last deliveries: bounded, a member that lost messages does not hold the run.
+        if !stalled {
+            stalled = !publisher.wait_for(room, published, members).await?;
+        }
+        let elapsed = started.elapsed();
+        let after = self.sample()?;
+        Ok(Published { published, stalled, elapsed, before, after })
+    }
+}
+
+/// What the publisher of a `fanout` run did.
+#[derive(Debug)]
+struct Published {
+    /// Measured messages published.
+    published: u64,
+    /// The members stopped receiving for [`SETTLE`]: the run ended early or without every delivery.
+    stalled: bool,
+    /// From the first measured publish until the last delivery (or the stall).
+    elapsed: Duration,
+    before: Option<ProcSample>,
+    after: Option<ProcSample>,
+}
+
+/// Counters of a `fanout` run that the members update and the publisher reads.
+#[derive(Debug)]
+struct Room {
+    /// Members that have received a warm-up message.
+    ready: AtomicU64,
+    /// Measured messages received, all members together.
+    delivered: AtomicU64,
+    /// Members whose connection ended before the run did.
+    gone: AtomicU64,
+    /// Measured messages those members had received.
+    gone_delivered: AtomicU64,
+    /// The publisher waits until `delivered` reaches this (`u64::MAX`: it does not wait).
+    wake_at: AtomicU64,
+    /// Wakes the publisher: a member became ready or left, or `delivered` reached `wake_at`.
+    progress: Notify,
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self {
+            ready: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            gone: AtomicU64::new(0),
+            gone_delivered: AtomicU64::new(0),
+            wake_at: AtomicU64::new(u64::MAX),
+            progress: Notify::new(),
+        }
+    }
+}
+
+impl Room {
+    /// One measured message reached a member.
+    fn delivered(&self) {
+        let delivered = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
+        if delivered >= self.wake_at.load(Ordering::SeqCst) {
+            self.progress.notify_one();
+        }
+    }
+
+    /// A member's connection ended after it had received `received` measured messages.
+    fn gone(&self, received: u64) {
+        self.gone_delivered.fetch_add(received, Ordering::SeqCst);
+        self.gone.fetch_add(1, Ordering::SeqCst);
+        self.progress.notify_one();
+    }
+
+    /// The value of `delivered` at which the members still in the room have received `published` messages each, on
+    /// average, besides what the members that left had received.
+    fn target(&self, published: u64, members: u64) -> u64 {
+        let live = members.saturating_sub(self.gone.load(Ordering::SeqCst));
+        self.gone_delivered.load(Ordering::SeqCst) + published * live
+    }
+}
+
+/// The publishing connection of `fanout`; it is in the room too and gets its own messages back.
+struct Publisher {
+    ws: Ws,
+    /// Measured messages it got back.
+    own: u64,
+}
+
+impl Publisher {
+    /// Waits until the members still in the room have received `published` messages each (on average); false when
+    /// nothing moved for [`SETTLE`].
+    async fn wait_for(&mut self, room: &Room, published: u64, members: u64) -> anyhow::Result<bool> {
+        loop {
+            let target = room.target(published, members);
+            room.wake_at.store(target, Ordering::SeqCst);
+            // Checked after publishing the target, so a delivery cannot slip between the check and the wait.
+            if room.delivered.load(Ordering::SeqCst) >= target {
+                room.wake_at.store(u64::MAX, Ordering::SeqCst);
+                return Ok(true);
+            }
+            if !self.wait(room, SETTLE).await? {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Waits for the room to wake the publisher, at most `wait`, reading its own copies meanwhile (so the server never
+    /// has to queue them); false if the time ran out.
+    async fn wait(&mut self, room: &Room, wait: Duration) -> anyhow::Result<bool> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::select! {
+                _ = room.progress.notified() => return Ok(true),
+                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+                message = self.ws.next() => message,
+            };
+            match message {
+                Some(Ok(Message::Text(text))) if text.as_bytes().first() == Some(&MEASURED) => self.own += 1,
+                Some(Ok(Message::Close(frame))) => bail!("the server closed the publisher's connection: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(err)) => return Err(err).context("the publisher's connection failed"),
+                None => bail!("the server closed the publisher's connection"),
+            }
+        }
+    }
+}
+
+/// A measured `fanout` message of `size` bytes: the marker, the send time in microseconds since `epoch`, padding.
+fn stamped(epoch: Instant, size: usize) -> Message {
+    let micros = epoch.elapsed().as_micros() % 10u128.pow(STAMP_DIGITS as u32);
+    let mut text = format!("{}{micros:0width$}", char::from(MEASURED), width = STAMP_DIGITS);
+    text.extend(std::iter::repeat_n('x', size.saturating_sub(text.len())));
+    Message::text(text)
+}
+
+/// The send time in a measured `fanout` message, in microseconds since the run's epoch.
+fn stamp_of(text: &str) -> Option<u64> {
+    text.get(1..1 + STAMP_DIGITS)?.parse().ok()
+}
+
+/// What one room member of `fanout` saw.
+#[derive(Debug, Default)]
+struct Member {
+    /// Measured messages received.
+    received: u64,
+    /// Messages that were neither measured nor warm-up messages of the right size.
+    unexpected: u64,
+    /// Why the connection ended before the run did, if it did.
+    closed: Option<String>,
+    /// From publish to receipt of each measured message, in microseconds.
+    latencies: Vec<u32>,
+}
+
+/// One room member: counts what it receives until `stop`, then closes (bounded).
+async fn member(mut ws: Ws, room: Arc<Room>, size: usize, epoch: Instant, mut stop: watch::Receiver<bool>) -> Member {
+    let mut seen = Member::default();
+    let mut ready = false;
+    loop {
+        let message = tokio::select! {
+            _ = stop.changed() => break,
+            message = ws.next() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                seen.closed =
+                    Some(frame.map_or_else(|| "closed without a code".into(), |f| format!("{} {}", f.code, f.reason)));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => {
+                seen.closed = Some(err.to_string());
+                break;
+            }
+            None => {
+                seen.closed = Some("the connection ended".into());
+                break;
+            }
+        };
+        match text.as_bytes().first() {
+            Some(&MEASURED) if text.len() == size => {
+                let now = epoch.elapsed().as_micros() as u64;
+                if let Some(sent) = stamp_of(text.as_str()) {
+                    seen.latencies.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                }
+                seen.received += 1;
+                room.delivered();
+            }
+            Some(&WARM) if text.len() == size => {
+                if !ready {
+                    ready = true;
+                    room.ready.fetch_add(1, Ordering::SeqCst);
+                    room.progress.notify_one();
+                }
+            }
+            _ => seen.unexpected += 1,
+        }
+    }
+    if seen.closed.is_some() {
+        room.gone(seen.received);
+    }
+    let _ = tokio::time::timeout(SETTLE, async {
+        let _ = ws.send(Message::Close(None)).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    seen
 }
 
 /// Refuses anything but loopback: this is a tool for measuring one's own server, not for loading someone else's.
@@ -440,7 +780,17 @@ fn human(report: &Value) -> String {
                 "latency µs: p50 {} p99 {} p999 {} max {}",
                 latency["p50"], latency["p99"], latency["p999"], latency["max"]
             ));
-            for key in ["server_cpu_us_per_message", "server_cpu_us_per_handshake"] {
+            if mode == Some("fanout") {
+                lines.push(format!(
+                    "{} members, {} published, {} missed deliveries, {} members closed, {} behind",
+                    get("members"),
+                    get("published"),
+                    get("missed_deliveries"),
+                    get("members_closed"),
+                    get("members_behind")
+                ));
+            }
+            for key in ["server_cpu_us_per_message", "server_cpu_us_per_handshake", "server_cpu_us_per_delivery"] {
                 if let Some(us) = report[key].as_f64() {
                     lines.push(format!("server CPU {us:.2} µs per unit ({} ms in all)", get("server_cpu_ms")));
                 }
@@ -472,6 +822,119 @@ mod tests {
         assert_eq!(report["latency_us"]["p999"], 999);
         assert_eq!(report["latency_us"]["max"], 1000);
         assert_eq!(summary("echo", 0, 0, Duration::from_secs(1), Vec::new())["latency_us"]["p50"], Value::Null);
+    }
+
+    #[test]
+    fn fanout_defaults_to_a_room_of_a_thousand_and_eight_in_flight() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |args: &[&str]| Cli::parse_from([&["wasmsock", "ws://127.0.0.1:1/"], args].concat()).bench;
+        let fanout = parse(&["--mode", "fanout"]);
+        assert_eq!((fanout.connections, fanout.in_flight), (1000, 8));
+        let echo = parse(&[]);
+        assert_eq!((echo.connections, echo.in_flight), (DEFAULT_CONNECTIONS, 1));
+        let chosen = parse(&["--mode=fanout", "-c", "5", "-w", "2"]);
+        assert_eq!((chosen.connections, chosen.in_flight), (5, 2));
+    }
+
+    #[test]
+    fn a_measured_message_carries_its_send_time_and_has_the_size_asked_for() {
+        let epoch = Instant::now() - Duration::from_secs(3);
+        let Message::Text(text) = stamped(epoch, 64) else { panic!("not text") };
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.as_bytes()[0], MEASURED);
+        let sent = stamp_of(text.as_str()).unwrap();
+        assert!((3_000_000..4_000_000).contains(&sent), "{sent}");
+        assert_eq!(stamp_of("m12"), None);
+    }
+
+    #[test]
+    fn the_delivery_target_leaves_out_members_that_left() {
+        let room = Room::default();
+        assert_eq!(room.target(5, 10), 50);
+        room.gone(3);
+        assert_eq!(room.target(5, 10), 3 + 5 * 9);
+    }
+
+    /// A broadcast server on port 0 in this process: every text message to every connection, sender included.
+    async fn broadcast_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (room, _) = tokio::sync::broadcast::channel::<Message>(1024);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let room = room.clone();
+                tokio::spawn(async move {
+                    let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    let (mut sink, mut stream) = ws.split();
+                    let mut inbox = room.subscribe();
+                    tokio::spawn(async move {
+                        while let Ok(message) = inbox.recv().await {
+                            if sink.send(message).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    while let Some(Ok(message)) = stream.next().await {
+                        if message.is_text() {
+                            let _ = room.send(message);
+                        }
+                    }
+                });
+            }
+        });
+        format!("ws://{addr}/room")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fanout_counts_every_delivery_to_every_member_once() {
+        let args = BenchArgs {
+            url: broadcast_server().await,
+            mode: Mode::Fanout,
+            connections: 20,
+            in_flight: 4,
+            size: 64,
+            count: 300,
+            duration_secs: 30,
+            hold_secs: 0,
+            server_pid: Some(std::process::id()),
+            json: true,
+        };
+        let report = args.measure().await.unwrap();
+        assert_eq!(report["mode"], "fanout");
+        assert_eq!(report["published"], 300, "{report}");
+        assert_eq!(report["delivered"], 20 * 300, "{report}");
+        assert_eq!(report["completed"], 20 * 300, "{report}");
+        assert!(report["publisher_received"].as_u64().unwrap() <= 300, "{report}");
+        for key in ["missed_deliveries", "unexpected_messages", "members_closed", "members_behind", "errors"] {
+            assert_eq!(report[key], 0, "{key}: {report}");
+        }
+        assert_eq!(report["stalled"], false, "{report}");
+        assert!(report["latency_us"]["p50"].is_u64(), "{report}");
+        assert!(report["server_cpu_us_per_delivery"].is_f64(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn fanout_refuses_messages_too_small_for_the_send_time() {
+        let mut args = BenchArgs {
+            url: "ws://127.0.0.1:1/".into(),
+            mode: Mode::Fanout,
+            connections: 1,
+            in_flight: 1,
+            size: STAMP_DIGITS,
+            count: 1,
+            duration_secs: 1,
+            hold_secs: 0,
+            server_pid: None,
+            json: true,
+        };
+        assert!(format!("{:#}", args.measure().await.unwrap_err()).contains("--size"));
+        args.size = STAMP_DIGITS + 1;
+        assert!(!format!("{:#}", args.measure().await.unwrap_err()).contains("--size"));
     }
 
     #[test]
