@@ -1,5 +1,5 @@
-//! `wasmsock bench` against a host in process: each mode completes what it was asked for and reports it; no timing
-//! is asserted (the figures are for BENCHMARKS.md, not for tests).
+//! `wasmsock bench` against a host in process (fan-out through the chat example's rooms): each mode completes what it
+//! was asked for and reports it; no timing is asserted (the figures are for BENCHMARKS.md, not for tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -73,4 +73,19 @@ async fn a_server_off_loopback_is_refused() {
     assert!(format!("{err:#}").contains("loopback"), "{err:#}");
     let err = args("wss://127.0.0.1:80/x".into(), Mode::Echo).measure().await.unwrap_err();
     assert!(format!("{err:#}").contains("ws://"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_mode_through_the_chat_examples_rooms_delivers_every_publish_to_every_member() {
+    let plugins = Plugins::new().handler("examples/chat", "chat").endpoint("chat", "examples/chat");
+    let host = TestHost::start(plugins).await;
+    let url = format!("{}?room=bench", host.url("chat"));
+    let report = BenchArgs { connections: 20, count: 100, ..args(url, Mode::Fanout) }.measure().await.unwrap();
+    assert_eq!(report["mode"], "fanout");
+    assert_eq!(report["published"], 100, "{report}");
+    assert_eq!(report["delivered"], 20 * 100, "every member got every publish: {report}");
+    assert_eq!(report["missed_deliveries"], 0, "{report}");
+    assert_eq!(report["members_closed"], 0, "{report}");
+    assert!(report["server_cpu_us_per_delivery"].is_f64(), "{report}");
+    host.stop().await;
 }
