@@ -18,6 +18,14 @@ pub fn channel_subject(cluster: &str, project: &str, channel: &str) -> String {
     format!("{cluster}.ch.{}.{}", hex(project.as_bytes()), hex(channel.as_bytes()))
 }
 
+/// A broker URL as logs and listings may show it: a password in it (`nats://user:secret@host`) becomes `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    if userinfo.contains(':') { format!("{scheme}://{user}:***@{host}") } else { format!("{scheme}://***@{host}") }
+}
+
 /// The host a connection id names (`s12@h1` is on host `h1`); none for an id without one (a host alone).
 pub fn host_of(id: &str) -> Option<&str> {
     id.split_once('@').map(|(_, host)| host)
@@ -68,6 +76,13 @@ mod tests {
         assert_eq!(parse_channel_subject("prod", &subject), Some(("examples".into(), "a.b*c>d/ä".into())));
         assert_eq!(parse_channel_subject("other", &subject), None);
         assert_eq!(parse_channel_subject("prod", "prod.ch.zz.00"), None);
+    }
+
+    #[test]
+    fn secrets_in_broker_urls_are_not_shown() {
+        assert_eq!(redacted("nats://user:secret@10.0.0.5:4222"), "nats://user:***@10.0.0.5:4222");
+        assert_eq!(redacted("nats://token@10.0.0.5:4222"), "nats://***@10.0.0.5:4222");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub struct ClusterStatus {
     pub cluster: String,
     /// This host's id.
     pub host: String,
-    /// The broker's URL.
+    /// The broker's URL, without its password.
     pub broker: String,
     /// Whether the broker connection is up.
     pub broker_connected: bool,
@@ -156,7 +156,9 @@ impl Cluster {
             .event_callback(events)
             .connect(options.url.as_str())
             .await
-            .with_context(|| format!("--nats {}: not a broker address", options.url))?;
+            .with_context(|| {
+                format!("--nats {}: not a broker address", wasmsock_wire::cluster::redacted(&options.url))
+            })?;
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::channel(DEFAULT_BROKER_QUEUE);
         tokio::spawn(listen(client.clone(), options.name.clone(), changes_rx, local.clone()));
@@ -180,7 +182,8 @@ impl Cluster {
                 None
             }
         };
-        tracing::info!(host = %options.host_id, cluster = %options.name, broker = %options.url, "joining the cluster");
+        let broker = wasmsock_wire::cluster::redacted(&options.url);
+        tracing::info!(host = %options.host_id, cluster = %options.name, %broker, "joining the cluster");
         Ok(Arc::new(Self { options, changes, outgoing, client, connected, peers, local, deploys }))
     }
 
@@ -205,7 +208,7 @@ impl Cluster {
         ClusterStatus {
             cluster: self.options.name.clone(),
             host: self.options.host_id.clone(),
-            broker: self.options.url.clone(),
+            broker: wasmsock_wire::cluster::redacted(&self.options.url),
             broker_connected: self.is_connected(),
             hosts,
         }
