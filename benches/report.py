@@ -1,9 +1,9 @@
-"""Turns the results of benches/run.sh and benches/fanout.sh (JSON lines of `wasmsock bench --json`) into the tables
+"""Turns the results of benches/run.sh, benches/fanout.sh and benches/cluster.sh (JSON lines of `wasmsock bench --json`) into the tables
 of BENCHMARKS.md.
 
 Run with: python3 benches/report.py target/bench/results.jsonl BENCHMARKS.md COMMAND SETTINGS
-Only the part between the results markers (echo, handshakes, idle) or the fan-out markers (fan-out rows) is replaced;
-the notes around it are kept. The fan-out table is printed too.
+Only the part between the results markers (echo, handshakes, idle), the fan-out markers (fan-out rows) or the cluster
+markers (cluster rows) is replaced; the notes around it are kept. The fan-out and cluster tables are printed too.
 """
 
 import datetime
@@ -15,6 +15,8 @@ START = "<!-- results:start (written by benches/report.py) -->"
 END = "<!-- results:end -->"
 FANOUT_START = "<!-- fanout:start (written by benches/report.py) -->"
 FANOUT_END = "<!-- fanout:end -->"
+CLUSTER_START = "<!-- cluster:start (written by benches/report.py) -->"
+CLUSTER_END = "<!-- cluster:end -->"
 
 
 def fmt(value, digits=1):
@@ -78,6 +80,59 @@ def fanout_lines(rows, command, settings):
     return lines + ["", FANOUT_END]
 
 
+def cluster_lines(rows, command, settings):
+    """One row per pinning and setup: medians over the rounds, and the median of the per-round ratios against one
+    host of the same round and pinning (latency in the `split` pinning, CPU in `same`)."""
+    rounds = sorted({r["round"] for r in rows})
+    cpu_key = "server_cpu_us_per_delivery"
+    by_round = {(r["round"], r["pinning"], r["setup"]): r for r in rows}
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    def against_one(r, value):
+        base = by_round.get((r["round"], r["pinning"], "one-host"))
+        if base is None or value(r) is None or not value(base):
+            return None
+        return value(r) / value(base)
+
+    def added(r, quantile):
+        base = by_round.get((r["round"], r["pinning"], "one-host"))
+        return None if base is None else r["latency_us"][quantile] - base["latency_us"][quantile]
+
+    first = rows[0]
+    lines = [
+        CLUSTER_START,
+        "",
+        produced(command, settings),
+        "",
+        f"### Cluster: a room's messages across the broker ({first['members']} members and one publisher, "
+        f"{first['size']}-byte text, Rust chat `shared`, median of {len(rounds)} rounds)",
+        "",
+        "| pinning | setup | in flight | deliveries/s | p50 µs | p99 µs | added p50 µs | added p99 µs "
+        "| CPU µs/delivery (range) | × one host | missed deliveries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["pinning"], r["setup"]), []).append(r)
+    for (pinning, setup), group in groups.items():
+        cpus = [r.get(cpu_key) for r in group if r.get(cpu_key) is not None]
+        spread = f" ({min(cpus):.2f}–{max(cpus):.2f})" if len(cpus) > 1 else ""
+        lines.append(
+            f"| {pinning} | {setup} | {group[0]['in_flight']} | {median(r['per_second'] for r in group):.0f} "
+            f"| {fmt(median(r['latency_us']['p50'] for r in group), 0)} "
+            f"| {fmt(median(r['latency_us']['p99'] for r in group), 0)} "
+            f"| {fmt(median(added(r, 'p50') for r in group), 0)} "
+            f"| {fmt(median(added(r, 'p99') for r in group), 0)} "
+            f"| {fmt(median(cpus), 2)}{spread} "
+            f"| {fmt(median(against_one(r, lambda x: x.get(cpu_key)) for r in group), 2)} "
+            f"| {sum(r['missed_deliveries'] for r in group)} |"
+        )
+    return lines + ["", CLUSTER_END]
+
+
 def replace_block(doc, start, end, block):
     if start in doc and end in doc:
         head, rest = doc.split(start, 1)
@@ -92,12 +147,17 @@ def main(results_path, doc_path, command, settings):
         doc = open(doc_path).read()
     except FileNotFoundError:
         doc = f"# Benchmarks\n\n{START}\n{END}\n"
-    fanout = [r for r in rows if r["mode"] == "fanout"]
+    clustered = [r for r in rows if r.get("cluster")]
+    if clustered:
+        block = "\n".join(cluster_lines(clustered, command, settings))
+        print(block)
+        doc = replace_block(doc, CLUSTER_START, CLUSTER_END, block)
+    fanout = [r for r in rows if r["mode"] == "fanout" and not r.get("cluster")]
     if fanout:
         block = "\n".join(fanout_lines(fanout, command, settings))
         print(block)
         doc = replace_block(doc, FANOUT_START, FANOUT_END, block)
-    if any(r["mode"] != "fanout" for r in rows):
+    if any(r["mode"] != "fanout" and not r.get("cluster") for r in rows):
         doc = replace_block(doc, START, END, "\n".join(echo_lines(rows, command, settings)))
     open(doc_path, "w").write(doc)
 

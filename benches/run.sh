@@ -56,29 +56,15 @@ for lang in rust js py; do
     done
 done
 
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_for_port() {
-    for _ in $(seq 1 600); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.2
-    done
-    log "nothing listens on port $1 after 120 s"
-    return 1
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 # start NAME PORT COMMAND...: starts a server pinned to the server core; sets SERVER_PID.
 start() {
     local name=$1 port=$2
     shift 2
-    taskset -c "$SERVER_CPU" "$@" >"$OUT/$name.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    wait_for_port "$port"
+    launch "$SERVER_CPU" "$OUT/$name.log" "$port" "$@"
+    SERVER_PID=$STARTED
 }
 
 # bench SERVER LANG LIFECYCLE URL ARGS...: one measured run, appended to the results.

@@ -66,6 +66,22 @@ export interface MembersPage {
   next?: string;
 }
 
+/** What `surveyClients` got. */
+export interface ClientsSurvey {
+  /** This host's connections, then each other host's, by host id. */
+  clients: ClientInfo[];
+  /** The hosts of the cluster that did not answer within 1 s; empty when `clients` is whole. */
+  missingHosts: string[];
+}
+
+/** What `surveyMembers` got. */
+export interface MembersSurvey {
+  /** The page, as `getMembers` gives it. */
+  page: MembersPage;
+  /** The hosts of the cluster that did not answer within 1 s; empty when `page` is whole. */
+  missingHosts: string[];
+}
+
 /** Binary data the SDK accepts. */
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView | number[];
 
@@ -154,6 +170,8 @@ export interface Websockets {
   createWebsocketWith(uri: string, handler: string, options?: ClientOptions): WebsocketClient;
   /** Every live connection. */
   getClients(): ClientInfo[];
+  /** `getClients()` with the hosts of the cluster that did not answer in time. */
+  surveyClients(): ClientsSurvey;
   /** The live connection with this id. */
   getClient(id: string): WebsocketClient | undefined;
   /** The oldest live outbound client of `handler`. */
@@ -180,6 +198,8 @@ export interface Websockets {
   publishBinary(channel: string, data: Bytes, options?: PublishOptions): number;
   /** One page of `channel`'s members, oldest first. @throws {WebsocketError} */
   getMembers(channel: string, options?: MembersOptions): MembersPage;
+  /** `getMembers` with the hosts of the cluster that did not answer in time. */
+  surveyMembers(channel: string, options?: MembersOptions): MembersSurvey;
   /**
    * Keeps a small value with the current connection (a string as UTF-8); `null` or `undefined` removes it.
    * @throws {WebsocketError} `limit` past the host's cap (4 KiB by default)

@@ -13,7 +13,7 @@
 //!       }
 //!     }
 
-import * as wit from "wasmsock:websockets/websockets@0.1.1";
+import * as wit from "wasmsock:websockets/websockets@0.1.2";
 
 /**
  * Why a call on a connection did not happen: the WIT `error` variant as an exception.
@@ -285,6 +285,14 @@ export const websockets = {
     return wit.getClients();
   },
 
+  /**
+   * `getClients()` with the hosts of the cluster that did not answer in time: `{clients, missingHosts}`
+   * (`missingHosts` is empty when the list is whole, and always on a host that runs alone).
+   */
+  surveyClients() {
+    return wit.surveyClients();
+  },
+
   /** The live connection with this id, or `undefined`. */
   getClient(id) {
     return client(wit.getClient(String(id)));
@@ -342,6 +350,16 @@ export const websockets = {
     const after = options?.after ?? undefined;
     const limit = u32("limit", options?.limit ?? 100);
     return call(() => wit.getMembers(String(channel), after === undefined ? undefined : String(after), limit));
+  },
+
+  /**
+   * `getMembers` with the hosts of the cluster that did not answer in time: `{page, missingHosts}` (`missingHosts`
+   * is empty when the page is whole).
+   */
+  surveyMembers(channel, options = {}) {
+    const after = options?.after ?? undefined;
+    const limit = u32("limit", options?.limit ?? 100);
+    return call(() => wit.surveyMembers(String(channel), after === undefined ? undefined : String(after), limit));
   },
 
   /**

@@ -16,7 +16,8 @@ fn args(url: String, mode: Mode) -> BenchArgs {
         count: 200,
         duration_secs: 30,
         hold_secs: 0,
-        server_pid: Some(std::process::id()),
+        server_pid: vec![std::process::id()],
+        publisher_url: None,
         json: true,
     }
 }

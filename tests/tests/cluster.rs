@@ -4,7 +4,9 @@
 //! up and delivery across hosts resumes without a restart, delivering nothing twice; `wasmsock cluster` lists the
 //! hosts and drops a killed one in time; `/healthz` follows the broker; a deploy through one host serves on every
 //! host, a refused one on none, and a host started later catches up before it serves; a handler sends to and closes
-//! a connection on another host, and one on a killed host is none at once.
+//! a connection on another host, and one on a killed host is none at once; members page over every host,
+//! `get-client-by-handler` finds another host's outbound client, and a host that is stopped (alive but not answering)
+//! is named as missing from the answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -440,4 +442,87 @@ async fn a_handler_sends_to_and_closes_a_connection_on_another_host_and_a_dead_h
     // Its connections are out of the cluster-wide listing at once too (the broker has nobody to ask).
     let listing = command(&mut driver, "clients").await;
     assert!(!listing.contains(&second_id) && listing.contains("who=driver"), "{listing}");
+}
+
+/// Waits until `host` lists `count` hosts in the cluster.
+async fn until_hosts(host: &BinaryHost, count: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hosts_of(&cluster_listing(host)).len() < count {
+        assert!(tokio::time::Instant::now() < deadline, "{} never heard {count} hosts", host.addr);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn members_page_over_every_host_and_a_stuck_host_is_named_missing() {
+    let Some(nats) = NatsServer::start().await else { return };
+    let plugins = Plugins::new().handler("a/recorder", "recorder").endpoint_granted("a-rec", "a/recorder", &[LOOPBACK]);
+    let hosts = hosts(&plugins, &nats, 3).await;
+    for host in &hosts {
+        until_hosts(host, 3).await;
+    }
+    // Two members on h0, one on h1, one on h2; the driver and the watcher on h0 are not members.
+    let mut members = Vec::new();
+    for (i, host) in [0, 0, 1, 2].into_iter().enumerate() {
+        let mut ws = connect(&hosts[host].url(&format!("a-rec?who=m{i}"))).await;
+        let id = own_id(&mut ws, &format!("who=m{i}")).await;
+        assert_eq!(command(&mut ws, "join room").await, "ok");
+        members.push((ws, id));
+    }
+    let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+    assert!(ids[0].ends_with("@h0") && ids[2].ends_with("@h1") && ids[3].ends_with("@h2"), "{ids:?}");
+    let mut driver = connect(&hosts[1].url("a-rec?who=driver")).await;
+    let mut watcher = connect(&hosts[1].url("a-rec?who=watcher")).await;
+
+    // Every host's members, host by host in the order of their ids, oldest first on each.
+    let all = ids.join(",");
+    assert_eq!(command(&mut driver, "survey-members room 10 -").await, format!("members {all} next - missing -"));
+    assert_eq!(command(&mut driver, "members room 10 -").await, format!("members {all} next -"));
+    // Pages resume after any id, across hosts.
+    let (a, b, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    assert_eq!(command(&mut driver, "members room 2 -").await, format!("members {a},{b} next {b}"));
+    assert_eq!(command(&mut driver, &format!("members room 2 {b}")).await, format!("members {c},{d} next -"));
+    assert_eq!(command(&mut driver, &format!("members room 1 {a}")).await, format!("members {b} next {b}"));
+    assert_eq!(command(&mut driver, &format!("members room 1 {c}")).await, format!("members {d} next -"));
+    assert!(command(&mut driver, "members room 1 s1").await.starts_with("error invalid: "), "an id names its host");
+    let clients = command(&mut driver, "survey-clients").await;
+    assert!(ids.iter().all(|id| clients.contains(id.as_str())) && clients.ends_with(" missing -"), "{clients}");
+    let admin = format!("http://{}/admin/v1/channels/a/room?cluster=true", hosts[0].admin);
+    let page: serde_json::Value = reqwest::get(&admin).await.unwrap().json().await.unwrap();
+    let listed: Vec<String> =
+        page["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!((listed, &page["partial"]), (ids.clone(), &serde_json::Value::Bool(false)), "{page}");
+    // get-client-by-handler finds an outbound client that another host holds.
+    assert_eq!(command(&mut driver, "by-handler a/recorder").await, "none");
+    let outbound = hosts[0].url("a-rec?who=outbound");
+    let created = command(&mut members[0].0, &format!("connect-with {outbound} a/recorder")).await;
+    let client = client_id(&created);
+    assert!(client.ends_with("@h0"), "{created}");
+    let found = command(&mut driver, "by-handler a/recorder").await;
+    assert_eq!(client_id(&found), client, "{found}");
+
+    // h2 stops answering but is still within its heartbeat timeout: each survey waits out its deadline, answers
+    // with what came, and names h2 as missing.
+    let stopped = hosts[2].pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &stopped]).status().unwrap().success());
+    let asked = std::time::Instant::now();
+    let (page, clients, admin_page) = tokio::join!(
+        command(&mut driver, "survey-members room 10 -"),
+        command(&mut watcher, "survey-clients"),
+        async { reqwest::get(&admin).await.unwrap().json::<serde_json::Value>().await.unwrap() },
+    );
+    eprintln!("the surveys with a stopped host answered after {:?}", asked.elapsed());
+    assert!(std::process::Command::new("kill").args(["-CONT", &stopped]).status().unwrap().success());
+    assert_eq!(page, format!("members {a},{b},{c} next - missing h2"));
+    assert!(
+        clients.ends_with(" missing h2") && !clients.contains(d.as_str()) && clients.contains(c.as_str()),
+        "{clients}"
+    );
+    assert_eq!((&admin_page["partial"], &admin_page["missing_hosts"]), (&true.into(), &serde_json::json!(["h2"])));
+    // Back, it answers again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while command(&mut driver, "survey-members room 10 -").await != format!("members {all} next - missing -") {
+        assert!(tokio::time::Instant::now() < deadline, "h2 never answered again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

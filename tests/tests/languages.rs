@@ -162,6 +162,10 @@ const CHANNEL_CASES: &[Step] = &[
     Ask(A, "members {nobody} 10 -", "members - next -"),
     Ask(A, "members {ch} 0 -", "error invalid: …"),
     Ask(A, "members {ch} 1001 -", "error invalid: …"),
+    // The same pages with the hosts that did not answer: none, on a host alone.
+    Ask(A, "survey-members {ch} 10 -", "members {a},{b} next - missing -"),
+    Ask(B, "survey-members {ch} 1 {a}", "members {b} next - missing -"),
+    Ask(A, "survey-members {ch} 0 -", "error invalid: …"),
     // A publish reaches every member, the publisher too (before its reply), and counts them.
     Tell(A, "publish {ch} hello, room"),
     Text(A, "hello, room"),

@@ -4,7 +4,7 @@ use crate::conn::ClientInfo;
 use crate::limits::MAX_CHANNEL_NAME_BYTES;
 
 /// One page of a channel's members, oldest connection first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MembersPage {
     /// The members on this page.
     pub members: Vec<ClientInfo>,

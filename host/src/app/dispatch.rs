@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::frame::MAX_CLOSE_REASON;
 use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Frame, Limits, Method};
@@ -13,7 +12,7 @@ use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Fram
 use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
 use crate::control::metrics::Metrics;
-use crate::runtime::{CallError, Connection, Event, HostServices, Lookup, Survey};
+use crate::runtime::{CallError, Connection, Event, Gathered, HostServices, Lookup, MembersSurvey, Survey};
 
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
@@ -140,12 +139,13 @@ impl HostServices for App {
         let cluster = self.cluster().cloned();
         let project = project.to_owned();
         Box::pin(async move {
-            let Some(cluster) = cluster else { return Vec::new() };
-            let (found, missing) = cluster.survey_clients(&project).await;
-            if !missing.is_empty() {
-                tracing::warn!(project, missing = ?missing, "get-clients is partial: these hosts did not answer in time");
+            let Some(cluster) = cluster else { return Gathered::default() };
+            let gathered = cluster.survey_clients(&project).await;
+            if !gathered.missing_hosts.is_empty() {
+                let missing = &gathered.missing_hosts;
+                tracing::warn!(project, ?missing, "get-clients is partial: these hosts did not answer in time");
             }
-            found
+            gathered
         })
     }
 
@@ -153,12 +153,16 @@ impl HostServices for App {
         self.hub.all().iter().filter(|conn| project_of(conn.handler()) == project).map(|conn| conn.info()).collect()
     }
 
-    fn client_by_handler(&self, project: &str, handler: &str) -> Option<Arc<dyn Connection>> {
+    fn client_by_handler(&self, project: &str, handler: &str) -> Lookup {
         if project_of(handler) != project {
-            return None;
+            return Box::pin(std::future::ready(None));
         }
-        let conn = self.hub.by_handler(handler)?;
-        Some(conn)
+        if let Some(conn) = self.hub.by_handler(handler) {
+            return Box::pin(std::future::ready(Some(conn as Arc<dyn Connection>)));
+        }
+        let cluster = self.cluster().cloned();
+        let (project, handler) = (project.to_owned(), handler.to_owned());
+        Box::pin(async move { cluster?.lookup_by_handler(&project, &handler).await })
     }
 
     fn create_websocket(
@@ -202,8 +206,25 @@ impl HostServices for App {
         App::publish(self, project, channel, &frame, skip)
     }
 
-    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError> {
-        self.channels.members(project, channel, after, limit)
+    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey {
+        let Some(cluster) = self.cluster().cloned() else {
+            let page = self.channels.members(project, channel, after, limit);
+            return Box::pin(std::future::ready(page.map(|answer| Gathered { answer, missing_hosts: Vec::new() })));
+        };
+        let (project, channel, after) = (project.to_owned(), channel.to_owned(), after.map(str::to_owned));
+        Box::pin(async move {
+            let gathered = cluster.survey_members(&project, &channel, after.as_deref(), limit).await?;
+            if !gathered.missing_hosts.is_empty() {
+                let missing = &gathered.missing_hosts;
+                tracing::warn!(
+                    project,
+                    channel,
+                    ?missing,
+                    "get-members is partial: these hosts did not answer in time"
+                );
+            }
+            Ok(gathered)
+        })
     }
 }
 

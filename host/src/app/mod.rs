@@ -327,6 +327,24 @@ impl Local for App {
         Some((conn.info(), conn.attachment().map(|data| data.to_vec())))
     }
 
+    fn client_by_handler(&self, project: &str, handler: &str) -> Option<(wasmsock_wire::ClientInfo, Option<Vec<u8>>)> {
+        if wasmsock_wire::descriptor::project_of(handler) != project {
+            return None;
+        }
+        let conn = self.hub.by_handler(handler)?;
+        Some((conn.info(), conn.attachment().map(|data| data.to_vec())))
+    }
+
+    fn members(
+        &self,
+        project: &str,
+        channel: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<wasmsock_wire::channel::MembersPage, ConnError> {
+        self.channels.members(project, channel, after, limit)
+    }
+
     fn send_to(&self, project: &str, id: &str, frame: Frame) -> Result<(), ConnError> {
         let conn = self.hub.get(id).filter(|conn| wasmsock_wire::descriptor::project_of(conn.handler()) == project);
         conn.ok_or_else(|| ConnError::UnknownClient(id.to_owned()))?.send(frame)

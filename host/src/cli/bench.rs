@@ -100,8 +100,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = DEFAULT_HOLD_SECS)]
     pub hold_secs: u64,
     /// The server's process id: adds its CPU time per message or handshake (from /proc/PID/stat) and its memory.
+    /// Repeat it for a server of several processes (the hosts of a cluster): their figures are added up.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
+    /// The URL the publisher opens instead of the members' (fanout): another host of the same cluster, so that every
+    /// delivery crosses the broker.
+    #[arg(long)]
+    pub publisher_url: Option<String>,
     /// Print one JSON object instead of text for people.
     #[arg(long)]
     pub json: bool,
@@ -146,6 +151,12 @@ impl BenchArgs {
     /// Runs the benchmark and returns its report as JSON (the `--json` output).
     pub async fn measure(&self) -> anyhow::Result<Value> {
         check_loopback(&self.url)?;
+        if let Some(url) = &self.publisher_url {
+            if self.mode != Mode::Fanout {
+                bail!("--publisher-url is for --mode fanout only");
+            }
+            check_loopback(url).context("--publisher-url")?;
+        }
         if self.connections == 0 || self.in_flight == 0 {
             bail!("--connections and --in-flight must be at least 1");
         }
@@ -156,11 +167,22 @@ impl BenchArgs {
             Mode::Fanout => self.fanout().await?,
         };
         report["url"] = json!(self.url);
+        if let Some(url) = &self.publisher_url {
+            report["publisher_url"] = json!(url);
+        }
         Ok(report)
     }
 
+    /// The server's CPU and memory now, every process of it added up; none without `--server-pid`.
     fn sample(&self) -> anyhow::Result<Option<ProcSample>> {
-        self.server_pid.map(proc_sample).transpose()
+        let mut total: Option<ProcSample> = None;
+        for &pid in &self.server_pid {
+            let one = proc_sample(pid)?;
+            let sum = total.get_or_insert(ProcSample { cpu_ticks: 0, rss_kib: 0 });
+            sum.cpu_ticks += one.cpu_ticks;
+            sum.rss_kib += one.rss_kib;
+        }
+        Ok(total)
     }
 
     async fn echo(&self) -> anyhow::Result<Value> {
@@ -283,7 +305,8 @@ impl BenchArgs {
                 clients.push(ws.context("opening a room member")?);
             }
         }
-        let mut publisher = Publisher { ws: open(&self.url).await.context("opening the publisher")?, own: 0 };
+        let publisher_url = self.publisher_url.as_deref().unwrap_or(&self.url);
+        let mut publisher = Publisher { ws: open(publisher_url).await.context("opening the publisher")?, own: 0 };
         let room = Arc::new(Room::default());
         let (stop, stopped) = watch::channel(false);
         let tasks: Vec<_> = clients
@@ -901,7 +924,8 @@ mod tests {
             count: 300,
             duration_secs: 30,
             hold_secs: 0,
-            server_pid: Some(std::process::id()),
+            server_pid: vec![std::process::id()],
+            publisher_url: None,
             json: true,
         };
         let report = args.measure().await.unwrap();
@@ -929,7 +953,8 @@ mod tests {
             count: 1,
             duration_secs: 1,
             hold_secs: 0,
-            server_pid: None,
+            server_pid: Vec::new(),
+            publisher_url: None,
             json: true,
         };
         assert!(format!("{:#}", args.measure().await.unwrap_err()).contains("--size"));

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
 use wasmsock_wire::{ClientInfo, ConnError, Frame};
 
@@ -68,6 +69,11 @@ pub trait Local: Send + Sync + 'static {
     fn clients(&self, project: &str) -> Vec<ClientInfo>;
     /// The live connection `id` of `project` on this host, with its attachment (for another host's `get-client`).
     fn lookup(&self, project: &str, id: &str) -> Option<(ClientInfo, Option<Vec<u8>>)>;
+    /// The oldest live outbound client of `handler` (in `project`) on this host, with its attachment (for another
+    /// host's `get-client-by-handler`).
+    fn client_by_handler(&self, project: &str, handler: &str) -> Option<(ClientInfo, Option<Vec<u8>>)>;
+    /// One page of this host's members of `channel` of `project` (for another host's `get-members`).
+    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError>;
     /// Queues `frame` on this host's connection `id` of `project` (another host's handler sent it).
     fn send_to(&self, project: &str, id: &str, frame: Frame) -> Result<(), ConnError>;
     /// Closes this host's connection `id` of `project` (another host's handler asked).
@@ -173,8 +179,9 @@ impl Cluster {
             .subscribe(heartbeat_subject(&options.name))
             .await
             .context("listening to the cluster's heartbeats")?;
-        tokio::spawn(hear(heartbeats, peers.clone()));
-        tokio::spawn(beat(client.clone(), options.clone(), local.clone()));
+        let newcomer = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(hear(heartbeats, peers.clone(), options.host_id.clone(), newcomer.clone()));
+        tokio::spawn(beat(client.clone(), options.clone(), local.clone(), newcomer));
         let deploys = match Deploys::open(client.clone(), &options.name).await {
             Ok(deploys) => Some(deploys),
             Err(err) => {
@@ -373,12 +380,21 @@ async fn send(
     }
 }
 
-/// Says every [`DEFAULT_HEARTBEAT_INTERVAL`] that this host is alive, with its counts.
-async fn beat(client: async_nats::Client, options: ClusterOptions, local: Weak<dyn Local>) {
+/// Says every [`DEFAULT_HEARTBEAT_INTERVAL`] that this host is alive, with its counts; and at once when a host it had
+/// not heard from appears, so a new host knows the whole cluster after one round trip rather than one interval.
+async fn beat(
+    client: async_nats::Client,
+    options: ClusterOptions,
+    local: Weak<dyn Local>,
+    newcomer: Arc<tokio::sync::Notify>,
+) {
     let subject = heartbeat_subject(&options.name);
     let mut every = tokio::time::interval(DEFAULT_HEARTBEAT_INTERVAL);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = newcomer.notified() => {}
+        }
         let Some((connections, channels)) = local.upgrade().map(|local| local.counts()) else { return };
         let status = HostStatus { host: options.host_id.clone(), connections, channels, last_heartbeat_ms: 0 };
         let Ok(body) = serde_json::to_vec(&status) else { continue };
@@ -387,15 +403,28 @@ async fn beat(client: async_nats::Client, options: ClusterOptions, local: Weak<d
     }
 }
 
-/// Keeps the table of other hosts from their heartbeats.
-async fn hear(mut heartbeats: async_nats::Subscriber, peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>) {
+/// Keeps the table of other hosts from their heartbeats; a host not in it (new, or back after a timeout) gets this
+/// host's heartbeat at once.
+async fn hear(
+    mut heartbeats: async_nats::Subscriber,
+    peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
+    me: String,
+    newcomer: Arc<tokio::sync::Notify>,
+) {
     while let Some(message) = heartbeats.next().await {
         let Ok(status) = serde_json::from_slice::<HostStatus>(&message.payload) else {
             tracing::debug!("ignored a heartbeat that is not a host status");
             continue;
         };
-        if let Ok(mut peers) = peers.lock() {
-            peers.insert(status.host.clone(), (status, Instant::now()));
+        if status.host == me {
+            continue;
+        }
+        let Ok(mut peers) = peers.lock() else { continue };
+        let new = peers.get(&status.host).is_none_or(|(_, heard)| heard.elapsed() >= DEFAULT_PEER_TIMEOUT);
+        peers.insert(status.host.clone(), (status, Instant::now()));
+        drop(peers);
+        if new {
+            newcomer.notify_one();
         }
     }
 }

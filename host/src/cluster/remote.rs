@@ -3,16 +3,18 @@
 //! broker; `get-clients` surveys every live host with the same deadline. The other side: answering those requests for
 //! this host's connections, within the asking handler's project.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::cluster::{host_of, host_subject};
 use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, Frame};
 
 use super::{CONN_HEADER, Cluster, KIND_HEADER, Local, Outgoing, PROJECT_HEADER};
-use crate::runtime::Connection;
+use crate::runtime::{Connection, Gathered};
 
 /// How long `get-client` waits for another host to say whether it holds a connection. A host that is gone answers
 /// at once (the broker has nobody to deliver to); this bounds a host that is alive but stuck.
@@ -25,7 +27,14 @@ struct Lookup {
     id: String,
 }
 
-/// The answer to a [`Lookup`]: the connection, or none.
+/// A lookup of the oldest outbound client of a handler, as it crosses the broker.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ByHandler {
+    project: String,
+    handler: String,
+}
+
+/// The answer to a [`Lookup`] or a [`ByHandler`]: the connection, or none.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Found {
     info: Option<ClientInfo>,
@@ -47,15 +56,27 @@ struct Clients {
     project: String,
 }
 
+/// A page of one host's members of a channel, as it crosses the broker.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Members {
+    project: String,
+    channel: String,
+    after: Option<String>,
+    limit: u32,
+}
+
+/// A host's answer to [`Members`]: its page, or why it has none.
+type MembersAnswer = Result<MembersPage, String>;
+
 impl Cluster {
     /// Every connection of `project` on the other live hosts, asked all at once and gathered for at most
     /// [`DEFAULT_REMOTE_DEADLINE`]; returns them (by host id, each host's oldest first) and the hosts that did not
     /// answer in time, so a caller can tell a partial answer.
-    pub async fn survey_clients(&self, project: &str) -> (Vec<ClientInfo>, Vec<String>) {
+    pub async fn survey_clients(&self, project: &str) -> Gathered<Vec<ClientInfo>> {
         let hosts: Vec<String> =
             self.status().hosts.into_iter().map(|h| h.host).filter(|h| h != self.host_id()).collect();
         let Ok(request) = serde_json::to_vec(&Clients { project: project.to_owned() }) else {
-            return (Vec::new(), hosts);
+            return Gathered { answer: Vec::new(), missing_hosts: hosts };
         };
         let asks = hosts.iter().map(|host| {
             let subject = host_subject(self.name(), host, "clients");
@@ -76,7 +97,77 @@ impl Cluster {
                 None => missing.push(host),
             }
         }
-        (found, missing)
+        Gathered { answer: found, missing_hosts: missing }
+    }
+
+    /// One page of the members of `channel` of `project` over every live host: host by host in the order of their
+    /// ids, each host's oldest first, resuming after the connection `after` (whose id names its host). Every host the
+    /// page can come from is asked at once for up to `limit` members, and a host that does not answer within
+    /// [`DEFAULT_REMOTE_DEADLINE`] is left out and named.
+    pub async fn survey_members(
+        &self,
+        project: &str,
+        channel: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Gathered<MembersPage>, ConnError> {
+        let local = self.local.upgrade().ok_or(ConnError::Closed)?;
+        let from = match after {
+            None => None,
+            Some(id) => Some(host_of(id).ok_or_else(|| {
+                ConnError::Invalid(format!("{id:?} is not a connection id of the cluster (such as s12@host)"))
+            })?),
+        };
+        // Every host whose members come at or after the cursor, by id; the cursor's own host resumes after it.
+        let hosts: Vec<String> = self
+            .status()
+            .hosts
+            .into_iter()
+            .map(|h| h.host)
+            .filter(|h| from.is_none_or(|from| h.as_str() >= from))
+            .collect();
+        let after_on = |host: &str| after.filter(|_| from == Some(host)).map(str::to_owned);
+        // This host answers first (and checks the channel, the cursor and the limit for everyone).
+        let mine = local.members(project, channel, after_on(self.host_id()).as_deref(), limit)?;
+        let asks = hosts.iter().filter(|h| h.as_str() != self.host_id()).map(|host| {
+            let request =
+                Members { project: project.to_owned(), channel: channel.to_owned(), after: after_on(host), limit };
+            let subject = host_subject(self.name(), host, "members");
+            let client = self.client.clone();
+            async move {
+                let body = serde_json::to_vec(&request).ok()?;
+                let answer = tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, client.request(subject, body.into())).await;
+                match answer {
+                    Ok(Ok(message)) => serde_json::from_slice::<MembersAnswer>(&message.payload).ok()?.ok(),
+                    _ => None,
+                }
+            }
+        });
+        let mut answers: HashMap<&str, MembersPage> = HashMap::new();
+        let mut missing_hosts = Vec::new();
+        let others = hosts.iter().filter(|h| h.as_str() != self.host_id());
+        for (host, answer) in others.zip(futures_util::future::join_all(asks).await) {
+            match answer {
+                Some(page) => {
+                    answers.insert(host, page);
+                }
+                None => missing_hosts.push(host.clone()),
+            }
+        }
+        answers.insert(self.host_id(), mine);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut members = Vec::new();
+        let mut more = false;
+        for host in &hosts {
+            if let Some(page) = answers.remove(host.as_str()) {
+                more |= page.next.is_some();
+                members.extend(page.members);
+            }
+        }
+        more |= members.len() > limit;
+        members.truncate(limit);
+        let next = if more { members.last().map(|info| info.id.clone()) } else { None };
+        Ok(Gathered { answer: MembersPage { members, next }, missing_hosts })
     }
 
     /// The connection `id` of `project` on the host the id names, if that host is alive and holds it.
@@ -100,9 +191,38 @@ impl Cluster {
             }
         };
         let found: Found = serde_json::from_slice(&message.payload).ok()?;
-        let info = found.info?;
+        self.remote(host, project, found)
+    }
+
+    /// An outbound client of `handler` (in `project`) that another live host holds: every other host is asked at
+    /// once, and the first in the order of their ids that has one answers (each host's oldest); none when no host
+    /// answers with one within [`DEFAULT_REMOTE_DEADLINE`].
+    pub async fn lookup_by_handler(self: &Arc<Self>, project: &str, handler: &str) -> Option<Arc<dyn Connection>> {
+        let hosts: Vec<String> =
+            self.status().hosts.into_iter().map(|h| h.host).filter(|h| h != self.host_id()).collect();
+        let request =
+            serde_json::to_vec(&ByHandler { project: project.to_owned(), handler: handler.to_owned() }).ok()?;
+        let asks = hosts.iter().map(|host| {
+            let ask = self.client.request(host_subject(self.name(), host, "by-handler"), request.clone().into());
+            async move {
+                match tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, ask).await {
+                    Ok(Ok(answer)) => serde_json::from_slice::<Found>(&answer.payload).ok(),
+                    _ => None,
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let (host, found) = hosts.iter().zip(answers).find_map(|(host, found)| {
+            let found = found?;
+            found.info.is_some().then_some((host, found))
+        })?;
+        self.remote(host, project, found)
+    }
+
+    /// A handle on a connection `host` holds, from its answer.
+    fn remote(self: &Arc<Self>, host: &str, project: &str, found: Found) -> Option<Arc<dyn Connection>> {
         Some(Arc::new(RemoteConn {
-            info,
+            info: found.info?,
             host: host.to_owned(),
             project: project.to_owned(),
             attachment: found.attachment,
@@ -202,10 +322,30 @@ pub(super) async fn serve(client: async_nats::Client, mut requests: async_nats::
                     let _ = client.publish(reply, body.into()).await;
                 }
             }
+            "by-handler" => {
+                let Ok(ask) = serde_json::from_slice::<ByHandler>(&message.payload) else { continue };
+                let found = local.client_by_handler(&ask.project, &ask.handler);
+                let answer = Found {
+                    attachment: found.as_ref().and_then(|(_, attachment)| attachment.clone()),
+                    info: found.map(|(info, _)| info),
+                };
+                if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&answer)) {
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
             "clients" => {
                 let Ok(clients) = serde_json::from_slice::<Clients>(&message.payload) else { continue };
                 let list = local.clients(&clients.project);
                 if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&list)) {
+                    let _ = client.publish(reply, body.into()).await;
+                }
+            }
+            "members" => {
+                let Ok(ask) = serde_json::from_slice::<Members>(&message.payload) else { continue };
+                let answer: MembersAnswer = local
+                    .members(&ask.project, &ask.channel, ask.after.as_deref(), ask.limit)
+                    .map_err(|err| err.to_string());
+                if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&answer)) {
                     let _ = client.publish(reply, body.into()).await;
                 }
             }

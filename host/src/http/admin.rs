@@ -162,7 +162,8 @@ async fn list_connections(State(app): State<Arc<App>>, Query(query): Query<Conne
     let (Some(project), Some(cluster)) = (query.cluster_project, app.cluster()) else {
         return Json(json!({ "connections": connections }));
     };
-    let (remote, missing) = cluster.survey_clients(&project).await;
+    let gathered = cluster.survey_clients(&project).await;
+    let (remote, missing) = (gathered.answer, gathered.missing_hosts);
     Json(
         json!({ "connections": connections, "remote": remote, "missing_hosts": missing, "partial": !missing.is_empty() }),
     )
@@ -278,6 +279,8 @@ struct MembersQuery {
     after: Option<String>,
     /// At most this many members (1 to 1000; 100 when absent).
     limit: Option<u32>,
+    /// In a cluster: page through every live host's members (as `get-members` does), saying which hosts were missing.
+    cluster: Option<bool>,
 }
 
 async fn list_members(
@@ -285,10 +288,18 @@ async fn list_members(
     Path((project, channel)): Path<(String, String)>,
     Query(query): Query<MembersQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let page = app
-        .channels
-        .members(&project, &channel, query.after.as_deref(), query.limit.unwrap_or(DEFAULT_MEMBERS_PAGE))
-        .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_MEMBERS_PAGE);
+    let refused = |err: ConnError| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string());
+    if let (Some(true), Some(cluster)) = (query.cluster, app.cluster()) {
+        let gathered =
+            cluster.survey_members(&project, &channel, query.after.as_deref(), limit).await.map_err(refused)?;
+        let (page, missing) = (gathered.answer, gathered.missing_hosts);
+        return Ok(Json(json!({
+            "project": project, "channel": channel, "members": page.members, "next": page.next,
+            "missing_hosts": missing, "partial": !missing.is_empty(),
+        })));
+    }
+    let page = app.channels.members(&project, &channel, query.after.as_deref(), limit).map_err(refused)?;
     let members: Vec<_> = page.members.iter().filter_map(|info| app.hub.get(&info.id)).map(|c| c.stats()).collect();
     Ok(Json(json!({ "project": project, "channel": channel, "members": members, "next": page.next })))
 }

@@ -5,10 +5,14 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
     exports: { default: async },
-    // `get-client` and `get-clients` may ask the other hosts of the cluster; the rest never waits.
+    // These may ask the other hosts of the cluster; the rest never waits.
     imports: {
         "wasmsock:websockets/websockets.get-client": async | trappable,
         "wasmsock:websockets/websockets.get-clients": async | trappable,
+        "wasmsock:websockets/websockets.get-client-by-handler": async | trappable,
+        "wasmsock:websockets/websockets.survey-clients": async | trappable,
+        "wasmsock:websockets/websockets.get-members": async | trappable,
+        "wasmsock:websockets/websockets.survey-members": async | trappable,
         default: trappable,
     },
     with: {

@@ -6,6 +6,7 @@ use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Method, Reconnect};
 
 use super::bindings::wasmsock::websockets::websockets as wit;
+use super::services::Gathered;
 
 impl From<Method> for wit::Method {
     fn from(method: Method) -> Self {
@@ -55,6 +56,18 @@ impl From<ClientInfo> for wit::ClientInfo {
 impl From<MembersPage> for wit::MembersPage {
     fn from(page: MembersPage) -> Self {
         Self { members: page.members.into_iter().map(Into::into).collect(), next: page.next }
+    }
+}
+
+impl From<Gathered<Vec<ClientInfo>>> for wit::ClientsSurvey {
+    fn from(gathered: Gathered<Vec<ClientInfo>>) -> Self {
+        Self { clients: gathered.answer.into_iter().map(Into::into).collect(), missing_hosts: gathered.missing_hosts }
+    }
+}
+
+impl From<Gathered<MembersPage>> for wit::MembersSurvey {
+    fn from(gathered: Gathered<MembersPage>) -> Self {
+        Self { page: gathered.answer.into(), missing_hosts: gathered.missing_hosts }
     }
 }
 

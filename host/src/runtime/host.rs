@@ -1,14 +1,17 @@
 //! The `websockets` imports: what a handler can read about its event and do to connections and channels.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use wasmtime::component::Resource;
 
 use wasmsock_wire::descriptor::project_of;
-use wasmsock_wire::{ClientOptions, EventKind, Frame, Payload};
+use wasmsock_wire::{ClientInfo, ClientOptions, EventKind, Frame, Payload};
 
 use super::bindings::wasmsock::websockets::websockets as wit;
-use super::services::Connection;
+use super::services::{Connection, Gathered};
 use super::state::{ClientRef, State};
 
 /// How many connection handles one handler call may hold at once; past this a call traps instead of growing the table.
@@ -41,6 +44,36 @@ impl State {
     fn publish_frame(&self, channel: &str, frame: Frame, options: wit::PublishOptions) -> Result<u32, wit::Error> {
         let skip = options.skip_self.then(|| self.event.conn.id());
         self.services.publish(project_of(&self.handler), channel, frame, skip).map_err(Into::into)
+    }
+
+    /// Every live connection of the caller's project: this host's, then the other hosts' that answered in time. The
+    /// future holds no borrow of the state (which is not `Sync`).
+    fn survey(&self) -> impl Future<Output = Gathered<Vec<ClientInfo>>> + Send + 'static {
+        let project = project_of(&self.handler).to_owned();
+        let services = self.services.clone();
+        let wait = self.off_the_clock(async move { services.remote_connections(&project).await });
+        let mut all = self.services.connections(project_of(&self.handler));
+        async move {
+            let remote = wait.await;
+            all.extend(remote.answer);
+            Gathered { answer: all, missing_hosts: remote.missing_hosts }
+        }
+    }
+
+    /// Awaits `wait` (an answer from the other hosts of the cluster, bounded by its own deadline) without counting the
+    /// time against the handler's deadline, as time yielded to other tasks is not counted.
+    fn off_the_clock<T>(
+        &self,
+        wait: impl Future<Output = T> + Send + 'static,
+    ) -> impl Future<Output = T> + Send + 'static {
+        let yielded = self.yielded.clone();
+        async move {
+            let away = Instant::now();
+            let answer = wait.await;
+            let nanos = u64::try_from(away.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            yielded.fetch_add(nanos, Ordering::AcqRel);
+            answer
+        }
     }
 
     fn conn_of(&self, client: &Resource<ClientRef>) -> wasmtime::Result<Arc<dyn Connection>> {
@@ -152,17 +185,18 @@ impl wit::Host for State {
     }
 
     async fn get_clients(&mut self) -> wasmtime::Result<Vec<wit::ClientInfo>> {
-        let project = project_of(&self.handler).to_owned();
-        let mut all = self.services.connections(&project);
-        all.extend(self.services.remote_connections(&project).await);
-        Ok(all.into_iter().map(Into::into).collect())
+        Ok(self.survey().await.answer.into_iter().map(Into::into).collect())
+    }
+
+    async fn survey_clients(&mut self) -> wasmtime::Result<wit::ClientsSurvey> {
+        Ok(self.survey().await.into())
     }
 
     async fn get_client(&mut self, id: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
         let project = project_of(&self.handler).to_owned();
         let conn = match self.services.connection(&project, &id) {
             Some(conn) => Some(conn),
-            None => self.services.remote_connection(&project, &id).await,
+            None => self.off_the_clock(self.services.remote_connection(&project, &id)).await,
         };
         match conn {
             Some(conn) => Ok(Some(self.handle(conn)?)),
@@ -200,13 +234,25 @@ impl wit::Host for State {
         Ok(self.publish_frame(&channel, Frame::Binary(data), options))
     }
 
-    fn get_members(
+    async fn get_members(
         &mut self,
         channel: String,
         after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<wit::MembersPage, wit::Error>> {
         let page = self.services.members(project_of(&self.handler), &channel, after.as_deref(), limit);
+        let page = self.off_the_clock(page).await;
+        Ok(page.map(|gathered| gathered.answer.into()).map_err(Into::into))
+    }
+
+    async fn survey_members(
+        &mut self,
+        channel: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<wit::MembersSurvey, wit::Error>> {
+        let page = self.services.members(project_of(&self.handler), &channel, after.as_deref(), limit);
+        let page = self.off_the_clock(page).await;
         Ok(page.map(Into::into).map_err(Into::into))
     }
 
@@ -218,8 +264,9 @@ impl wit::Host for State {
         Ok(self.event.conn.attachment())
     }
 
-    fn get_client_by_handler(&mut self, handler: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
-        match self.services.client_by_handler(project_of(&self.handler), &handler) {
+    async fn get_client_by_handler(&mut self, handler: String) -> wasmtime::Result<Option<Resource<ClientRef>>> {
+        let found = self.services.client_by_handler(project_of(&self.handler), &handler);
+        match self.off_the_clock(found).await {
             Some(conn) => Ok(Some(self.handle(conn)?)),
             None => Ok(None),
         }

@@ -16,4 +16,4 @@ mod state;
 
 pub use engine::{CallError, Handler, Resident, Runtime};
 pub use instances::Instances;
-pub use services::{Connection, Event, HostServices, Lookup, Survey};
+pub use services::{Connection, Event, Gathered, HostServices, Lookup, MembersSurvey, Survey};

@@ -30,8 +30,20 @@ pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
 /// A connection being looked up on another host: it resolves to the connection, or none.
 pub type Lookup = Pin<Box<dyn Future<Output = Option<Arc<dyn Connection>>> + Send + 'static>>;
 
+/// An answer gathered from the hosts of a cluster: what arrived in time, and the hosts that did not answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gathered<T> {
+    /// What the hosts that answered said.
+    pub answer: T,
+    /// The hosts that did not answer in time; empty when the answer is whole (and always on a host alone).
+    pub missing_hosts: Vec<String>,
+}
+
 /// The other hosts' connections being gathered: they resolve to what arrived in time.
-pub type Survey = Pin<Box<dyn Future<Output = Vec<ClientInfo>> + Send + 'static>>;
+pub type Survey = Pin<Box<dyn Future<Output = Gathered<Vec<ClientInfo>>> + Send + 'static>>;
+
+/// A page of a channel's members being gathered over the cluster.
+pub type MembersSurvey = Pin<Box<dyn Future<Output = Result<Gathered<MembersPage>, ConnError>> + Send + 'static>>;
 
 /// One event for one connection's handler.
 #[derive(Debug, Clone)]
@@ -56,8 +68,9 @@ pub trait HostServices: Send + Sync + 'static {
     /// Every live connection of `project` on the other hosts of the cluster, as many as answered in time (none when
     /// this host is alone).
     fn remote_connections(&self, project: &str) -> Survey;
-    /// The oldest live outbound client whose events go to `handler`, when `handler` is in `project`.
-    fn client_by_handler(&self, project: &str, handler: &str) -> Option<Arc<dyn Connection>>;
+    /// The oldest live outbound client whose events go to `handler`, when `handler` is in `project`: this host's, or
+    /// else one another host of the cluster holds (asked with a deadline).
+    fn client_by_handler(&self, project: &str, handler: &str) -> Lookup;
     /// Starts an outbound client for `handler`, which must be in `project`; returns at once with the client still
     /// connecting.
     fn create_websocket(
@@ -76,6 +89,7 @@ pub trait HostServices: Send + Sync + 'static {
     /// Queues `frame` on every member of `channel` of `project`, except the connection with the id `skip`; how many
     /// it was queued for.
     fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError>;
-    /// One page of the members of `channel` of `project`.
-    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, ConnError>;
+    /// One page of the members of `channel` of `project`, over every live host of the cluster (this host's alone when
+    /// it runs alone).
+    fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey;
 }

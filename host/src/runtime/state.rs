@@ -29,8 +29,9 @@ pub struct State {
     /// The call's deadline and fuel (the connection's limits), for telling why it was stopped.
     pub(super) call_deadline: Duration,
     pub(super) call_fuel: Option<u64>,
-    /// Nanoseconds the call has spent yielded to other tasks; the deadline moves out by as much, so it bounds the
-    /// handler's own running time, not how busy the rest of the host is.
+    /// Nanoseconds the call has spent yielded to other tasks or waiting for the other hosts of the cluster; the
+    /// deadline moves out by as much, so it bounds the handler's own running time, not how busy the rest of the host
+    /// is or how long another host takes to answer (that wait has its own bound).
     pub(super) yielded: Arc<AtomicU64>,
     pub(super) handles: usize,
 }

@@ -13,9 +13,11 @@ from wit_world.imports import websockets as _wit
 from wit_world.imports.websockets import (
     ClientInfo,
     ClientOptions,
+    ClientsSurvey,
     ConnectionState,
     Direction,
     MembersPage,
+    MembersSurvey,
     Method,
     PublishOptions,
     ReconnectPolicy,
@@ -24,9 +26,11 @@ from wit_world.imports.websockets import (
 __all__ = [
     "ClientInfo",
     "ClientOptions",
+    "ClientsSurvey",
     "ConnectionState",
     "Direction",
     "MembersPage",
+    "MembersSurvey",
     "Method",
     "PublishOptions",
     "ReconnectPolicy",
@@ -47,6 +51,7 @@ __all__ = [
     "create_websocket",
     "create_websocket_with",
     "get_clients",
+    "survey_clients",
     "get_client",
     "get_client_by_handler",
     "join",
@@ -55,6 +60,7 @@ __all__ = [
     "publish",
     "publish_binary",
     "get_members",
+    "survey_members",
     "set_attachment",
     "get_attachment",
     "get_attachment_text",
@@ -268,6 +274,13 @@ def get_clients() -> List[ClientInfo]:
     return _wit.get_clients()
 
 
+def survey_clients() -> ClientsSurvey:
+    """``get_clients()`` with the hosts of the cluster that did not answer in time: ``clients`` and
+    ``missing_hosts`` (empty when the list is whole, and always on a host that runs alone).
+    """
+    return _wit.survey_clients()
+
+
 def get_client(id: str) -> Optional[WebsocketClient]:
     """The live connection with this id, or ``None``."""
     return _client(_wit.get_client(str(id)))
@@ -321,6 +334,14 @@ def get_members(channel: str, after: Optional[str] = None, limit: int = 100) -> 
     """
     checked = _u32("limit", limit)
     return _call(lambda: _wit.get_members(str(channel), None if after is None else str(after), checked))
+
+
+def survey_members(channel: str, after: Optional[str] = None, limit: int = 100) -> MembersSurvey:
+    """``get_members`` with the hosts of the cluster that did not answer in time: ``page`` and ``missing_hosts``
+    (empty when the page is whole).
+    """
+    checked = _u32("limit", limit)
+    return _call(lambda: _wit.survey_members(str(channel), None if after is None else str(after), checked))
 
 
 def set_attachment(data: Union[str, _Bytes, None]) -> None:

@@ -51,8 +51,8 @@ pub mod websockets {
     use crate::bindings::wasmsock::websockets::websockets as wit;
 
     pub use wit::{
-        ClientInfo, ClientOptions, ConnectionState, Direction, Error, MembersPage, Method, PublishOptions,
-        ReconnectPolicy, WebsocketClient,
+        ClientInfo, ClientOptions, ClientsSurvey, ConnectionState, Direction, Error, MembersPage, MembersSurvey,
+        Method, PublishOptions, ReconnectPolicy, WebsocketClient,
     };
 
     /// The kind of the event being handled (`getMethod()`).
@@ -144,6 +144,12 @@ pub mod websockets {
         wit::get_clients()
     }
 
+    /// [`get_clients`] with the hosts of the cluster that did not answer in time (`missing_hosts`, empty when the list
+    /// is whole).
+    pub fn survey_clients() -> ClientsSurvey {
+        wit::survey_clients()
+    }
+
     /// The live connection with this id (`getClient(id)`).
     pub fn get_client(id: &str) -> Option<WebsocketClient> {
         wit::get_client(id)
@@ -194,6 +200,12 @@ pub mod websockets {
     /// of the page before; none for the first page).
     pub fn get_members(channel: &str, after: Option<&str>, limit: u32) -> Result<MembersPage, Error> {
         wit::get_members(channel, after, limit)
+    }
+
+    /// [`get_members`] with the hosts of the cluster that did not answer in time (`missing_hosts`, empty when the
+    /// page is whole).
+    pub fn survey_members(channel: &str, after: Option<&str>, limit: u32) -> Result<MembersSurvey, Error> {
+        wit::survey_members(channel, after, limit)
     }
 
     /// Keeps `data` with the current connection, readable on its later events (at most 4 KiB by default).

@@ -8,6 +8,7 @@
 //! Channels and attachments: `join CH`, `leave CH` (`left true|false`), `channels` (`channels a,b` in join order,
 //! `channels -`), `publish CH TEXT`, `publish-skip CH TEXT` (skip-self), `publish-binary CH TEXT` (TEXT's UTF-8 bytes
 //! as a binary message) (each `queued N`), `members CH LIMIT AFTER|-` (`members ID,ID next ID|-`, `members - next -`),
+//! `survey-members CH LIMIT AFTER|-` (the same with ` missing HOST,HOST|-`), `survey-clients` (`clients ID,ID missing -`),
 //! `client-join ID CH`, `client-leave ID CH`, `client-channels ID` (`none` for no such client), `set-attachment TEXT`,
 //! `set-attachment-size N` (N bytes of `a`), `clear-attachment`, `attachment` and `client-attachment ID`
 //! (`attachment TEXT`, `attachment -`). A channel is the word after the verb (or ID); TEXT is the rest of the line.
@@ -201,6 +202,20 @@ function command(text) {
         () => websockets.getMembers(channel, options),
         (page) => `members ${joined(page.members.map((m) => m.id))} next ${page.next ?? "-"}`,
       );
+    }
+    case "survey-members": {
+      const [channel, limit, after] = rest.split(" ");
+      const options = { limit: Number(limit), after: after === "-" ? undefined : after };
+      return reply(
+        () => websockets.surveyMembers(channel, options),
+        (survey) =>
+          `members ${joined(survey.page.members.map((m) => m.id))} next ${survey.page.next ?? "-"} ` +
+          `missing ${joined(survey.missingHosts)}`,
+      );
+    }
+    case "survey-clients": {
+      const survey = websockets.surveyClients();
+      return `clients ${joined(survey.clients.map((c) => c.id))} missing ${joined(survey.missingHosts)}`;
     }
     case "client-join": {
       const [id, channel] = split(rest);

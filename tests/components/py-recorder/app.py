@@ -201,6 +201,16 @@ def command(text: str) -> str:
             lambda: websockets.get_members(channel, after=None if after == "-" else after, limit=int(limit)),
             lambda page: f"members {joined([m.id for m in page.members])} next {page.next or '-'}",
         )
+    if verb == "survey-members":
+        channel, limit, after = rest.split(" ")
+        return reply(
+            lambda: websockets.survey_members(channel, after=None if after == "-" else after, limit=int(limit)),
+            lambda survey: f"members {joined([m.id for m in survey.page.members])} next {survey.page.next or '-'} "
+            f"missing {joined(survey.missing_hosts)}",
+        )
+    if verb == "survey-clients":
+        survey = websockets.survey_clients()
+        return f"clients {joined([c.id for c in survey.clients])} missing {joined(survey.missing_hosts)}"
     if verb == "client-join":
         client_id, _, channel = rest.partition(" ")
         return with_client(client_id, lambda client: reply(lambda: client.join(channel), ok))

@@ -3,7 +3,8 @@
 //! Every event of every connection routed to it is reported as `"<id> <method> <detail>"` to each open inbound session
 //! whose URI contains `observer`. Text messages on inbound sessions are commands (see `command`); the reply goes back
 //! to the sender. The channel and attachment commands (`join CH`, `leave CH`, `channels`, `publish CH TEXT`,
-//! `publish-skip CH TEXT`, `publish-binary CH TEXT`, `members CH LIMIT AFTER|-`, `client-join ID CH`,
+//! `publish-skip CH TEXT`, `publish-binary CH TEXT`, `members CH LIMIT AFTER|-`, `survey-members CH LIMIT AFTER|-`
+//! (`members ID,ID next ID|- missing HOST,HOST|-`), `survey-clients` (`clients ID,ID missing HOST,HOST|-`), `client-join ID CH`,
 //! `client-leave ID CH`, `client-channels ID`, `set-attachment TEXT`, `set-attachment-size N`, `clear-attachment`,
 //! `attachment`, `client-attachment ID`) reply exactly as the JavaScript and Python recorders do; a refusal is
 //! `error <kind>: <detail>`.
@@ -259,6 +260,22 @@ fn channel_command(verb: &str, rest: &str) -> Option<String> {
                 let ids: Vec<String> = page.members.into_iter().map(|info| info.id).collect();
                 format!("members {} next {}", names(&ids), page.next.as_deref().unwrap_or("-"))
             })
+        }
+        "survey-members" => {
+            let mut words = rest.split(' ');
+            let channel = words.next().unwrap_or_default();
+            let limit = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let after = words.next().filter(|after| *after != "-");
+            reply(websockets::survey_members(channel, after, limit), |survey| {
+                let ids: Vec<String> = survey.page.members.into_iter().map(|info| info.id).collect();
+                let next = survey.page.next.as_deref().unwrap_or("-").to_owned();
+                format!("members {} next {next} missing {}", names(&ids), names(&survey.missing_hosts))
+            })
+        }
+        "survey-clients" => {
+            let survey = websockets::survey_clients();
+            let ids: Vec<String> = survey.clients.into_iter().map(|info| info.id).collect();
+            format!("clients {} missing {}", names(&ids), names(&survey.missing_hosts))
         }
         "client-join" => match websockets::get_client(first) {
             Some(client) => reply(client.join(second), |()| "ok".into()),
