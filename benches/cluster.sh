@@ -5,14 +5,16 @@
 #   - two hosts:  members on host B, publisher on host A, both in one cluster on a local nats-server, so every message
 #                 goes A -> broker -> B before B fans it out.
 # Two pinnings, as in the performance issue: `split` (servers and broker on core SERVER_CPU, load generator on core
-# LOAD_CPU) gives the latency a member sees (p50/p99 from the publish to the member's read, with IN_FLIGHT=1 so no
-# queue of our own inflates it); `same` (everything on core LOAD_CPU) gives server CPU per delivery at saturation
-# (IN_FLIGHT=8), the hosts' processes added up, and once more with the broker's process added. Each round measures
+# LOAD_CPU) gives the latency a member sees (p50/p99 from the publish to the member's read, one publish in flight, in
+# a room of LATENCY_MEMBERS so that reading a thousand sockets does not hide the hop); `same` (everything on core
+# LOAD_CPU) gives server CPU per delivery at saturation (8 in flight, MEMBERS members), the hosts' processes added
+# up, and once more with the broker's process added. Each round measures
 # every setup once, so a ratio is taken between figures of the same round. Writes target/bench/cluster.jsonl and the
 # Cluster table in BENCHMARKS.md (benches/report.py).
 #
 # Run with: benches/cluster.sh          (about 4 minutes; not part of CI)
-# Settings (environment): ROUNDS (3), SECONDS_PER_RUN (5), MEMBERS (1000), SIZE (64), LOAD_CPU (0), SERVER_CPU (1);
+# Settings (environment): ROUNDS (3), SECONDS_PER_RUN (5), MEMBERS (1000), LATENCY_MEMBERS (10), SIZE (64),
+# LOAD_CPU (0), SERVER_CPU (1);
 # NATS_SERVER (the nats-server to run; default the one `cargo xtask test` installs into target/nats-server);
 # CARGO_TARGET_DIR is honoured.
 set -euo pipefail
@@ -22,6 +24,7 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 MEMBERS=${MEMBERS:-1000}
+LATENCY_MEMBERS=${LATENCY_MEMBERS:-10}
 SIZE=${SIZE:-64}
 LOAD_CPU=${LOAD_CPU:-0}
 SERVER_CPU=${SERVER_CPU:-1}
@@ -99,10 +102,12 @@ until_hosts() {
 }
 
 # measure ROUND SETUP PINNING WINDOW URL PUBLISHER-URL PIDS: a short unmeasured run, then a measured one appended to
-# the results. PIDS is a comma-separated list of the processes whose CPU counts.
+# the results. PIDS is a comma-separated list of the processes whose CPU counts. The `split` pinning measures latency
+# in a room of LATENCY_MEMBERS; `same` measures CPU in one of MEMBERS.
 measure() {
-    local round=$1 setup=$2 pinning=$3 window=$4 url=$5 publisher=$6 pids=$7
-    local args=(--mode fanout -c "$MEMBERS" --size "$SIZE" --count 100000000 --json --publisher-url "$publisher")
+    local round=$1 setup=$2 pinning=$3 window=$4 url=$5 publisher=$6 pids=$7 members=$MEMBERS
+    if [ "$pinning" = split ]; then members=$LATENCY_MEMBERS; fi
+    local args=(--mode fanout -c "$members" --size "$SIZE" --count 100000000 --json --publisher-url "$publisher")
     for pid in ${pids//,/ }; do args+=(--server-pid "$pid"); done
     taskset -c "$LOAD_CPU" "$BIN" bench "$url" "${args[@]}" -w "$window" --duration-secs 1 >/dev/null
     taskset -c "$LOAD_CPU" "$BIN" bench "$url" "${args[@]}" -w "$window" --duration-secs "$SECONDS_PER_RUN" |
@@ -144,5 +149,5 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 python3 benches/report.py "$RESULTS" BENCHMARKS.md "benches/cluster.sh" \
-    "ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN MEMBERS=$MEMBERS SIZE=$SIZE LOAD_CPU=$LOAD_CPU SERVER_CPU=$SERVER_CPU"
+    "ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN MEMBERS=$MEMBERS LATENCY_MEMBERS=$LATENCY_MEMBERS SIZE=$SIZE LOAD_CPU=$LOAD_CPU SERVER_CPU=$SERVER_CPU"
 log "wrote the Cluster table of BENCHMARKS.md"

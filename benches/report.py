@@ -1,4 +1,4 @@
-"""Turns the results of benches/run.sh, benches/fanout.sh and benches/cluster.sh (JSON lines of `wasmsock bench --json`) into the tables
+"""Turns the results of benches/run.sh, fanout.sh, cluster.sh and compare.sh (JSON lines of `wasmsock bench --json`) into the tables
 of BENCHMARKS.md.
 
 Run with: python3 benches/report.py target/bench/results.jsonl BENCHMARKS.md COMMAND SETTINGS
@@ -17,6 +17,8 @@ FANOUT_START = "<!-- fanout:start (written by benches/report.py) -->"
 FANOUT_END = "<!-- fanout:end -->"
 CLUSTER_START = "<!-- cluster:start (written by benches/report.py) -->"
 CLUSTER_END = "<!-- cluster:end -->"
+COMPARE_START = "<!-- compare:start (written by benches/report.py) -->"
+COMPARE_END = "<!-- compare:end -->"
 
 
 def fmt(value, digits=1):
@@ -107,12 +109,12 @@ def cluster_lines(rows, command, settings):
         "",
         produced(command, settings),
         "",
-        f"### Cluster: a room's messages across the broker ({first['members']} members and one publisher, "
-        f"{first['size']}-byte text, Rust chat `shared`, median of {len(rounds)} rounds)",
+        f"### Cluster: a room's messages across the broker ({first['size']}-byte text, Rust chat `shared`, one "
+        f"publisher, median of {len(rounds)} rounds)",
         "",
-        "| pinning | setup | in flight | deliveries/s | p50 µs | p99 µs | added p50 µs | added p99 µs "
+        "| pinning | setup | members | in flight | deliveries/s | p50 µs | p99 µs | added p50 µs | added p99 µs "
         "| CPU µs/delivery (range) | × one host | missed deliveries |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups = {}
     for r in rows:
@@ -121,7 +123,8 @@ def cluster_lines(rows, command, settings):
         cpus = [r.get(cpu_key) for r in group if r.get(cpu_key) is not None]
         spread = f" ({min(cpus):.2f}–{max(cpus):.2f})" if len(cpus) > 1 else ""
         lines.append(
-            f"| {pinning} | {setup} | {group[0]['in_flight']} | {median(r['per_second'] for r in group):.0f} "
+            f"| {pinning} | {setup} | {group[0]['members']} | {group[0]['in_flight']} "
+            f"| {median(r['per_second'] for r in group):.0f} "
             f"| {fmt(median(r['latency_us']['p50'] for r in group), 0)} "
             f"| {fmt(median(r['latency_us']['p99'] for r in group), 0)} "
             f"| {fmt(median(added(r, 'p50') for r in group), 0)} "
@@ -131,6 +134,56 @@ def cluster_lines(rows, command, settings):
             f"| {sum(r['missed_deliveries'] for r in group)} |"
         )
     return lines + ["", CLUSTER_END]
+
+
+def compare_lines(rows, command, settings):
+    """One row per pinning and lifecycle: the baseline and current hosts' CPU per message (or per delivery), each as a
+    ratio to the native echo of the same round and pinning, and current against baseline; medians over the rounds."""
+    rounds = sorted({r["round"] for r in rows})
+    by_round = {(r["round"], r["pinning"], r["server"], r["lifecycle"]): r for r in rows}
+
+    def cpu(r):
+        return r.get("server_cpu_us_per_message", r.get("server_cpu_us_per_delivery"))
+
+    def median(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    def ratio(a, b):
+        return None if a is None or b is None or cpu(a) is None or not cpu(b) else cpu(a) / cpu(b)
+
+    lines = [
+        COMPARE_START,
+        "",
+        produced(command, settings),
+        "",
+        f"### Before and after: server CPU, the current host against a baseline build (median of {len(rounds)} rounds)",
+        "",
+        "| pinning | handler, lifecycle | native µs | baseline µs | current µs | baseline × native | current × native "
+        "| current × baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["pinning"], r["lifecycle"]) for r in rows if r["server"] != "native"})
+    for pinning, lifecycle in keys:
+        cells = {"native": [], "baseline": [], "current": [], "b/n": [], "c/n": [], "c/b": []}
+        for n in rounds:
+            native = by_round.get((n, pinning, "native", "native"))
+            base = by_round.get((n, pinning, "baseline", lifecycle))
+            cur = by_round.get((n, pinning, "current", lifecycle))
+            cells["native"].append(cpu(native) if native else None)
+            cells["baseline"].append(cpu(base) if base else None)
+            cells["current"].append(cpu(cur) if cur else None)
+            if lifecycle != "fanout":
+                cells["b/n"].append(ratio(base, native))
+                cells["c/n"].append(ratio(cur, native))
+            cells["c/b"].append(ratio(cur, base))
+        what = "chat `shared`, per delivery (1000 members)" if lifecycle == "fanout" else f"echo `{lifecycle}`"
+        native = "-" if lifecycle == "fanout" else fmt(median(cells["native"]), 2)
+        lines.append(
+            f"| {pinning} | {what} | {native} | {fmt(median(cells['baseline']), 2)} | {fmt(median(cells['current']), 2)} "
+            f"| {fmt(median(cells['b/n']), 2)} | {fmt(median(cells['c/n']), 2)} | {fmt(median(cells['c/b']), 2)} |"
+        )
+    return lines + ["", COMPARE_END]
 
 
 def replace_block(doc, start, end, block):
@@ -147,6 +200,12 @@ def main(results_path, doc_path, command, settings):
         doc = open(doc_path).read()
     except FileNotFoundError:
         doc = f"# Benchmarks\n\n{START}\n{END}\n"
+    compared = [r for r in rows if r.get("compare")]
+    if compared:
+        block = "\n".join(compare_lines(compared, command, settings))
+        print(block)
+        doc = replace_block(doc, COMPARE_START, COMPARE_END, block)
+        rows = [r for r in rows if not r.get("compare")]
     clustered = [r for r in rows if r.get("cluster")]
     if clustered:
         block = "\n".join(cluster_lines(clustered, command, settings))

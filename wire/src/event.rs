@@ -26,13 +26,13 @@ impl Method {
     }
 }
 
-/// A data message's payload.
+/// A data message's payload, the frame's own reference-counted bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
     /// A text message.
-    Text(String),
+    Text(crate::frame::Utf8Bytes),
     /// A binary message.
-    Binary(Vec<u8>),
+    Binary(crate::frame::Bytes),
 }
 
 /// What happened, with what the handler can read about it.

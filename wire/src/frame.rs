@@ -8,6 +8,7 @@ use tungstenite::Error as WsError;
 use tungstenite::Message as TMessage;
 use tungstenite::error::{CapacityError, ProtocolError};
 use tungstenite::protocol::{CloseFrame as TCloseFrame, frame::coding::CloseCode};
+pub use tungstenite::{Bytes, Utf8Bytes};
 
 /// The largest close reason RFC 6455 allows: a control frame carries at most 125 bytes, two of them the code.
 pub const MAX_CLOSE_REASON: usize = 123;
@@ -48,18 +49,21 @@ impl Close {
 
 /// One WebSocket frame as the host sees it: a data message, a close, or a ping or pong. The libraries answer pings
 /// themselves; the host sends pings to keep connections alive and reads any frame as a sign of life.
+///
+/// Payloads are reference-counted bytes (the socket libraries' own types): a channel message queued on a thousand
+/// members is one buffer, and a frame passes to and from the socket without a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A text message.
-    Text(String),
+    Text(Utf8Bytes),
     /// A binary message.
-    Binary(Vec<u8>),
+    Binary(Bytes),
     /// A close frame, with its code and reason if it had them.
     Close(Option<Close>),
     /// A ping with its payload (at most 125 bytes).
-    Ping(Vec<u8>),
+    Ping(Bytes),
     /// A pong with its payload.
-    Pong(Vec<u8>),
+    Pong(Bytes),
 }
 
 impl Frame {
@@ -95,13 +99,13 @@ pub struct RawFrame;
 impl From<Frame> for TMessage {
     fn from(frame: Frame) -> Self {
         match frame {
-            Frame::Text(text) => TMessage::Text(text.into()),
-            Frame::Binary(data) => TMessage::Binary(data.into()),
+            Frame::Text(text) => TMessage::Text(text),
+            Frame::Binary(data) => TMessage::Binary(data),
             Frame::Close(close) => {
                 TMessage::Close(close.map(|c| TCloseFrame { code: CloseCode::from(c.code), reason: c.reason.into() }))
             }
-            Frame::Ping(data) => TMessage::Ping(data.into()),
-            Frame::Pong(data) => TMessage::Pong(data.into()),
+            Frame::Ping(data) => TMessage::Ping(data),
+            Frame::Pong(data) => TMessage::Pong(data),
         }
     }
 }
@@ -111,13 +115,13 @@ impl TryFrom<TMessage> for Frame {
 
     fn try_from(message: TMessage) -> Result<Self, RawFrame> {
         match message {
-            TMessage::Text(text) => Ok(Frame::Text(text.as_str().to_owned())),
-            TMessage::Binary(data) => Ok(Frame::Binary(data.to_vec())),
+            TMessage::Text(text) => Ok(Frame::Text(text)),
+            TMessage::Binary(data) => Ok(Frame::Binary(data)),
             TMessage::Close(close) => {
                 Ok(Frame::Close(close.map(|c| Close { code: u16::from(c.code), reason: c.reason.as_str().to_owned() })))
             }
-            TMessage::Ping(data) => Ok(Frame::Ping(data.to_vec())),
-            TMessage::Pong(data) => Ok(Frame::Pong(data.to_vec())),
+            TMessage::Ping(data) => Ok(Frame::Ping(data)),
+            TMessage::Pong(data) => Ok(Frame::Pong(data)),
             TMessage::Frame(_) => Err(RawFrame),
         }
     }
@@ -205,11 +209,11 @@ mod tests {
     fn samples() -> Vec<Frame> {
         vec![
             Frame::Text("héllo".into()),
-            Frame::Binary(vec![0, 1, 255]),
+            Frame::Binary(vec![0, 1, 255].into()),
             Frame::Close(None),
             Frame::Close(Some(Close::new(4001, "bye"))),
-            Frame::Ping(vec![7]),
-            Frame::Pong(vec![]),
+            Frame::Ping(vec![7].into()),
+            Frame::Pong(Bytes::new()),
         ]
     }
 
@@ -223,8 +227,8 @@ mod tests {
 
     #[test]
     fn pings_and_pongs_are_frames_and_raw_frames_are_not() {
-        assert_eq!(Frame::try_from(TMessage::Ping(vec![1].into())), Ok(Frame::Ping(vec![1])));
-        assert_eq!(Frame::try_from(TMessage::Pong(vec![2].into())), Ok(Frame::Pong(vec![2])));
+        assert_eq!(Frame::try_from(TMessage::Ping(vec![1].into())), Ok(Frame::Ping(vec![1].into())));
+        assert_eq!(Frame::try_from(TMessage::Pong(vec![2].into())), Ok(Frame::Pong(vec![2].into())));
         let raw = tungstenite::protocol::frame::Frame::ping(vec![1]);
         assert_eq!(Frame::try_from(TMessage::Frame(raw)), Err(RawFrame));
     }

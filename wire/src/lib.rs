@@ -13,5 +13,5 @@ pub mod outbound;
 
 pub use conn::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Reconnect};
 pub use event::{EventKind, Method, Payload};
-pub use frame::{Close, Frame, PeerError};
+pub use frame::{Bytes, Close, Frame, PeerError, Utf8Bytes};
 pub use limits::{ConnLimits, EndpointLimits, Limits, SlowConsumer};

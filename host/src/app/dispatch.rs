@@ -35,10 +35,11 @@ impl App {
         let lifecycle = lifecycle.unwrap_or_default();
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
-        let span = tracing::info_span!("event", method = method.as_str());
+        // At debug level: at the default level a span per event was a measurable part of an event's cost.
+        let span = tracing::debug_span!("event", method = method.as_str());
         let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services.clone());
         let result = tracing::Instrument::instrument(call, span).await;
-        self.metrics.event_handled(conn.handler(), method, started.elapsed(), result.as_ref().err());
+        conn.handler_events(&self.metrics).handled(method, started.elapsed());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
         if method == Method::OnClose {
             self.instances.forget_connection(conn.id());
@@ -47,6 +48,7 @@ impl App {
             conn.count_success();
             return;
         };
+        self.metrics.handler_failed(conn.handler(), &err);
         tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
         if matches!(err, CallError::NoResidentSlot { .. }) {
             // No instance can take this connection's events: tell the peer to come back later.
@@ -59,7 +61,7 @@ impl App {
         if matches!(method, Method::OnOpen | Method::OnMessage) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
-            let span = tracing::info_span!("event", method = "onerror");
+            let span = tracing::debug_span!("event", method = "onerror");
             let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services);
             let result = tracing::Instrument::instrument(call, span).await;
             self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());

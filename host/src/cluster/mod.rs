@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
-use wasmsock_wire::{ClientInfo, ConnError, Frame};
+use wasmsock_wire::{Bytes, ClientInfo, ConnError, Frame, Utf8Bytes};
 
 pub use deploys::{Deploys, Shared};
 
@@ -331,9 +331,9 @@ async fn read(mut subscriber: async_nats::Subscriber, project: String, channel: 
             .and_then(|headers| headers.get(KIND_HEADER))
             .is_some_and(|kind| kind.as_str() == "binary");
         let frame = if binary {
-            Frame::Binary(message.payload.to_vec())
+            Frame::Binary(message.payload)
         } else {
-            match String::from_utf8(message.payload.to_vec()) {
+            match Utf8Bytes::try_from(message.payload) {
                 Ok(text) => Frame::Text(text),
                 Err(_) => {
                     tracing::warn!(project, channel, "dropped a text message from the broker that is not UTF-8");
@@ -361,14 +361,14 @@ async fn send(
             headers.insert(CONN_HEADER, conn.as_str());
         }
         let payload = match frame {
-            Frame::Text(text) => text.into_bytes(),
+            Frame::Text(text) => Bytes::from(text),
             Frame::Binary(data) => {
                 headers.insert(KIND_HEADER, "binary");
                 data
             }
             _ => continue,
         };
-        let sent = client.publish_with_headers(subject, headers, payload.into()).await;
+        let sent = client.publish_with_headers(subject, headers, payload).await;
         let Some(local) = local.upgrade() else { return };
         match sent {
             Ok(()) => local.metrics().broker_sent(),

@@ -293,7 +293,7 @@ impl Connection for RemoteConn {
         let cluster = self.reachable()?;
         let request = CloseRequest { project: self.project.clone(), id: self.info.id.clone(), code, reason };
         let body = serde_json::to_vec(&request).map_err(|err| ConnError::Invalid(err.to_string()))?;
-        self.queue(&cluster, "close", Frame::Binary(body))
+        self.queue(&cluster, "close", Frame::Binary(body.into()))
     }
 
     fn attachment(&self) -> Option<Vec<u8>> {
@@ -353,9 +353,9 @@ pub(super) async fn serve(client: async_nats::Client, mut requests: async_nats::
                 let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.to_string());
                 let (Some(project), Some(id)) = (header(PROJECT_HEADER), header(CONN_HEADER)) else { continue };
                 let frame = if header(KIND_HEADER).as_deref() == Some("binary") {
-                    Frame::Binary(message.payload.to_vec())
+                    Frame::Binary(message.payload)
                 } else {
-                    match String::from_utf8(message.payload.to_vec()) {
+                    match wasmsock_wire::Utf8Bytes::try_from(message.payload) {
                         Ok(text) => Frame::Text(text),
                         Err(_) => continue,
                     }

@@ -180,7 +180,7 @@ async fn report_unsent<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>, outbox: &mut
 
 fn describe(frame: &Frame) -> String {
     match frame {
-        Frame::Text(text) => format!("{text:?}"),
+        Frame::Text(text) => format!("{:?}", text.as_str()),
         Frame::Binary(data) => format!("<{} bytes>", data.len()),
         Frame::Close(_) | Frame::Ping(_) | Frame::Pong(_) => "<control frame>".into(),
     }

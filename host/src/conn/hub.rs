@@ -9,6 +9,7 @@ use tokio::sync::{Notify, mpsc};
 
 use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
 
+use crate::control::metrics::{HandlerEvents, Metrics};
 use crate::runtime::Connection;
 
 /// What a new connection is, before it has an id.
@@ -52,6 +53,8 @@ pub struct Conn {
     messages_out: AtomicU64,
     /// What a handler keeps with this connection between events (`set-attachment`).
     attachment: Mutex<Option<Arc<[u8]>>>,
+    /// Its handler's event metrics, looked up at its first event.
+    handler_events: std::sync::OnceLock<HandlerEvents>,
 }
 
 /// What the admin API shows of a live connection: its `client-info` and its traffic.
@@ -78,6 +81,11 @@ impl Conn {
     /// The connection's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Its handler's event metrics in `metrics`, looked up once per connection (its handler never changes).
+    pub fn handler_events(&self, metrics: &Metrics) -> &HandlerEvents {
+        self.handler_events.get_or_init(|| metrics.handler_events(self.handler()))
     }
 
     /// The connection's place in registration order (the number in its id): older connections have smaller ones.
@@ -173,7 +181,7 @@ impl Conn {
 
     /// Queues a ping for the peer (keepalive); false when the queue has no room or the connection is closing.
     pub fn ping(&self) -> bool {
-        self.state() == ConnState::Open && self.queue.try_send(Frame::Ping(Vec::new())).is_ok()
+        self.state() == ConnState::Open && self.queue.try_send(Frame::Ping(wasmsock_wire::Bytes::new())).is_ok()
     }
 
     /// Counts a data message received.
@@ -538,6 +546,7 @@ impl Hub {
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             attachment: Mutex::new(None),
+            handler_events: std::sync::OnceLock::new(),
         });
         if let Ok(mut conns) = self.conns.write() {
             conns.insert(conn.id.clone(), conn.clone());
@@ -643,9 +652,9 @@ mod tests {
         let hub = Hub::new();
         let (conn, _outbox) = hub
             .register(spec_with(Direction::Inbound, "p/h", limits(2, 1 << 20, SlowConsumer::Error)), ConnState::Open);
-        conn.send(Frame::Binary(vec![1])).unwrap();
-        conn.send(Frame::Binary(vec![2])).unwrap();
-        match conn.send(Frame::Binary(vec![3])) {
+        conn.send(Frame::Binary(vec![1].into())).unwrap();
+        conn.send(Frame::Binary(vec![2].into())).unwrap();
+        match conn.send(Frame::Binary(vec![3].into())) {
             Err(ConnError::Limit(text)) => assert!(text.contains(conn.id()), "{text}"),
             other => panic!("expected a limit error, got {other:?}"),
         }
@@ -657,12 +666,12 @@ mod tests {
         let hub = Hub::new();
         let (conn, mut outbox) =
             hub.register(spec_with(Direction::Inbound, "p/h", limits(100, 10, SlowConsumer::Error)), ConnState::Open);
-        conn.send(Frame::Binary(vec![0; 50])).unwrap();
-        assert!(matches!(conn.send(Frame::Binary(vec![1])), Err(ConnError::Limit(_))));
-        assert_eq!(outbox.next().await, Some(Frame::Binary(vec![0; 50])));
-        conn.send(Frame::Binary(vec![0; 6])).unwrap();
-        conn.send(Frame::Binary(vec![0; 4])).unwrap();
-        assert!(matches!(conn.send(Frame::Binary(vec![1])), Err(ConnError::Limit(_))));
+        conn.send(Frame::Binary(vec![0; 50].into())).unwrap();
+        assert!(matches!(conn.send(Frame::Binary(vec![1].into())), Err(ConnError::Limit(_))));
+        assert_eq!(outbox.next().await, Some(Frame::Binary(vec![0; 50].into())));
+        conn.send(Frame::Binary(vec![0; 6].into())).unwrap();
+        conn.send(Frame::Binary(vec![0; 4].into())).unwrap();
+        assert!(matches!(conn.send(Frame::Binary(vec![1].into())), Err(ConnError::Limit(_))));
     }
 
     #[tokio::test]

@@ -343,7 +343,7 @@ struct Publish {
 }
 
 async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> Result<Json<Value>, ApiError> {
-    let frame = Frame::Text(publish.message);
+    let frame = Frame::Text(publish.message.into());
     let queued = app
         .publish(&publish.project, &publish.channel, &frame, None)
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;

@@ -309,7 +309,7 @@ impl Runtime {
         }
         let resident = match kept {
             Some(resident) => {
-                resident.log.begin(event.conn.id());
+                resident.log.begin(event.conn.id(), event.kind.method().as_str());
                 let state = resident.store.data_mut();
                 let limits = event.conn.limits().clone();
                 state.deadline = Instant::now() + limits.handler_deadline;
@@ -355,7 +355,12 @@ impl Runtime {
         event: Event,
         services: Arc<dyn HostServices>,
     ) -> Result<(Store<State>, guest_log::GuestLog), CallError> {
-        let log = guest_log::GuestLog::new(&handler.name, event.conn.id(), self.guest_log_bytes);
+        let log = guest_log::GuestLog::new(
+            &handler.name,
+            event.conn.id(),
+            event.kind.method().as_str(),
+            self.guest_log_bytes,
+        );
         let wasi = WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build();
         let limits = event.conn.limits();
         let (call_deadline, call_fuel) = (limits.handler_deadline, self.fuel.and(limits.fuel));

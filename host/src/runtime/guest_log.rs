@@ -1,4 +1,4 @@
-//! Guest stdout and stderr, turned into host log lines tagged with the handler and the connection.
+//! Guest stdout and stderr, turned into host log lines tagged with the handler, the connection and the event.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,16 +9,17 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// The log of one handler instance: both streams share a per-call byte budget; what is past it is counted, not
-/// logged. An instance kept between events is told each new call's connection with [`GuestLog::begin`].
+/// logged. An instance kept between events is told each new call's connection and event with [`GuestLog::begin`].
 #[derive(Clone)]
 pub(super) struct GuestLog {
     handler: Arc<str>,
-    conn: Arc<Mutex<Arc<str>>>,
+    /// The connection and the event method of the current call.
+    conn: Arc<Mutex<(Arc<str>, &'static str)>>,
     per_call: usize,
     budget: Arc<AtomicUsize>,
     stderr_tail: Arc<Mutex<String>>,
-    /// The span of the call (the event's, inside the connection's): wasmtime writes guest output from a task of its
-    /// own, so lines are logged in this span explicitly. A kept instance gets each new call's span in `begin`.
+    /// The span of the call (the connection's): wasmtime writes guest output from a task of its own, so lines are
+    /// logged in this span explicitly. A kept instance gets each new call's span in `begin`.
     span: Arc<Mutex<tracing::Span>>,
 }
 
@@ -27,10 +28,10 @@ pub(super) struct GuestLog {
 const STDERR_TAIL_BYTES: usize = 400;
 
 impl GuestLog {
-    pub(super) fn new(handler: &str, conn: &str, budget: usize) -> Self {
+    pub(super) fn new(handler: &str, conn: &str, method: &'static str, budget: usize) -> Self {
         Self {
             handler: handler.into(),
-            conn: Arc::new(Mutex::new(conn.into())),
+            conn: Arc::new(Mutex::new((conn.into(), method))),
             per_call: budget,
             budget: Arc::new(AtomicUsize::new(budget)),
             stderr_tail: Arc::default(),
@@ -38,12 +39,14 @@ impl GuestLog {
         }
     }
 
-    /// Starts a new call of a kept instance on connection `conn`: a fresh budget and an empty stderr tail.
-    pub(super) fn begin(&self, conn: &str) {
-        if let Ok(mut current) = self.conn.lock()
-            && **current != *conn
-        {
-            *current = conn.into();
+    /// Starts a new call of a kept instance for a `method` event of connection `conn`: a fresh budget and an empty
+    /// stderr tail.
+    pub(super) fn begin(&self, conn: &str, method: &'static str) {
+        if let Ok(mut current) = self.conn.lock() {
+            if *current.0 != *conn {
+                current.0 = conn.into();
+            }
+            current.1 = method;
         }
         if let Ok(mut span) = self.span.lock() {
             *span = tracing::Span::current();
@@ -58,8 +61,9 @@ impl GuestLog {
         self.span.lock().map(|span| span.clone()).unwrap_or_else(|_| tracing::Span::none())
     }
 
-    fn conn(&self) -> Arc<str> {
-        self.conn.lock().map(|conn| conn.clone()).unwrap_or_else(|_| Arc::from("?"))
+    /// The current call's connection and event method.
+    fn call(&self) -> (Arc<str>, &'static str) {
+        self.conn.lock().map(|call| call.clone()).unwrap_or_else(|_| (Arc::from("?"), "?"))
     }
 
     /// The last lines the guest wrote to stderr in this call (at most [`STDERR_TAIL_BYTES`]), joined by " | ".
@@ -108,11 +112,11 @@ impl LineWriter {
         let span = self.log.span();
         let _in_call = span.enter();
         // stderr at warn, so a guest's errors survive RUST_LOG=warn; stdout at info.
-        let (handler, conn, stream) = (&self.log.handler, self.log.conn(), self.name);
+        let (handler, (conn, method), stream) = (&self.log.handler, self.log.call(), self.name);
         if stream == "stderr" {
-            tracing::warn!(target: "wasmsock::guest", handler = %handler, conn = %conn, stream, "{text}");
+            tracing::warn!(target: "wasmsock::guest", handler = %handler, conn = %conn, method, stream, "{text}");
         } else {
-            tracing::info!(target: "wasmsock::guest", handler = %handler, conn = %conn, stream, "{text}");
+            tracing::info!(target: "wasmsock::guest", handler = %handler, conn = %conn, method, stream, "{text}");
         }
         if self.name == "stderr"
             && !text.trim().is_empty()
@@ -171,10 +175,12 @@ impl Drop for LineWriter {
         if self.dropped > 0 {
             let span = self.log.span();
             let _in_call = span.enter();
+            let (conn, method) = self.log.call();
             tracing::warn!(
                 target: "wasmsock::guest",
                 handler = %self.log.handler,
-                conn = %self.log.conn(),
+                conn = %conn,
+                method,
                 stream = self.name,
                 "{} bytes of guest output past the per-event log budget were dropped",
                 self.dropped

@@ -87,11 +87,11 @@ impl wit::HostWebsocketClient for State {
     }
 
     fn send(&mut self, client: Resource<ClientRef>, message: String) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self.conn_of(&client)?.send(Frame::Text(message)).map_err(Into::into))
+        Ok(self.conn_of(&client)?.send(Frame::Text(message.into())).map_err(Into::into))
     }
 
     fn send_binary(&mut self, client: Resource<ClientRef>, data: Vec<u8>) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self.conn_of(&client)?.send(Frame::Binary(data)).map_err(Into::into))
+        Ok(self.conn_of(&client)?.send(Frame::Binary(data.into())).map_err(Into::into))
     }
 
     fn close(
@@ -136,14 +136,14 @@ impl wit::Host for State {
 
     fn get_message(&mut self) -> wasmtime::Result<Option<String>> {
         Ok(match &self.event.kind {
-            EventKind::Message(Payload::Text(text)) => Some(text.clone()),
+            EventKind::Message(Payload::Text(text)) => Some(text.as_str().to_owned()),
             _ => None,
         })
     }
 
     fn get_binary_message(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
         Ok(match &self.event.kind {
-            EventKind::Message(Payload::Binary(data)) => Some(data.clone()),
+            EventKind::Message(Payload::Binary(data)) => Some(data.to_vec()),
             _ => None,
         })
     }
@@ -160,7 +160,7 @@ impl wit::Host for State {
     }
 
     fn send(&mut self, message: String) -> wasmtime::Result<Result<(), wit::Error>> {
-        Ok(self.event.conn.send(Frame::Text(message)).map_err(Into::into))
+        Ok(self.event.conn.send(Frame::Text(message.into())).map_err(Into::into))
     }
 
     fn close(&mut self, code: Option<u16>, reason: Option<String>) -> wasmtime::Result<Result<(), wit::Error>> {
@@ -222,7 +222,7 @@ impl wit::Host for State {
         message: String,
         options: wit::PublishOptions,
     ) -> wasmtime::Result<Result<u32, wit::Error>> {
-        Ok(self.publish_frame(&channel, Frame::Text(message), options))
+        Ok(self.publish_frame(&channel, Frame::Text(message.into()), options))
     }
 
     fn publish_binary(
@@ -231,7 +231,7 @@ impl wit::Host for State {
         data: Vec<u8>,
         options: wit::PublishOptions,
     ) -> wasmtime::Result<Result<u32, wit::Error>> {
-        Ok(self.publish_frame(&channel, Frame::Binary(data), options))
+        Ok(self.publish_frame(&channel, Frame::Binary(data.into()), options))
     }
 
     async fn get_members(
