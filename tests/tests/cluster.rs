@@ -327,9 +327,9 @@ async fn serves_chat(host: &BinaryHost, endpoint: &str) -> bool {
 
 #[tokio::test]
 async fn a_deploy_through_one_host_serves_on_every_host_and_a_late_host_catches_up() {
-    let Some(nats) = NatsServer::start().await else { return };
+    let Some(mut nats) = NatsServer::start().await else { return };
     // Three hosts, each with its own empty plugins root.
-    let roots: Vec<Plugins> = (0..4).map(|_| Plugins::new()).collect();
+    let roots: Vec<Plugins> = (0..5).map(|_| Plugins::new()).collect();
     let cluster = format!("test-{}", nats.port);
     let mut hosts = Vec::new();
     for (i, root) in roots.iter().take(3).enumerate() {
@@ -372,6 +372,27 @@ async fn a_deploy_through_one_host_serves_on_every_host_and_a_late_host_catches_
     for host in hosts.iter().chain([&late]) {
         eventually_async("the endpoint is gone everywhere", || async { !serves_chat(host, "rooms").await }).await;
     }
+
+    // A host started while the broker is down serves what it has, and catches up once the broker is back.
+    let (ok, _, err) = cli(&hosts[2], &["deploy", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    nats.kill();
+    let cold_flags = ["--nats", &nats.url(), "--cluster-name", &cluster, "--host-id", "cold"];
+    // It serves after waiting 2 s for the broker (DEFAULT_BROKER_WAIT_AT_START); the broker comes back later.
+    let started = std::time::Instant::now();
+    let cold = BinaryHost::start(&roots[4], &cold_flags).await;
+    eprintln!("the host without its broker started serving after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(6), "it waited {:?} for its broker", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    nats.restart().await;
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while !serves_chat(&cold, "rooms").await {
+        assert!(tokio::time::Instant::now() < deadline, "the host started without its broker never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let said: Vec<String> = cold.log().into_iter().filter(|line| line.contains("deploys")).collect();
+    assert!(said.iter().any(|line| line.contains("serving without the cluster's deploys")), "{said:#?}");
+    assert!(said.iter().any(|line| line.contains("deploys are shared with this host now")), "{said:#?}");
 }
 
 /// Sends a command on a recorder session and returns the reply.

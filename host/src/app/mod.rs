@@ -114,19 +114,17 @@ impl App {
             anyhow::bail!("this host is in a cluster already");
         }
         self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
-        if let Some(deploys) = cluster.deploys() {
+        if cluster.deploys().is_some() {
             // Catch up before serving: whatever the cluster serves, this host serves too.
-            let (changes, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-            let now = deploys.catch_up_and_follow(changes).await?;
-            tracing::info!(deploys = now.len(), "caught up with the cluster's deploys");
-            for change in now {
-                self.apply_shared(change).await;
-            }
-            let app = Arc::downgrade(self);
+            self.follow_deploys(&cluster).await?;
+        } else {
+            // The broker is not there yet: serve what this host has, and catch up once the store opens.
+            let (app, cluster) = (Arc::downgrade(self), cluster.clone());
             tokio::spawn(async move {
-                while let Some(change) = incoming.recv().await {
-                    let Some(app) = app.upgrade() else { return };
-                    app.apply_shared(change).await;
+                cluster.deploys_when_open().await;
+                let Some(app) = app.upgrade() else { return };
+                if let Err(err) = app.follow_deploys(&cluster).await {
+                    tracing::error!("cannot follow the cluster's deploys: {err:#}");
                 }
             });
         }
@@ -134,6 +132,25 @@ impl App {
             crate::channels::ChannelWatch::opened(cluster.as_ref(), &project, &channel);
         }
         Ok(cluster)
+    }
+
+    /// Applies every deploy in the cluster's store, then each one shared from now on (in a task of its own).
+    async fn follow_deploys(self: &Arc<Self>, cluster: &Cluster) -> anyhow::Result<()> {
+        let Some(deploys) = cluster.deploys() else { return Ok(()) };
+        let (changes, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+        let now = deploys.catch_up_and_follow(changes).await?;
+        tracing::info!(deploys = now.len(), "caught up with the cluster's deploys");
+        for change in now {
+            self.apply_shared(change).await;
+        }
+        let app = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = incoming.recv().await {
+                let Some(app) = app.upgrade() else { return };
+                app.apply_shared(change).await;
+            }
+        });
+        Ok(())
     }
 
     /// Applies a deploy another host shared (or this one, coming back), unless this host serves exactly that already.

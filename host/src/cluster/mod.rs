@@ -32,6 +32,14 @@ use crate::control::metrics::Metrics;
 /// so a broker that is briefly slow costs nothing and one that is gone costs bounded memory.
 pub const DEFAULT_BROKER_QUEUE: usize = 65_536;
 
+/// How long a starting host waits for its broker before it serves without the cluster's deploys (it catches up
+/// when the broker comes).
+pub const DEFAULT_BROKER_WAIT_AT_START: Duration = Duration::from_secs(2);
+
+/// How often a host that could not open the cluster's store of deploys (its broker was down, or has no JetStream)
+/// tries again.
+pub const DEFAULT_DEPLOYS_RETRY: Duration = Duration::from_secs(2);
+
 /// How often a host tells the others it is alive, with its connection and channel counts.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -137,7 +145,7 @@ pub struct Cluster {
     connected: Arc<AtomicBool>,
     peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
     local: Weak<dyn Local>,
-    deploys: Option<Deploys>,
+    deploys: std::sync::OnceLock<Deploys>,
 }
 
 impl Cluster {
@@ -182,21 +190,54 @@ impl Cluster {
         let newcomer = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(hear(heartbeats, peers.clone(), options.host_id.clone(), newcomer.clone()));
         tokio::spawn(beat(client.clone(), options.clone(), local.clone(), newcomer));
-        let deploys = match Deploys::open(client.clone(), &options.name).await {
-            Ok(deploys) => Some(deploys),
-            Err(err) => {
-                tracing::warn!("deploys are not shared with the cluster: {err:#}");
-                None
+        // Catching up with the cluster's deploys before serving needs the broker: wait for it a little, and when it
+        // is not there, serve now and catch up when it comes (a host starts whether its broker is up or not).
+        let deploys = std::sync::OnceLock::new();
+        let waited = tokio::time::timeout(DEFAULT_BROKER_WAIT_AT_START, async {
+            while client.connection_state() != async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        };
+        });
+        if waited.await.is_err() {
+            tracing::warn!(
+                "the broker is not reachable after {DEFAULT_BROKER_WAIT_AT_START:?}: serving without the cluster's \
+                 deploys until it is"
+            );
+        } else {
+            match Deploys::open(client.clone(), &options.name).await {
+                Ok(opened) => {
+                    let _ = deploys.set(opened);
+                }
+                Err(err) => tracing::warn!("deploys are not shared with the cluster yet (retrying): {err:#}"),
+            }
+        }
         let broker = wasmsock_wire::cluster::redacted(&options.url);
         tracing::info!(host = %options.host_id, cluster = %options.name, %broker, "joining the cluster");
         Ok(Arc::new(Self { options, changes, outgoing, client, connected, peers, local, deploys }))
     }
 
-    /// The cluster's store of deploys; none when the broker has no JetStream.
+    /// The cluster's store of deploys; none while it could not be opened (the broker is down, or has no JetStream).
     pub fn deploys(&self) -> Option<&Deploys> {
-        self.deploys.as_ref()
+        self.deploys.get()
+    }
+
+    /// The cluster's store of deploys, opened now if it was not at start: tried every [`DEFAULT_DEPLOYS_RETRY`] until
+    /// the broker lets it open (so a host started while its broker was down still joins the cluster's deploys).
+    pub async fn deploys_when_open(&self) -> &Deploys {
+        loop {
+            if let Some(deploys) = self.deploys.get() {
+                return deploys;
+            }
+            tokio::time::sleep(DEFAULT_DEPLOYS_RETRY).await;
+            match Deploys::open(self.client.clone(), &self.options.name).await {
+                Ok(opened) => {
+                    if self.deploys.set(opened).is_ok() {
+                        tracing::info!("the cluster's deploys are shared with this host now");
+                    }
+                }
+                Err(err) => tracing::debug!("the cluster's deploys still cannot be opened: {err:#}"),
+            }
+        }
     }
 
     /// This host and the hosts heard from lately, by id.
