@@ -438,6 +438,9 @@ async fn a_handler_sends_to_and_closes_a_connection_on_another_host_and_a_dead_h
     let admin: serde_json::Value = admin.json().await.unwrap();
     assert_eq!(admin["partial"], false, "{admin}");
     assert!(admin["remote"].as_array().unwrap().iter().any(|c| c["id"] == target_id.as_str()), "{admin}");
+    // Each is counted as routed on the sending host.
+    let routed = Scrape::fetch(hosts[0].admin.parse().unwrap()).await;
+    assert_eq!(routed.get(r#"wasmsock_routed_total{kind="send"}"#), 2.0);
     // A close through the broker, with the handler's code and reason.
     assert_eq!(command(&mut driver, &format!("client-close {target_id}")).await, "ok");
     let close = close_frame(&mut target).await.unwrap();

@@ -262,7 +262,11 @@ impl RemoteConn {
         };
         cluster.outgoing.try_send(outgoing).map_err(|_| {
             ConnError::Limit("the broker queue is full: the connection's host cannot be reached now".into())
-        })
+        })?;
+        if let Some(local) = cluster.local.upgrade() {
+            local.metrics().routed(if verb == "close" { "close" } else { "send" });
+        }
+        Ok(())
     }
 }
 

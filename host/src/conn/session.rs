@@ -14,6 +14,7 @@ use wasmsock_wire::{Close, ConnState, EventKind, Frame, Payload, PeerError};
 
 use super::ConnHost;
 use super::hub::{Conn, Outbox};
+use crate::control::metrics::Traffic;
 
 /// How an open connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +56,14 @@ where
     conn.advance(ConnState::Open);
     let conn_id = conn.id().to_owned();
     let (stop, stopped) = oneshot::channel();
+    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
     let mut writer = tokio::spawn(tracing::Instrument::in_current_span(write_frames(
-        app.clone(),
         conn.clone(),
         outbox,
         sink,
         stopped,
+        traffic.clone(),
     )));
-    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     let mut alive = Liveness::new(conn);
@@ -160,19 +161,17 @@ const MAX_WRITE_BATCH: usize = 64;
 
 /// Writes queued frames to the socket until the close frame has gone out, the socket fails, or `stop` fires; returns
 /// the outbox so frames queued later are kept for a reconnect.
-async fn write_frames<H, Si>(
-    app: Arc<H>,
+async fn write_frames<Si>(
     conn: Arc<Conn>,
     mut outbox: Outbox,
     mut sink: Si,
     mut stop: oneshot::Receiver<()>,
+    traffic: Traffic,
 ) -> Outbox
 where
-    H: ConnHost,
     Si: Sink<Frame> + Unpin,
     Si::Error: Display,
 {
-    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
     'write: loop {
         let frame = tokio::select! {
             biased;

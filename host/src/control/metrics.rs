@@ -140,6 +140,13 @@ pub struct Metrics {
     broker_sent: Counter,
     broker_received: Counter,
     broker_dropped: Counter,
+    routed: Family<RoutedLabels, Counter>,
+}
+
+/// What a handler on this host did to a connection on another host (`send`, `close`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoutedLabels {
+    kind: &'static str,
 }
 
 /// A project (the first segment of a handler's name), for channel metrics.
@@ -183,6 +190,7 @@ impl Metrics {
             broker_connected: Gauge::default(),
             broker_reconnects: Counter::default(),
             broker_sent: Counter::default(),
+            routed: Family::default(),
             broker_received: Counter::default(),
             broker_dropped: Counter::default(),
         };
@@ -256,6 +264,11 @@ impl Metrics {
             metrics.broker_sent.clone(),
         );
         registry.register(
+            "routed",
+            "Sends and closes that handlers on this host made to connections on other hosts, through the broker",
+            metrics.routed.clone(),
+        );
+        registry.register(
             "broker_messages_received",
             "Channel messages from other hosts delivered to this host's members",
             metrics.broker_received.clone(),
@@ -286,6 +299,11 @@ impl Metrics {
     /// A channel message went to the broker.
     pub fn broker_sent(&self) {
         self.broker_sent.inc();
+    }
+
+    /// A handler's send (`send`) or close (`close`) to a connection on another host went to the broker queue.
+    pub fn routed(&self, kind: &'static str) {
+        self.routed.get_or_create(&RoutedLabels { kind }).inc();
     }
 
     /// A channel message from another host arrived.
