@@ -43,19 +43,28 @@ impl Cell {
     /// Takes the cell for one event, waiting while another event runs in it.
     async fn take(self: &Arc<Self>) -> Taken {
         loop {
-            // Registered before the check, so a give-back between the check and the wait still wakes this one.
+            if let Some(taken) = self.try_take() {
+                return taken;
+            }
+            // Registered before checking again, so a give-back between the check and the wait still wakes this one.
             let given_back = self.given_back.notified();
             tokio::pin!(given_back);
             given_back.as_mut().enable();
-            {
-                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-                if !state.busy {
-                    state.busy = true;
-                    return Taken { cell: self.clone(), resident: state.resident.take() };
-                }
+            if let Some(taken) = self.try_take() {
+                return taken;
             }
             given_back.await;
         }
+    }
+
+    /// Takes the cell if no event runs in it.
+    fn try_take(self: &Arc<Self>) -> Option<Taken> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.busy {
+            return None;
+        }
+        state.busy = true;
+        Some(Taken { cell: self.clone(), resident: state.resident.take() })
     }
 
     /// Whether the cell holds an instance (an event running in it counts as holding one).
