@@ -221,48 +221,65 @@ def main(results_path, doc_path, command, settings):
     open(doc_path, "w").write(doc)
 
 
+LANGS = {"rust": "Rust", "js": "JavaScript (QuickJS)", "js-sm": "JavaScript (SpiderMonkey)", "py": "Python"}
+PINNINGS = {
+    "split": "server and load generator on two cores",
+    "same": "server and load generator on one core (CPU per message at saturation)",
+}
+
+
 def echo_lines(rows, command, settings):
+    """The echo table of each pinning (× native against the native echo of the same pinning and in-flight depth),
+    then handshakes, memory and idle connections."""
+    lines = [START, "", produced(command, settings)]
     echo = [r for r in rows if r["mode"] == "echo"]
-    native = {r["in_flight"]: r["server_cpu_us_per_message"] for r in echo if r["server"] == "native"}
-    lines = [
-        START,
-        "",
-        produced(command, settings),
-        "",
-        "### Echo: server CPU per message (64-byte text messages, "
-        f"{echo[0]['connections'] if echo else '?'} connections)",
-        "",
-        "| server | handler | lifecycle | in flight | msg/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/msg "
-        "| × native | server RSS MB | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in echo:
-        cpu = r.get("server_cpu_us_per_message")
-        base = native.get(r["in_flight"])
-        ratio = cpu / base if cpu is not None and base else None
-        lat = r["latency_us"]
-        lines.append(
-            f"| {r['server']} | {r['lang']} | {r['lifecycle']} | {r['in_flight']} | {r['per_second']:.0f} "
-            f"| {lat['p50']} | {lat['p99']} | {lat['p999']} | {fmt(cpu, 2)} | {fmt(ratio, 2)} "
-            f"| {r.get('server_rss_kib', 0) / 1024:.0f} | {r['errors']} |"
-        )
-    connect = [r for r in rows if r["mode"] == "connect"]
-    if connect:
-        base = next((r["per_second"] for r in connect if r["server"] == "native"), None)
+    for pinning in [p for p in PINNINGS if any(r.get("pinning") == p for r in echo)]:
+        runs = [r for r in echo if r.get("pinning") == pinning]
+        native = {r["in_flight"]: r["server_cpu_us_per_message"] for r in runs if r["server"] == "native"}
         lines += [
             "",
-            "### Handshakes (open and close, " f"{connect[0]['concurrency']} at a time)",
+            f"### Echo, {PINNINGS[pinning]}: server CPU per message (64-byte text, {runs[0]['connections']} connections)",
             "",
-            "| server | handshakes/s | × native | p50 µs | p99 µs | server CPU µs/handshake | errors |",
-            "|---|---|---|---|---|---|---|",
+            "| server | handler | lifecycle | in flight | msg/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/msg "
+            "| × native | server RSS MB | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in runs:
+            cpu = r.get("server_cpu_us_per_message")
+            base = native.get(r["in_flight"])
+            ratio = cpu / base if cpu is not None and base else None
+            lat = r["latency_us"]
+            lines.append(
+                f"| {r['server']} | {LANGS.get(r['lang'], r['lang'])} | {r['lifecycle']} | {r['in_flight']} "
+                f"| {r['per_second']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | {fmt(cpu, 2)} "
+                f"| {fmt(ratio, 2)} | {r.get('server_rss_kib', 0) / 1024:.0f} | {r['errors']} |"
+            )
+    connect = [r for r in rows if r["mode"] == "connect"]
+    if connect:
+        lines += [
+            "",
+            f"### Handshakes (open and close, with the onopen and onclose events; {connect[0]['concurrency']} at a time)",
+            "",
+            "| pinning | server | handshakes/s | p50 µs | p99 µs | server CPU µs/handshake | CPU × native | errors |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in connect:
-            ratio = r["per_second"] / base if base else None
-            lines.append(
-                f"| {r['server']} ({r['lifecycle']}) | {r['per_second']:.0f} | {fmt(ratio, 2)} "
-                f"| {r['latency_us']['p50']} | {r['latency_us']['p99']} "
-                f"| {fmt(r.get('server_cpu_us_per_handshake'), 1)} | {r['errors']} |"
+            base = next(
+                (b for b in connect if b["server"] == "native" and b.get("pinning") == r.get("pinning")), None
             )
+            cpu = r.get("server_cpu_us_per_handshake")
+            base_cpu = base.get("server_cpu_us_per_handshake") if base else None
+            ratio = cpu / base_cpu if cpu is not None and base_cpu else None
+            lines.append(
+                f"| {r.get('pinning', '-')} | {r['server']} ({r['lifecycle']}) | {r['per_second']:.0f} "
+                f"| {r['latency_us']['p50']} | {r['latency_us']['p99']} | {fmt(cpu, 1)} | {fmt(ratio, 2)} "
+                f"| {r['errors']} |"
+            )
+    memory = [r for r in rows if r["mode"] == "rss"]
+    if memory:
+        lines += ["", "### The host's memory", "", "| when | host RSS MB |", "|---|---|"]
+        for r in memory:
+            lines.append(f"| {r['what']} | {r['server_rss_kib'] / 1024:.1f} |")
     idle = [r for r in rows if r["mode"] == "idle"]
     if idle:
         lines += [

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The benchmarks of BENCHMARKS.md, in one run on one pinning: a native axum echo baseline (benches/native-echo),
-# Node `ws` and Python `websockets` echo servers, and the host with the Rust, JavaScript and Python echo handlers in
-# each instance lifecycle; then handshakes/s and memory per idle connection for the baseline and the host.
-# Server CPU per message comes from /proc/PID/stat of the server (see `wasmsock bench --server-pid`). Writes
-# target/bench/results.jsonl and the table in BENCHMARKS.md.
+# The benchmarks of BENCHMARKS.md, in one run on both pinnings (the server and the load generator on two cores, then
+# both on one core, where the figure is CPU per message at saturation): a native axum echo baseline
+# (benches/native-echo), Node `ws` and Python `websockets` echo servers, and the host with the Rust, JavaScript (on
+# QuickJS and on SpiderMonkey) and Python echo handlers in each instance lifecycle; handshakes/s for the baseline and
+# the host; the host's memory after compiling in process, after the echo runs and per idle connection. Server CPU per
+# message comes from /proc/PID/stat of the server (see `wasmsock bench --server-pid`). Writes
+# target/bench/results.jsonl and the tables in BENCHMARKS.md.
 #
-# Run with: benches/run.sh            (about 5 minutes; not part of CI)
+# Run with: benches/run.sh            (about 12 minutes; not part of CI)
 # Settings (environment): SECONDS_PER_RUN (5), CONNECTIONS (100), IDLE_CONNECTIONS (10000), HANDSHAKE_SECONDS (5),
-# SERVER_CPU (0) and LOAD_CPU (1): the cores the server and the load generator are pinned to.
+# PINNINGS ("split same"), SPLIT_CPUS ("0 1": the server's core, then the load generator's), SAME_CPU (0).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,8 +18,9 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 CONNECTIONS=${CONNECTIONS:-100}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 HANDSHAKE_SECONDS=${HANDSHAKE_SECONDS:-5}
-SERVER_CPU=${SERVER_CPU:-0}
-LOAD_CPU=${LOAD_CPU:-1}
+PINNINGS=${PINNINGS:-split same}
+SPLIT_CPUS=${SPLIT_CPUS:-0 1}
+SAME_CPU=${SAME_CPU:-0}
 OUT=$ROOT/target/bench
 RESULTS=$OUT/results.jsonl
 BIN=$ROOT/target/release/wasmsock
@@ -47,9 +50,15 @@ fi
 log "plugins root: the echo handlers, one endpoint per language and lifecycle"
 rm -rf "$PLUGINS"
 mkdir -p "$PLUGINS/examples"
-for lang in rust js py; do
-    case $lang in rust) wasm=echo ;; js) wasm=js-echo ;; py) wasm=py-echo ;; esac
-    cp "plugins/examples/$wasm.wasm" "$PLUGINS/examples/$wasm.wasm"
+LANGS="rust js js-sm py"
+for lang in $LANGS; do
+    case $lang in
+        rust) wasm=echo from=plugins/examples ;;
+        js) wasm=js-echo from=plugins/examples ;;
+        js-sm) wasm=js-echo-spidermonkey from=tests/components ;;
+        py) wasm=py-echo from=plugins/examples ;;
+    esac
+    cp "$from/$wasm.wasm" "$PLUGINS/examples/$wasm.wasm"
     for instance in per-event per-connection shared; do
         printf '{"handler": "examples/%s", "endpoint": "%s-%s", "instance": "%s"}\n' \
             "$wasm" "$lang" "$instance" "$instance" >"$PLUGINS/examples/$lang-$instance.websocket"
@@ -67,15 +76,23 @@ start() {
     SERVER_PID=$STARTED
 }
 
-# bench SERVER LANG LIFECYCLE URL ARGS...: one measured run, appended to the results.
+# bench SERVER LANG LIFECYCLE URL ARGS...: one measured run, appended to the results with the pinning.
 bench() {
     local server=$1 lang=$2 lifecycle=$3 url=$4
     shift 4
     taskset -c "$LOAD_CPU" "$BIN" bench "$url" --server-pid "$SERVER_PID" "$@" --json |
         python3 -c 'import json, sys
 r = json.load(sys.stdin)
-r.update(server=sys.argv[1], lang=sys.argv[2], lifecycle=sys.argv[3])
-print(json.dumps(r))' "$server" "$lang" "$lifecycle" | tee -a "$RESULTS" >&2
+r.update(server=sys.argv[1], lang=sys.argv[2], lifecycle=sys.argv[3], pinning=sys.argv[4])
+print(json.dumps(r))' "$server" "$lang" "$lifecycle" "$PINNING" | tee -a "$RESULTS" >&2
+}
+
+# rss WHAT: the host's resident memory now, appended to the results.
+rss() {
+    local kib
+    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
+    printf '{"mode": "rss", "server": "wasmsock", "what": "%s", "server_rss_kib": %s}\n' "$1" "$kib" |
+        tee -a "$RESULTS" >&2
 }
 
 echo_runs() {
@@ -88,40 +105,66 @@ echo_runs() {
     done
 }
 
-log "native baseline"
-start native $NATIVE_PORT "$ROOT/target/release/native-echo" "127.0.0.1:$NATIVE_PORT"
-NATIVE_PID=$SERVER_PID
-echo_runs native rust native "ws://127.0.0.1:$NATIVE_PORT/echo"
-bench native rust native "ws://127.0.0.1:$NATIVE_PORT/echo" --mode connect -c 10 --count 100000000 \
-    --duration-secs "$HANDSHAKE_SECONDS"
-bench native rust native "ws://127.0.0.1:$NATIVE_PORT/echo" --mode idle -c "$IDLE_CONNECTIONS" \
-    --duration-secs 60 --hold-secs 2
-kill "$NATIVE_PID"
+# run_pinning: every echo and handshake run on the current pinning (PINNING, SERVER_CPU, LOAD_CPU).
+run_pinning() {
+    log "[$PINNING] native baseline"
+    start native $NATIVE_PORT "$ROOT/target/release/native-echo" "127.0.0.1:$NATIVE_PORT"
+    NATIVE_PID=$SERVER_PID
+    echo_runs native rust native "ws://127.0.0.1:$NATIVE_PORT/echo"
+    bench native rust native "ws://127.0.0.1:$NATIVE_PORT/echo" --mode connect -c 10 --count 100000000 \
+        --duration-secs "$HANDSHAKE_SECONDS"
+    if [ "$PINNING" = split ]; then
+        bench native rust native "ws://127.0.0.1:$NATIVE_PORT/echo" --mode idle -c "$IDLE_CONNECTIONS" \
+            --duration-secs 60 --hold-secs 2
+    fi
+    kill "$NATIVE_PID"
 
-log "Node.js ws"
-start node $NODE_PORT node benches/node-echo.js $NODE_PORT
-echo_runs node js native "ws://127.0.0.1:$NODE_PORT/"
-kill "$SERVER_PID"
+    log "[$PINNING] Node.js ws"
+    start node $NODE_PORT node benches/node-echo.js $NODE_PORT
+    echo_runs node js native "ws://127.0.0.1:$NODE_PORT/"
+    kill "$SERVER_PID"
 
-log "Python websockets"
-start python $PYTHON_PORT "$ROOT/target/bench-venv/bin/python" benches/python-echo.py $PYTHON_PORT
-echo_runs python py native "ws://127.0.0.1:$PYTHON_PORT/"
-kill "$SERVER_PID"
+    log "[$PINNING] Python websockets"
+    start python $PYTHON_PORT "$ROOT/target/bench-venv/bin/python" benches/python-echo.py $PYTHON_PORT
+    echo_runs python py native "ws://127.0.0.1:$PYTHON_PORT/"
+    kill "$SERVER_PID"
 
-log "the host (the first start compiles the JavaScript and Python handlers; later starts load them from the cache)"
-start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
-    --admin "127.0.0.1:$ADMIN_PORT"
-for lang in rust js py; do
-    for instance in shared per-connection per-event; do
-        echo_runs wasmsock "$lang" "$instance" "ws://127.0.0.1:$HOST_PORT/websockets/service/$lang-$instance"
+    log "[$PINNING] the host"
+    start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
+        --admin "127.0.0.1:$ADMIN_PORT" "$@"
+    if [ "$PINNING" = split ]; then
+        # This first start compiles every handler in the process (--no-cache).
+        sleep 2
+        rss "idle, every handler compiled in the process"
+    fi
+    for lang in $LANGS; do
+        for instance in shared per-connection per-event; do
+            echo_runs wasmsock "$lang" "$instance" "ws://127.0.0.1:$HOST_PORT/websockets/service/$lang-$instance"
+        done
     done
+    if [ "$PINNING" = split ]; then
+        rss "after the echo runs"
+    fi
+    for instance in shared per-event; do
+        bench wasmsock rust "$instance" "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-$instance" \
+            --mode connect -c 10 --count 100000000 --duration-secs "$HANDSHAKE_SECONDS"
+    done
+    if [ "$PINNING" = split ]; then
+        bench wasmsock rust per-event "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-per-event" --mode idle \
+            -c "$IDLE_CONNECTIONS" --duration-secs 60 --hold-secs 2
+    fi
+    kill "$SERVER_PID"
+}
+
+for PINNING in $PINNINGS; do
+    case $PINNING in
+        split) read -r SERVER_CPU LOAD_CPU <<<"$SPLIT_CPUS" ;;
+        same) SERVER_CPU=$SAME_CPU LOAD_CPU=$SAME_CPU ;;
+        *) log "PINNINGS: unknown pinning $PINNING (split or same)"; exit 2 ;;
+    esac
+    if [ "$PINNING" = split ]; then run_pinning --no-cache; else run_pinning; fi
 done
-bench wasmsock rust per-event "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-per-event" --mode connect -c 10 \
-    --count 100000000 --duration-secs "$HANDSHAKE_SECONDS"
-bench wasmsock rust per-event "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-per-event" --mode idle \
-    -c "$IDLE_CONNECTIONS" --duration-secs 60 --hold-secs 2
-kill "$SERVER_PID"
 
 python3 benches/report.py "$RESULTS" BENCHMARKS.md "benches/run.sh" \
-    "SECONDS_PER_RUN=$SECONDS_PER_RUN CONNECTIONS=$CONNECTIONS IDLE_CONNECTIONS=$IDLE_CONNECTIONS SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU"
+    "SECONDS_PER_RUN=$SECONDS_PER_RUN CONNECTIONS=$CONNECTIONS IDLE_CONNECTIONS=$IDLE_CONNECTIONS PINNINGS=\"$PINNINGS\" SPLIT_CPUS=\"$SPLIT_CPUS\" SAME_CPU=$SAME_CPU"
 log "wrote BENCHMARKS.md"

@@ -1,28 +1,116 @@
 #!/usr/bin/env node
 //! The JavaScript handler build: bundles a handler module with this SDK (esbuild), then turns the bundle into a
-//! wasmsock handler component (componentize-js against the repository's `wit/`).
+//! wasmsock handler component against the repository's `wit/`, on one of two engines: QuickJS (componentize-qjs,
+//! the default) or SpiderMonkey (componentize-js).
 //!
 //! Run with `node sdk/js/build.mjs handler.js -o handler.wasm` (or `npm run build -- handler.js -o handler.wasm` in
-//! `sdk/js`). Options: `--wit DIR` (default: the `wit/` beside this SDK), `--bundle FILE` (keep the bundled module
-//! there, for reading). The handler must `export function onEvent()`; it may `import { websockets } from "wasmsock"`
-//! or, as a Dirigible handler does, `from "sdk/net"` (both are this SDK).
+//! `sdk/js`). Options: `--engine quickjs|spidermonkey`, `--wit DIR` (default: the `wit/` beside this SDK),
+//! `--bundle FILE` (keep the bundled module there, for reading). The handler must `export function onEvent()`; it
+//! may `import { websockets } from "wasmsock"` or, as a Dirigible handler does, `from "sdk/net"` (both are this SDK).
 
-import { mkdtemp, rm, writeFile, copyFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { build } from "esbuild";
-import { componentize } from "@bytecodealliance/componentize-js";
 
 const sdkDir = dirname(fileURLToPath(import.meta.url));
 
 /** WASI features the host does not provide (wasi:http) or handlers do not use; stdio stays, so errors reach the log. */
 const DISABLED_FEATURES = ["http", "fetch-event"];
 
-/** Parses `handler.js -o out.wasm [--wit DIR] [--bundle FILE]`. */
+const USAGE = "usage: build.mjs HANDLER.js -o OUT.wasm [--engine quickjs|spidermonkey] [--wit DIR] [--bundle FILE]";
+
+/** The WASI release whose stdout and stderr the QuickJS prelude imports (the one componentize-qjs 0.4.5 imports). */
+const WASI_VERSION = "0.2.12";
+
+/** The WASI packages `wasi:cli` needs, from the WIT that jco (a dependency of componentize-js) ships. */
+const WASI_PACKAGES = ["cli", "clocks", "filesystem", "io", "random", "sockets"];
+
+/**
+ * Finds `relative` in the nearest `node_modules` at or above this SDK's directory (as Node resolves packages).
+ */
+function findModule(relative) {
+  for (let dir = sdkDir; ; dir = dirname(dir)) {
+    const candidate = join(dir, "node_modules", relative);
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) {
+      throw new Error(`cannot find node_modules/${relative} above ${sdkDir}: run npm install (or npm ci) first`);
+    }
+  }
+}
+
+/**
+ * A WIT directory for the QuickJS build in `work`: the contract's files, a world `handler-quickjs` that is `handler`
+ * plus WASI stdout and stderr (for the prelude's `console`), and the WASI packages those need.
+ */
+async function quickjsWit(wit, work) {
+  const dir = join(work, "wit");
+  await mkdir(join(dir, "deps"), { recursive: true });
+  let pkg;
+  for (const file of (await readdir(wit)).filter((name) => name.endsWith(".wit"))) {
+    const text = await readFile(join(wit, file), "utf8");
+    pkg ??= /^package\s+([^;]+);/m.exec(text)?.[1];
+    await writeFile(join(dir, file), text);
+  }
+  if (pkg === undefined) throw new Error(`${wit}: no .wit file declares a package`);
+  await writeFile(
+    join(dir, "handler-quickjs.wit"),
+    `package ${pkg};\n\nworld handler-quickjs {\n  include handler;\n` +
+      `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n}\n`,
+  );
+  const builtin = findModule(join("@bytecodealliance/jco/lib/wit/builtin", WASI_VERSION));
+  for (const name of WASI_PACKAGES) {
+    await cp(join(builtin, `wasi-${name}`), join(dir, "deps", `wasi-${name}`), { recursive: true });
+  }
+  return dir;
+}
+
+/**
+ * The engines a handler can run on: a module run before the handler's (`prelude`), and a function from the bundled
+ * module's path to the component's bytes.
+ * QuickJS is the default: a smaller component, compiled by the host in a fraction of the time, and less CPU per
+ * event than SpiderMonkey (figures in BENCHMARKS.md). Both pass the same case table (`tests/tests/languages.rs`).
+ */
+const ENGINES = {
+  quickjs: {
+    prelude: join(sdkDir, "quickjs-globals.js"),
+    async componentize(bundled, wit, work) {
+      const { componentize } = await import("componentize-qjs");
+      const { component } = await componentize({
+        witPath: await quickjsWit(wit, work),
+        jsSource: await readFile(bundled, "utf8"),
+        jsPath: bundled,
+        world: "handler-quickjs",
+        // The synchronous runtime: the handler world has no async functions.
+        sync: true,
+      });
+      return component;
+    },
+  },
+  spidermonkey: {
+    prelude: undefined,
+    async componentize(bundled, wit) {
+      const { componentize } = await import("@bytecodealliance/componentize-js");
+      const { component } = await componentize({
+        sourcePath: bundled,
+        witPath: wit,
+        worldName: "handler",
+        disableFeatures: DISABLED_FEATURES,
+      });
+      return component;
+    },
+  },
+};
+
+/** The engine used without `--engine`. */
+const DEFAULT_ENGINE = "quickjs";
+
+/** Parses `handler.js -o out.wasm [--engine NAME] [--wit DIR] [--bundle FILE]`. */
 function parseArgs(argv) {
-  const args = { wit: join(sdkDir, "..", "..", "wit") };
+  const args = { wit: join(sdkDir, "..", "..", "wit"), engine: DEFAULT_ENGINE };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -32,24 +120,34 @@ function parseArgs(argv) {
     if (arg === "-o" || arg === "--out") args.out = value();
     else if (arg === "--wit") args.wit = value();
     else if (arg === "--bundle") args.bundle = value();
+    else if (arg === "--engine") args.engine = value();
     else if (arg === "-h" || arg === "--help") args.help = true;
     else if (arg.startsWith("-")) throw new Error(`unknown option ${arg}`);
     else if (args.input === undefined) args.input = arg;
     else throw new Error(`one handler module only, got ${args.input} and ${arg}`);
   }
   if (!args.help && (args.input === undefined || args.out === undefined)) {
-    throw new Error("usage: build.mjs HANDLER.js -o OUT.wasm [--wit DIR] [--bundle FILE]");
+    throw new Error(USAGE);
+  }
+  if (!Object.hasOwn(ENGINES, args.engine)) {
+    throw new Error(`--engine ${args.engine}: the engines are ${Object.keys(ENGINES).join(" and ")}`);
   }
   return args;
 }
 
 /**
- * Bundles `input` with the SDK into one ES module at `outfile`; the WIT import stays external for componentize-js.
- * Fails if the handler does not export `onEvent`.
+ * Bundles `input` with the SDK (and the engine's `prelude` first, if any) into one ES module at `outfile`; the WIT
+ * imports stay external for the engine. Fails if the handler does not export `onEvent`.
  */
-async function bundle(input, outfile) {
+async function bundle(input, outfile, prelude, work) {
+  let entry = input;
+  if (prelude !== undefined) {
+    // The prelude's globals exist before the handler's module runs: ES modules run in the order they are imported.
+    entry = join(work, "entry.js");
+    await writeFile(entry, `import ${JSON.stringify(prelude)};\nexport * from ${JSON.stringify(input)};\n`);
+  }
   const result = await build({
-    entryPoints: [input],
+    entryPoints: [entry],
     outfile,
     bundle: true,
     format: "esm",
@@ -57,7 +155,7 @@ async function bundle(input, outfile) {
     target: "es2022",
     // "sdk/net" is the module an Eclipse Dirigible handler imports its websockets from.
     alias: { wasmsock: join(sdkDir, "index.js"), "sdk/net": join(sdkDir, "index.js") },
-    external: ["wasmsock:*"],
+    external: ["wasmsock:*", "wasi:*"],
     metafile: true,
     logLevel: "warning",
   });
@@ -70,20 +168,16 @@ async function bundle(input, outfile) {
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.help) {
-    console.log("usage: build.mjs HANDLER.js -o OUT.wasm [--wit DIR] [--bundle FILE]");
+    console.log(USAGE);
     return;
   }
   const work = await mkdtemp(join(tmpdir(), "wasmsock-js-"));
   try {
     const bundled = join(work, "handler.bundle.js");
-    await bundle(resolve(args.input), bundled);
+    const engine = ENGINES[args.engine];
+    await bundle(resolve(args.input), bundled, engine.prelude, work);
     if (args.bundle) await copyFile(bundled, args.bundle);
-    const { component } = await componentize({
-      sourcePath: bundled,
-      witPath: resolve(args.wit),
-      worldName: "handler",
-      disableFeatures: DISABLED_FEATURES,
-    });
+    const component = await engine.componentize(bundled, resolve(args.wit), work);
     await writeFile(args.out, component);
   } finally {
     await rm(work, { recursive: true, force: true });

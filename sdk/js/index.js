@@ -2,7 +2,7 @@
 //! over the `wasmsock:websockets` WIT imports, with WIT errors turned into thrown `WebsocketError`s.
 //!
 //! A handler is an ES module that imports this one and exports `onEvent()`; `build.mjs` bundles the two and turns
-//! them into a component with componentize-js. It imports it as `"wasmsock"` or, as a Dirigible handler does, as
+//! them into a component (QuickJS or SpiderMonkey). It imports it as `"wasmsock"` or, as a Dirigible handler does, as
 //! `"sdk/net"`:
 //!
 //!     import { websockets } from "wasmsock"; // or: from "sdk/net"
@@ -35,8 +35,8 @@ export class WebsocketError extends Error {
 }
 
 /**
- * Runs a WIT call whose result may be an error; componentize-js throws an `Error` whose `payload` is the variant
- * (`{tag, val}`), which becomes a `WebsocketError`. Anything else is rethrown unchanged.
+ * Runs a WIT call whose result may be an error; the bindings of both engines throw an `Error` whose `payload` is the
+ * variant (`{tag, val}`), which becomes a `WebsocketError`. Anything else is rethrown unchanged.
  */
 function call(fn) {
   try {
@@ -48,6 +48,21 @@ function call(fn) {
     }
     throw err;
   }
+}
+
+/**
+ * An absent WIT `option` as `undefined`: componentize-js gives `undefined`, componentize-qjs `null`, and a handler
+ * must see the same on both engines.
+ */
+function some(value) {
+  return value === null ? undefined : value;
+}
+
+/** A `client-info` record with its absent `endpoint` and `protocol` as `undefined`. */
+function infoRecord(info) {
+  info.endpoint = some(info.endpoint);
+  info.protocol = some(info.protocol);
+  return info;
 }
 
 /** Whether `data` is binary: a `Uint8Array` or another typed-array view, or an `ArrayBuffer`. */
@@ -91,7 +106,7 @@ export class WebsocketClient {
 
   /** What the host knows about this connection now: `{id, uri, handler, endpoint, direction, state, protocol}`. */
   info() {
-    return this.resource.info();
+    return infoRecord(this.resource.info());
   }
 
   /** The host-wide unique id of the connection. */
@@ -159,12 +174,12 @@ export class WebsocketClient {
 
   /** This connection's attachment (`Uint8Array`), or `undefined`. */
   getAttachment() {
-    return this.resource.attachment();
+    return some(this.resource.attachment());
   }
 
   /** This connection's attachment decoded as UTF-8 text, or `undefined`. */
   getAttachmentText() {
-    return attachmentText(this.resource.attachment());
+    return attachmentText(some(this.resource.attachment()));
   }
 }
 
@@ -180,7 +195,14 @@ function u32(name, value) {
 
 /** Wraps an optional WIT handle. */
 function client(resource) {
-  return resource === undefined ? undefined : new WebsocketClient(resource);
+  return resource === undefined || resource === null ? undefined : new WebsocketClient(resource);
+}
+
+/** A `members-page` record with its members' absent fields, and its absent `next`, as `undefined`. */
+function membersPage(page) {
+  page.members = page.members.map(infoRecord);
+  page.next = some(page.next);
+  return page;
 }
 
 /** Checks Dirigible's optional third argument of `createWebsocket`: only absent or `"wasm"` is accepted. */
@@ -199,17 +221,17 @@ export const websockets = {
 
   /** The text of the message being handled; `undefined` for binary messages and other events. */
   getMessage() {
-    return wit.getMessage();
+    return some(wit.getMessage());
   },
 
   /** The bytes of the binary message being handled (`Uint8Array`); `undefined` for text messages and other events. */
   getBinaryMessage() {
-    return wit.getBinaryMessage();
+    return some(wit.getBinaryMessage());
   },
 
   /** What went wrong, in an onerror event; `undefined` otherwise. */
   getError() {
-    return wit.getError();
+    return some(wit.getError());
   },
 
   /** Whether the event is onopen. */
@@ -282,7 +304,7 @@ export const websockets = {
 
   /** Every live connection, inbound sessions and outbound clients, as `info()` records. */
   getClients() {
-    return wit.getClients();
+    return wit.getClients().map(infoRecord);
   },
 
   /**
@@ -290,7 +312,9 @@ export const websockets = {
    * (`missingHosts` is empty when the list is whole, and always on a host that runs alone).
    */
   surveyClients() {
-    return wit.surveyClients();
+    const survey = wit.surveyClients();
+    survey.clients = survey.clients.map(infoRecord);
+    return survey;
   },
 
   /** The live connection with this id, or `undefined`. */
@@ -349,7 +373,7 @@ export const websockets = {
   getMembers(channel, options = {}) {
     const after = options?.after ?? undefined;
     const limit = u32("limit", options?.limit ?? 100);
-    return call(() => wit.getMembers(String(channel), after === undefined ? undefined : String(after), limit));
+    return membersPage(call(() => wit.getMembers(String(channel), after === undefined ? undefined : String(after), limit)));
   },
 
   /**
@@ -359,7 +383,9 @@ export const websockets = {
   surveyMembers(channel, options = {}) {
     const after = options?.after ?? undefined;
     const limit = u32("limit", options?.limit ?? 100);
-    return call(() => wit.surveyMembers(String(channel), after === undefined ? undefined : String(after), limit));
+    const survey = call(() => wit.surveyMembers(String(channel), after === undefined ? undefined : String(after), limit));
+    survey.page = membersPage(survey.page);
+    return survey;
   },
 
   /**
@@ -373,12 +399,12 @@ export const websockets = {
 
   /** The current connection's attachment (`Uint8Array`), or `undefined`. */
   getAttachment() {
-    return wit.getAttachment();
+    return some(wit.getAttachment());
   },
 
   /** The current connection's attachment decoded as UTF-8 text, or `undefined`. */
   getAttachmentText() {
-    return attachmentText(wit.getAttachment());
+    return attachmentText(some(wit.getAttachment()));
   },
 };
 

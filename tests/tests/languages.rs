@@ -1,6 +1,7 @@
-//! Handlers in JavaScript and Python next to Rust, through one shared in-process host: one table of echo cases run
-//! against the Rust, JavaScript and Python echo plugins; one table of channel and attachment cases run against the
-//! recorder in each language, whose replies must be the same; all four events through the recorder in each language;
+//! Handlers in JavaScript and Python next to Rust, through one shared in-process host, JavaScript on both of its
+//! engines (QuickJS, the default, and SpiderMonkey): one table of echo cases run against the Rust, JavaScript and
+//! Python echo plugins; one table of channel and attachment cases run against the recorder in each language, whose
+//! replies must be the same; all four events through the recorder in each language;
 //! the JavaScript chat's rooms; handlers that import the SDK as a Dirigible handler does (`sdk/net`, `sdk.net`);
 //! outbound clients made by JavaScript and Python handlers, with and without a reconnect policy; a thrown exception
 //! reported in the host log and costing only its own event; and (ignored) the per-event cost of each language.
@@ -18,23 +19,35 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wasmsock::wire::Direction;
 use wasmsock_tests::*;
 
+/// The label of JavaScript on its other engine; `cargo xtask guests` builds those components as
+/// `tests/components/<name>-spidermonkey.wasm`.
+const JS_SPIDERMONKEY: &str = "JavaScript-SpiderMonkey";
+
 /// The echo plugins: (language, endpoint, component).
-const ECHOES: [(&str, &str, &str); 3] =
-    [("Rust", "echo", "echo"), ("JavaScript", "js-echo", "js-echo"), ("Python", "py-echo", "py-echo")];
+const ECHOES: [(&str, &str, &str); 4] = [
+    ("Rust", "echo", "echo"),
+    ("JavaScript", "js-echo", "js-echo"),
+    (JS_SPIDERMONKEY, "js-echo-sm", "js-echo-spidermonkey"),
+    ("Python", "py-echo", "py-echo"),
+];
 
 /// The recorder test components: (language, endpoint, handler).
-const RECORDERS: [(&str, &str, &str); 3] = [
+const RECORDERS: [(&str, &str, &str); 4] = [
     ("Rust", "rec", "tests/recorder"),
     ("JavaScript", "js-rec", "tests/js-recorder"),
+    (JS_SPIDERMONKEY, "js-rec-sm", "tests/js-recorder-spidermonkey"),
     ("Python", "py-rec", "tests/py-recorder"),
 ];
 
 /// The recorders written with the JavaScript and Python SDKs.
-const SCRIPT_RECORDERS: [(&str, &str, &str); 2] = [RECORDERS[1], RECORDERS[2]];
+const SCRIPT_RECORDERS: [(&str, &str, &str); 3] = [RECORDERS[1], RECORDERS[2], RECORDERS[3]];
 
 /// The handlers that import the SDK the way a Dirigible handler does: (language, endpoint, handler).
-const SEEDS: [(&str, &str, &str); 2] =
-    [("JavaScript", "js-seed", "tests/js-seed"), ("Python", "py-seed", "tests/py-seed")];
+const SEEDS: [(&str, &str, &str); 3] = [
+    ("JavaScript", "js-seed", "tests/js-seed"),
+    (JS_SPIDERMONKEY, "js-seed-sm", "tests/js-seed-spidermonkey"),
+    ("Python", "py-seed", "tests/py-seed"),
+];
 
 /// The host every test of this file uses: compiling the JavaScript and Python components takes seconds each.
 fn host() -> &'static SharedHost {
@@ -72,6 +85,30 @@ fn echo_cases() -> Vec<(&'static str, Message)> {
         ("binary that is valid UTF-8", Message::binary(b"hello".to_vec())),
         ("large binary (1 MiB)", Message::binary((0..1u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<_>>())),
     ]
+}
+
+/// The JavaScript engine a component carries, by the names each embeds: componentize-qjs its `quickjs-core` crate,
+/// componentize-js the StarlingMonkey runtime (around SpiderMonkey).
+fn engine_of(component_name: &str) -> &'static str {
+    let bytes = std::fs::read(component(component_name)).unwrap();
+    let has = |name: &[u8]| bytes.windows(name.len()).any(|window| window == name);
+    match (has(b"quickjs-core"), has(b"StarlingMonkey")) {
+        (true, false) => "QuickJS",
+        (false, true) => "SpiderMonkey",
+        (qjs, sm) => panic!("{component_name}: quickjs-core {qjs}, StarlingMonkey {sm}"),
+    }
+}
+
+#[test]
+fn the_javascript_cases_run_on_both_engines() {
+    for (language, _, component_name) in ECHOES.iter().chain(&RECORDERS).chain(&SEEDS) {
+        let name = component_name.trim_start_matches("tests/");
+        match *language {
+            "JavaScript" => assert_eq!(engine_of(name), "QuickJS", "{name}: the SDK's default engine"),
+            JS_SPIDERMONKEY => assert_eq!(engine_of(name), "SpiderMonkey", "{name}"),
+            _ => {}
+        }
+    }
 }
 
 #[tokio::test]
@@ -629,6 +666,55 @@ async fn an_exception_is_logged_with_its_message_and_costs_only_its_own_event() 
         let mut other = host.connect(endpoint).await;
         send(&mut other, "echo other").await;
         assert_eq!(text(&mut other).await, "other", "{language}");
+        ws.close(Some(bye())).await.unwrap();
+        assert!(close_frame(&mut ws).await.is_some(), "{language}");
+    }
+}
+
+/// `TextDecoder` cases: (bytes as hex, `fatal` or not, the text decoded as JSON (`None`: a TypeError), its UTF-8 as hex).
+/// The replacement rules are the WHATWG decoder's: one U+FFFD per maximal bad subpart, a leading BOM dropped.
+const DECODE_CASES: [(&str, bool, Option<&str>, &str); 8] = [
+    ("68c3a96c6c6f20e29c9320f09fa680", false, Some("\"héllo ✓ 🦀\""), "68c3a96c6c6f20e29c9320f09fa680"),
+    ("", false, Some("\"\""), ""),
+    (
+        "61f09f62c080eda080ff",
+        false,
+        Some("\"a\u{fffd}b\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\""),
+        "61efbfbd62efbfbdefbfbdefbfbdefbfbdefbfbdefbfbd",
+    ),
+    ("efbbbf41", false, Some("\"A\""), "41"),
+    ("f4908080", false, Some("\"\u{fffd}\u{fffd}\u{fffd}\u{fffd}\""), "efbfbdefbfbdefbfbdefbfbd"),
+    ("41e282", false, Some("\"A\u{fffd}\""), "41efbfbd"),
+    ("c3a9", true, Some("\"é\""), "c3a9"),
+    ("c3", true, None, ""),
+];
+
+#[tokio::test]
+async fn javascript_globals_work_the_same_on_quickjs_and_spidermonkey() {
+    let host = host();
+    let log = host_log();
+    for (language, endpoint, handler) in RECORDERS.iter().filter(|(language, ..)| language.starts_with("JavaScript")) {
+        let mut ws = host.connect(endpoint).await;
+        // TextDecoder and TextEncoder, which the QuickJS prelude provides and SpiderMonkey has.
+        for (hex, fatal, text, again) in DECODE_CASES {
+            let reply = command(&mut ws, &format!("decode {hex} {}", if fatal { "fatal" } else { "-" })).await;
+            let expected = match text {
+                Some(text) => format!("decoded {text} {again}"),
+                None => "decode failed: TypeError".to_owned(),
+            };
+            assert_eq!(reply, expected, "{language}: decode {hex}");
+        }
+        // console.log and console.error reach the host log, tagged with the handler, on stdout and stderr.
+        let marker = format!("console-{language}-{}", std::process::id());
+        assert_eq!(command(&mut ws, &format!("log {marker}")).await, "logged", "{language}");
+        for stream in ["stdout", "stderr"] {
+            let line = log
+                .line(&format!("{language}'s console line on {stream}"), |line| {
+                    line.contains(&format!("{stream} {marker}")) && line.contains(&format!("handler={handler}"))
+                })
+                .await;
+            assert!(line.contains(&format!("stream=\"{stream}\"")), "{language}: {line}");
+        }
         ws.close(Some(bye())).await.unwrap();
         assert!(close_frame(&mut ws).await.is_some(), "{language}");
     }

@@ -2,8 +2,10 @@
 //! each into `<name>.wasm` beside its directory unless its inputs are unchanged since the last build.
 //!
 //! A directory under a guest directory with a `handler.js` is a JavaScript guest (built with `sdk/js/build.mjs`:
-//! esbuild + componentize-js, installed by `npm ci` in `sdk/js`); one with an `app.py` is a Python guest (built with
-//! `sdk/python/build.py`: componentize-py, installed with pip into a virtual environment under `target/`).
+//! esbuild, then componentize-qjs or componentize-js, installed by `npm ci` in `sdk/js`); one with an `app.py` is a
+//! Python guest (built with `sdk/python/build.py`: componentize-py, installed with pip into a virtual environment under
+//! `target/`). A JavaScript guest is built on the SDK's default engine; those in [`BOTH_ENGINES`] also on the other
+//! one, into `tests/components/<name>-<engine>.wasm`, so the language tests run their table on both.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash as _, Hasher as _};
@@ -18,6 +20,13 @@ use crate::run;
 
 /// The componentize-py release the Python SDK is built and tested with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// The JavaScript engines of `sdk/js/build.mjs`, its default first.
+const JS_ENGINES: [&str; 2] = ["quickjs", "spidermonkey"];
+
+/// The JavaScript guests also built on the engines after the default one (the language tests' echo, recorder and
+/// Dirigible-import cases).
+const BOTH_ENGINES: [&str; 3] = ["js-echo", "js-recorder", "js-seed"];
 
 /// The language of a script guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +60,8 @@ struct Guest {
     language: Language,
     source: PathBuf,
     output: PathBuf,
+    /// The JavaScript engine, when not the build's default.
+    engine: Option<&'static str>,
 }
 
 /// Finds the script guests under `dirs` (relative to `root`), sorted by name.
@@ -62,14 +73,27 @@ fn find(root: &Path, dirs: &[&str]) -> anyhow::Result<Vec<Guest>> {
             let path = entry?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             for language in [Language::JavaScript, Language::Python] {
-                if path.join(language.entry()).is_file() {
-                    guests.push(Guest {
-                        output: dir.join(format!("{name}.wasm")),
-                        name: name.clone(),
-                        language,
-                        source: path.clone(),
-                    });
+                if !path.join(language.entry()).is_file() {
+                    continue;
                 }
+                if language == Language::JavaScript && BOTH_ENGINES.contains(&name.as_str()) {
+                    for engine in &JS_ENGINES[1..] {
+                        guests.push(Guest {
+                            output: root.join("tests/components").join(format!("{name}-{engine}.wasm")),
+                            name: format!("{name}-{engine}"),
+                            language,
+                            source: path.clone(),
+                            engine: Some(engine),
+                        });
+                    }
+                }
+                guests.push(Guest {
+                    output: dir.join(format!("{name}.wasm")),
+                    name: name.clone(),
+                    language,
+                    source: path.clone(),
+                    engine: None,
+                });
             }
         }
     }
@@ -96,7 +120,8 @@ fn ensure_js(root: &Path) -> anyhow::Result<()> {
         (Some(lock), Some(installed)) => installed >= lock,
         _ => false,
     };
-    if !fresh || !sdk.join("node_modules/@bytecodealliance/componentize-js").is_dir() {
+    let engines = ["node_modules/@bytecodealliance/componentize-js", "node_modules/componentize-qjs"];
+    if !fresh || !engines.iter().all(|engine| sdk.join(engine).is_dir()) {
         eprintln!("xtask: installing the JavaScript toolchain (npm ci in sdk/js)");
         run(Command::new("npm").current_dir(&sdk).args(["ci", "--no-audit", "--no-fund"]))?;
     }
@@ -169,6 +194,7 @@ fn input_digest(root: &Path, guest: &Guest) -> anyhow::Result<String> {
     hash_tree(&guest.source, &mut hasher)?;
     hash_tree(&root.join(guest.language.sdk()), &mut hasher)?;
     hash_tree(&root.join("wit"), &mut hasher)?;
+    guest.engine.hash(&mut hasher);
     Ok(format!("{:016x}", hasher.finish()))
 }
 
@@ -189,6 +215,9 @@ fn build_command(root: &Path, guest: &Guest, python: Option<&Path>) -> anyhow::R
         }
     };
     command.arg(entry).arg("-o").arg(&guest.output);
+    if let Some(engine) = guest.engine {
+        command.args(["--engine", engine]);
+    }
     Ok(command)
 }
 

@@ -12,12 +12,19 @@
 //! `client-join ID CH`, `client-leave ID CH`, `client-channels ID` (`none` for no such client), `set-attachment TEXT`,
 //! `set-attachment-size N` (N bytes of `a`), `clear-attachment`, `attachment` and `client-attachment ID`
 //! (`attachment TEXT`, `attachment -`). A channel is the word after the verb (or ID); TEXT is the rest of the line.
+//! JavaScript globals: `decode HEX [fatal]` (the bytes through `TextDecoder` and back through `TextEncoder`: `decoded
+//! JSON-TEXT HEX`, or `decode failed: ERROR-NAME`), `log TEXT` (`console.log` and `console.error` of it: `logged`).
 //! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` message).
 
 import { websockets } from "wasmsock";
 
-/** The handler name this component is installed as: its outbound clients' events come back here. */
-const SELF = "tests/js-recorder";
+/**
+ * The handler name this component is installed as (the handler of the connection whose event this is): its outbound
+ * clients' events come back here. The tests install it twice, once per JavaScript engine.
+ */
+function self() {
+  return websockets.currentClient().getHandler();
+}
 
 /** Called by the host once per event. */
 export function onEvent() {
@@ -128,7 +135,7 @@ function command(text) {
       // The seed's pattern: create, then send at once, before the client can have opened.
       const [uri, message] = split(rest);
       try {
-        const client = websockets.createWebsocket(uri, SELF);
+        const client = websockets.createWebsocket(uri, self());
         const queued = outcome(() => client.send(message));
         return `created ${describe(client.info())} send ${queued}`;
       } catch (err) {
@@ -138,7 +145,7 @@ function command(text) {
     case "connect-engine": {
       const [uri, engine] = split(rest);
       try {
-        return `created ${describe(websockets.createWebsocket(uri, SELF, engine).info())}`;
+        return `created ${describe(websockets.createWebsocket(uri, self(), engine).info())}`;
       } catch (err) {
         return `error ${err.message}`;
       }
@@ -152,7 +159,7 @@ function command(text) {
         maxAttempts: attempts === "-" ? undefined : Number(attempts),
       };
       try {
-        const client = websockets.createWebsocketWith(uri, SELF, { reconnect });
+        const client = websockets.createWebsocketWith(uri, self(), { reconnect });
         const queued = outcome(() => client.send("first"));
         return `created ${describe(client.info())} send ${queued}`;
       } catch (err) {
@@ -178,6 +185,22 @@ function command(text) {
     }
     case "throw":
       throw new Error(rest);
+    case "decode": {
+      // HEX bytes through TextDecoder (fatal when the word after the bytes is `fatal`), back through TextEncoder.
+      const [hex, mode] = split(rest);
+      const bytes = Uint8Array.from(hex.match(/../g) ?? [], (pair) => parseInt(pair, 16));
+      try {
+        const text = new TextDecoder("utf-8", { fatal: mode === "fatal" }).decode(bytes);
+        const again = Array.from(new TextEncoder().encode(text), (b) => b.toString(16).padStart(2, "0")).join("");
+        return `decoded ${JSON.stringify(text)} ${again}`;
+      } catch (err) {
+        return `decode failed: ${err.name}`;
+      }
+    }
+    case "log":
+      console.log(`stdout ${rest}`);
+      console.error(`stderr ${rest}`);
+      return "logged";
     case "join":
       return reply(() => websockets.join(rest), ok);
     case "leave":

@@ -11,7 +11,8 @@ use anyhow::{Context as _, bail};
 pub enum Lang {
     /// Rust over wit-bindgen (`cargo build --release --target wasm32-wasip2`).
     Rust,
-    /// JavaScript through componentize-js (`npm install && npm run build`).
+    /// JavaScript on QuickJS through componentize-qjs, or on SpiderMonkey through componentize-js (`npm install && npm
+    /// run build`).
     Js,
     /// Python through componentize-py.
     Python,
@@ -34,6 +35,7 @@ const JS_SDK_PACKAGE: &str = include_str!("../../../../sdk/js/package.json");
 const JS_BUILD: &str = include_str!("../../../../sdk/js/build.mjs");
 const JS_SDK: &str = include_str!("../../../../sdk/js/index.js");
 const JS_SDK_TYPES: &str = include_str!("../../../../sdk/js/index.d.ts");
+const JS_QUICKJS_GLOBALS: &str = include_str!("../../../../sdk/js/quickjs-globals.js");
 const JS_HANDLER: &str = include_str!("../../../../plugins/examples/js-echo/handler.js");
 
 const PY_BUILD: &str = include_str!("../../../../sdk/python/build.py");
@@ -95,9 +97,13 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             files.push(("sdk/build.mjs".into(), JS_BUILD.to_owned()));
             files.push(("sdk/index.js".into(), JS_SDK.to_owned()));
             files.push(("sdk/index.d.ts".into(), JS_SDK_TYPES.to_owned()));
+            files.push(("sdk/quickjs-globals.js".into(), JS_QUICKJS_GLOBALS.to_owned()));
             (
                 "handler.js",
-                "It needs Node.js 20 or later with npm; `npm install` fetches componentize-js and esbuild.".to_owned(),
+                "It needs Node.js 20 or later with npm; `npm install` fetches esbuild and the two engines' builders, \
+                 componentize-qjs (QuickJS, the default) and componentize-js (SpiderMonkey: add `-- --engine \
+                 spidermonkey` to the build command)."
+                    .to_owned(),
                 "npm install && npm run build".to_owned(),
                 "The handler imports the SDK (`sdk/index.js`) as `import { websockets } from \"wasmsock\";`. A handler \
                  written for Eclipse Dirigible keeps its own import, `import { websockets } from \"sdk/net\";`: the \
