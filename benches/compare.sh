@@ -5,6 +5,8 @@
 # LOAD_CPU). Each round measures every server once per pinning, so a ratio is taken between figures of the same round:
 #   - echo: 100 connections × 10 in flight, 64-byte text, the Rust echo in `shared`, `per-connection` and `per-event`;
 #   - fan-out: the Rust chat (`shared`), 1000 members and one publisher, 8 publishes in flight.
+# Then, once, memory: each host started with --no-cache on the JavaScript (SpiderMonkey, 12 MB) and Python (18 MB)
+# echo components, so it compiles them in the process; its RSS once it serves and is idle.
 # Writes target/bench/compare.jsonl and the Before and after table of BENCHMARKS.md (benches/report.py).
 #
 # Run with: BASELINE=/path/to/old/wasmsock benches/compare.sh      (about 6 minutes with the defaults; not part of CI)
@@ -39,6 +41,7 @@ mkdir -p "$OUT"
 log "building the release host, the native baseline and the guests"
 cargo build --quiet --release -p wasmsock -p native-echo
 cargo build --quiet --profile guest --target wasm32-wasip2 -p echo -p chat
+cargo xtask guests
 
 rm -rf "$PLUGINS"
 mkdir -p "$PLUGINS/examples"
@@ -89,6 +92,26 @@ for round in $(seq 1 "$ROUNDS"); do
             wait "$STARTED" 2>/dev/null || true
         done
     done
+done
+
+log "memory: each host compiling the JavaScript and Python echo components in the process"
+MEMORY_PLUGINS=$OUT/compare-memory-plugins
+rm -rf "$MEMORY_PLUGINS"
+mkdir -p "$MEMORY_PLUGINS/examples"
+cp tests/components/js-echo-spidermonkey.wasm plugins/examples/py-echo.wasm "$MEMORY_PLUGINS/examples/"
+for guest in js-echo-spidermonkey py-echo; do
+    printf '{"handler": "examples/%s", "endpoint": "%s"}\n' "$guest" "$guest" >"$MEMORY_PLUGINS/examples/$guest.websocket"
+done
+for server in baseline current; do
+    if [ "$server" = baseline ]; then bin=$BASELINE; else bin=$BIN; fi
+    launch "$SERVER_CPU" "$OUT/compare-memory-$server.log" $HOST_PORT "$bin" serve --plugins "$MEMORY_PLUGINS" \
+        --no-cache --listen "127.0.0.1:$HOST_PORT" --admin "127.0.0.1:$ADMIN_PORT"
+    sleep 2
+    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$STARTED/status")
+    printf '{"mode": "rss", "compare": true, "server": "%s", "what": "idle after compiling the JavaScript (SpiderMonkey) and Python echo in the process", "server_rss_kib": %s}\n' \
+        "$server" "$kib" | tee -a "$RESULTS" >&2
+    kill "$STARTED"
+    wait "$STARTED" 2>/dev/null || true
 done
 
 python3 benches/report.py "$RESULTS" BENCHMARKS.md "BASELINE=… benches/compare.sh" \

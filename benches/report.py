@@ -163,6 +163,8 @@ def compare_lines(rows, command, settings):
         "| current × baseline |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    memory = [r for r in rows if r["mode"] == "rss"]
+    rows = [r for r in rows if r["mode"] != "rss"]
     keys = sorted({(r["pinning"], r["lifecycle"]) for r in rows if r["server"] != "native"})
     for pinning, lifecycle in keys:
         cells = {"native": [], "baseline": [], "current": [], "b/n": [], "c/n": [], "c/b": []}
@@ -183,6 +185,12 @@ def compare_lines(rows, command, settings):
             f"| {pinning} | {what} | {native} | {fmt(median(cells['baseline']), 2)} | {fmt(median(cells['current']), 2)} "
             f"| {fmt(median(cells['b/n']), 2)} | {fmt(median(cells['c/n']), 2)} | {fmt(median(cells['c/b']), 2)} |"
         )
+    if memory:
+        rss = {r["server"]: r["server_rss_kib"] / 1024 for r in memory}
+        lines += [
+            "",
+            f"Host RSS {memory[0]['what']}: baseline {fmt(rss.get('baseline'))} MB, current {fmt(rss.get('current'))} MB.",
+        ]
     return lines + ["", COMPARE_END]
 
 

@@ -41,6 +41,16 @@ struct Found {
     attachment: Option<Vec<u8>>,
 }
 
+impl From<Option<(ClientInfo, Option<Vec<u8>>)>> for Found {
+    /// A connection and its attachment as this host found it, or none.
+    fn from(found: Option<(ClientInfo, Option<Vec<u8>>)>) -> Self {
+        match found {
+            Some((info, attachment)) => Self { info: Some(info), attachment },
+            None => Self { info: None, attachment: None },
+        }
+    }
+}
+
 /// A close asked for a connection on another host.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct CloseRequest {
@@ -69,26 +79,37 @@ struct Members {
 type MembersAnswer = Result<MembersPage, String>;
 
 impl Cluster {
+    /// Asks every host of `hosts` at once on its `verb` subject, each with the request `request(host)` makes, and
+    /// waits at most [`DEFAULT_REMOTE_DEADLINE`]: the answers in the order of `hosts`, `None` for a host that did not
+    /// answer in time or whose answer does not decode.
+    async fn ask_all<R, T>(&self, hosts: &[String], verb: &str, request: impl Fn(&str) -> R) -> Vec<Option<T>>
+    where
+        R: serde::Serialize,
+        T: serde::de::DeserializeOwned,
+    {
+        let asks = hosts.iter().map(|host| {
+            let body = serde_json::to_vec(&request(host));
+            let subject = host_subject(self.name(), host, verb);
+            let client = self.client.clone();
+            async move {
+                let body = body.ok()?;
+                match tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, client.request(subject, body.into())).await {
+                    Ok(Ok(answer)) => serde_json::from_slice::<T>(&answer.payload).ok(),
+                    _ => None,
+                }
+            }
+        });
+        futures_util::future::join_all(asks).await
+    }
+
     /// Every connection of `project` on the other live hosts, asked all at once and gathered for at most
     /// [`DEFAULT_REMOTE_DEADLINE`]; returns them (by host id, each host's oldest first) and the hosts that did not
     /// answer in time, so a caller can tell a partial answer.
     pub async fn survey_clients(&self, project: &str) -> Gathered<Vec<ClientInfo>> {
         let hosts: Vec<String> =
             self.status().hosts.into_iter().map(|h| h.host).filter(|h| h != self.host_id()).collect();
-        let Ok(request) = serde_json::to_vec(&Clients { project: project.to_owned() }) else {
-            return Gathered { answer: Vec::new(), missing_hosts: hosts };
-        };
-        let asks = hosts.iter().map(|host| {
-            let subject = host_subject(self.name(), host, "clients");
-            let ask = self.client.request(subject, request.clone().into());
-            async move {
-                match tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, ask).await {
-                    Ok(Ok(answer)) => serde_json::from_slice::<Vec<ClientInfo>>(&answer.payload).ok(),
-                    _ => None,
-                }
-            }
-        });
-        let answers = futures_util::future::join_all(asks).await;
+        let request = Clients { project: project.to_owned() };
+        let answers: Vec<Option<Vec<ClientInfo>>> = self.ask_all(&hosts, "clients", |_| &request).await;
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for (host, answer) in hosts.into_iter().zip(answers) {
@@ -129,25 +150,19 @@ impl Cluster {
         let after_on = |host: &str| after.filter(|_| from == Some(host)).map(str::to_owned);
         // This host answers first (and checks the channel, the cursor and the limit for everyone).
         let mine = local.members(project, channel, after_on(self.host_id()).as_deref(), limit)?;
-        let asks = hosts.iter().filter(|h| h.as_str() != self.host_id()).map(|host| {
-            let request =
-                Members { project: project.to_owned(), channel: channel.to_owned(), after: after_on(host), limit };
-            let subject = host_subject(self.name(), host, "members");
-            let client = self.client.clone();
-            async move {
-                let body = serde_json::to_vec(&request).ok()?;
-                let answer = tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, client.request(subject, body.into())).await;
-                match answer {
-                    Ok(Ok(message)) => serde_json::from_slice::<MembersAnswer>(&message.payload).ok()?.ok(),
-                    _ => None,
-                }
-            }
-        });
+        let others: Vec<String> = hosts.iter().filter(|h| h.as_str() != self.host_id()).cloned().collect();
+        let asked: Vec<Option<MembersAnswer>> = self
+            .ask_all(&others, "members", |host| Members {
+                project: project.to_owned(),
+                channel: channel.to_owned(),
+                after: after_on(host),
+                limit,
+            })
+            .await;
         let mut answers: HashMap<&str, MembersPage> = HashMap::new();
         let mut missing_hosts = Vec::new();
-        let others = hosts.iter().filter(|h| h.as_str() != self.host_id());
-        for (host, answer) in others.zip(futures_util::future::join_all(asks).await) {
-            match answer {
+        for (host, answer) in others.iter().zip(asked) {
+            match answer.and_then(Result::ok) {
                 Some(page) => {
                     answers.insert(host, page);
                 }
@@ -200,18 +215,8 @@ impl Cluster {
     pub async fn lookup_by_handler(self: &Arc<Self>, project: &str, handler: &str) -> Option<Arc<dyn Connection>> {
         let hosts: Vec<String> =
             self.status().hosts.into_iter().map(|h| h.host).filter(|h| h != self.host_id()).collect();
-        let request =
-            serde_json::to_vec(&ByHandler { project: project.to_owned(), handler: handler.to_owned() }).ok()?;
-        let asks = hosts.iter().map(|host| {
-            let ask = self.client.request(host_subject(self.name(), host, "by-handler"), request.clone().into());
-            async move {
-                match tokio::time::timeout(DEFAULT_REMOTE_DEADLINE, ask).await {
-                    Ok(Ok(answer)) => serde_json::from_slice::<Found>(&answer.payload).ok(),
-                    _ => None,
-                }
-            }
-        });
-        let answers = futures_util::future::join_all(asks).await;
+        let request = ByHandler { project: project.to_owned(), handler: handler.to_owned() };
+        let answers: Vec<Option<Found>> = self.ask_all(&hosts, "by-handler", |_| &request).await;
         let (host, found) = hosts.iter().zip(answers).find_map(|(host, found)| {
             let found = found?;
             found.info.is_some().then_some((host, found))
@@ -318,10 +323,7 @@ pub(super) async fn serve(client: async_nats::Client, mut requests: async_nats::
             "lookup" => {
                 let Ok(lookup) = serde_json::from_slice::<Lookup>(&message.payload) else { continue };
                 let found = local.lookup(&lookup.project, &lookup.id);
-                let answer = Found {
-                    attachment: found.as_ref().and_then(|(_, attachment)| attachment.clone()),
-                    info: found.map(|(info, _)| info),
-                };
+                let answer = Found::from(found);
                 if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&answer)) {
                     let _ = client.publish(reply, body.into()).await;
                 }
@@ -329,10 +331,7 @@ pub(super) async fn serve(client: async_nats::Client, mut requests: async_nats::
             "by-handler" => {
                 let Ok(ask) = serde_json::from_slice::<ByHandler>(&message.payload) else { continue };
                 let found = local.client_by_handler(&ask.project, &ask.handler);
-                let answer = Found {
-                    attachment: found.as_ref().and_then(|(_, attachment)| attachment.clone()),
-                    info: found.map(|(info, _)| info),
-                };
+                let answer = Found::from(found);
                 if let (Some(reply), Ok(body)) = (message.reply, serde_json::to_vec(&answer)) {
                     let _ = client.publish(reply, body.into()).await;
                 }
