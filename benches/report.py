@@ -25,6 +25,12 @@ def fmt(value, digits=1):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def median(values):
+    """The median of the values that are there (None is a missing figure), or None."""
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def produced(command, settings):
     return (
         f"Produced by `{command}` ({settings}) on "
@@ -44,10 +50,6 @@ def fanout_lines(rows, command, settings):
         if base is None or r.get(cpu_key) is None or not base.get(cpu_key):
             return None
         return r[cpu_key] / base[cpu_key]
-
-    def median(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
 
     first = rows[0]
     lines = [
@@ -88,10 +90,6 @@ def cluster_lines(rows, command, settings):
     rounds = sorted({r["round"] for r in rows})
     cpu_key = "server_cpu_us_per_delivery"
     by_round = {(r["round"], r["pinning"], r["setup"]): r for r in rows}
-
-    def median(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
 
     def against_one(r, value):
         base = by_round.get((r["round"], r["pinning"], "one-host"))
@@ -139,15 +137,13 @@ def cluster_lines(rows, command, settings):
 def compare_lines(rows, command, settings):
     """One row per pinning and lifecycle: the baseline and current hosts' CPU per message (or per delivery), each as a
     ratio to the native echo of the same round and pinning, and current against baseline; medians over the rounds."""
+    memory = [r for r in rows if r["mode"] == "rss"]
+    rows = [r for r in rows if r["mode"] != "rss"]
     rounds = sorted({r["round"] for r in rows})
     by_round = {(r["round"], r["pinning"], r["server"], r["lifecycle"]): r for r in rows}
 
     def cpu(r):
         return r.get("server_cpu_us_per_message", r.get("server_cpu_us_per_delivery"))
-
-    def median(values):
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
 
     def ratio(a, b):
         return None if a is None or b is None or cpu(a) is None or not cpu(b) else cpu(a) / cpu(b)
@@ -163,8 +159,6 @@ def compare_lines(rows, command, settings):
         "| current × baseline |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    memory = [r for r in rows if r["mode"] == "rss"]
-    rows = [r for r in rows if r["mode"] != "rss"]
     keys = sorted({(r["pinning"], r["lifecycle"]) for r in rows if r["server"] != "native"})
     for pinning, lifecycle in keys:
         cells = {"native": [], "baseline": [], "current": [], "b/n": [], "c/n": [], "c/b": []}
@@ -230,6 +224,8 @@ def main(results_path, doc_path, command, settings):
 
 
 LANGS = {"rust": "Rust", "js": "JavaScript (QuickJS)", "js-sm": "JavaScript (SpiderMonkey)", "py": "Python"}
+# The native servers' languages: Node runs its own engine, not a guest's.
+NATIVE_LANGS = {"rust": "Rust", "js": "JavaScript", "py": "Python"}
 PINNINGS = {
     "split": "server and load generator on two cores",
     "same": "server and load generator on one core (CPU per message at saturation)",
@@ -258,7 +254,8 @@ def echo_lines(rows, command, settings):
             ratio = cpu / base if cpu is not None and base else None
             lat = r["latency_us"]
             lines.append(
-                f"| {r['server']} | {LANGS.get(r['lang'], r['lang'])} | {r['lifecycle']} | {r['in_flight']} "
+                f"| {r['server']} | {(LANGS if r['server'] == 'wasmsock' else NATIVE_LANGS).get(r['lang'], r['lang'])} "
+                f"| {r['lifecycle']} | {r['in_flight']} "
                 f"| {r['per_second']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | {fmt(cpu, 2)} "
                 f"| {fmt(ratio, 2)} | {r.get('server_rss_kib', 0) / 1024:.0f} | {r['errors']} |"
             )

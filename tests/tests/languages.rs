@@ -734,7 +734,7 @@ async fn per_event_cost() {
     for (language, endpoint, component_name) in ECHOES {
         let bytes = std::fs::read(component(component_name)).unwrap();
         let compiling = Instant::now();
-        runtime.compile(component_name, &bytes).unwrap();
+        runtime.compile(component_name, bytes.clone()).unwrap();
         let compile = compiling.elapsed();
         let mut ws = host.connect(endpoint).await;
         for _ in 0..20 {

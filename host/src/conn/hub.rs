@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
 
+use super::queue::{FrameQueue, Refused};
 use crate::control::metrics::{HandlerEvents, Metrics};
 use crate::runtime::Connection;
 
@@ -38,7 +39,7 @@ pub struct Conn {
     id: String,
     spec: ConnSpec,
     state: AtomicU8,
-    queue: mpsc::Sender<Frame>,
+    queue: FrameQueue,
     queued_bytes: AtomicUsize,
     /// Set when a slow consumer is cut off: what is still queued is dropped and the close goes out next.
     discard_queue: AtomicBool,
@@ -181,7 +182,7 @@ impl Conn {
 
     /// Queues a ping for the peer (keepalive); false when the queue has no room or the connection is closing.
     pub fn ping(&self) -> bool {
-        self.state() == ConnState::Open && self.queue.try_send(Frame::Ping(wasmsock_wire::Bytes::new())).is_ok()
+        self.state() == ConnState::Open && self.queue.try_push(Frame::Ping(wasmsock_wire::Bytes::new())).is_ok()
     }
 
     /// Counts a data message received.
@@ -218,11 +219,11 @@ impl Conn {
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
         // One message always fits into an empty queue, however large.
         let too_many_bytes = before > 0 && before.saturating_add(len) > limits.outbound_queue_bytes;
-        let result = if too_many_bytes { Err(None) } else { self.queue.try_send(frame).map_err(Some) };
+        let result = if too_many_bytes { Err(None) } else { self.queue.try_push(frame).map_err(Some) };
         let full = match result {
             Ok(()) => return Ok(()),
-            Err(None) | Err(Some(mpsc::error::TrySendError::Full(_))) => true,
-            Err(Some(mpsc::error::TrySendError::Closed(_))) => false,
+            Err(None | Some(Refused::Full)) => true,
+            Err(Some(Refused::Closed)) => false,
         };
         self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
         if !full {
@@ -340,12 +341,24 @@ impl Connection for Conn {
 #[derive(Debug)]
 pub struct Outbox {
     conn: Arc<Conn>,
-    queue: mpsc::Receiver<Frame>,
+    /// A stand-in for a connection that cannot go on: it yields nothing.
+    detached: bool,
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.conn.queue.close_reader();
+        }
+    }
 }
 
 impl Outbox {
     /// The next frame to write: queued data in order, then the close frame once one is requested (and nothing after it).
     pub async fn next(&mut self) -> Option<Frame> {
+        if self.detached {
+            return None;
+        }
         loop {
             if self.conn.discard_queue.load(Ordering::Acquire) {
                 let dropped = self.drain();
@@ -355,10 +368,10 @@ impl Outbox {
             }
             tokio::select! {
                 biased;
-                frame = self.queue.recv() => return frame.map(|frame| self.dequeued(frame)),
+                frame = self.conn.queue.pop() => return Some(self.dequeued(frame)),
                 () = self.conn.close_requested.notified() => {
                     // Every data frame queued before the close still goes out first.
-                    if let Ok(frame) = self.queue.try_recv() {
+                    if let Some(frame) = self.conn.queue.try_pop() {
                         self.conn.close_requested.notify_one();
                         return Some(self.dequeued(frame));
                     }
@@ -374,10 +387,10 @@ impl Outbox {
     /// The next queued data frame if one is waiting, without waiting; none when the queue is empty or being dropped
     /// (a close then comes from [`Outbox::next`]).
     pub fn try_next(&mut self) -> Option<Frame> {
-        if self.conn.discard_queue.load(Ordering::Acquire) {
+        if self.detached || self.conn.discard_queue.load(Ordering::Acquire) {
             return None;
         }
-        self.queue.try_recv().ok().map(|frame| self.dequeued(frame))
+        self.conn.queue.try_pop().map(|frame| self.dequeued(frame))
     }
 
     fn dequeued(&self, frame: Frame) -> Frame {
@@ -389,14 +402,16 @@ impl Outbox {
 
     /// An outbox whose queue is already closed, for a connection that cannot go on.
     pub fn detached(conn: Arc<Conn>) -> Self {
-        let (_, queue) = mpsc::channel(1);
-        Self { conn, queue }
+        Self { conn, detached: true }
     }
 
     /// Every frame still queued, without waiting (used to report what a failed connect could not send).
     pub fn drain(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
-        while let Ok(frame) = self.queue.try_recv() {
+        if self.detached {
+            return frames;
+        }
+        while let Some(frame) = self.conn.queue.try_pop() {
             frames.push(self.dequeued(frame));
         }
         frames
@@ -527,7 +542,7 @@ impl Hub {
             Direction::Inbound => "s",
             Direction::Outbound => "c",
         };
-        let (queue, rx) = mpsc::channel(spec.limits.outbound_queue.max(1));
+        let queue = FrameQueue::new(spec.limits.outbound_queue);
         let conn = Arc::new(Conn {
             seq,
             id: format!("{prefix}{seq}{}", self.id_suffix.get().map_or("", String::as_str)),
@@ -554,7 +569,7 @@ impl Hub {
                 self.outbound.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let outbox = Outbox { conn: conn.clone(), queue: rx };
+        let outbox = Outbox { conn: conn.clone(), detached: false };
         (conn, outbox)
     }
 

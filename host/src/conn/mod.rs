@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod hub;
+mod queue;
 pub mod session;
 pub mod tls;
 

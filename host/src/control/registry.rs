@@ -238,8 +238,8 @@ impl Registry {
         let key = version.clone();
         let started = std::time::Instant::now();
         let (handler, from_cache) = tokio::task::spawn_blocking(move || match cache_dir {
-            Some(dir) => runtime.compile_cached(&owned_name, &bytes, &key, &dir),
-            None => runtime.compile(&owned_name, &bytes).map(|handler| (handler, false)),
+            Some(dir) => runtime.compile_cached(&owned_name, bytes, &key, &dir),
+            None => runtime.compile(&owned_name, bytes).map(|handler| (handler, false)),
         })
         .await
         .context("the compile task failed")?

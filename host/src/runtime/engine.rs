@@ -141,6 +141,9 @@ impl Drop for EpochTicker {
 /// The runtime: compiles handlers and runs one event through a fresh instance of a handler.
 pub struct Runtime {
     engine: Engine,
+    /// The engine's settings without the pooling allocator: each compile runs in a throwaway engine made from it (see
+    /// [`Runtime::precompile`]).
+    compile_config: Config,
     linker: Linker<State>,
     deadline: Duration,
     fuel: Option<u64>,
@@ -173,6 +176,7 @@ impl Runtime {
     /// `max_resident_instances` kept instances, epoch interruption, WASI p2 without files or network, and the
     /// `websockets` imports.
     pub fn new(limits: &Limits) -> anyhow::Result<Self> {
+        fix_mmap_threshold();
         let mut pool = PoolingAllocationConfig::default();
         let per_event = limits.max_instances.max(1);
         let instances = per_event.saturating_add(limits.max_resident_instances);
@@ -187,11 +191,10 @@ impl Runtime {
         pool.linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut config = Config::new();
-        config
-            .epoch_interruption(true)
-            .consume_fuel(limits.fuel.is_some())
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut compile_config = Config::new();
+        compile_config.epoch_interruption(true).consume_fuel(limits.fuel.is_some());
+        let mut config = compile_config.clone();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
@@ -201,6 +204,7 @@ impl Runtime {
         let ticker = EpochTicker::start(engine.clone())?;
         Ok(Self {
             engine,
+            compile_config,
             linker,
             deadline: limits.handler_deadline,
             fuel: limits.fuel,
@@ -215,13 +219,36 @@ impl Runtime {
 
     /// Compiles a component and checks it against the `handler` world: its imports must be satisfiable and it must
     /// export `on-event`. The error says which.
-    pub fn compile(&self, name: &str, bytes: &[u8]) -> anyhow::Result<Handler> {
-        let component = Component::new(&self.engine, bytes)
+    pub fn compile(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Handler> {
+        let compiled = self.precompile(bytes)?;
+        // SAFETY: the bytes were made just now by `precompile` with this engine's settings; `deserialize` checks them.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(anyhow::Error::from)
+            .context("loading the compiled component")?;
+        drop(compiled);
+        release_compiler_memory();
+        self.check(name, &component)
+    }
+
+    /// Compiles a component to this engine's serialized form in an engine made for it and dropped at once: wasmtime
+    /// keeps its compiler's working state (Cranelift contexts as large as the largest function compiled, about 90
+    /// MB after the JavaScript and Python examples) for as long as the engine lives, and the serving engine lives as
+    /// long as the host.
+    /// The component's bytes are dropped here, before the memory is handed back (see [`release_compiler_memory`]).
+    fn precompile(&self, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let compiler =
+            Engine::new(&self.compile_config).map_err(anyhow::Error::from).context("creating the compiling engine")?;
+        let compiled = compiler
+            .precompile_component(&bytes)
             .map_err(anyhow::Error::from)
             .context("not a valid WebAssembly component");
-        release_compiler_memory();
-        let component = component?;
-        self.check(name, &component)
+        drop(compiler);
+        drop(bytes);
+        if compiled.is_err() {
+            release_compiler_memory();
+        }
+        compiled
     }
 
     /// Like [`Runtime::compile`], through an on-disk cache of compiled code in `cache_dir` keyed by `version` (the
@@ -232,7 +259,7 @@ impl Runtime {
     pub fn compile_cached(
         &self,
         name: &str,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         version: &str,
         cache_dir: &Path,
     ) -> anyhow::Result<(Handler, bool)> {
@@ -251,16 +278,27 @@ impl Runtime {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .context("not a valid WebAssembly component");
+        let compiled = self.precompile(bytes)?;
+        // Served from the file just written, as a later start would be: its code is mapped from the file (pages the
+        // kernel can drop and read again) rather than copied into anonymous memory.
+        let component = match write_cache_entry(cache_dir, &file, &compiled) {
+            // SAFETY: as above; the file was written just now by `write_cache_entry` into the private cache directory
+            // from `precompile`'s output, and `deserialize_file` checks the engine settings.
+            #[allow(unsafe_code)]
+            Ok(()) => unsafe { Component::deserialize_file(&self.engine, &file) },
+            Err(err) => {
+                tracing::warn!(dir = %cache_dir.display(), "cannot write the compile cache: {err:#}");
+                // SAFETY: made just now by `precompile` with this engine's settings; `deserialize` checks them.
+                #[allow(unsafe_code)]
+                unsafe {
+                    Component::deserialize(&self.engine, &compiled)
+                }
+            }
+        };
+        drop(compiled);
         release_compiler_memory();
-        let component = component?;
-        let handler = self.check(name, &component)?;
-        if let Err(err) = write_cache_entry(cache_dir, &file, &component) {
-            tracing::warn!(dir = %cache_dir.display(), "cannot write the compile cache: {err:#}");
-        }
-        Ok((handler, false))
+        let component = component.map_err(anyhow::Error::from).context("loading the compiled component")?;
+        Ok((self.check(name, &component)?, false))
     }
 
     fn check(&self, name: &str, component: &Component) -> anyhow::Result<Handler> {
@@ -456,12 +494,12 @@ impl Runtime {
     }
 }
 
-/// Writes a compiled component into the cache atomically (a temp file renamed into place).
 /// Hands the compiler's freed working memory back to the system. Cranelift's allocations while compiling a large
 /// component (hundreds of MB for the 12-18 MB JavaScript and Python ones, on several threads) are freed when it ends,
 /// but glibc's malloc keeps the pages in its per-thread arenas, so a host that compiled in process stayed at ~450 MB
 /// idle instead of ~25 MB (BENCHMARKS.md, "Memory"). `malloc_trim` releases the free pages of every arena.
 fn release_compiler_memory() {
+    fix_mmap_threshold();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and only returns glibc's own free pages to the system; it is safe to call
     // from any thread at any time.
@@ -471,9 +509,26 @@ fn release_compiler_memory() {
     }
 }
 
-fn write_cache_entry(dir: &Path, file: &Path, component: &Component) -> anyhow::Result<()> {
+/// Keeps glibc's threshold for serving an allocation with its own mapping at its default, 128 KiB. glibc raises it
+/// (up to 32 MB) each time such a mapping is freed, so after the first large free the compiler's large buffers come
+/// from the arenas instead, and stay there: a host that compiled the JavaScript and Python examples idled at 72 MB
+/// with the threshold moving and at 34 MB with it fixed (a warm start: 24 MB). Setting it once stops the moving; the
+/// host's per-event allocations are far below it.
+fn fix_mmap_threshold() {
+    static FIXED: std::sync::Once = std::sync::Once::new();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    FIXED.call_once(|| {
+        // SAFETY: mallopt takes two integers and changes only glibc's own allocation policy; any thread may call it.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+        }
+    });
+}
+
+/// Writes a compiled component into the cache atomically (a temp file renamed into place).
+fn write_cache_entry(dir: &Path, file: &Path, serialized: &[u8]) -> anyhow::Result<()> {
     create_private_dir(dir)?;
-    let serialized = component.serialize().map_err(anyhow::Error::from).context("serializing")?;
     let temp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&temp, serialized).with_context(|| format!("writing {}", temp.display()))?;
     std::fs::rename(&temp, file).with_context(|| format!("renaming into {}", file.display()))?;

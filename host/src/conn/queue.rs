@@ -1,0 +1,146 @@
+//! A connection's outbound queue: frames in order, bounded in count, one reader (its writer task) that can wait. It
+//! holds nothing on the heap while empty, so an idle connection's queue costs a few words where a tokio channel
+//! allocates its first block of slots (about 1.8 KB) up front.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+use wasmsock_wire::Frame;
+
+/// Above this many slots, a queue that empties gives its buffer back (a burst does not stay resident).
+const KEEP_SLOTS: usize = 32;
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds its capacity of frames.
+    Full,
+    /// The reader is gone: nothing will be written any more.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    frames: VecDeque<Frame>,
+    reader_gone: bool,
+}
+
+/// The queue; shared by the connection (writers) and its outbox (the reader).
+#[derive(Debug)]
+pub struct FrameQueue {
+    slots: Mutex<Slots>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl FrameQueue {
+    /// An empty queue of at most `capacity` frames (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self { slots: Mutex::new(Slots::default()), ready: Notify::new(), capacity: capacity.max(1) }
+    }
+
+    /// Queues `frame` behind the others, without waiting.
+    pub fn try_push(&self, frame: Frame) -> Result<(), Refused> {
+        let Ok(mut slots) = self.slots.lock() else {
+            return Err(Refused::Closed);
+        };
+        if slots.reader_gone {
+            return Err(Refused::Closed);
+        }
+        if slots.frames.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        slots.frames.push_back(frame);
+        drop(slots);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The oldest frame, if one is queued.
+    pub fn try_pop(&self) -> Option<Frame> {
+        let mut slots = self.slots.lock().ok()?;
+        let frame = slots.frames.pop_front();
+        if slots.frames.is_empty() && slots.frames.capacity() > KEEP_SLOTS {
+            slots.frames = VecDeque::new();
+        }
+        frame
+    }
+
+    /// The oldest frame, waiting for one. Cancel-safe: a frame is only taken when this resolves.
+    pub async fn pop(&self) -> Frame {
+        loop {
+            if let Some(frame) = self.try_pop() {
+                return frame;
+            }
+            // A push between the check above and this wait leaves a permit, so the wake-up is not lost.
+            self.ready.notified().await;
+        }
+    }
+
+    /// The reader is gone: what is queued is dropped and later pushes are refused as closed.
+    pub fn close_reader(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.reader_gone = true;
+            slots.frames = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Frame {
+        Frame::Text(s.into())
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_and_the_bound_refuses_the_next() {
+        let queue = FrameQueue::new(2);
+        queue.try_push(text("a")).unwrap();
+        queue.try_push(text("b")).unwrap();
+        assert_eq!(queue.try_push(text("c")), Err(Refused::Full));
+        assert_eq!(queue.pop().await, text("a"));
+        assert_eq!(queue.try_pop(), Some(text("b")));
+        assert_eq!(queue.try_pop(), None);
+        queue.try_push(text("d")).unwrap();
+        assert_eq!(queue.pop().await, text("d"));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_for_a_frame_pushed_later() {
+        let queue = std::sync::Arc::new(FrameQueue::new(8));
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pop().await }
+        });
+        tokio::task::yield_now().await;
+        queue.try_push(text("late")).unwrap();
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await.unwrap().unwrap();
+        assert_eq!(frame, text("late"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_loses_no_frame() {
+        let queue = FrameQueue::new(8);
+        // A wait that is dropped before a push (as the outbox's select drops it when a close is requested).
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(10), queue.pop()).await.is_err());
+        queue.try_push(text("kept")).unwrap();
+        assert_eq!(queue.pop().await, text("kept"));
+    }
+
+    #[test]
+    fn a_gone_reader_refuses_pushes_and_a_drained_burst_gives_its_buffer_back() {
+        let queue = FrameQueue::new(1000);
+        for i in 0..100 {
+            queue.try_push(text(&i.to_string())).unwrap();
+        }
+        while queue.try_pop().is_some() {}
+        assert_eq!(queue.slots.lock().unwrap().frames.capacity(), 0);
+        queue.try_push(text("x")).unwrap();
+        queue.close_reader();
+        assert_eq!(queue.try_pop(), None);
+        assert_eq!(queue.try_push(text("y")), Err(Refused::Closed));
+    }
+}
