@@ -509,21 +509,24 @@ fn release_compiler_memory() {
     }
 }
 
-/// Keeps glibc's threshold for serving an allocation with its own mapping at its default, 128 KiB. glibc raises it
-/// (up to 32 MB) each time such a mapping is freed, so after the first large free the compiler's large buffers come
-/// from the arenas instead, and stay there: a host that compiled the JavaScript and Python examples idled at 72 MB
-/// with the threshold moving and at 34 MB with it fixed (a warm start: 24 MB). Setting it once stops the moving; the
-/// host's per-event allocations are far below it.
+/// Keeps glibc's threshold for giving an allocation a mapping of its own at its default, 128 KiB. glibc raises it (up
+/// to 32 MB) each time such a mapping is freed, so after the first large free the compiler's large buffers come from
+/// the arenas and leave them fragmented past what `malloc_trim` can release: a host that compiled the JavaScript
+/// (SpiderMonkey) and Python examples idled at 72 MB with the threshold moving and at 34 MB with it fixed (a start
+/// from the warm cache: 24 MB). An A/B of the Rust echo at saturation showed no CPU difference in `per-event` or
+/// `shared` (BENCHMARKS.md, "Memory").
 fn fix_mmap_threshold() {
-    static FIXED: std::sync::Once = std::sync::Once::new();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    FIXED.call_once(|| {
-        // SAFETY: mallopt takes two integers and changes only glibc's own allocation policy; any thread may call it.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
-        }
-    });
+    {
+        static FIXED: std::sync::Once = std::sync::Once::new();
+        FIXED.call_once(|| {
+            // SAFETY: mallopt takes two integers and changes only glibc's own allocation policy; any thread may call it.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+            }
+        });
+    }
 }
 
 /// Writes a compiled component into the cache atomically (a temp file renamed into place).
