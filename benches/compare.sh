@@ -5,8 +5,9 @@
 # LOAD_CPU). Each round measures every server once per pinning, so a ratio is taken between figures of the same round:
 #   - echo: 100 connections × 10 in flight, 64-byte text, the Rust echo in `shared`, `per-connection` and `per-event`;
 #   - fan-out: the Rust chat (`shared`), 1000 members and one publisher, 8 publishes in flight.
-# Then, once, memory: each host started with --no-cache on the JavaScript (SpiderMonkey, 12 MB) and Python (18 MB)
-# echo components, so it compiles them in the process; its RSS once it serves and is idle.
+# Then, once, memory: each host started on the JavaScript (SpiderMonkey, 12 MB) and Python (18 MB) echo components, so
+# it compiles them in the process, first into an empty compile cache (a first start), then with --no-cache; its RSS
+# once it serves and is idle.
 # Writes target/bench/compare.jsonl and the Before and after table of BENCHMARKS.md (benches/report.py).
 #
 # Run with: BASELINE=/path/to/old/wasmsock benches/compare.sh      (about 6 minutes with the defaults; not part of CI)
@@ -102,16 +103,21 @@ cp tests/components/js-echo-spidermonkey.wasm plugins/examples/py-echo.wasm "$ME
 for guest in js-echo-spidermonkey py-echo; do
     printf '{"handler": "examples/%s", "endpoint": "%s"}\n' "$guest" "$guest" >"$MEMORY_PLUGINS/examples/$guest.websocket"
 done
-for server in baseline current; do
-    if [ "$server" = baseline ]; then bin=$BASELINE; else bin=$BIN; fi
-    launch "$SERVER_CPU" "$OUT/compare-memory-$server.log" $HOST_PORT "$bin" serve --plugins "$MEMORY_PLUGINS" \
-        --no-cache --listen "127.0.0.1:$HOST_PORT" --admin "127.0.0.1:$ADMIN_PORT"
-    sleep 2
-    kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$STARTED/status")
-    printf '{"mode": "rss", "compare": true, "server": "%s", "what": "idle after compiling the JavaScript (SpiderMonkey) and Python echo in the process", "server_rss_kib": %s}\n' \
-        "$server" "$kib" | tee -a "$RESULTS" >&2
-    kill "$STARTED"
-    wait "$STARTED" 2>/dev/null || true
+for start in first-start no-cache; do
+    for server in baseline current; do
+        if [ "$server" = baseline ]; then bin=$BASELINE; else bin=$BIN; fi
+        rm -rf "$MEMORY_PLUGINS/.wasmsock-cache"
+        cache=()
+        [ "$start" = no-cache ] && cache=(--no-cache)
+        launch "$SERVER_CPU" "$OUT/compare-memory-$server.log" $HOST_PORT "$bin" serve --plugins "$MEMORY_PLUGINS" \
+            "${cache[@]}" --listen "127.0.0.1:$HOST_PORT" --admin "127.0.0.1:$ADMIN_PORT"
+        sleep 2
+        kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$STARTED/status")
+        printf '{"mode": "rss", "compare": true, "server": "%s", "what": "%s", "server_rss_kib": %s}\n' "$server" \
+            "idle after compiling the JavaScript (SpiderMonkey) and Python echo, $start" "$kib" | tee -a "$RESULTS" >&2
+        kill "$STARTED"
+        wait "$STARTED" 2>/dev/null || true
+    done
 done
 
 python3 benches/report.py "$RESULTS" BENCHMARKS.md "BASELINE=… benches/compare.sh" \

@@ -179,11 +179,11 @@ def compare_lines(rows, command, settings):
             f"| {pinning} | {what} | {native} | {fmt(median(cells['baseline']), 2)} | {fmt(median(cells['current']), 2)} "
             f"| {fmt(median(cells['b/n']), 2)} | {fmt(median(cells['c/n']), 2)} | {fmt(median(cells['c/b']), 2)} |"
         )
-    if memory:
-        rss = {r["server"]: r["server_rss_kib"] / 1024 for r in memory}
+    for what in dict.fromkeys(r["what"] for r in memory):
+        rss = {r["server"]: r["server_rss_kib"] / 1024 for r in memory if r["what"] == what}
         lines += [
             "",
-            f"Host RSS {memory[0]['what']}: baseline {fmt(rss.get('baseline'))} MB, current {fmt(rss.get('current'))} MB.",
+            f"Host RSS {what}: baseline {fmt(rss.get('baseline'))} MB, current {fmt(rss.get('current'))} MB.",
         ]
     return lines + ["", COMPARE_END]
 

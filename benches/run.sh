@@ -133,9 +133,9 @@ run_pinning() {
     start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
         --admin "127.0.0.1:$ADMIN_PORT" "$@"
     if [ "$PINNING" = split ]; then
-        # This first start compiles every handler in the process (--no-cache).
+        # The plugins root is new, so this first start compiles every handler (into its empty compile cache).
         sleep 2
-        rss "idle, every handler compiled in the process"
+        rss "idle after the first start, every handler compiled (into an empty cache)"
     fi
     for lang in $LANGS; do
         for instance in shared per-connection per-event; do
@@ -169,7 +169,7 @@ for PINNING in $PINNINGS; do
         same) SERVER_CPU=$SAME_CPU LOAD_CPU=$SAME_CPU ;;
         *) log "PINNINGS: unknown pinning $PINNING (split or same)"; exit 2 ;;
     esac
-    if [ "$PINNING" = split ]; then run_pinning --no-cache; else run_pinning; fi
+    run_pinning
 done
 
 python3 benches/report.py "$RESULTS" BENCHMARKS.md "benches/run.sh" \
