@@ -477,6 +477,20 @@ async fn until_hosts(host: &BinaryHost, count: usize) {
     }
 }
 
+/// Waits until every host of `hosts` heard `peer`'s heartbeat less than 300 ms ago.
+async fn until_fresh_heartbeat(hosts: &[BinaryHost], peer: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let age = |host: &BinaryHost| {
+        let listing = cluster_listing(host);
+        let entry = listing["hosts"].as_array().unwrap().iter().find(|h| h["host"] == peer).cloned();
+        entry.and_then(|h| h["last_heartbeat_ms"].as_u64()).unwrap_or(u64::MAX)
+    };
+    while !hosts.iter().all(|host| age(host) < 300) {
+        assert!(tokio::time::Instant::now() < deadline, "never a fresh heartbeat of {peer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn members_page_over_every_host_and_a_stuck_host_is_named_missing() {
     let Some(nats) = NatsServer::start().await else { return };
@@ -526,7 +540,9 @@ async fn members_page_over_every_host_and_a_stuck_host_is_named_missing() {
     assert_eq!(client_id(&found), client, "{found}");
 
     // h2 stops answering but is still within its heartbeat timeout: each survey waits out its deadline, answers
-    // with what came, and names h2 as missing.
+    // with what came, and names h2 as missing. It stops just after both surveying hosts heard it, so the surveys
+    // (one deadline each) run well inside the peer timeout even on a loaded machine.
+    until_fresh_heartbeat(&hosts[..2], "h2").await;
     let stopped = hosts[2].pid().to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &stopped]).status().unwrap().success());
     let asked = std::time::Instant::now();
@@ -542,7 +558,12 @@ async fn members_page_over_every_host_and_a_stuck_host_is_named_missing() {
         clients.ends_with(" missing h2") && !clients.contains(d.as_str()) && clients.contains(c.as_str()),
         "{clients}"
     );
-    assert_eq!((&admin_page["partial"], &admin_page["missing_hosts"]), (&true.into(), &serde_json::json!(["h2"])));
+    assert_eq!(
+        (&admin_page["partial"], &admin_page["missing_hosts"]),
+        (&true.into(), &serde_json::json!(["h2"])),
+        "{admin_page}\n{}",
+        cluster_listing(&hosts[0])
+    );
     // Back, it answers again.
     let deadline = tokio::time::Instant::now() + WAIT;
     while command(&mut driver, "survey-members room 10 -").await != format!("members {all} next - missing -") {
