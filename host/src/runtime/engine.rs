@@ -220,14 +220,7 @@ impl Runtime {
     /// Compiles a component and checks it against the `handler` world: its imports must be satisfiable and it must
     /// export `on-event`. The error says which.
     pub fn compile(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Handler> {
-        let compiled = self.precompile(bytes)?;
-        // SAFETY: the bytes were made just now by `precompile` with this engine's settings; `deserialize` checks them.
-        #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
-            .map_err(anyhow::Error::from)
-            .context("loading the compiled component")?;
-        drop(compiled);
-        release_compiler_memory();
+        let component = self.compile_and_load(bytes, None)?;
         self.check(name, &component)
     }
 
@@ -278,27 +271,35 @@ impl Runtime {
                 }
             }
         }
+        let component = self.compile_and_load(bytes, Some(&file))?;
+        Ok((self.check(name, &component)?, false))
+    }
+
+    /// Compiles `bytes` (see [`Runtime::precompile`]) and loads the result into the serving engine, then hands the
+    /// compiler's memory back. With a `cache_file`, the compiled code is written there first and served from the file,
+    /// as a later start would be: its code is mapped from the file (pages the kernel can drop and read again) rather
+    /// than copied into anonymous memory. A cache that cannot be written is logged and the code loaded from memory.
+    fn compile_and_load(&self, bytes: Vec<u8>, cache_file: Option<&Path>) -> anyhow::Result<Component> {
         let compiled = self.precompile(bytes)?;
-        // Served from the file just written, as a later start would be: its code is mapped from the file (pages the
-        // kernel can drop and read again) rather than copied into anonymous memory.
-        let component = match write_cache_entry(cache_dir, &file, &compiled) {
-            // SAFETY: as above; the file was written just now by `write_cache_entry` into the private cache directory
-            // from `precompile`'s output, and `deserialize_file` checks the engine settings.
-            #[allow(unsafe_code)]
-            Ok(()) => unsafe { Component::deserialize_file(&self.engine, &file) },
+        let written = cache_file.filter(|file| match write_cache_entry(file, &compiled) {
+            Ok(()) => true,
             Err(err) => {
-                tracing::warn!(dir = %cache_dir.display(), "cannot write the compile cache: {err:#}");
-                // SAFETY: made just now by `precompile` with this engine's settings; `deserialize` checks them.
-                #[allow(unsafe_code)]
-                unsafe {
-                    Component::deserialize(&self.engine, &compiled)
-                }
+                tracing::warn!(file = %file.display(), "cannot write the compile cache: {err:#}");
+                false
             }
+        });
+        let component = match written {
+            // SAFETY: the file was written just now by `write_cache_entry` into the host's private cache directory
+            // from `precompile`'s output; `deserialize_file` also checks the engine settings.
+            #[allow(unsafe_code)]
+            Some(file) => unsafe { Component::deserialize_file(&self.engine, file) },
+            // SAFETY: made just now by `precompile` with this engine's settings; `deserialize` checks them.
+            #[allow(unsafe_code)]
+            None => unsafe { Component::deserialize(&self.engine, &compiled) },
         };
         drop(compiled);
         release_compiler_memory();
-        let component = component.map_err(anyhow::Error::from).context("loading the compiled component")?;
-        Ok((self.check(name, &component)?, false))
+        component.map_err(anyhow::Error::from).context("loading the compiled component")
     }
 
     fn check(&self, name: &str, component: &Component) -> anyhow::Result<Handler> {
@@ -498,8 +499,8 @@ impl Runtime {
 /// component (hundreds of MB for the 12-18 MB JavaScript and Python ones, on several threads) are freed when it ends,
 /// but glibc's malloc keeps the pages in its per-thread arenas, so a host that compiled in process stayed at ~450 MB
 /// idle instead of ~25 MB (BENCHMARKS.md, "Memory"). `malloc_trim` releases the free pages of every arena.
+/// The mmap threshold was fixed when the runtime was made (see [`fix_mmap_threshold`]).
 fn release_compiler_memory() {
-    fix_mmap_threshold();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and only returns glibc's own free pages to the system; it is safe to call
     // from any thread at any time.
@@ -529,9 +530,12 @@ fn fix_mmap_threshold() {
     }
 }
 
-/// Writes a compiled component into the cache atomically (a temp file renamed into place).
-fn write_cache_entry(dir: &Path, file: &Path, serialized: &[u8]) -> anyhow::Result<()> {
-    create_private_dir(dir)?;
+/// Writes a compiled component into the cache atomically (a temp file renamed into place), creating the cache
+/// directory if need be.
+fn write_cache_entry(file: &Path, serialized: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        create_private_dir(dir)?;
+    }
     let temp = file.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&temp, serialized).with_context(|| format!("writing {}", temp.display()))?;
     std::fs::rename(&temp, file).with_context(|| format!("renaming into {}", file.display()))?;
