@@ -1,6 +1,7 @@
 //! The host's layout, checked from its source: no import cycle between any two files of `host/src`, imports between
-//! rooms point down only (`cli` > `http` > `app` > `conn` > `control` > `runtime` > the `wire` crate), nothing
-//! outside `runtime/` names wasmtime, and the pure `wire` crate depends on neither tokio nor wasmtime.
+//! rooms point down only (`cli` > `http` > `app` > `cluster` > `channels` > `conn` > `control` > `runtime` > the
+//! `wire` crate), nothing outside `runtime/` names wasmtime, and the pure `wire` crate depends on neither tokio nor
+//! wasmtime.
 //!
 //! An import is any `crate::…` or `super::…` path in a file (in `use` trees or inline, outside its unit tests and
 //! comments), resolved to the file of the deepest module it names; `mod x;` declarations are not imports. Run with
