@@ -15,7 +15,7 @@ use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tracing::Instrument as _;
 
@@ -115,8 +115,11 @@ struct SessionStart {
     admission: Admission,
 }
 
-async fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) {
-    let SessionStart { endpoint, path, remote, limits, admission: _admission } = start;
+/// Registers an upgraded connection and returns its session, which holds the admission until it ends. Not an `async
+/// fn`: its future would keep its arguments (this start and the `WebSocket`, about 600 bytes, already moved into the
+/// session) for the connection's whole life.
+fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+    let SessionStart { endpoint, path, remote, limits, admission } = start;
     let spec = ConnSpec {
         uri: path,
         handler: endpoint.handler.clone(),
@@ -132,7 +135,8 @@ async fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) {
     let (sink, stream) = socket.split();
     let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(to_axum(frame))));
     let span = connection_span(&conn);
-    session::run(app, conn, outbox, frame::frames(stream, from_axum, ws_error), sink).instrument(span).await;
+    let session = session::run(app, conn, outbox, frame::frames(stream, from_axum, ws_error), sink).instrument(span);
+    FutureExt::map(session, move |()| drop(admission))
 }
 
 /// The admin API's listener and the token its requests must carry, if any.
