@@ -423,12 +423,17 @@ pub struct BinaryHost {
 impl BinaryHost {
     /// Starts `wasmsock serve` with `extra` flags and waits until it logs both addresses.
     pub async fn start(plugins: &Plugins, extra: &[&str]) -> Self {
+        Self::start_logging(plugins, extra, "info").await
+    }
+
+    /// [`BinaryHost::start`] with `RUST_LOG` set to `filter`.
+    pub async fn start_logging(plugins: &Plugins, extra: &[&str], filter: &str) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--plugins"])
             .arg(plugins.path())
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

@@ -6,8 +6,8 @@ use tracing_subscriber::EnvFilter;
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// One line per event for people: time, level, spans (`connection{conn=s1 endpoint=echo …}:event{method=…}`),
-    /// target and message; coloured on a terminal.
+    /// One line per event for people: time, level, spans (at debug, `connection{conn=s1 endpoint=echo …}:event{…}`),
+    /// target, message and fields; coloured on a terminal.
     #[default]
     Text,
     /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (the message and the event's own fields),

@@ -32,13 +32,16 @@ pub trait ConnHost: Send + Sync + 'static {
     fn ended(&self, conn: &Arc<Conn>);
 }
 
-/// The span a connection's tasks run in: its id, endpoint (empty for an outbound client), handler and direction.
+/// The span a connection's tasks run in: its id, endpoint (empty for an outbound client), handler and direction. A
+/// debug span: at the default level it is not created, entered on every poll of the connection's tasks, nor kept in
+/// the subscriber's registry for the connection's life; every line about a connection carries its `conn` (and a
+/// handler's lines their `handler`) as fields instead.
 pub fn connection_span(conn: &Conn) -> tracing::Span {
     let direction = match conn.direction() {
         Direction::Inbound => "inbound",
         Direction::Outbound => "outbound",
     };
-    tracing::info_span!(
+    tracing::debug_span!(
         "connection",
         conn = conn.id(),
         endpoint = conn.endpoint().unwrap_or_default(),

@@ -23,7 +23,8 @@ use super::state::{MemoryCap, State};
 
 /// A compiled handler component, checked against the `handler` world and ready to instantiate.
 pub struct Handler {
-    name: String,
+    /// Shared with each instance's store and log, so an event copies no string.
+    name: Arc<str>,
     /// Unique per compiled handler in this process: a kept instance of another id is of another version.
     id: u64,
     pre: bindings::HandlerPre<State>,
@@ -311,7 +312,7 @@ impl Runtime {
         let pre = bindings::HandlerPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("it does not export `on-event` of world wasmsock:websockets/handler")?;
-        Ok(Handler { name: name.to_owned(), id: NEXT_HANDLER_ID.fetch_add(1, Ordering::Relaxed), pre })
+        Ok(Handler { name: name.into(), id: NEXT_HANDLER_ID.fetch_add(1, Ordering::Relaxed), pre })
     }
 
     /// Checks that this runtime can honour an endpoint's handler limits (see [`Limits::check_endpoint`]).
@@ -330,7 +331,7 @@ impl Runtime {
             .slots
             .acquire()
             .await
-            .map_err(|err| CallError::Instantiate { handler: handler.name.clone(), message: err.to_string() })?;
+            .map_err(|err| CallError::Instantiate { handler: handler.name.to_string(), message: err.to_string() })?;
         let (mut store, log) = self.store(handler, event, services)?;
         let instance = self.instantiate(handler, &mut store).await?;
         let result = instance.call_on_event(&mut store).await;
@@ -364,7 +365,7 @@ impl Runtime {
                 state.memory.hit = false;
                 if let Some(fuel) = state.call_fuel {
                     resident.store.set_fuel(fuel).map_err(|err| CallError::Instantiate {
-                        handler: handler.name.clone(),
+                        handler: handler.name.to_string(),
                         message: format!("setting fuel: {err}"),
                     })?;
                 }
@@ -373,7 +374,7 @@ impl Runtime {
             }
             None => {
                 let slot = self.resident.clone().try_acquire_owned().map_err(|_| CallError::NoResidentSlot {
-                    handler: handler.name.clone(),
+                    handler: handler.name.to_string(),
                     limit: self.max_resident,
                 })?;
                 let (mut store, log) = self.store(handler, event, services)?;
@@ -399,7 +400,7 @@ impl Runtime {
         services: Arc<dyn HostServices>,
     ) -> Result<(Store<State>, guest_log::GuestLog), CallError> {
         let log = guest_log::GuestLog::new(
-            &handler.name,
+            handler.name.clone(),
             event.conn.id(),
             event.kind.method().as_str(),
             self.guest_log_bytes,
@@ -412,7 +413,7 @@ impl Runtime {
             table: ResourceTable::new(),
             memory: MemoryCap { cap: limits.handler_memory.min(self.memory_cap), hit: false },
             event,
-            handler: handler.name.clone(),
+            handler: Arc::clone(&handler.name),
             services,
             deadline: Instant::now() + call_deadline,
             call_deadline,
@@ -424,7 +425,7 @@ impl Runtime {
         store.limiter(|state| &mut state.memory);
         if let Some(fuel) = call_fuel {
             store.set_fuel(fuel).map_err(|err| CallError::Instantiate {
-                handler: handler.name.clone(),
+                handler: handler.name.to_string(),
                 message: format!("setting fuel: {err}"),
             })?;
         }
@@ -456,9 +457,9 @@ impl Runtime {
     async fn instantiate(&self, handler: &Handler, store: &mut Store<State>) -> Result<bindings::Handler, CallError> {
         handler.pre.instantiate_async(&mut *store).await.map_err(|err| {
             if store.data().memory.hit {
-                CallError::OutOfMemory { handler: handler.name.clone(), cap: store.data().memory.cap }
+                CallError::OutOfMemory { handler: handler.name.to_string(), cap: store.data().memory.cap }
             } else {
-                CallError::Instantiate { handler: handler.name.clone(), message: format!("{err:#}") }
+                CallError::Instantiate { handler: handler.name.to_string(), message: format!("{err:#}") }
             }
         })
     }

@@ -10,65 +10,74 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 /// The log of one handler instance: both streams share a per-call byte budget; what is past it is counted, not
 /// logged. An instance kept between events is told each new call's connection and event with [`GuestLog::begin`].
+/// One allocation per instance (and one for the connection id): a per-event instance makes a new log each event.
 #[derive(Clone)]
-pub(super) struct GuestLog {
+pub(super) struct GuestLog(Arc<Shared>);
+
+struct Shared {
     handler: Arc<str>,
-    /// The connection and the event method of the current call.
-    conn: Arc<Mutex<(Arc<str>, &'static str)>>,
     per_call: usize,
-    budget: Arc<AtomicUsize>,
-    stderr_tail: Arc<Mutex<String>>,
-    /// The span of the call (the connection's): wasmtime writes guest output from a task of its own, so lines are
-    /// logged in this span explicitly. A kept instance gets each new call's span in `begin`.
-    span: Arc<Mutex<tracing::Span>>,
+    budget: AtomicUsize,
+    call: Mutex<Call>,
+}
+
+/// What the current call's lines are tagged with, and the end of its stderr.
+struct Call {
+    conn: Arc<str>,
+    method: &'static str,
+    stderr_tail: String,
+    /// The span of the call (the connection's), kept only when `debug` is on: the connection span is a debug span,
+    /// and wasmtime writes guest output from a task of its own, so lines are logged in it explicitly. At the default
+    /// level every line already carries the handler, the connection and the method as fields, and looking up the
+    /// current span on every event would cost the registry a lookup and a reference count for nothing.
+    span: tracing::Span,
 }
 
 /// How much of the end of a call's stderr is kept to explain a trap (a JavaScript exception or a Python traceback
 /// is printed there just before the guest traps).
 const STDERR_TAIL_BYTES: usize = 400;
 
+/// The span guest lines of a call starting now are logged in: the current one when debug spans are enabled.
+fn call_span() -> tracing::Span {
+    if tracing::level_enabled!(tracing::Level::DEBUG) { tracing::Span::current() } else { tracing::Span::none() }
+}
+
 impl GuestLog {
-    pub(super) fn new(handler: &str, conn: &str, method: &'static str, budget: usize) -> Self {
-        Self {
-            handler: handler.into(),
-            conn: Arc::new(Mutex::new((conn.into(), method))),
+    pub(super) fn new(handler: Arc<str>, conn: &str, method: &'static str, budget: usize) -> Self {
+        Self(Arc::new(Shared {
+            handler,
             per_call: budget,
-            budget: Arc::new(AtomicUsize::new(budget)),
-            stderr_tail: Arc::default(),
-            span: Arc::new(Mutex::new(tracing::Span::current())),
-        }
+            budget: AtomicUsize::new(budget),
+            call: Mutex::new(Call { conn: conn.into(), method, stderr_tail: String::new(), span: call_span() }),
+        }))
     }
 
     /// Starts a new call of a kept instance for a `method` event of connection `conn`: a fresh budget and an empty
     /// stderr tail.
     pub(super) fn begin(&self, conn: &str, method: &'static str) {
-        if let Ok(mut current) = self.conn.lock() {
-            if *current.0 != *conn {
-                current.0 = conn.into();
+        if let Ok(mut call) = self.0.call.lock() {
+            if *call.conn != *conn {
+                call.conn = conn.into();
             }
-            current.1 = method;
+            call.method = method;
+            call.stderr_tail.clear();
+            call.span = call_span();
         }
-        if let Ok(mut span) = self.span.lock() {
-            *span = tracing::Span::current();
-        }
-        self.budget.store(self.per_call, Ordering::Relaxed);
-        if let Ok(mut tail) = self.stderr_tail.lock() {
-            tail.clear();
-        }
+        self.0.budget.store(self.0.per_call, Ordering::Relaxed);
     }
 
-    fn span(&self) -> tracing::Span {
-        self.span.lock().map(|span| span.clone()).unwrap_or_else(|_| tracing::Span::none())
-    }
-
-    /// The current call's connection and event method.
-    fn call(&self) -> (Arc<str>, &'static str) {
-        self.conn.lock().map(|call| call.clone()).unwrap_or_else(|_| (Arc::from("?"), "?"))
+    /// The current call's span, connection and event method.
+    fn call(&self) -> (tracing::Span, Arc<str>, &'static str) {
+        self.0
+            .call
+            .lock()
+            .map(|call| (call.span.clone(), call.conn.clone(), call.method))
+            .unwrap_or_else(|_| (tracing::Span::none(), Arc::from("?"), "?"))
     }
 
     /// The last lines the guest wrote to stderr in this call (at most [`STDERR_TAIL_BYTES`]), joined by " | ".
     pub(super) fn stderr_tail(&self) -> String {
-        self.stderr_tail.lock().map(|tail| tail.clone()).unwrap_or_default()
+        self.0.call.lock().map(|call| call.stderr_tail.clone()).unwrap_or_default()
     }
 
     pub(super) fn stream(&self, name: &'static str) -> GuestStream {
@@ -109,10 +118,10 @@ impl LineWriter {
         }
         let text = String::from_utf8_lossy(&self.line);
         let text = text.trim_end_matches(['\r', '\n']);
-        let span = self.log.span();
+        let (span, conn, method) = self.log.call();
         let _in_call = span.enter();
         // stderr at warn, so a guest's errors survive RUST_LOG=warn; stdout at info.
-        let (handler, (conn, method), stream) = (&self.log.handler, self.log.call(), self.name);
+        let (handler, stream) = (&self.log.0.handler, self.name);
         if stream == "stderr" {
             tracing::warn!(target: "wasmsock::guest", handler = %handler, conn = %conn, method, stream, "{text}");
         } else {
@@ -120,8 +129,9 @@ impl LineWriter {
         }
         if self.name == "stderr"
             && !text.trim().is_empty()
-            && let Ok(mut tail) = self.log.stderr_tail.lock()
+            && let Ok(mut call) = self.log.0.call.lock()
         {
+            let tail = &mut call.stderr_tail;
             if !tail.is_empty() {
                 tail.push_str(" | ");
             }
@@ -139,7 +149,7 @@ impl LineWriter {
 
     fn take_budget(&self, wanted: usize) -> usize {
         let mut granted = 0;
-        let _ = self.log.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        let _ = self.log.0.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
             granted = left.min(wanted);
             Some(left - granted)
         });
@@ -173,12 +183,11 @@ impl Drop for LineWriter {
     fn drop(&mut self) {
         self.emit();
         if self.dropped > 0 {
-            let span = self.log.span();
+            let (span, conn, method) = self.log.call();
             let _in_call = span.enter();
-            let (conn, method) = self.log.call();
             tracing::warn!(
                 target: "wasmsock::guest",
-                handler = %self.log.handler,
+                handler = %self.log.0.handler,
                 conn = %conn,
                 method,
                 stream = self.name,

@@ -23,7 +23,7 @@ pub struct State {
     pub(super) table: ResourceTable,
     pub(super) memory: MemoryCap,
     pub(super) event: Event,
-    pub(super) handler: String,
+    pub(super) handler: Arc<str>,
     pub(super) services: Arc<dyn HostServices>,
     pub(super) deadline: Instant,
     /// The call's deadline and fuel (the connection's limits), for telling why it was stopped.
