@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// The largest frame a peer may send, in bytes (larger: close 1009).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_FRAME_SIZE)]
     pub max_frame_size: usize,
+    /// The WebSocket read buffer of each inbound session, in bytes: what an idle connection holds for reading (a
+    /// larger message is copied out in more pieces, not refused).
+    #[arg(long, default_value_t = limits::DEFAULT_READ_BUFFER)]
+    pub read_buffer: usize,
     /// How long an outbound client may take to connect, in milliseconds.
     #[arg(long, default_value_t = limits::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
     pub connect_timeout_ms: u64,
@@ -177,6 +181,7 @@ impl ServeArgs {
             origins: self.allow_origin.clone(),
             max_message_size: self.max_message_size,
             max_frame_size: self.max_frame_size,
+            read_buffer: self.read_buffer.max(limits::MIN_READ_BUFFER),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             max_channels_per_connection: self.max_channels_per_connection,

@@ -72,7 +72,7 @@ pub fn check_uri(uri: &str) -> Result<(), ConnError> {
 
 fn config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(limits.read_buffer)
+        .read_buffer_size(wasmsock_wire::limits::DEFAULT_CLIENT_READ_BUFFER)
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_frame_size))
 }
@@ -97,8 +97,8 @@ async fn attempt<H: ConnHost>(
             tracing::debug!(conn = conn.id(), %uri, "client open");
             let (sink, stream) = socket.split();
             let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
-            Ok(session::run_open(app, conn, outbox, frame::frames(stream, frame::from_tungstenite, ws_error), sink)
-                .await)
+            let stream = frame::frames(stream, frame::from_tungstenite, ws_error);
+            Ok(session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await)
         }
         Ok(Err(err)) => Err((outbox, format!("connecting to {uri} failed: {err}"))),
         Err(_) => Err((outbox, format!("connecting to {uri} timed out after {connect_timeout:?}"))),

@@ -4,9 +4,11 @@
 //! type, so it can be driven by anything that yields and accepts [`Frame`]s.
 
 use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -25,45 +27,69 @@ pub enum Ended {
     ByPeer,
 }
 
-/// Runs an inbound session from open to onclose.
-pub async fn run<H, St, Si>(app: Arc<H>, conn: Arc<Conn>, outbox: Outbox, stream: St, sink: Si)
+/// Runs an inbound session from open to onclose. Not an `async fn`, and neither is [`run_open`]: an `async fn`'s future
+/// keeps room for its arguments for its whole life, so the stream, sink and outbox, moved on at once, would be held
+/// twice more by every idle connection.
+pub fn run<H, St, Si>(
+    app: Arc<H>,
+    conn: Arc<Conn>,
+    outbox: Outbox,
+    stream: St,
+    sink: Si,
+) -> impl Future<Output = ()> + Send + 'static
 where
     H: ConnHost,
-    St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send,
+    St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send + 'static,
     Si: Sink<Frame> + Unpin + Send + 'static,
     Si::Error: Display,
 {
-    let _running = app.hub().track();
-    run_open(&app, &conn, outbox, stream, sink).await;
-    finish(&app, &conn).await;
+    let running = app.hub().track();
+    // `then`, not an `async` block awaiting `open`: awaiting a captured future moves it into the block's own state,
+    // which would then hold it twice.
+    run_open(Arc::clone(&app), Arc::clone(&conn), outbox, stream, sink).then(move |_| async move {
+        finish(&app, &conn).await;
+        drop(running);
+    })
 }
 
 /// Runs a connection that is open: onopen, then onmessage per data message in order, and onerror for a failure,
-/// until the stream ends (or the closing handshake times out). Returns the outbox (for a reconnect) and who ended it.
-pub async fn run_open<H, St, Si>(
-    app: &Arc<H>,
-    conn: &Arc<Conn>,
+/// until the stream ends (or the closing handshake times out). Resolves to the outbox (for a reconnect) and who ended
+/// it. The writer's future is boxed here, so the session holds a pointer to it until it spawns it.
+pub fn run_open<H, St, Si>(
+    app: Arc<H>,
+    conn: Arc<Conn>,
     outbox: Outbox,
-    mut stream: St,
+    stream: St,
     sink: Si,
+) -> impl Future<Output = (Outbox, Ended)> + Send + 'static
+where
+    H: ConnHost,
+    St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send + 'static,
+    Si: Sink<Frame> + Unpin + Send + 'static,
+    Si::Error: Display,
+{
+    let (stop, stopped) = oneshot::channel();
+    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
+    let writer = Box::pin(write_frames(conn.clone(), outbox, sink, stopped, traffic.clone()));
+    serve_open(app, conn, writer, stop, traffic, stream)
+}
+
+/// The body of [`run_open`], with the writer not yet spawned.
+async fn serve_open<H, St>(
+    app: Arc<H>,
+    conn: Arc<Conn>,
+    writer: Pin<Box<dyn Future<Output = Outbox> + Send>>,
+    stop: oneshot::Sender<()>,
+    traffic: Traffic,
+    mut stream: St,
 ) -> (Outbox, Ended)
 where
     H: ConnHost,
     St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send,
-    Si: Sink<Frame> + Unpin + Send + 'static,
-    Si::Error: Display,
 {
+    let (app, conn) = (&app, &conn);
     conn.advance(ConnState::Open);
-    let conn_id = conn.id().to_owned();
-    let (stop, stopped) = oneshot::channel();
-    let traffic = app.metrics().traffic(conn.endpoint(), conn.direction());
-    let mut writer = tokio::spawn(tracing::Instrument::in_current_span(write_frames(
-        conn.clone(),
-        outbox,
-        sink,
-        stopped,
-        traffic.clone(),
-    )));
+    let mut writer = tokio::spawn(tracing::Instrument::in_current_span(writer));
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     let mut alive = Liveness::new(conn);
@@ -83,7 +109,7 @@ where
             match tokio::time::timeout(app.limits().close_timeout, stream.next()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    tracing::debug!(conn = %conn_id, "the peer did not finish the closing handshake in time");
+                    tracing::debug!(conn = conn.id(), "the peer did not finish the closing handshake in time");
                     break;
                 }
             }
@@ -131,13 +157,13 @@ where
         Ok(outbox) => outbox,
         Err(err) => {
             // The writer cannot panic short of a bug; without its outbox the connection cannot go on.
-            tracing::error!(conn = %conn_id, "the writer task failed: {err}");
+            tracing::error!(conn = conn.id(), "the writer task failed: {err}");
             conn.advance(ConnState::Closing);
             return (Outbox::detached(conn.clone()), Ended::ByHost);
         }
     };
     if let Some(err) = failure {
-        tracing::debug!(conn = %conn_id, "{}", err.message);
+        tracing::debug!(conn = conn.id(), "{}", err.message);
         app.dispatch(conn, EventKind::Error(err.message)).await;
     }
     let ended = if conn.closed_by_host() { Ended::ByHost } else { Ended::ByPeer };

@@ -1,7 +1,9 @@
 //! The main listener: every accepted TCP connection must finish its handshakes (TLS when the host serves `wss://`,
 //! then the HTTP upgrade) within the handshake timeout, and a client that stalls or botches its TLS handshake holds
-//! up no one else.
+//! up no one else. Its plain connections read ahead through a buffer per thread, so a session's own read buffer can be
+//! small (it is what an idle connection holds) without a system call per small read.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use wasmsock_wire::limits::DEFAULT_MAX_TLS_HANDSHAKES;
+use wasmsock_wire::limits::{DEFAULT_MAX_TLS_HANDSHAKES, READ_AHEAD};
 
 /// A TLS handshake that finished in time, with its peer and deadline; none when it failed (already logged).
 type Handshaken = Option<(TlsStream<TcpStream>, SocketAddr, Instant)>;
@@ -66,8 +68,10 @@ impl GuardedListener {
 
     fn guarded(stream: Stream, addr: SocketAddr, deadline: Instant) -> (GuardedStream, Peer) {
         let handshake = Handshake::default();
-        let deadline = Box::pin(tokio::time::sleep_until(deadline));
-        (GuardedStream { inner: stream, deadline, handshake: handshake.clone() }, Peer { addr, handshake })
+        let deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        let stream =
+            GuardedStream { inner: stream, deadline, handshake: handshake.clone(), ahead: Vec::new(), taken: 0 };
+        (stream, Peer { addr, handshake })
     }
 }
 
@@ -155,19 +159,75 @@ enum Stream {
 #[derive(Debug)]
 pub struct GuardedStream {
     inner: Stream,
-    deadline: Pin<Box<Sleep>>,
+    /// Dropped at the first read after the handshake, so an established connection keeps no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
     handshake: Handshake,
+    /// Bytes read from the socket past what the reader asked for, served before the socket is read again; empty and
+    /// unallocated whenever the reader has caught up (so while the connection is idle).
+    ahead: Vec<u8>,
+    /// How much of `ahead` was served.
+    taken: usize,
+}
+
+thread_local! {
+    /// Where a plain connection's small reads land first; what the reader had no room for moves to its `ahead`.
+    static READ_AHEAD_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_AHEAD].into_boxed_slice());
+}
+
+impl GuardedStream {
+    /// Serves what was read ahead, if anything is left; frees it once it is all served.
+    fn serve_ahead(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.taken >= self.ahead.len() {
+            return false;
+        }
+        let n = buf.remaining().min(self.ahead.len() - self.taken);
+        buf.put_slice(&self.ahead[self.taken..self.taken + n]);
+        self.taken += n;
+        if self.taken == self.ahead.len() {
+            self.ahead = Vec::new();
+            self.taken = 0;
+        }
+        true
+    }
+}
+
+/// Reads from `tcp` for a reader with little room in `buf`: up to [`READ_AHEAD`] bytes into this thread's buffer in
+/// one system call, what fits into `buf`, the rest into `ahead`.
+fn read_ahead(
+    tcp: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+    ahead: &mut Vec<u8>,
+) -> Poll<std::io::Result<()>> {
+    READ_AHEAD_BUFFER.with_borrow_mut(|scratch| {
+        let mut scratch = ReadBuf::new(&mut scratch[..]);
+        std::task::ready!(Pin::new(tcp).poll_read(cx, &mut scratch))?;
+        let read = scratch.filled();
+        let n = buf.remaining().min(read.len());
+        buf.put_slice(&read[..n]);
+        ahead.extend_from_slice(&read[n..]);
+        Poll::Ready(Ok(()))
+    })
 }
 
 impl AsyncRead for GuardedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
-        if !this.handshake.is_finished() && this.deadline.as_mut().poll(cx).is_ready() {
-            let err = std::io::Error::new(std::io::ErrorKind::TimedOut, "the HTTP handshake took too long");
-            return Poll::Ready(Err(err));
+        if let Some(deadline) = &mut this.deadline {
+            if this.handshake.is_finished() {
+                this.deadline = None;
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                let err = std::io::Error::new(std::io::ErrorKind::TimedOut, "the HTTP handshake took too long");
+                return Poll::Ready(Err(err));
+            }
+        }
+        if buf.remaining() == 0 || this.serve_ahead(buf) {
+            return Poll::Ready(Ok(()));
         }
         match &mut this.inner {
+            Stream::Plain(tcp) if buf.remaining() < READ_AHEAD / 4 => read_ahead(tcp, cx, buf, &mut this.ahead),
             Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            // rustls reads whole records into buffers of its own: a small read costs no system call.
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         }
     }
@@ -211,5 +271,57 @@ impl AsyncWrite for GuardedStream {
             Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A plain connection read in small pieces, as a session's read buffer does: every byte arrives in order, what was
+    /// read ahead is served before the socket is read again, and nothing stays allocated once it is all read.
+    #[tokio::test]
+    async fn small_reads_are_served_from_one_read_ahead_and_free_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut tcp = TcpStream::connect(addr).await.expect("connect");
+                tcp.write_all(&sent).await.expect("write");
+            })
+        };
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let (mut stream, peer) =
+            GuardedListener::guarded(Stream::Plain(tcp), peer, Instant::now() + Duration::from_secs(5));
+        peer.finish_handshake();
+
+        let (mut received, mut piece, mut served_ahead) = (Vec::new(), [0u8; 1000], 0);
+        loop {
+            let had_ahead = stream.ahead.len() - stream.taken;
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut piece))
+                .await
+                .expect("read")
+                .expect("read");
+            if n == 0 {
+                break;
+            }
+            if had_ahead > 0 {
+                served_ahead += 1;
+                assert_eq!(n, had_ahead.min(piece.len()), "what was read ahead is served first");
+            }
+            assert!(n <= piece.len());
+            received.extend_from_slice(&piece[..n]);
+            assert!(stream.ahead.len() <= READ_AHEAD, "at most one read ahead is kept");
+        }
+        writer.await.expect("writer");
+        assert_eq!(received.len(), sent.len());
+        assert!(received == sent, "the bytes arrive in order");
+        assert!(served_ahead > 0, "reads of 1000 bytes were served from what was read ahead");
+        assert!(stream.deadline.is_none(), "the handshake deadline is dropped once the handshake is done");
+        assert_eq!(stream.ahead.capacity(), 0, "nothing stays allocated once everything is read");
     }
 }
