@@ -12,7 +12,7 @@ use axum::response::Response;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
-/// The socket read buffer, as in the host (`DEFAULT_READ_BUFFER` in wire/src/limits.rs) and benches/native-echo.
+/// The socket read buffer, as in benches/native-echo (see there why 4 KiB).
 const READ_BUFFER: usize = 4 << 10;
 /// Messages the channel keeps for a client that is behind: as many frames as the host's outbound queue holds
 /// (`DEFAULT_OUTBOUND_QUEUE`). A client further behind misses the oldest (the host would close it with 1013).
