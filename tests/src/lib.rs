@@ -509,6 +509,12 @@ pub async fn binary_message(ws: &mut Ws) -> Vec<u8> {
 /// seconds each to compile, more on a busy machine. A bound so that a broken start fails instead of hanging.
 pub const SHARED_START: Duration = Duration::from_secs(600);
 
+/// The handler deadline of a [`SharedHost`]. Its tests run the JavaScript and Python handlers (interpreters inside
+/// WebAssembly, SpiderMonkey the slowest) while the other test binaries run, and on a 2-core CI machine a call that
+/// takes milliseconds alone was once stopped at the default 1 s. None of its tests is about the deadline: `limits`
+/// and `handlers` test it, on hosts of their own.
+pub const SHARED_HANDLER_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A host for a whole test file: started once on its own thread and tokio runtime, it lives as long as the test
 /// process, so the tests of a file share the cost of compiling its components (seconds for JavaScript and Python).
 ///
@@ -520,8 +526,9 @@ pub struct SharedHost {
 }
 
 impl SharedHost {
-    /// Starts a host on `plugins` with the default limits (a 1 s close timeout, as [`TestHost`]); panics if any
-    /// descriptor or component fails to load. Blocks until the host listens.
+    /// Starts a host on `plugins` with the default limits but a 1 s close timeout (as [`TestHost`]) and a handler
+    /// deadline of [`SHARED_HANDLER_DEADLINE`]; panics if any descriptor or component fails to load. Blocks until the
+    /// host listens.
     pub fn start(plugins: Plugins) -> Self {
         let (ready, started) = std::sync::mpsc::channel();
         std::thread::Builder::new()
@@ -530,7 +537,11 @@ impl SharedHost {
                 let runtime =
                     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
                 runtime.block_on(async move {
-                    let limits = Limits { close_timeout: Duration::from_secs(1), ..Limits::default() };
+                    let limits = Limits {
+                        close_timeout: Duration::from_secs(1),
+                        handler_deadline: SHARED_HANDLER_DEADLINE,
+                        ..Limits::default()
+                    };
                     // A compile cache that outlives the run: the JavaScript and Python components take seconds each.
                     let cache = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().join("test-compile-cache");
                     let (app, errors) = App::start(plugins.path(), Some(cache), limits).await.unwrap();

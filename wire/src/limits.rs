@@ -75,7 +75,7 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 /// (512 bytes saved another 0.4 KB but reallocated more often: about 10% more CPU for small messages).
 pub const DEFAULT_READ_BUFFER: usize = 1 << 10;
 
-/// The smallest read buffer `--read-buffer` sets: room for the largest frame header (14 bytes) and then some.
+/// The smallest read buffer `--read-buffer` accepts: room for the largest frame header (14 bytes) and then some.
 pub const MIN_READ_BUFFER: usize = 256;
 
 /// The WebSocket read buffer of an outbound client, which reads its socket directly (no read-ahead beneath it).

@@ -76,8 +76,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = limits::DEFAULT_MAX_FRAME_SIZE)]
     pub max_frame_size: usize,
     /// The WebSocket read buffer of each inbound session, in bytes: what an idle connection holds for reading (a
-    /// larger message is copied out in more pieces, not refused).
-    #[arg(long, default_value_t = limits::DEFAULT_READ_BUFFER)]
+    /// larger message is copied out in more pieces, not refused). At least 256.
+    #[arg(long, default_value_t = limits::DEFAULT_READ_BUFFER, value_parser = parse_read_buffer)]
     pub read_buffer: usize,
     /// How long an outbound client may take to connect, in milliseconds.
     #[arg(long, default_value_t = limits::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
@@ -181,7 +181,7 @@ impl ServeArgs {
             origins: self.allow_origin.clone(),
             max_message_size: self.max_message_size,
             max_frame_size: self.max_frame_size,
-            read_buffer: self.read_buffer.max(limits::MIN_READ_BUFFER),
+            read_buffer: self.read_buffer,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             max_channels_per_connection: self.max_channels_per_connection,
@@ -281,6 +281,15 @@ fn parse_connect(spec: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// A `--read-buffer` of at least [`limits::MIN_READ_BUFFER`] bytes; smaller is refused with the minimum named.
+fn parse_read_buffer(value: &str) -> Result<usize, String> {
+    let bytes: usize = value.parse().map_err(|err| format!("{value:?} is not a number of bytes: {err}"))?;
+    if bytes < limits::MIN_READ_BUFFER {
+        return Err(format!("{bytes} bytes is below the smallest read buffer, {} bytes", limits::MIN_READ_BUFFER));
+    }
+    Ok(bytes)
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -316,5 +325,14 @@ mod tests {
         assert_eq!(parse_connect("ws://h:1/p?a=b=x/y").unwrap(), ("ws://h:1/p?a=b".to_owned(), "x/y".to_owned()));
         assert!(parse_connect("ws://h:1/p").is_err());
         assert!(parse_connect("=x/y").is_err());
+    }
+
+    #[test]
+    fn a_read_buffer_below_the_minimum_is_refused_with_the_minimum_named() {
+        assert_eq!(parse_read_buffer("256"), Ok(256));
+        assert_eq!(parse_read_buffer("65536"), Ok(65536));
+        let err = parse_read_buffer("255").unwrap_err();
+        assert!(err.contains("255 bytes") && err.contains("256 bytes"), "{err}");
+        assert!(parse_read_buffer("1k").unwrap_err().contains("\"1k\" is not a number"));
     }
 }
