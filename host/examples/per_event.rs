@@ -1,5 +1,6 @@
-//! Measures what the runtime alone costs per `per-event` call: a fresh instance of a handler, one event, the instance
-//! dropped, with no socket or connection around it. Prints figures; asserts nothing.
+//! Measures what the runtime alone costs per event, with no socket or connection around it: a fresh instance of a
+//! handler, one event and the instance dropped (`per-event`), and an event in an instance kept between events
+//! (`shared`, `per-connection`). Prints figures; asserts nothing.
 //!
 //! Run with `cargo run --release -p wasmsock --example per_event -- [CALLS] [COMPONENT.wasm ...]` (by default 10,000
 //! calls per round to `target/wasm32-wasip2/guest/echo.wasm`, built by `cargo xtask guests`). Several components take
@@ -128,39 +129,47 @@ fn main() -> anyhow::Result<()> {
         }
         let conn = Arc::new(Sink::default());
         let services: Arc<dyn HostServices> = Arc::new(Nothing);
-        let events = [
-            ("onopen", EventKind::Open),
-            (
-                "onmessage",
-                EventKind::Message(Payload::Text("a message of 64 bytes, as the echo benchmarks send: ..".into())),
-            ),
-            ("onclose", EventKind::Close),
+        let message =
+            EventKind::Message(Payload::Text("a message of 64 bytes, as the echo benchmarks send: ..".into()));
+        // (what is measured, the event, whether the instance is kept between events as `shared` keeps it).
+        let cases = [
+            ("onopen, fresh instance", EventKind::Open, false),
+            ("onmessage, fresh instance", message.clone(), false),
+            ("onclose, fresh instance", EventKind::Close, false),
+            ("onmessage, kept instance", message, true),
         ];
-        // CPU µs per call, per handler and event, one entry per round. The handlers take turns in every round, so a
+        // CPU µs per call, per handler and case, one entry per round. The handlers take turns in every round, so a
         // change of the machine's speed (it moves from minute to minute) touches them alike.
-        let mut figures = vec![vec![Vec::new(); events.len()]; handlers.len()];
+        let mut figures = vec![vec![Vec::new(); cases.len()]; handlers.len()];
         for round in 0..=ROUNDS {
             for (h, (_, handler)) in handlers.iter().enumerate() {
-                for (e, (_, kind)) in events.iter().enumerate() {
+                for (c, (_, kind, keep)) in cases.iter().enumerate() {
+                    let mut kept = None;
+                    // A kept instance costs a small part of a fresh one: ten times the calls for as long a round.
+                    let n = if *keep { calls * 10 } else { calls };
                     let cpu = cpu_time();
-                    for _ in 0..calls {
+                    for _ in 0..n {
                         let event = Event { conn: conn.clone(), kind: kind.clone() };
-                        rt.call(handler, event, services.clone()).await?;
+                        if *keep {
+                            rt.call_resident(&mut kept, handler, event, services.clone()).await?;
+                        } else {
+                            rt.call(handler, event, services.clone()).await?;
+                        }
                     }
                     if round > 0 {
                         // Round 0 warms the pool's slots and the allocator up.
-                        figures[h][e].push((cpu_time() - cpu) * 1e6 / f64::from(calls));
+                        figures[h][c].push((cpu_time() - cpu) * 1e6 / f64::from(n));
                     }
                 }
             }
         }
-        println!("CPU µs per fresh instance and one event (median of {ROUNDS} rounds of {calls} calls; min-max):");
-        for ((path, _), per_event) in handlers.iter().zip(&mut figures) {
+        println!("CPU µs per event (median of {ROUNDS} rounds of {calls} calls, 10 times as many kept; min-max):");
+        for ((path, _), per_case) in handlers.iter().zip(&mut figures) {
             println!("{path}");
-            for ((name, _), runs) in events.iter().zip(per_event) {
+            for ((name, _, _), runs) in cases.iter().zip(per_case) {
                 runs.sort_by(f64::total_cmp);
                 let (median, low, high) = (runs[runs.len() / 2], runs[0], runs[runs.len() - 1]);
-                println!("  {name:<10} {median:>7.2}  ({low:.2}-{high:.2})");
+                println!("  {name:<26} {median:>8.2}  ({low:.2}-{high:.2})");
             }
         }
         println!("messages sent by the handlers: {}", conn.sent.lock().unwrap_or_else(|e| e.into_inner()));
