@@ -282,9 +282,16 @@ def echo_lines(rows, command, settings):
             )
     memory = [r for r in rows if r["mode"] == "rss"]
     if memory:
-        lines += ["", "### The host's memory", "", "| when | host RSS MB |", "|---|---|"]
+        lines += [
+            "",
+            "### The host's memory",
+            "",
+            "| when | host RSS MB | anonymous MB | file-backed MB | PSS MB |",
+            "|---|---|---|---|---|",
+        ]
         for r in memory:
-            lines.append(f"| {r['what']} | {r['server_rss_kib'] / 1024:.1f} |")
+            mb = [r.get(k) for k in ("server_rss_kib", "server_rss_anon_kib", "server_rss_file_kib", "server_pss_kib")]
+            lines.append(f"| {r['what']} | " + " | ".join(fmt(k / 1024 if k is not None else None, 1) for k in mb) + " |")
     idle = [r for r in rows if r["mode"] == "idle"]
     if idle:
         lines += [

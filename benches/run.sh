@@ -87,12 +87,17 @@ r.update(server=sys.argv[1], lang=sys.argv[2], lifecycle=sys.argv[3], pinning=sy
 print(json.dumps(r))' "$server" "$lang" "$lifecycle" "$PINNING" | tee -a "$RESULTS" >&2
 }
 
-# rss WHAT: the host's resident memory now, appended to the results.
+# rss WHAT: the host's resident memory now, appended to the results: the RSS, its anonymous and file-backed parts, and
+# the proportional set size (a page mapped N times in the process counts 1/N; the pool maps a handler's memory image
+# from its compiled file into every slot that ran it, and RSS counts such a page once per slot).
 rss() {
-    local kib
+    local kib anon file pss
     kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$SERVER_PID/status")
-    printf '{"mode": "rss", "server": "wasmsock", "what": "%s", "server_rss_kib": %s}\n' "$1" "$kib" |
-        tee -a "$RESULTS" >&2
+    anon=$(awk '/^RssAnon:/ {print $2}' "/proc/$SERVER_PID/status")
+    file=$(awk '/^RssFile:/ {print $2}' "/proc/$SERVER_PID/status")
+    pss=$(awk '/^Pss:/ {print $2}' "/proc/$SERVER_PID/smaps_rollup")
+    printf '{"mode": "rss", "server": "wasmsock", "what": "%s", "server_rss_kib": %s, "server_rss_anon_kib": %s, "server_rss_file_kib": %s, "server_pss_kib": %s}\n' \
+        "$1" "$kib" "$anon" "$file" "$pss" | tee -a "$RESULTS" >&2
 }
 
 echo_runs() {
