@@ -197,6 +197,83 @@ async fn a_second_deploy_of_the_same_bytes_comes_from_the_compile_cache() {
     host.stop().await;
 }
 
+/// `tagged-v1` as a distinct version: the same component with a custom section naming `n` appended (a component may
+/// end with custom sections), so its content hash, and with it its compile cache entry, is its own.
+fn tagged_variant(n: usize) -> Vec<u8> {
+    fn leb128(out: &mut Vec<u8>, mut value: usize) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"wasmsock-test";
+    let mut section = Vec::new();
+    leb128(&mut section, name.len());
+    section.extend_from_slice(name);
+    section.extend_from_slice(format!("variant {n}").as_bytes());
+    let mut bytes = read("tagged-v1");
+    bytes.push(0); // a custom section
+    leb128(&mut bytes, section.len());
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
+/// The compiled components in a test host's compile cache, by file name.
+fn cache_entries(host: &TestHost) -> Vec<String> {
+    let dir = host.plugins.path().join(wasmsock::control::registry::DEFAULT_CACHE_DIR);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".cwasm"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn the_compile_cache_keeps_the_loaded_versions_and_the_most_recently_used_others() {
+    use wasmsock::control::registry::DEFAULT_CACHE_SPARE as SPARE;
+    let host = TestHost::start(Plugins::new()).await;
+    let deploys = SPARE + 3;
+    let mut versions = Vec::new();
+    for n in 0..deploys {
+        let (status, answer) = put_handler(&host, "tests/tagged", tagged_variant(n)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["from_cache"], false, "variant {n} is new");
+        versions.push(answer["handler"]["version"].as_str().unwrap().to_owned());
+    }
+    let cached = |version: &str, entries: &[String]| entries.iter().any(|entry| entry.starts_with(version));
+    let entries = cache_entries(&host);
+    assert_eq!(entries.len(), 1 + SPARE, "the loaded version and {SPARE} others: {entries:?}");
+    let (evicted, kept) = versions.split_at(deploys - 1 - SPARE);
+    assert!(kept.iter().all(|version| cached(version, &entries)), "{kept:?} in {entries:?}");
+    assert!(evicted.iter().all(|version| !cached(version, &entries)), "{evicted:?} not in {entries:?}");
+    // A recent version comes back from the cache; an evicted one is compiled again, and serves.
+    let (_, answer) = put_handler(&host, "tests/tagged", tagged_variant(deploys - 2)).await;
+    assert_eq!(answer["from_cache"], true, "{answer}");
+    let (status, answer) = put_handler(&host, "tests/tagged", tagged_variant(0)).await;
+    assert_eq!((status, &answer["from_cache"]), (200, &serde_json::Value::Bool(false)), "{answer}");
+    let (status, answer) =
+        put_descriptor(&host, "tagged", r#"{"handler": "tests/tagged", "endpoint": "tagged"}"#).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut ws = host.connect("tagged").await;
+    send(&mut ws, "hi").await;
+    assert_eq!(text(&mut ws).await, "v1:hi");
+    // The entry used longest ago made room for it; a component the host refuses leaves no entry behind.
+    let entries = cache_entries(&host);
+    assert_eq!(entries.len(), 1 + SPARE, "{entries:?}");
+    assert!(cached(&versions[0], &entries) && !cached(&versions[deploys - 1 - SPARE], &entries), "{entries:?}");
+    let (status, answer) = put_handler(&host, "tests/wrong", read("wrong-world")).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(cache_entries(&host), entries);
+    host.stop().await;
+}
+
 fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
     (

@@ -113,7 +113,8 @@ pub struct ServeArgs {
     /// How often to look for changed descriptors and components under --plugins, in milliseconds (0: never).
     #[arg(long, default_value_t = limits::DEFAULT_WATCH_INTERVAL.as_millis() as u64)]
     pub watch_interval_ms: u64,
-    /// Where compiled components are cached (default: .wasmsock-cache under --plugins).
+    /// Where compiled components are cached (default: .wasmsock-cache under --plugins). The cache keeps the versions
+    /// loaded and the 8 others used most recently.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Do not cache compiled components.

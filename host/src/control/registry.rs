@@ -20,6 +20,12 @@ const SKIPPED_DIRS: &[&str] = &["target", "node_modules", "__pycache__"];
 /// The directory, under the plugins root, of the compiled-component cache when no other is given.
 pub const DEFAULT_CACHE_DIR: &str = ".wasmsock-cache";
 
+/// How many compiled components the cache keeps besides the versions loaded now: the ones used most recently, so that
+/// deploying a recent version again (a rollback) loads without compiling. Every change of the handlers trims the cache
+/// to this; without a bound, a development loop of deploys filled the disk (a JavaScript or Python handler compiles to
+/// 15-40 MB).
+pub const DEFAULT_CACHE_SPARE: usize = 8;
+
 /// A served endpoint, from its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Endpoint {
@@ -248,6 +254,21 @@ impl Registry {
         Ok(LoadedHandler { handler, version, path: path.to_path_buf(), size, from_cache, stamp })
     }
 
+    /// Trims the compile cache to the versions loaded now and [`DEFAULT_CACHE_SPARE`] others; a failure is logged
+    /// (the cache is an optimisation: nothing is refused for it).
+    async fn trim_cache(&self, runtime: &Arc<Runtime>) {
+        let Some(dir) = self.cache_dir.clone() else { return };
+        let in_use: Vec<String> = self.handlers().iter().map(|loaded| loaded.version.clone()).collect();
+        let runtime = runtime.clone();
+        let trimmed = tokio::task::spawn_blocking(move || runtime.prune_cache(&dir, &in_use, DEFAULT_CACHE_SPARE));
+        match trimmed.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => tracing::info!(deleted, "compile cache trimmed"),
+            Ok(Err(err)) => tracing::warn!("cannot trim the compile cache: {err:#}"),
+            Err(err) => tracing::warn!("the compile cache trim failed: {err}"),
+        }
+    }
+
     /// Reads the plugins root again and applies what changed: new, changed and removed descriptors and components.
     /// A descriptor or component that is refused leaves what it would have replaced serving.
     pub async fn reload(&self, runtime: &Arc<Runtime>) -> Reload {
@@ -342,8 +363,17 @@ impl Registry {
         report.removed = old_endpoints.keys().filter(|name| !endpoints.contains_key(*name)).cloned().collect();
         report.changed.sort();
         report.removed.sort();
+        let versions = |handlers: &HashMap<String, Arc<LoadedHandler>>| {
+            let mut versions: Vec<String> = handlers.values().map(|loaded| loaded.version.clone()).collect();
+            versions.sort();
+            versions
+        };
+        let handlers_changed = versions(&old_handlers) != versions(&handlers);
         if let Ok(mut state) = self.state.write() {
             *state = Loaded { endpoints, handlers };
+        }
+        if handlers_changed {
+            self.trim_cache(runtime).await;
         }
         report
     }
@@ -367,6 +397,7 @@ impl Registry {
         if let Ok(mut state) = self.state.write() {
             state.handlers.insert(name.to_owned(), loaded.clone());
         }
+        self.trim_cache(runtime).await;
         Ok(loaded)
     }
 
@@ -416,7 +447,8 @@ impl Registry {
         Ok(endpoint)
     }
 
-    /// Removes a handler no endpoint uses, and deletes its component file.
+    /// Removes a handler no endpoint uses, and deletes its component file. Its compiled code stays in the cache as
+    /// one of the spare entries (see [`DEFAULT_CACHE_SPARE`]).
     pub async fn remove_handler(&self, name: &str) -> anyhow::Result<()> {
         let _one_at_a_time = self.changes.lock().await;
         check_handler_name(name)?;

@@ -246,7 +246,8 @@ impl Runtime {
     }
 
     /// Like [`Runtime::compile`], through an on-disk cache of compiled code in `cache_dir` keyed by `version` (the
-    /// content hash of `bytes`) and this engine's settings. Returns the handler and whether it came from the cache.
+    /// content hash of `bytes`) and this engine's settings. Returns the handler and whether it came from the cache. A
+    /// component refused by [`Runtime::check`] leaves no entry behind.
     ///
     /// The cache holds native code the host will run: it must be a directory only this host can write (it is
     /// created with mode 0700).
@@ -257,23 +258,69 @@ impl Runtime {
         version: &str,
         cache_dir: &Path,
     ) -> anyhow::Result<(Handler, bool)> {
-        let mut settings = std::hash::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut settings);
-        let file = cache_dir.join(format!("{version}-{:016x}.cwasm", settings.finish()));
+        let file = cache_dir.join(self.cache_entry_name(version));
         if file.is_file() {
             // SAFETY: the file was written by `Component::serialize` of this host into its private cache directory
             // (see above); `deserialize_file` also checks that it was compiled for this engine's settings.
             #[allow(unsafe_code)]
             let cached = unsafe { Component::deserialize_file(&self.engine, &file) };
             match cached {
-                Ok(component) => return Ok((self.check(name, &component)?, true)),
+                Ok(component) => {
+                    mark_used(&file);
+                    return Ok((self.check(name, &component)?, true));
+                }
                 Err(err) => {
                     tracing::warn!(file = %file.display(), "ignoring an unusable cache entry: {err:#}")
                 }
             }
         }
-        let component = self.compile_and_load(bytes, Some(&file))?;
-        Ok((self.check(name, &component)?, false))
+        let checked = self.compile_and_load(bytes, Some(&file)).and_then(|component| self.check(name, &component));
+        if checked.is_err() && file.is_file() {
+            // Refused after it was written (it loads but is not a handler): a second try would be refused again.
+            let _ = std::fs::remove_file(&file);
+        }
+        Ok((checked?, false))
+    }
+
+    /// The file name of the cache entry of the component whose content version is `version`, compiled for this
+    /// engine's settings: `{version}-{settings}.cwasm`.
+    fn cache_entry_name(&self, version: &str) -> String {
+        let mut settings = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut settings);
+        format!("{version}-{:016x}.{CACHE_EXTENSION}", settings.finish())
+    }
+
+    /// Deletes the entries of the compile cache in `cache_dir` that none of the content versions `in_use` names, except
+    /// the `spare` used most recently (written or loaded: a version deployed again, or rolled back to, then loads
+    /// without compiling). Only `.cwasm` files are touched. Returns how many were deleted; one that cannot be deleted
+    /// is logged and left. A compiled component still running is mapped from its file, which outlives the deletion.
+    pub fn prune_cache(&self, cache_dir: &Path, in_use: &[String], spare: usize) -> anyhow::Result<usize> {
+        let keep: std::collections::HashSet<String> = in_use.iter().map(|v| self.cache_entry_name(v)).collect();
+        let listing = match std::fs::read_dir(cache_dir) {
+            Ok(listing) => listing,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", cache_dir.display())),
+        };
+        let mut others = Vec::new();
+        for entry in listing {
+            let entry = entry.with_context(|| format!("reading {}", cache_dir.display()))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.extension().is_none_or(|ext| ext != CACHE_EXTENSION) || keep.contains(&name) {
+                continue;
+            }
+            let used = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+            others.push((used, path));
+        }
+        others.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
+        let mut deleted = 0;
+        for (_, path) in others.into_iter().skip(spare) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => deleted += 1,
+                Err(err) => tracing::warn!(file = %path.display(), "cannot delete a compile cache entry: {err}"),
+            }
+        }
+        Ok(deleted)
     }
 
     /// Compiles `bytes` (see [`Runtime::precompile`]) and loads the result into the serving engine, then hands the
@@ -528,6 +575,17 @@ fn fix_mmap_threshold() {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
             }
         });
+    }
+}
+
+/// The extension of a compile cache entry.
+const CACHE_EXTENSION: &str = "cwasm";
+
+/// Marks a cache entry as used now (its modification time), for [`Runtime::prune_cache`]'s order. Best effort.
+fn mark_used(file: &Path) {
+    let touched = std::fs::File::open(file).and_then(|opened| opened.set_modified(std::time::SystemTime::now()));
+    if let Err(err) = touched {
+        tracing::debug!(file = %file.display(), "cannot mark a compile cache entry as used: {err}");
     }
 }
 
