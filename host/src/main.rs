@@ -14,10 +14,17 @@ async fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     wasmsock::cli::logging::init(format);
-    match cli.run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
+    // On a worker thread rather than the one that started the runtime: the listener's accept loop then hands each new
+    // connection's task to its own worker's queue, where waking a worker from outside cost a context switch per
+    // connection.
+    match tokio::spawn(cli.run()).await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
             tracing::error!("{err:#}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            tracing::error!("the command stopped: {err}");
             ExitCode::FAILURE
         }
     }
