@@ -267,7 +267,11 @@ impl Runtime {
             match cached {
                 Ok(component) => {
                     mark_used(&file);
-                    return Ok((self.check(name, &component)?, true));
+                    let checked = self.check(name, &component);
+                    if checked.is_err() {
+                        let _ = std::fs::remove_file(&file); // Refused: kept, it would only be refused again.
+                    }
+                    return Ok((checked?, true));
                 }
                 Err(err) => {
                     tracing::warn!(file = %file.display(), "ignoring an unusable cache entry: {err:#}")
