@@ -42,10 +42,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = SlowConsumerArg::Close)]
     pub slow_consumer: SlowConsumerArg,
     /// Close a connection with no data message either way for this long, in milliseconds (close 1001).
-    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64)]
+    #[arg(long, default_value_t = limits::DEFAULT_IDLE_TIMEOUT.as_millis() as u64, value_parser = at_least_one())]
     pub idle_timeout_ms: u64,
     /// Ping a peer silent for this long, in milliseconds; silent for twice as long, it is closed with 1001.
-    #[arg(long, default_value_t = limits::DEFAULT_PING_INTERVAL.as_millis() as u64)]
+    #[arg(long, default_value_t = limits::DEFAULT_PING_INTERVAL.as_millis() as u64, value_parser = at_least_one())]
     pub ping_interval_ms: u64,
     /// How many inbound sessions the host serves at once (more get HTTP 503).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
@@ -57,10 +57,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = limits::DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
     /// How many handler calls in a row may fail on one connection before it is closed with 1011.
-    #[arg(long, default_value_t = limits::DEFAULT_MAX_HANDLER_FAILURES)]
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_HANDLER_FAILURES, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_handler_failures: u32,
     /// How long a new connection may take to send its HTTP upgrade request, in milliseconds.
-    #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    #[arg(long, default_value_t = limits::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64, value_parser = at_least_one())]
     pub handshake_timeout_ms: u64,
     /// Meter handler calls: the fuel (about one unit per WebAssembly instruction) one call may use. Off by default.
     #[arg(long)]
@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = limits::DEFAULT_READ_BUFFER, value_parser = parse_read_buffer)]
     pub read_buffer: usize,
     /// How long an outbound client may take to connect, in milliseconds.
-    #[arg(long, default_value_t = limits::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
+    #[arg(long, default_value_t = limits::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64, value_parser = at_least_one())]
     pub connect_timeout_ms: u64,
     /// How long shutdown waits for connections to close, in milliseconds.
     #[arg(long, default_value_t = limits::DEFAULT_SHUTDOWN_GRACE.as_millis() as u64)]
@@ -171,13 +171,13 @@ impl ServeArgs {
                 SlowConsumerArg::Close => SlowConsumer::Close,
                 SlowConsumerArg::Error => SlowConsumer::Error,
             },
-            idle_timeout: Duration::from_millis(self.idle_timeout_ms.max(1)),
-            ping_interval: Duration::from_millis(self.ping_interval_ms.max(1)),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
             max_connections: self.max_connections,
             max_endpoint_connections: self.max_endpoint_connections,
             max_clients: self.max_clients,
-            max_handler_failures: self.max_handler_failures.max(1),
-            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms.max(1)),
+            max_handler_failures: self.max_handler_failures,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             fuel: self.fuel,
             origins: self.allow_origin.clone(),
             max_message_size: self.max_message_size,
@@ -282,6 +282,12 @@ fn parse_connect(spec: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
+/// A duration in milliseconds (or a count) that 0 would turn into a footgun: an idle timeout or ping interval of 0 would
+/// close or ping every connection at once, a connect timeout of 0 fail every client. Refused with the flag named.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..)
+}
+
 /// A `--read-buffer` of at least [`limits::MIN_READ_BUFFER`] bytes; smaller is refused with the minimum named.
 fn parse_read_buffer(value: &str) -> Result<usize, String> {
     let bytes: usize = value.parse().map_err(|err| format!("{value:?} is not a number of bytes: {err}"))?;
@@ -326,6 +332,23 @@ mod tests {
         assert_eq!(parse_connect("ws://h:1/p?a=b=x/y").unwrap(), ("ws://h:1/p?a=b".to_owned(), "x/y".to_owned()));
         assert!(parse_connect("ws://h:1/p").is_err());
         assert!(parse_connect("=x/y").is_err());
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_would_close_ping_or_fail_everything_at_once() {
+        use clap::Parser as _;
+        for flag in [
+            "--idle-timeout-ms",
+            "--ping-interval-ms",
+            "--handshake-timeout-ms",
+            "--connect-timeout-ms",
+            "--max-handler-failures",
+        ] {
+            let err = crate::cli::Cli::try_parse_from(["wasmsock", "serve", flag, "0"]).err();
+            let err = err.map(|err| err.to_string()).unwrap_or_default();
+            assert!(err.contains(flag) && err.contains("0 is not in 1.."), "{flag}: {err}");
+        }
+        assert!(crate::cli::Cli::try_parse_from(["wasmsock", "serve", "--idle-timeout-ms", "1"]).is_ok());
     }
 
     #[test]
