@@ -3,6 +3,7 @@
 //!
 //! The rooms, from the bottom up; each imports only rooms below it:
 //! - `wasmsock_wire` (the crate `wire/`, re-exported as [`wire`]): frames, close codes, limits, descriptors.
+//! - [`fair`]: the fair share of handler execution between projects (slots, queues, quotas, pauses); no wasmtime.
 //! - [`runtime`]: everything wasmtime; knows the host only through the traits it defines.
 //! - [`control`]: the registry of endpoints and handlers (deploys, the compile cache) and the metrics.
 //! - [`conn`]: the hub of live connections, one connection's session loop, outbound clients.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod conn;
 pub mod control;
+pub mod fair;
 pub mod http;
 pub mod runtime;
 

@@ -10,8 +10,9 @@ pub mod event;
 pub mod frame;
 pub mod limits;
 pub mod outbound;
+pub mod project;
 
 pub use conn::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Reconnect};
 pub use event::{EventKind, Method, Payload};
 pub use frame::{Bytes, Close, Frame, PeerError, Utf8Bytes};
-pub use limits::{ConnLimits, EndpointLimits, Limits, SlowConsumer};
+pub use limits::{ConnLimits, EndpointLimits, Limits, ProjectQuotas, QuotaOverrides, SlowConsumer};

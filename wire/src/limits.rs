@@ -121,6 +121,124 @@ pub const MAX_MEMBERS_PAGE: u32 = 1000;
 /// interval, so a deploy by file copy goes live within about two seconds.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many handler calls may run at once on the whole host (`serve --execution-slots`), when not set: one fewer
+/// than the runtime's worker threads (at least one). A call holds a slot while its instance runs; the others wait in
+/// their project's queue, served fairly (see the `fair` module of the host). One worker thread is always left to the
+/// network side, so handshakes, pings, timeouts, `/healthz`, `/metrics` and the admin API are answered however busy
+/// the handlers are.
+pub const DEFAULT_EXECUTION_SLOTS: Option<usize> = None;
+
+/// How long a call runs before it gives its execution slot to a waiting call of its own or another project: one
+/// epoch tick. A call of a project that is not running anything is let in at once (the running calls are
+/// interrupted at their next check and step aside), so this is the round-robin slice between the calls of busy
+/// projects, not the wait of a quiet one.
+pub const PREEMPT_SLICE: Duration = EPOCH_TICK;
+
+/// The wall-clock bound of one handler call, as a multiple of its deadline (`serve --handler-wall-factor`). The
+/// deadline counts the call's own running time only; this counts everything from the moment it got its instance
+/// (time waiting for a slot and for the other hosts included), so a call cannot hold an instance for minutes on a
+/// busy host. Five: a call gets a fifth of a core at worst before it is stopped.
+pub const DEFAULT_HANDLER_WALL_FACTOR: u32 = 5;
+
+/// How many calls of one handler in a row may run out of their deadline (or wall-clock bound, or fuel) before the
+/// handler is paused (`serve --pause-after`): its events then fail at once for [`DEFAULT_PAUSE`], doubling with each
+/// pause that follows without a successful call in between, up to [`DEFAULT_MAX_PAUSE`].
+pub const DEFAULT_PAUSE_AFTER: u32 = 3;
+
+/// The first pause of a handler that keeps running out its deadline.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest pause.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// How many handler calls of one project may be under way at once (`serve --project-calls`, or the project's
+/// `project.json`): a quarter of [`DEFAULT_MAX_INSTANCES`], so one project cannot take the whole per-event pool.
+/// Calls past it wait in the project's queue (they are not refused); each holds an instance only once it runs.
+pub const DEFAULT_PROJECT_CALLS: u32 = 64;
+
+/// How many instances one project may keep between events (`per-connection` and `shared`,
+/// `serve --project-resident-instances`): a quarter of [`DEFAULT_MAX_RESIDENT_INSTANCES`]. A session that needs one
+/// past it is closed with 1013, the reason naming the quota.
+pub const DEFAULT_PROJECT_RESIDENT_INSTANCES: u32 = 64;
+
+/// How many outbound clients one project may have live at once (`serve --project-clients`): a quarter of
+/// [`DEFAULT_MAX_CLIENTS`]. Past it `create-websocket` is a `limit` error naming the quota.
+pub const DEFAULT_PROJECT_CLIENTS: usize = 2_500;
+
+/// How many inbound sessions one project's endpoints serve at once (`serve --project-connections`): a quarter of
+/// [`DEFAULT_MAX_CONNECTIONS`]. Past it a handshake gets HTTP 503 naming the quota.
+pub const DEFAULT_PROJECT_CONNECTIONS: usize = 2_500;
+
+/// What one project may take of the host's shared resources; `ProjectQuotas::default()` is every `DEFAULT_PROJECT_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectQuotas {
+    /// See [`DEFAULT_PROJECT_CALLS`].
+    pub calls: u32,
+    /// See [`DEFAULT_PROJECT_RESIDENT_INSTANCES`].
+    pub resident_instances: u32,
+    /// See [`DEFAULT_PROJECT_CLIENTS`].
+    pub clients: usize,
+    /// See [`DEFAULT_PROJECT_CONNECTIONS`].
+    pub connections: usize,
+}
+
+impl Default for ProjectQuotas {
+    fn default() -> Self {
+        Self {
+            calls: DEFAULT_PROJECT_CALLS,
+            resident_instances: DEFAULT_PROJECT_RESIDENT_INSTANCES,
+            clients: DEFAULT_PROJECT_CLIENTS,
+            connections: DEFAULT_PROJECT_CONNECTIONS,
+        }
+    }
+}
+
+/// A project's own quotas (its `project.json`, field `quotas`); what is absent is the host's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuotaOverrides {
+    /// Handler calls under way at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u32>,
+    /// Instances kept between events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_instances: Option<u32>,
+    /// Outbound clients live at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<usize>,
+    /// Inbound sessions at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+}
+
+impl QuotaOverrides {
+    /// Checks that every quota given is at least 1; the error names the field.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("calls", self.calls.map(u64::from)),
+            ("resident-instances", self.resident_instances.map(u64::from)),
+            ("clients", self.clients.map(|v| v as u64)),
+            ("connections", self.connections.map(|v| v as u64)),
+        ];
+        for (field, value) in positive {
+            if value == Some(0) {
+                anyhow::bail!("field `quotas.{field}` must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The host's quotas with these applied.
+    pub fn over(&self, host: ProjectQuotas) -> ProjectQuotas {
+        ProjectQuotas {
+            calls: self.calls.unwrap_or(host.calls),
+            resident_instances: self.resident_instances.unwrap_or(host.resident_instances),
+            clients: self.clients.unwrap_or(host.clients),
+            connections: self.connections.unwrap_or(host.connections),
+        }
+    }
+}
+
 /// What happens when a handler sends to a connection whose outbound queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -260,6 +378,18 @@ pub struct Limits {
     pub max_channels_per_connection: usize,
     /// See [`DEFAULT_MAX_ATTACHMENT_BYTES`].
     pub max_attachment_bytes: usize,
+    /// See [`DEFAULT_EXECUTION_SLOTS`]; none: one fewer than the worker threads.
+    pub execution_slots: Option<usize>,
+    /// See [`DEFAULT_HANDLER_WALL_FACTOR`].
+    pub handler_wall_factor: u32,
+    /// See [`DEFAULT_PAUSE_AFTER`].
+    pub pause_after: u32,
+    /// See [`DEFAULT_PAUSE`].
+    pub pause: Duration,
+    /// See [`DEFAULT_MAX_PAUSE`].
+    pub max_pause: Duration,
+    /// Each project's quotas unless its `project.json` says otherwise; see [`ProjectQuotas`].
+    pub project: ProjectQuotas,
 }
 
 impl Default for Limits {
@@ -290,6 +420,12 @@ impl Default for Limits {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_channels_per_connection: DEFAULT_MAX_CHANNELS_PER_CONNECTION,
             max_attachment_bytes: DEFAULT_MAX_ATTACHMENT_BYTES,
+            execution_slots: DEFAULT_EXECUTION_SLOTS,
+            handler_wall_factor: DEFAULT_HANDLER_WALL_FACTOR,
+            pause_after: DEFAULT_PAUSE_AFTER,
+            pause: DEFAULT_PAUSE,
+            max_pause: DEFAULT_MAX_PAUSE,
+            project: ProjectQuotas::default(),
         }
     }
 }
@@ -315,6 +451,8 @@ pub struct ConnLimits {
     pub max_handler_failures: u32,
     /// See [`DEFAULT_HANDLER_DEADLINE`].
     pub handler_deadline: Duration,
+    /// See [`DEFAULT_HANDLER_WALL_FACTOR`]: the deadline times the host's factor.
+    pub handler_wall: Duration,
     /// See [`DEFAULT_HANDLER_MEMORY`]; never more than the host's (a pool slot's size).
     pub handler_memory: usize,
     /// See [`Limits::fuel`]; only when the host meters fuel.
@@ -337,6 +475,10 @@ impl Limits {
             slow_consumer: over.slow_consumer.unwrap_or(self.slow_consumer),
             max_handler_failures: over.max_handler_failures.unwrap_or(self.max_handler_failures).max(1),
             handler_deadline: over.handler_deadline_ms.map_or(self.handler_deadline, Duration::from_millis),
+            handler_wall: over
+                .handler_deadline_ms
+                .map_or(self.handler_deadline, Duration::from_millis)
+                .saturating_mul(self.handler_wall_factor.max(1)),
             handler_memory: over
                 .handler_memory_mib
                 .map_or(self.handler_memory, |mib| mib << 20)

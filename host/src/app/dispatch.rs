@@ -55,6 +55,15 @@ impl App {
             let _ = conn.request_close(Close::new(1013, "no handler instance free; try again later"));
             return;
         }
+        if let CallError::Quota { refused, .. } = &err {
+            // Its project has all the instances its quota allows: the same, naming the quota.
+            let reason = format!(
+                "quota {} ({}) of project {} reached; try again later",
+                refused.quota, refused.limit, refused.project
+            );
+            let _ = conn.request_close(Close::new(1013, truncate(&reason, MAX_CLOSE_REASON)));
+            return;
+        }
         if method != Method::OnClose {
             self.count_failure(conn, &err.to_string());
         }
@@ -107,6 +116,10 @@ impl ConnHost for App {
 
     fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    fn quotas(&self, project: &str) -> wasmsock_wire::ProjectQuotas {
+        self.runtime.scheduler().quotas(project)
     }
 
     fn outbound_tls(&self) -> Arc<rustls::ClientConfig> {

@@ -29,7 +29,7 @@ pub struct App {
     /// The limits in force.
     pub limits: Limits,
     /// The host's metrics (`/metrics` on the admin listener).
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Whether the browser console is served on the main listener.
     pub console: Console,
     /// Handler instances kept between events (`per-connection` and `shared` endpoints).
@@ -86,6 +86,8 @@ impl App {
         outbound_tls: Arc<rustls::ClientConfig>,
     ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
         let runtime = Arc::new(Runtime::new(&limits)?);
+        let metrics = Arc::new(Metrics::new());
+        runtime.observe(metrics.clone());
         let registry = Registry::new(root, cache_dir);
         let errors = registry.reload(&runtime).await.errors;
         let hub = Hub::new();
@@ -96,7 +98,7 @@ impl App {
             channels: Channels::new(limits.max_channels_per_connection),
             cluster: OnceLock::new(),
             limits,
-            metrics: Metrics::new(),
+            metrics,
             console: Console::default(),
             instances: Instances::default(),
             outbound_tls,

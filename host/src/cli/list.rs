@@ -30,12 +30,12 @@ impl ListArgs {
             let handlers = value["handlers"].as_array().cloned().unwrap_or_default();
             let handler_rows = handlers
                 .iter()
-                .map(|h| ["name", "version", "size", "path"].iter().map(|key| field(h, key)).collect())
+                .map(|h| ["name", "version", "size", "paused_until", "path"].iter().map(|key| field(h, key)).collect())
                 .collect();
             format!(
                 "{}\n\n{}",
                 table(&["endpoint", "handler", "version", "sessions", "description"], rows),
-                table(&["handler", "version", "bytes", "path"], handler_rows)
+                table(&["handler", "version", "bytes", "paused until", "path"], handler_rows)
             )
         });
         Ok(())

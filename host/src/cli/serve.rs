@@ -91,6 +91,40 @@ pub struct ServeArgs {
     /// The largest attachment a handler may keep with a connection, in bytes.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_ATTACHMENT_BYTES)]
     pub max_attachment_bytes: usize,
+    /// How many handler calls may run at once on the whole host (default: one fewer than the worker threads, at
+    /// least one, so the network side always has a thread). Waiting calls are served fairly between projects.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub execution_slots: Option<u64>,
+    /// A handler call's wall-clock bound as a multiple of its deadline: past it the call is stopped however little it
+    /// ran (the host was busy), reported like a timeout.
+    #[arg(long, default_value_t = limits::DEFAULT_HANDLER_WALL_FACTOR, value_parser = clap::value_parser!(u32).range(1..))]
+    pub handler_wall_factor: u32,
+    /// Pause a handler after this many calls in a row ran out of their deadline: its onopen and onmessage events fail
+    /// at once for the pause (1 s, doubling with each pause in a row up to --max-pause-ms).
+    #[arg(long, default_value_t = limits::DEFAULT_PAUSE_AFTER, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pause_after: u32,
+    /// The first pause of a handler that keeps running out its deadline, in milliseconds.
+    #[arg(long, default_value_t = limits::DEFAULT_PAUSE.as_millis() as u64, value_parser = at_least_one())]
+    pub pause_ms: u64,
+    /// The longest pause, in milliseconds.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_PAUSE.as_millis() as u64, value_parser = at_least_one())]
+    pub max_pause_ms: u64,
+    /// Each project's quota of handler calls under way at once (more wait their turn); a project's `project.json`
+    /// may set its own (`{"quotas": {"calls": N}}`).
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_CALLS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub project_calls: u32,
+    /// Each project's quota of instances kept between events (`per-connection`, `shared`); a session past it is
+    /// closed with 1013. `project.json`: `quotas.resident-instances`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_RESIDENT_INSTANCES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub project_resident_instances: u32,
+    /// Each project's quota of live outbound clients (past it `create-websocket` is `limit`). `project.json`:
+    /// `quotas.clients`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_CLIENTS as u64, value_parser = at_least_one())]
+    pub project_clients: u64,
+    /// Each project's quota of inbound sessions over its endpoints (past it HTTP 503). `project.json`:
+    /// `quotas.connections`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_CONNECTIONS as u64, value_parser = at_least_one())]
+    pub project_connections: u64,
     /// Join a cluster through this NATS server (`nats://HOST:PORT`): channels reach members on every host of it.
     /// Without it the host runs alone.
     #[arg(long, env = "WASMSOCK_NATS", value_name = "URL")]
@@ -187,6 +221,17 @@ impl ServeArgs {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             max_channels_per_connection: self.max_channels_per_connection,
             max_attachment_bytes: self.max_attachment_bytes,
+            execution_slots: self.execution_slots.map(|slots| slots as usize),
+            handler_wall_factor: self.handler_wall_factor,
+            pause_after: self.pause_after,
+            pause: Duration::from_millis(self.pause_ms),
+            max_pause: Duration::from_millis(self.max_pause_ms),
+            project: limits::ProjectQuotas {
+                calls: self.project_calls,
+                resident_instances: self.project_resident_instances,
+                clients: self.project_clients as usize,
+                connections: self.project_connections as usize,
+            },
             ..Limits::default()
         }
     }

@@ -38,6 +38,18 @@ pub fn create<H: ConnHost>(
             "the host has its limit of {max_clients} outbound clients open (serve --max-clients)"
         )));
     }
+    let project = wasmsock_wire::descriptor::project_of(handler);
+    let quota = app.quotas(project).clients;
+    if app.hub().outbound_of(project) >= quota {
+        let refused = crate::fair::QuotaRefused {
+            project: project.to_owned(),
+            quota: "clients",
+            what: "outbound clients",
+            limit: quota as u64,
+        };
+        app.metrics().quota_refused(project, refused.quota);
+        return Err(ConnError::Limit(refused.to_string()));
+    }
     if let Some(reconnect) = &options.reconnect
         && reconnect.initial.is_zero()
     {

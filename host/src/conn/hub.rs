@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Notify;
 
+use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
 
 use super::queue::{FrameQueue, Refused};
 use crate::control::metrics::{HandlerEvents, Metrics};
+use crate::fair::QuotaRefused;
 use crate::runtime::Connection;
 
 /// What a new connection is, before it has an id.
@@ -426,6 +428,8 @@ pub struct Hub {
     admitted: Arc<Mutex<Admitted>>,
     failure_closes: Mutex<HashMap<String, u64>>,
     outbound: AtomicUsize,
+    /// Live outbound clients by project (for the project's quota of clients).
+    outbound_by_project: Mutex<HashMap<String, usize>>,
     running: Arc<AtomicUsize>,
     shutting_down: AtomicBool,
     /// `@<host id>`, the end of every connection id once this host is in a cluster.
@@ -446,6 +450,7 @@ impl Drop for Running {
 struct Admitted {
     total: usize,
     by_endpoint: HashMap<String, usize>,
+    by_project: HashMap<String, usize>,
 }
 
 /// A place among an endpoint's sessions, held from before the upgrade until the session ends.
@@ -453,18 +458,36 @@ struct Admitted {
 pub struct Admission {
     admitted: Arc<Mutex<Admitted>>,
     endpoint: String,
+    project: String,
+}
+
+/// Why a session was not admitted: a limit of the host or the endpoint, or its project's quota.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAdmitted {
+    /// The host or the endpoint serves its limit.
+    #[error("{0}")]
+    Limit(String),
+    /// The endpoint's project serves its quota.
+    #[error("{0}; try again later")]
+    Quota(QuotaRefused),
+}
+
+/// Takes one off the count under `key`, forgetting it at zero.
+fn count_down(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Ok(mut admitted) = self.admitted.lock() {
             admitted.total = admitted.total.saturating_sub(1);
-            if let Some(count) = admitted.by_endpoint.get_mut(&self.endpoint) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    admitted.by_endpoint.remove(&self.endpoint);
-                }
-            }
+            count_down(&mut admitted.by_endpoint, &self.endpoint);
+            count_down(&mut admitted.by_project, &self.project);
         }
     }
 }
@@ -502,20 +525,41 @@ impl Hub {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Takes a place for a new session of `endpoint`, or says which limit is reached: at most `host_max` sessions in
-    /// all and `endpoint_max` on this endpoint.
-    pub fn admit(&self, endpoint: &str, endpoint_max: usize, host_max: usize) -> Result<Admission, String> {
-        let mut admitted = self.admitted.lock().map_err(|_| "the host is failing".to_owned())?;
+    /// Takes a place for a new session of `endpoint` of `project`, or says which limit is reached: at most `host_max`
+    /// sessions in all, `endpoint_max` on this endpoint and `project_max` (its quota) on the project's endpoints.
+    pub fn admit(
+        &self,
+        endpoint: &str,
+        endpoint_max: usize,
+        host_max: usize,
+        project: &str,
+        project_max: usize,
+    ) -> Result<Admission, NotAdmitted> {
+        let mut admitted = self.admitted.lock().map_err(|_| NotAdmitted::Limit("the host is failing".to_owned()))?;
         if admitted.total >= host_max {
-            return Err(format!("the host serves its limit of {host_max} sessions; try again later"));
+            return Err(NotAdmitted::Limit(format!(
+                "the host serves its limit of {host_max} sessions; try again later"
+            )));
         }
         let count = admitted.by_endpoint.get(endpoint).copied().unwrap_or(0);
         if count >= endpoint_max {
-            return Err(format!("endpoint {endpoint} serves its limit of {endpoint_max} sessions; try again later"));
+            return Err(NotAdmitted::Limit(format!(
+                "endpoint {endpoint} serves its limit of {endpoint_max} sessions; try again later"
+            )));
+        }
+        let of_project = admitted.by_project.get(project).copied().unwrap_or(0);
+        if of_project >= project_max {
+            return Err(NotAdmitted::Quota(QuotaRefused {
+                project: project.to_owned(),
+                quota: "connections",
+                what: "inbound sessions",
+                limit: project_max as u64,
+            }));
         }
         admitted.total += 1;
         admitted.by_endpoint.insert(endpoint.to_owned(), count + 1);
-        Ok(Admission { admitted: self.admitted.clone(), endpoint: endpoint.to_owned() })
+        admitted.by_project.insert(project.to_owned(), of_project + 1);
+        Ok(Admission { admitted: self.admitted.clone(), endpoint: endpoint.to_owned(), project: project.to_owned() })
     }
 
     /// Sessions admitted on `endpoint` and not yet ended.
@@ -567,6 +611,9 @@ impl Hub {
             conns.insert(conn.id.clone(), conn.clone());
             if conn.spec.direction == Direction::Outbound {
                 self.outbound.fetch_add(1, Ordering::AcqRel);
+                if let Ok(mut by_project) = self.outbound_by_project.lock() {
+                    *by_project.entry(project_of(&conn.spec.handler).to_owned()).or_default() += 1;
+                }
             }
         }
         let outbox = Outbox { conn: conn.clone(), detached: false };
@@ -580,6 +627,9 @@ impl Hub {
         {
             if conn.spec.direction == Direction::Outbound {
                 self.outbound.fetch_sub(1, Ordering::AcqRel);
+                if let Ok(mut by_project) = self.outbound_by_project.lock() {
+                    count_down(&mut by_project, project_of(&conn.spec.handler));
+                }
             }
             conn.advance(ConnState::Closed);
         }
@@ -611,6 +661,11 @@ impl Hub {
     /// How many outbound clients are live.
     pub fn outbound(&self) -> usize {
         self.outbound.load(Ordering::Acquire)
+    }
+
+    /// How many outbound clients of `project`'s handlers are live.
+    pub fn outbound_of(&self, project: &str) -> usize {
+        self.outbound_by_project.lock().map(|by| by.get(project).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     /// How many connections are live.
@@ -707,14 +762,14 @@ mod tests {
     #[test]
     fn admissions_are_bounded_per_endpoint_and_per_host_and_released_on_drop() {
         let hub = Hub::new();
-        let a1 = hub.admit("a", 2, 3).unwrap();
-        let _a2 = hub.admit("a", 2, 3).unwrap();
-        assert!(hub.admit("a", 2, 3).unwrap_err().contains("endpoint a serves its limit of 2"));
-        let _b1 = hub.admit("b", 2, 3).unwrap();
-        assert!(hub.admit("b", 2, 3).unwrap_err().contains("the host serves its limit of 3"));
+        let a1 = hub.admit("a", 2, 3, "p", 10).unwrap();
+        let _a2 = hub.admit("a", 2, 3, "p", 10).unwrap();
+        assert!(hub.admit("a", 2, 3, "p", 10).unwrap_err().to_string().contains("endpoint a serves its limit of 2"));
+        let _b1 = hub.admit("b", 2, 3, "p", 10).unwrap();
+        assert!(hub.admit("b", 2, 3, "p", 10).unwrap_err().to_string().contains("the host serves its limit of 3"));
         drop(a1);
         assert_eq!(hub.admitted("a"), 1);
-        assert!(hub.admit("b", 2, 3).is_ok());
+        assert!(hub.admit("b", 2, 3, "p", 10).is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use wasmsock_wire::{Direction, EventKind, Limits};
 
 use crate::control::metrics::Metrics;
-pub use hub::{Admission, Conn, ConnSpec, ConnStats, Hub, Outbox};
+pub use hub::{Admission, Conn, ConnSpec, ConnStats, Hub, NotAdmitted, Outbox};
 
 /// What the connection layer needs from the host it runs in: the hub, the limits, the metrics, and where events go.
 pub trait ConnHost: Send + Sync + 'static {
@@ -24,6 +24,8 @@ pub trait ConnHost: Send + Sync + 'static {
     fn limits(&self) -> &Limits;
     /// The host's metrics.
     fn metrics(&self) -> &Metrics;
+    /// The quotas `project` runs with (its manifest's, else the host's).
+    fn quotas(&self, project: &str) -> wasmsock_wire::ProjectQuotas;
     /// The TLS config outbound `wss://` clients verify servers with.
     fn outbound_tls(&self) -> Arc<rustls::ClientConfig>;
     /// Runs one event of `conn` through its handler; resolves when the handler is done with it.

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use wasmsock_wire::{Direction, Method};
 
+use crate::fair::{Meter, Observer};
 use crate::runtime::CallError;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -141,12 +142,36 @@ pub struct Metrics {
     broker_received: Counter,
     broker_dropped: Counter,
     routed: Family<RoutedLabels, Counter>,
+    project_calls: Family<ProjectLabels, Counter>,
+    project_seconds: Family<ProjectLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    project_wait: HistogramFamily<ProjectLabels>,
+    quota_refusals: Family<QuotaLabels, Counter>,
+    pauses: Family<PauseLabels, Counter>,
 }
 
 /// What a handler on this host did to a connection on another host (`send`, `close`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoutedLabels {
     kind: &'static str,
+}
+
+/// A project and the quota that refused it (`calls`, `resident-instances`, `clients`, `connections`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    project: String,
+    quota: &'static str,
+}
+
+/// A project and one of its handlers.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PauseLabels {
+    project: String,
+    handler: String,
+}
+
+/// The buckets of the slot wait histogram, in seconds: 10 µs to about 2.6 s, each four times the last.
+fn wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
 }
 
 /// A project (the first segment of a handler's name), for channel metrics.
@@ -193,6 +218,11 @@ impl Metrics {
             routed: Family::default(),
             broker_received: Counter::default(),
             broker_dropped: Counter::default(),
+            project_calls: Family::default(),
+            project_seconds: Family::default(),
+            project_wait: Family::new_with_constructor(wait_histogram),
+            quota_refusals: Family::default(),
+            pauses: Family::default(),
         };
         registry.register(
             "connections_open",
@@ -278,7 +308,37 @@ impl Metrics {
             "Channel messages not sent to the broker (its queue was full or the broker refused them)",
             metrics.broker_dropped.clone(),
         );
+        registry.register(
+            "project_calls",
+            "Handler calls that ended, by project (every lifecycle; failed ones included)",
+            metrics.project_calls.clone(),
+        );
+        registry.register(
+            "project_handler_seconds",
+            "Time handler calls of a project held an execution slot (their running time), by project",
+            metrics.project_seconds.clone(),
+        );
+        registry.register(
+            "project_slot_wait_seconds",
+            "How long a handler call waited for its first execution slot (the fair share's queueing), by project",
+            metrics.project_wait.clone(),
+        );
+        registry.register(
+            "quota_refusals",
+            "Things a project's quota refused, by project and quota (resident-instances, clients, connections)",
+            metrics.quota_refusals.clone(),
+        );
+        registry.register(
+            "handler_pauses",
+            "Times a handler was paused for running out its deadline call after call, by project and handler",
+            metrics.pauses.clone(),
+        );
         Self { registry, ..metrics }
+    }
+
+    /// A project's quota `quota` refused something.
+    pub fn quota_refused(&self, project: &str, quota: &'static str) {
+        self.quota_refusals.get_or_create(&QuotaLabels { project: project.to_owned(), quota }).inc();
     }
 
     /// A message from another host of the cluster was queued on `deliveries` members of a channel of `project`.
@@ -434,6 +494,43 @@ pub fn failure_kind(error: &CallError) -> &'static str {
         CallError::OutOfFuel { .. } => "out_of_fuel",
         CallError::Instantiate { .. } => "instantiate",
         CallError::NoResidentSlot { .. } => "no_resident_slot",
+        CallError::WallTimeout { .. } => "wall_timeout",
+        CallError::Paused { .. } => "paused",
+        CallError::Quota { .. } => "quota",
+    }
+}
+
+/// One project's call metrics, looked up once (see [`Observer::meter`]).
+struct ProjectMeter {
+    calls: Counter,
+    seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    wait: Histogram,
+}
+
+impl Meter for ProjectMeter {
+    fn call_ended(&self, waited: Duration, ran: Duration) {
+        self.calls.inc();
+        self.seconds.inc_by(ran.as_secs_f64());
+        self.wait.observe(waited.as_secs_f64());
+    }
+}
+
+impl Observer for Metrics {
+    fn meter(&self, project: &str) -> std::sync::Arc<dyn Meter> {
+        let labels = ProjectLabels { project: project.to_owned() };
+        std::sync::Arc::new(ProjectMeter {
+            calls: self.project_calls.get_or_create(&labels).clone(),
+            seconds: self.project_seconds.get_or_create(&labels).clone(),
+            wait: self.project_wait.get_or_create(&labels).clone(),
+        })
+    }
+
+    fn quota_refused(&self, project: &str, quota: &'static str) {
+        Metrics::quota_refused(self, project, quota);
+    }
+
+    fn paused(&self, project: &str, handler: &str) {
+        self.pauses.get_or_create(&PauseLabels { project: project.to_owned(), handler: handler.to_owned() }).inc();
     }
 }
 

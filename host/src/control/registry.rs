@@ -7,10 +7,11 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
-use wasmsock_wire::EndpointLimits;
 use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
 use wasmsock_wire::outbound::AllowList;
+use wasmsock_wire::project::{MANIFEST_FILE, Manifest};
+use wasmsock_wire::{EndpointLimits, QuotaOverrides};
 
 use crate::runtime::{Handler, Runtime};
 
@@ -96,6 +97,9 @@ pub struct HandlerInfo {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
+    /// While it is paused for running out its deadline: when the pause ends (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<String>,
 }
 
 impl LoadedHandler {
@@ -106,6 +110,7 @@ impl LoadedHandler {
             version: self.version.clone(),
             path: self.path.clone(),
             size: self.size,
+            paused_until: self.handler.paused_until().map(crate::fair::rfc3339),
         }
     }
 }
@@ -151,12 +156,20 @@ pub struct Registry {
     cache_dir: Option<PathBuf>,
     state: RwLock<Loaded>,
     changes: tokio::sync::Mutex<()>,
+    /// The quotas of each project with a `project.json`, as last applied.
+    manifests: std::sync::Mutex<HashMap<String, QuotaOverrides>>,
 }
 
 impl Registry {
     /// An empty registry of `root`; compiled components are cached in `cache_dir` when given.
     pub fn new(root: &Path, cache_dir: Option<PathBuf>) -> Self {
-        Self { root: root.to_path_buf(), cache_dir, state: RwLock::default(), changes: tokio::sync::Mutex::new(()) }
+        Self {
+            root: root.to_path_buf(),
+            cache_dir,
+            state: RwLock::default(),
+            changes: tokio::sync::Mutex::new(()),
+            manifests: std::sync::Mutex::default(),
+        }
     }
 
     /// The plugins root.
@@ -375,7 +388,42 @@ impl Registry {
         if handlers_changed {
             self.trim_cache(runtime).await;
         }
+        self.apply_manifests(runtime, &mut report);
         report
+    }
+
+    /// Reads every project's `project.json` (`<root>/<project>/project.json`) and gives the scheduler its quotas; a
+    /// project whose manifest is gone gets the host's again. A manifest that is refused (its error names the file and
+    /// the field) leaves the project's quotas as they were.
+    fn apply_manifests(&self, runtime: &Runtime, report: &mut Reload) {
+        let Ok(mut applied) = self.manifests.lock() else { return };
+        let mut now = HashMap::new();
+        let entries = std::fs::read_dir(&self.root).into_iter().flatten().flatten();
+        for entry in entries {
+            let project = entry.file_name().to_string_lossy().into_owned();
+            let file = entry.path().join(MANIFEST_FILE);
+            if project.starts_with('.') || SKIPPED_DIRS.contains(&project.as_str()) || !file.is_file() {
+                continue;
+            }
+            match Manifest::read(&file) {
+                Ok(manifest) => {
+                    now.insert(project, manifest.quotas);
+                }
+                Err(err) => {
+                    report.errors.push(err.context("the project keeps the quotas it had"));
+                    if let Some(old) = applied.get(&project) {
+                        now.insert(project, *old);
+                    }
+                }
+            }
+        }
+        for project in applied.keys().filter(|project| !now.contains_key(*project)) {
+            runtime.scheduler().set_quotas(project, QuotaOverrides::default());
+        }
+        for (project, quotas) in &now {
+            runtime.scheduler().set_quotas(project, *quotas);
+        }
+        *applied = now;
     }
 
     /// Deploys a handler: compiles and checks `bytes` first, then writes `<root>/<name>.wasm` and swaps it in. If

@@ -25,8 +25,9 @@ use wasmsock_wire::{ConnLimits, ConnState, Direction};
 use super::listener::{GuardedListener, Peer};
 use super::message::{from_axum, to_axum};
 use crate::app::App;
-use crate::conn::{Admission, ConnSpec, connection_span, session};
+use crate::conn::{Admission, ConnSpec, NotAdmitted, connection_span, session};
 use crate::control::registry::Endpoint;
+use wasmsock_wire::descriptor::project_of;
 
 /// The router for one host. Bind it with [`serve`], or with `axum::serve` on a listener of your own.
 pub fn app(state: Arc<App>) -> Router {
@@ -75,10 +76,17 @@ async fn upgrade(
     }
     let ws = ws.map_err(|rejection| HttpError { status: rejection.status(), message: rejection.body_text() })?;
     let endpoint_max = endpoint.limits.max_connections.unwrap_or(app.limits.max_endpoint_connections);
+    let project = project_of(&endpoint.handler);
+    let project_max = app.runtime.scheduler().quotas(project).connections;
     let admission = app
         .hub
-        .admit(&endpoint.name, endpoint_max, app.limits.max_connections)
-        .map_err(|why| refuse(StatusCode::SERVICE_UNAVAILABLE, why))?;
+        .admit(&endpoint.name, endpoint_max, app.limits.max_connections, project, project_max)
+        .map_err(|why| {
+            if let NotAdmitted::Quota(refused) = &why {
+                app.metrics.quota_refused(project, refused.quota);
+            }
+            refuse(StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+        })?;
     let limits = app.limits.for_conn(Some(&endpoint.limits));
     let ws = ws
         .read_buffer_size(app.limits.read_buffer)

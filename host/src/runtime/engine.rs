@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmsock_wire::EventKind;
+use wasmsock_wire::descriptor::project_of;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -19,7 +21,8 @@ use wasmsock_wire::limits::{EPOCH_TICK, EndpointLimits, Limits};
 use super::bindings;
 use super::guest_log;
 use super::services::{Event, HostServices};
-use super::state::{MemoryCap, State};
+use super::state::{MemoryCap, State, Stop};
+use crate::fair::{self, Observer, Pause, ProjectId, QuotaRefused, Scheduler, Turn};
 
 /// A compiled handler component, checked against the `handler` world and ready to instantiate.
 pub struct Handler {
@@ -28,6 +31,10 @@ pub struct Handler {
     /// Unique per compiled handler in this process: a kept instance of another id is of another version.
     id: u64,
     pre: bindings::HandlerPre<State>,
+    /// Its project, as the scheduler knows it.
+    project: ProjectId,
+    /// Whether it is paused for running out its deadline (a new version starts unpaused).
+    pause: Arc<Pause>,
 }
 
 /// How much of a freed linear memory or table the pooling allocator keeps mapped and resets in place, rather than
@@ -45,6 +52,11 @@ impl Handler {
     /// The handler's name, `project/name`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// When the pause of this handler ends, while it is paused for running out its deadline.
+    pub fn paused_until(&self) -> Option<std::time::SystemTime> {
+        self.pause.paused_until()
     }
 }
 
@@ -88,6 +100,43 @@ pub enum CallError {
         handler: String,
         /// The trap and its backtrace, as wasmtime tells it.
         message: String,
+    },
+    /// The call held its instance longer than its wall-clock bound (its deadline times `--handler-wall-factor`),
+    /// waiting for the host's other work included.
+    #[error(
+        "handler {handler} was stopped after holding its instance for its wall-clock bound of {bound:?} (the host \
+         was busy; its deadline of running time is {deadline:?})"
+    )]
+    WallTimeout {
+        /// The handler.
+        handler: String,
+        /// The wall-clock bound it ran into.
+        bound: Duration,
+        /// Its deadline of running time.
+        deadline: Duration,
+    },
+    /// The handler is paused: its calls kept running out their deadline, so this event was not run.
+    #[error(
+        "handler {handler} is paused until {until} (for {remaining:?} more) after {after} calls in a row ran out of \
+         their deadline; this event was not run"
+    )]
+    Paused {
+        /// The handler.
+        handler: String,
+        /// When the pause ends (RFC 3339, UTC).
+        until: String,
+        /// How long it still lasts.
+        remaining: Duration,
+        /// How many calls in a row ran out before it.
+        after: u32,
+    },
+    /// A per-connection or shared instance was needed and the handler's project has its quota of them.
+    #[error("handler {handler} needs a resident instance and {refused}")]
+    Quota {
+        /// The handler.
+        handler: String,
+        /// The quota that refused it.
+        refused: QuotaRefused,
     },
     /// A per-connection or shared instance was needed and every resident slot is taken.
     #[error("handler {handler} needs a resident instance and all {limit} are in use (--max-resident-instances)")]
@@ -150,7 +199,8 @@ pub struct Runtime {
     fuel: Option<u64>,
     memory_cap: usize,
     guest_log_bytes: usize,
-    slots: Semaphore,
+    scheduler: Arc<Scheduler>,
+    pause_policy: (u32, Duration, Duration),
     resident: Arc<Semaphore>,
     max_resident: u32,
     _ticker: EpochTicker,
@@ -164,6 +214,7 @@ pub struct Resident {
     handler_id: u64,
     log: guest_log::GuestLog,
     _slot: OwnedSemaphorePermit,
+    _place: fair::ResidentPlace,
 }
 
 impl std::fmt::Debug for Resident {
@@ -203,6 +254,17 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("linking the websockets interface")?;
         let ticker = EpochTicker::start(engine.clone())?;
+        let workers = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_workers())
+            .unwrap_or_else(|_| std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1));
+        let slots = limits.execution_slots.unwrap_or_else(|| Scheduler::default_slots(workers));
+        let scheduler = Scheduler::new(slots, per_event as usize, limits.project);
+        let kicked = engine.weak();
+        scheduler.set_kick(move || {
+            if let Some(engine) = kicked.upgrade() {
+                engine.increment_epoch();
+            }
+        });
         Ok(Self {
             engine,
             compile_config,
@@ -211,7 +273,8 @@ impl Runtime {
             fuel: limits.fuel,
             memory_cap: limits.handler_memory,
             guest_log_bytes: limits.guest_log_bytes,
-            slots: Semaphore::new(per_event as usize),
+            scheduler,
+            pause_policy: (limits.pause_after, limits.pause, limits.max_pause),
             resident: Arc::new(Semaphore::new(limits.max_resident_instances as usize)),
             max_resident: limits.max_resident_instances,
             _ticker: ticker,
@@ -363,7 +426,57 @@ impl Runtime {
         let pre = bindings::HandlerPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("it does not export `on-event` of world wasmsock:websockets/handler")?;
-        Ok(Handler { name: name.into(), id: NEXT_HANDLER_ID.fetch_add(1, Ordering::Relaxed), pre })
+        let (after, first, longest) = self.pause_policy;
+        Ok(Handler {
+            name: name.into(),
+            id: NEXT_HANDLER_ID.fetch_add(1, Ordering::Relaxed),
+            pre,
+            project: self.scheduler.project(project_of(name)),
+            pause: Arc::new(Pause::new(after, first, longest)),
+        })
+    }
+
+    /// Sends what the scheduler sees (calls, quota refusals, pauses) to `observer`; the first one set stays.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        self.scheduler.set_observer(observer);
+    }
+
+    /// The scheduler of handler calls: execution slots, per-project queues and quotas.
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// Fails fast when `handler` is paused and the event is one a pause holds back (onopen, onmessage: onerror and
+    /// onclose still run, so every connection still ends with its onclose).
+    fn check_pause(handler: &Handler, event: &Event) -> Result<(), CallError> {
+        if matches!(event.kind, EventKind::Error(_) | EventKind::Close) {
+            return Ok(());
+        }
+        handler.pause.check().map_err(|paused| CallError::Paused {
+            handler: handler.name.to_string(),
+            until: fair::rfc3339(paused.until),
+            remaining: paused.remaining,
+            after: paused.after,
+        })
+    }
+
+    /// Counts how a call ended towards its handler's pause; logs and reports a pause it starts.
+    fn settle<T>(&self, handler: &Handler, result: &Result<T, CallError>) {
+        let ran_out = match result {
+            Ok(_) => Some(false),
+            Err(CallError::Timeout { .. } | CallError::WallTimeout { .. } | CallError::OutOfFuel { .. }) => Some(true),
+            Err(_) => None,
+        };
+        if let Some(paused) = handler.pause.record(ran_out) {
+            tracing::warn!(
+                handler = %handler.name,
+                until = %fair::rfc3339(paused.until),
+                "pausing the handler for {:?}: {} calls in a row ran out of their deadline",
+                paused.remaining,
+                paused.after
+            );
+            self.scheduler.paused(&handler.name);
+        }
     }
 
     /// Checks that this runtime can honour an endpoint's handler limits (see [`Limits::check_endpoint`]).
@@ -378,15 +491,17 @@ impl Runtime {
         event: Event,
         services: Arc<dyn HostServices>,
     ) -> Result<(), CallError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|err| CallError::Instantiate { handler: handler.name.to_string(), message: err.to_string() })?;
-        let (mut store, log) = self.store(handler, event, services)?;
-        let instance = self.instantiate(handler, &mut store).await?;
-        let result = instance.call_on_event(&mut store).await;
-        result.map_err(|err| self.call_error(&handler.name, &store, &log, err))
+        Self::check_pause(handler, &event)?;
+        let turn = Arc::new(self.scheduler.begin(handler.project, true).await);
+        let result = async {
+            let (mut store, log) = self.store(handler, event, services, turn)?;
+            let instance = self.instantiate(handler, &mut store).await?;
+            let result = instance.call_on_event(&mut store).await;
+            result.map_err(|err| self.call_error(&handler.name, &store, &log, err))
+        }
+        .await;
+        self.settle(handler, &result);
+        result
     }
 
     /// Runs one event through the instance kept in `kept`, first creating it (taking a resident slot) when there is
@@ -402,13 +517,32 @@ impl Runtime {
         if kept.as_ref().is_some_and(|resident| resident.handler_id != handler.id) {
             *kept = None; // A deploy replaced the handler: its old instance goes at this event.
         }
+        Self::check_pause(handler, &event)?;
+        let result = self.run_resident(kept, handler, event, services).await;
+        self.settle(handler, &result);
+        result
+    }
+
+    async fn run_resident(
+        &self,
+        kept: &mut Option<Resident>,
+        handler: &Handler,
+        event: Event,
+        services: Arc<dyn HostServices>,
+    ) -> Result<(), CallError> {
         let resident = match kept {
             Some(resident) => {
+                let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
                 resident.log.begin(event.conn.id(), event.kind.method().as_str());
                 let state = resident.store.data_mut();
                 let limits = event.conn.limits().clone();
-                state.deadline = Instant::now() + limits.handler_deadline;
+                let now = Instant::now();
+                state.deadline = now + limits.handler_deadline;
                 state.call_deadline = limits.handler_deadline;
+                state.wall_deadline = now + limits.handler_wall;
+                state.call_wall = limits.handler_wall;
+                state.stop = None;
+                state.turn = Some(turn);
                 state.call_fuel = self.fuel.and(limits.fuel);
                 state.memory.cap = limits.handler_memory.min(self.memory_cap);
                 state.event = event;
@@ -424,16 +558,24 @@ impl Runtime {
                 resident
             }
             None => {
+                let place = self
+                    .scheduler
+                    .take_resident(handler.project)
+                    .map_err(|refused| CallError::Quota { handler: handler.name.to_string(), refused })?;
                 let slot = self.resident.clone().try_acquire_owned().map_err(|_| CallError::NoResidentSlot {
                     handler: handler.name.to_string(),
                     limit: self.max_resident,
                 })?;
-                let (mut store, log) = self.store(handler, event, services)?;
+                let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
+                let (mut store, log) = self.store(handler, event, services, turn)?;
                 let instance = self.instantiate(handler, &mut store).await?;
-                kept.insert(Resident { store, instance, handler_id: handler.id, log, _slot: slot })
+                kept.insert(Resident { store, instance, handler_id: handler.id, log, _slot: slot, _place: place })
             }
         };
-        match resident.instance.call_on_event(&mut resident.store).await {
+        let result = resident.instance.call_on_event(&mut resident.store).await;
+        // The call's place goes with the call, not with the kept instance.
+        resident.store.data_mut().turn = None;
+        match result {
             Ok(()) => Ok(()),
             Err(err) => {
                 let err = self.call_error(&handler.name, &resident.store, &resident.log, err);
@@ -449,6 +591,7 @@ impl Runtime {
         handler: &Handler,
         event: Event,
         services: Arc<dyn HostServices>,
+        turn: Arc<Turn>,
     ) -> Result<(Store<State>, guest_log::GuestLog), CallError> {
         let log = guest_log::GuestLog::new(
             handler.name.clone(),
@@ -459,6 +602,7 @@ impl Runtime {
         let wasi = WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build();
         let limits = event.conn.limits();
         let (call_deadline, call_fuel) = (limits.handler_deadline, self.fuel.and(limits.fuel));
+        let (call_wall, now) = (limits.handler_wall, Instant::now());
         let state = State {
             wasi,
             table: ResourceTable::new(),
@@ -466,9 +610,14 @@ impl Runtime {
             event,
             handler: Arc::clone(&handler.name),
             services,
-            deadline: Instant::now() + call_deadline,
+            deadline: now + call_deadline,
             call_deadline,
+            wall_deadline: now + call_wall,
+            call_wall,
             call_fuel,
+            turn: Some(turn),
+            pause: handler.pause.clone(),
+            stop: None,
             yielded: Arc::new(AtomicU64::new(0)),
             handles: 0,
         };
@@ -481,22 +630,37 @@ impl Runtime {
             })?;
         }
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
             let yielded = Duration::from_nanos(state.yielded.load(Ordering::Acquire));
-            if Instant::now() >= state.deadline + yielded {
+            let now = Instant::now();
+            if now >= state.deadline + yielded {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            // Give the tokio worker back between ticks so a long call does not starve other connections. tokio's own
-            // yield lets the I/O driver run first; wasmtime's plain `Yield` wakes at once and can starve it. The time
-            // spent away does not count against the deadline: on a busy host a fan-out would otherwise be cut off
-            // half-way for the others' work.
+            if now >= state.wall_deadline {
+                state.stop = Some(Stop::Wall);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if state.pause.is_paused() && !matches!(state.event.kind, EventKind::Error(_) | EventKind::Close) {
+                // Paused meanwhile (its other calls ran out): this one goes too rather than run out as well.
+                state.stop = Some(Stop::Paused);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Step aside between ticks: the execution slot goes to a waiting call when there is one (see `fair`),
+            // and the tokio worker runs its other tasks and its I/O driver first either way (tokio's own yield;
+            // wasmtime's plain `Yield` wakes at once and can starve it). The time away does not count against the
+            // deadline: on a busy host a fan-out would otherwise be cut off half-way for the others' work; the
+            // wall-clock bound above counts it.
             let yielded = state.yielded.clone();
+            let turn = state.turn.clone();
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
                     let away = Instant::now();
-                    tokio::task::yield_now().await;
+                    match turn {
+                        Some(turn) => turn.step_aside().await,
+                        None => tokio::task::yield_now().await,
+                    }
                     let nanos = u64::try_from(away.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     yielded.fetch_add(nanos, Ordering::AcqRel);
                 }),
@@ -535,9 +699,23 @@ impl Runtime {
 
     fn classify(&self, handler: &str, store: &Store<State>, err: wasmtime::Error) -> CallError {
         let handler = handler.to_owned();
-        if store.data().memory.hit {
+        let state = store.data();
+        let interrupted = matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt));
+        if state.memory.hit {
             CallError::OutOfMemory { handler, cap: store.data().memory.cap }
-        } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        } else if interrupted && state.stop == Some(Stop::Wall) {
+            CallError::WallTimeout { handler, bound: state.call_wall, deadline: state.call_deadline }
+        } else if interrupted
+            && state.stop == Some(Stop::Paused)
+            && let Err(paused) = state.pause.check()
+        {
+            CallError::Paused {
+                handler,
+                until: fair::rfc3339(paused.until),
+                remaining: paused.remaining,
+                after: paused.after,
+            }
+        } else if interrupted {
             CallError::Timeout { handler, deadline: store.data().call_deadline }
         } else if let (Some(Trap::OutOfFuel), Some(fuel)) = (err.downcast_ref::<Trap>(), store.data().call_fuel) {
             CallError::OutOfFuel { handler, fuel }

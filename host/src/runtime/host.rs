@@ -62,14 +62,19 @@ impl State {
 
     /// Awaits `wait` (an answer from the other hosts of the cluster, bounded by its own deadline) without counting the
     /// time against the handler's deadline, as time yielded to other tasks is not counted.
-    fn off_the_clock<T>(
+    fn off_the_clock<T: Send>(
         &self,
         wait: impl Future<Output = T> + Send + 'static,
     ) -> impl Future<Output = T> + Send + 'static {
         let yielded = self.yielded.clone();
+        let turn = self.turn.clone();
         async move {
             let away = Instant::now();
-            let answer = wait.await;
+            // Without its execution slot meanwhile: a wait for other hosts runs nothing here.
+            let answer = match turn {
+                Some(turn) => turn.away(wait).await,
+                None => wait.await,
+            };
             let nanos = u64::try_from(away.elapsed().as_nanos()).unwrap_or(u64::MAX);
             yielded.fetch_add(nanos, Ordering::AcqRel);
             answer

@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::services::{Connection, Event, HostServices};
+use crate::fair::{Pause, Turn};
 
 /// The host side of a guest's `websocket-client` handle: the connection it names. Holding the connection (not its
 /// id) keeps `info` true after the connection ended: its state says `closed`.
@@ -34,6 +35,24 @@ pub struct State {
     /// is or how long another host takes to answer (that wait has its own bound).
     pub(super) yielded: Arc<AtomicU64>,
     pub(super) handles: usize,
+    /// The wall-clock bound of the call (see `DEFAULT_HANDLER_WALL_FACTOR`), and when it runs out.
+    pub(super) call_wall: Duration,
+    pub(super) wall_deadline: Instant,
+    /// The call's place with the scheduler (none between the calls of a kept instance).
+    pub(super) turn: Option<Arc<Turn>>,
+    /// The handler's pause: a call running when it starts is stopped.
+    pub(super) pause: Arc<Pause>,
+    /// Why the host interrupted the call, when not for its deadline.
+    pub(super) stop: Option<Stop>,
+}
+
+/// Why the host interrupted a call other than for its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// It ran past its wall-clock bound.
+    Wall,
+    /// Its handler was paused meanwhile.
+    Paused,
 }
 
 impl WasiView for State {
