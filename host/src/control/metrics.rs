@@ -508,9 +508,12 @@ struct ProjectMeter {
 }
 
 impl Meter for ProjectMeter {
-    fn call_ended(&self, waited: Duration, ran: Duration) {
-        self.calls.inc();
+    fn ran(&self, ran: Duration) {
         self.seconds.inc_by(ran.as_secs_f64());
+    }
+
+    fn call_ended(&self, waited: Duration) {
+        self.calls.inc();
         self.wait.observe(waited.as_secs_f64());
     }
 }

@@ -36,8 +36,10 @@ pub trait Observer: Send + Sync + 'static {
 
 /// Counts one project's calls.
 pub trait Meter: Send + Sync + 'static {
-    /// A call ended after waiting `waited` for its first slot and holding slots for `ran` in all.
-    fn call_ended(&self, waited: Duration, ran: Duration);
+    /// A call held an execution slot for `ran` (counted each time it gives the slot back, so a long call shows).
+    fn ran(&self, ran: Duration);
+    /// A call ended after waiting `waited` for its first slot.
+    fn call_ended(&self, waited: Duration);
 }
 
 /// A project as the scheduler knows it (an index; found once per handler, not per call).
@@ -234,7 +236,7 @@ impl Scheduler {
             project,
             per_event,
             waited: now - asked,
-            clock: Mutex::new(Clock { holding_since: Some(now), ran: Duration::ZERO }),
+            clock: Mutex::new(Clock { holding_since: Some(now) }),
         }
     }
 
@@ -324,6 +326,16 @@ impl Scheduler {
         p.running = p.running.saturating_sub(1);
         state.free_slots += 1;
         held
+    }
+
+    /// Where `project`'s calls are counted, asking the observer the first time.
+    fn meter(&self, state: &mut State, project: ProjectId) -> Option<Arc<dyn Meter>> {
+        let p = &mut state.projects[project.0];
+        match (&p.meter, self.observer.get()) {
+            (Some(meter), _) => Some(meter.clone()),
+            (None, Some(observer)) => Some(p.meter.insert(observer.meter(&p.name)).clone()),
+            (None, None) => None,
+        }
     }
 
     /// Takes a place for a kept instance of `project` (its quota of resident instances), given back when dropped.
@@ -455,8 +467,6 @@ pub struct Turn {
 struct Clock {
     /// Since when it holds a slot; none while it has stepped aside.
     holding_since: Option<Instant>,
-    /// Time it held slots, over its earlier runs.
-    ran: Duration,
 }
 
 impl std::fmt::Debug for Turn {
@@ -485,8 +495,11 @@ impl Turn {
         let mut state = self.scheduler.lock();
         let held = self.scheduler.release_slot(&mut state, self.project, since, Instant::now());
         self.scheduler.dispatch(&mut state);
+        let meter = self.scheduler.meter(&mut state, self.project);
         drop(state);
-        self.clock().ran += held;
+        if let Some(meter) = meter {
+            meter.ran(held);
+        }
     }
 
     async fn resume(&self) {
@@ -521,23 +534,18 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let clock = self.clock.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let (since, mut ran) = (clock.holding_since.take(), clock.ran);
+        let since = self.clock.get_mut().unwrap_or_else(PoisonError::into_inner).holding_since.take();
         let mut state = self.scheduler.lock();
-        if let Some(since) = since {
-            ran += self.scheduler.release_slot(&mut state, self.project, since, Instant::now());
-        }
+        let ran = since.map(|since| self.scheduler.release_slot(&mut state, self.project, since, Instant::now()));
         Scheduler::give_back(&mut state, self.project, true, self.per_event);
         self.scheduler.dispatch(&mut state);
-        let p = &mut state.projects[self.project.0];
-        let meter = match (&p.meter, self.scheduler.observer.get()) {
-            (Some(meter), _) => Some(meter.clone()),
-            (None, Some(observer)) => Some(p.meter.insert(observer.meter(&p.name)).clone()),
-            (None, None) => None,
-        };
+        let meter = self.scheduler.meter(&mut state, self.project);
         drop(state);
         if let Some(meter) = meter {
-            meter.call_ended(self.waited, ran);
+            if let Some(ran) = ran {
+                meter.ran(ran);
+            }
+            meter.call_ended(self.waited);
         }
     }
 }

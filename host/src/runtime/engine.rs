@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmsock_wire::EventKind;
 use wasmsock_wire::descriptor::project_of;
+use wasmsock_wire::{EventKind, Method};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -460,10 +460,13 @@ impl Runtime {
         })
     }
 
-    /// Counts how a call ended towards its handler's pause; logs and reports a pause it starts.
-    fn settle<T>(&self, handler: &Handler, result: &Result<T, CallError>) {
+    /// Counts how a call ended towards its handler's pause; logs and reports a pause it starts. Only the events a
+    /// pause holds back (onopen, onmessage) count as successes: an onerror that answers a timeout does not clear it.
+    fn settle<T>(&self, handler: &Handler, method: Method, result: &Result<T, CallError>) {
+        let counts = matches!(method, Method::OnOpen | Method::OnMessage);
         let ran_out = match result {
-            Ok(_) => Some(false),
+            Ok(_) if counts => Some(false),
+            Ok(_) => None,
             Err(CallError::Timeout { .. } | CallError::WallTimeout { .. } | CallError::OutOfFuel { .. }) => Some(true),
             Err(_) => None,
         };
@@ -492,7 +495,10 @@ impl Runtime {
         services: Arc<dyn HostServices>,
     ) -> Result<(), CallError> {
         Self::check_pause(handler, &event)?;
+        let method = event.kind.method();
         let turn = Arc::new(self.scheduler.begin(handler.project, true).await);
+        // Paused while it waited for its turn: it goes at once rather than start and be stopped.
+        Self::check_pause(handler, &event)?;
         let result = async {
             let (mut store, log) = self.store(handler, event, services, turn)?;
             let instance = self.instantiate(handler, &mut store).await?;
@@ -500,7 +506,7 @@ impl Runtime {
             result.map_err(|err| self.call_error(&handler.name, &store, &log, err))
         }
         .await;
-        self.settle(handler, &result);
+        self.settle(handler, method, &result);
         result
     }
 
@@ -518,8 +524,9 @@ impl Runtime {
             *kept = None; // A deploy replaced the handler: its old instance goes at this event.
         }
         Self::check_pause(handler, &event)?;
+        let method = event.kind.method();
         let result = self.run_resident(kept, handler, event, services).await;
-        self.settle(handler, &result);
+        self.settle(handler, method, &result);
         result
     }
 
@@ -533,6 +540,7 @@ impl Runtime {
         let resident = match kept {
             Some(resident) => {
                 let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
+                Self::check_pause(handler, &event)?;
                 resident.log.begin(event.conn.id(), event.kind.method().as_str());
                 let state = resident.store.data_mut();
                 let limits = event.conn.limits().clone();
