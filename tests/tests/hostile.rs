@@ -240,8 +240,11 @@ async fn frames_that_break_the_protocol_get_the_close_code_the_rfc_asks_for() {
 async fn ten_thousand_connections_opened_and_dropped_at_once_leave_the_host_serving() {
     const CONNECTIONS: usize = 10_000;
     let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
-    let host =
-        BinaryHost::start(&plugins, &["--max-connections", "20000", "--max-endpoint-connections", "20000"]).await;
+    let host = BinaryHost::start(
+        &plugins,
+        &["--max-connections", "20000", "--max-endpoint-connections", "20000", "--project-connections", "20000"],
+    )
+    .await;
     let mut control = connect(&host.url("echo")).await;
     let url = host.url("echo");
     let opened: Vec<Ws> = tokio::time::timeout(

@@ -104,6 +104,11 @@ async fn counters_move_by_exactly_the_traffic() {
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="trap"}"#.into(), 1.0),
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="timeout"}"#.into(), 1.0),
         (r#"wasmsock_handler_failures_total{handler="tests/misbehave",kind="out_of_memory"}"#.into(), 1.0),
+        // Every call by project: echo's onopen, onmessage and onclose; misbehave's eleven events.
+        (r#"wasmsock_project_calls_total{project="examples"}"#.into(), n + m + n),
+        (r#"wasmsock_project_slot_wait_seconds_count{project="examples"}"#.into(), n + m + n),
+        (r#"wasmsock_project_calls_total{project="tests"}"#.into(), 11.0),
+        (r#"wasmsock_project_slot_wait_seconds_count{project="tests"}"#.into(), 11.0),
         (r#"wasmsock_deploys_total{kind="handler",outcome="ok",source="admin"}"#.into(), 1.0),
         (r#"wasmsock_deploys_total{kind="handler",outcome="failed",source="admin"}"#.into(), 1.0),
     ]
@@ -121,6 +126,11 @@ async fn counters_move_by_exactly_the_traffic() {
                 moved.insert(key.clone(), delta);
             }
         }
+    }
+    // Running time by project moved by some amount (not known in advance): the loop alone ran for its deadline.
+    for (project, at_least) in [("examples", 0.0), ("tests", 0.25)] {
+        let ran = moved.remove(&format!(r#"wasmsock_project_handler_seconds_total{{project="{project}"}}"#));
+        assert!(ran.is_some_and(|ran| ran > at_least), "{project}: {ran:?}");
     }
     assert_eq!(moved, expected, "\nafter:\n{:#?}", after.0);
     // The gauge is back where it started, and nothing was closed for a full queue.

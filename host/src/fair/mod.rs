@@ -580,6 +580,9 @@ pub struct Paused {
 /// once for a pause that doubles with each pause in a row (no successful call between), up to a maximum.
 #[derive(Debug)]
 pub struct Pause {
+    /// Whether the state is anything but fresh (no call ran out since the last success): checked without the lock
+    /// on every call.
+    active: std::sync::atomic::AtomicBool,
     state: Mutex<PauseState>,
     after: u32,
     first: Duration,
@@ -596,7 +599,13 @@ struct PauseState {
 impl Pause {
     /// A policy pausing after `after` calls in a row ran out, for `first` doubling up to `longest`.
     pub fn new(after: u32, first: Duration, longest: Duration) -> Self {
-        Self { state: Mutex::new(PauseState::default()), after: after.max(1), first, longest: longest.max(first) }
+        Self {
+            active: std::sync::atomic::AtomicBool::new(false),
+            state: Mutex::new(PauseState::default()),
+            after: after.max(1),
+            first,
+            longest: longest.max(first),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, PauseState> {
@@ -605,6 +614,9 @@ impl Pause {
 
     /// The pause in force now, if any.
     pub fn check(&self) -> Result<(), Paused> {
+        if !self.active.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let state = self.lock();
         let Some((until, until_wall)) = state.until else { return Ok(()) };
         let now = Instant::now();
@@ -619,18 +631,22 @@ impl Pause {
         self.check().is_err()
     }
 
-    /// Records how a call ended: `Some(true)` ran out of its deadline, `Some(false)` succeeded, `None` failed
-    /// otherwise (no change). Returns the pause it starts, if any.
+    /// Records how a call ended: `Some(true)` ran out of its deadline, `Some(false)` succeeded (which ends a pause
+    /// and starts the count afresh), `None` failed otherwise (no change). Returns the pause it starts, if any.
     pub fn record(&self, ran_out: Option<bool>) -> Option<Paused> {
+        if ran_out != Some(true) && !self.active.load(Ordering::Acquire) {
+            return None;
+        }
         let mut state = self.lock();
         match ran_out {
             Some(false) => {
-                state.ran_out_in_a_row = 0;
-                state.pauses_in_a_row = 0;
+                *state = PauseState::default();
+                self.active.store(false, Ordering::Release);
                 None
             }
             None => None,
             Some(true) => {
+                self.active.store(true, Ordering::Release);
                 state.ran_out_in_a_row += 1;
                 let now = Instant::now();
                 let paused_now = state.until.is_some_and(|(until, _)| now < until);
@@ -651,6 +667,9 @@ impl Pause {
 
     /// The end of the pause in force, if any (for listings).
     pub fn paused_until(&self) -> Option<SystemTime> {
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
         let state = self.lock();
         state.until.filter(|(until, _)| Instant::now() < *until).map(|(_, wall)| wall)
     }
