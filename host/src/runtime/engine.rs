@@ -550,7 +550,6 @@ impl Runtime {
                 state.wall_deadline = now + limits.handler_wall;
                 state.call_wall = limits.handler_wall;
                 state.stop = None;
-                state.turn = Some(turn);
                 state.call_fuel = self.fuel.and(limits.fuel);
                 state.memory.cap = limits.handler_memory.min(self.memory_cap);
                 state.event = event;
@@ -563,6 +562,8 @@ impl Runtime {
                     })?;
                 }
                 resident.store.set_epoch_deadline(1);
+                // Last, so no early return leaves the turn (its execution slot) with the kept instance.
+                resident.store.data_mut().turn = Some(turn);
                 resident
             }
             None => {
