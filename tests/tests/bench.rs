@@ -124,13 +124,15 @@ async fn roundtrip_mode_opens_a_connection_per_sample_and_counts_every_echo() {
     host.stop().await;
 }
 
-/// The misbehaving handler with a short deadline, so a `loop` fails fast.
+/// The misbehaving handler with a short deadline, so a `loop` fails fast, and never paused for it, so every `loop`
+/// runs out its deadline and the counts below do not depend on the pause's timing.
 async fn misbehave_host() -> TestHost {
     let plugins = Plugins::new().handler("tests/misbehave", "misbehave").endpoint("misbehave", "tests/misbehave");
     TestHost::start_with(
         plugins,
         Limits {
             handler_deadline: Duration::from_millis(20),
+            pause_after: u32::MAX,
             close_timeout: Duration::from_secs(1),
             ..Limits::default()
         },
