@@ -1,8 +1,12 @@
-//! `wasmsock bench` against a host in process (fan-out through the chat example's rooms): each mode completes what it
-//! was asked for and reports it; no timing is asserted (the figures are for BENCHMARKS.md, not for tests).
+//! `wasmsock bench` against a host in process (fan-out through the chat example's rooms, round trips to the echo,
+//! noise from the misbehaving handler): each mode completes what it was asked for and reports it; no timing is
+//! asserted (the figures are for BENCHMARKS.md, not for tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
+use wasmsock::Limits;
 use wasmsock::cli::bench::{BenchArgs, Mode};
 use wasmsock_tests::*;
 
@@ -18,6 +22,10 @@ fn args(url: String, mode: Mode) -> BenchArgs {
         hold_secs: 0,
         server_pid: vec![std::process::id()],
         publisher_url: None,
+        message: None,
+        once: false,
+        interval_ms: 0,
+        timeout_ms: 10_000,
         json: true,
     }
 }
@@ -88,5 +96,90 @@ async fn fanout_mode_through_the_chat_examples_rooms_delivers_every_publish_to_e
     assert_eq!(report["missed_deliveries"], 0, "{report}");
     assert_eq!(report["members_closed"], 0, "{report}");
     assert!(report["server_cpu_us_per_delivery"].is_f64(), "{report}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roundtrip_mode_opens_a_connection_per_sample_and_counts_every_echo() {
+    let host = TestHost::start(echo_plugins()).await;
+    let report = BenchArgs { count: 30, connections: 3, interval_ms: 1, ..args(host.url("echo"), Mode::Roundtrip) }
+        .measure()
+        .await
+        .unwrap();
+    assert_eq!(report["mode"], "roundtrip");
+    assert_eq!(report["samples"], 30, "{report}");
+    assert_eq!(report["completed"], 30, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    for kind in ["timed_out", "connect", "closed", "wrong_reply"] {
+        assert_eq!(report["failures"][kind], 0, "{kind}: {report}");
+    }
+    assert_eq!(report["concurrency"], 3);
+    assert!(report["max_in_flight"].as_u64().unwrap() <= 3, "{report}");
+    for key in ["p50", "p99", "max"] {
+        assert!(report["latency_us"][key].is_u64(), "{key}: {report}");
+    }
+    assert!(report["server_cpu_us_per_round_trip"].is_f64(), "{report}");
+    let connections = r#"wasmsock_connections_total{direction="inbound",endpoint="echo"}"#;
+    assert_eq!(Scrape::fetch(host.admin).await.get(connections), 30.0, "a fresh connection per sample");
+    host.stop().await;
+}
+
+/// The misbehaving handler with a short deadline, so a `loop` fails fast, and never paused for it, so every `loop`
+/// runs out its deadline and the counts below do not depend on the pause's timing.
+async fn misbehave_host() -> TestHost {
+    let plugins = Plugins::new().handler("tests/misbehave", "misbehave").endpoint("misbehave", "tests/misbehave");
+    TestHost::start_with(
+        plugins,
+        Limits {
+            handler_deadline: Duration::from_millis(20),
+            pause_after: u32::MAX,
+            close_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_mode_sends_over_and_over_and_reconnects_when_closed_for_failing() {
+    let host = misbehave_host().await;
+    // One connection, seven `loop`s: three failures in a row close it with 1011, so it takes three connections.
+    let spin = BenchArgs {
+        connections: 1,
+        in_flight: 1,
+        count: 7,
+        message: Some("loop".into()),
+        ..args(host.url("misbehave"), Mode::Spin)
+    };
+    let report = spin.measure().await.unwrap();
+    assert_eq!(report["mode"], "spin");
+    assert_eq!(report["sent"], 7, "{report}");
+    assert_eq!(report["error_replies"], report["replies"], "every reply is an onerror's: {report}");
+    assert!(report["replies"].as_u64().unwrap() >= 5, "{report}");
+    assert_eq!(report["close_codes"]["1011"], 2, "{report}");
+    assert_eq!(report["closes"], 2, "{report}");
+    assert_eq!(report["handshakes"], 3, "{report}");
+    assert_eq!(report["handshake_failures"], 0, "{report}");
+    assert_eq!(report["once"], false);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_once_sends_one_message_per_connection_and_holds_it() {
+    let host = misbehave_host().await;
+    let once = BenchArgs {
+        connections: 5,
+        once: true,
+        duration_secs: 2,
+        message: Some("loop".into()),
+        ..args(host.url("misbehave"), Mode::Spin)
+    };
+    let report = once.measure().await.unwrap();
+    assert_eq!(report["sent"], 5, "{report}");
+    assert_eq!(report["replies"], 5, "{report}");
+    assert_eq!(report["error_replies"], 5, "{report}");
+    assert_eq!(report["handshakes"], 5, "{report}");
+    assert_eq!(report["closes"], 0, "one failure does not close a connection: {report}");
+    assert_eq!(report["once"], true);
     host.stop().await;
 }

@@ -1,7 +1,8 @@
 //! `wasmsock bench`: a load generator for a WebSocket server on loopback (echo throughput and latency, handshakes
-//! per second, memory per idle connection, fan-out to a room), any server, not only this host.
+//! per second, memory per idle connection, fan-out to a room, a fresh connection's round trip, and noise: connections
+//! that send one message over and over), any server, not only this host.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use clap::{Args, ValueEnum};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -51,6 +52,18 @@ const MEASURED: u8 = b'm';
 const WARM: u8 = b'w';
 /// Decimal digits of the send time (microseconds since the run began) in a measured message: 11 days.
 const STAMP_DIGITS: usize = 12;
+/// How long a `roundtrip` sample may take by default, in milliseconds (`--timeout-ms`), from the start of its
+/// handshake to its echo; a sample that takes longer is a failure. Ten seconds: the round trip the fairness issue
+/// reported as failed.
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// Samples in flight at once in `roundtrip` mode by default (`--connections`): one, a single user's round trips one
+/// after the other.
+const DEFAULT_ROUND_TRIP_CONNECTIONS: &str = "1";
+/// How long a `spin` connection waits before it reconnects after a failed handshake, so a server that refuses
+/// connections is not hammered.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+/// How long closing a finished `roundtrip` sample or `spin` connection may take (it is not measured).
+const CLOSE_BOUND: Duration = Duration::from_secs(1);
 /// Linux's `USER_HZ`: the unit of utime and stime in `/proc/PID/stat` on every architecture Linux supports today.
 const CLOCK_TICKS_PER_SEC: u64 = 100;
 
@@ -68,6 +81,18 @@ pub enum Mode {
     /// `--in-flight` (default 8) not yet delivered to every member; the members count what they receive. For servers
     /// that send every message to every connection on the URL, sender included (the host's chat example).
     Fanout,
+    /// A fresh connection's round trip: each sample opens a connection, sends one text message (`--message`, or
+    /// `--size` bytes), waits for the same text back and closes; the time is from the start of the handshake to the
+    /// echo. Up to `--connections` samples (default 1) are in flight at once, one started every `--interval-ms` (0:
+    /// each as soon as one ends); a sample that takes longer than `--timeout-ms`, fails to connect, is closed or gets
+    /// another reply is a failure. Reports the samples, the failures by kind and the percentiles of the ones that
+    /// succeeded.
+    Roundtrip,
+    /// Noise for another measurement: `--connections` connections each send `--message` (or `--size` bytes) and wait
+    /// for a reply, over and over, reconnecting when the server closes them, until `--duration-secs` or `--count`
+    /// messages in all; with `--once`, each sends it once and holds the connection until the time is up. Reports the
+    /// messages sent, the replies (and those starting with `error`), the closes by code and the handshakes.
+    Spin,
 }
 
 /// Arguments of `wasmsock bench` (Run with `wasmsock bench ws://127.0.0.1:8080/websockets/service/echo`).
@@ -78,19 +103,37 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value_t = Mode::Echo)]
     pub mode: Mode,
-    /// Connections (echo, idle), concurrent handshakes (connect), or room members besides the publisher (fanout,
-    /// default 1000).
-    #[arg(long, short = 'c', default_value_t = DEFAULT_CONNECTIONS, default_value_if("mode", "fanout", DEFAULT_MEMBERS))]
+    /// Connections (echo, idle, spin), concurrent handshakes (connect), room members besides the publisher (fanout,
+    /// default 1000), or samples in flight at once (roundtrip, default 1).
+    #[arg(
+        long,
+        short = 'c',
+        default_value_t = DEFAULT_CONNECTIONS,
+        default_value_ifs([("mode", "fanout", DEFAULT_MEMBERS), ("mode", "roundtrip", DEFAULT_ROUND_TRIP_CONNECTIONS)])
+    )]
     pub connections: usize,
-    /// Messages each echo connection keeps in flight, or (fanout, default 8) messages published and not yet
+    /// Messages each echo or spin connection keeps in flight, or (fanout, default 8) messages published and not yet
     /// delivered to every member.
     #[arg(long, short = 'w', default_value_t = 1, default_value_if("mode", "fanout", DEFAULT_FANOUT_IN_FLIGHT))]
     pub in_flight: usize,
-    /// Message size in bytes (echo, fanout).
+    /// Message size in bytes (echo, fanout; roundtrip and spin without `--message`).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Messages (echo), handshakes (connect) or messages published (fanout) to complete; the run stops at this or at
-    /// `--duration-secs`.
+    /// The text each message carries (roundtrip, spin), instead of `--size` bytes of `x`: e.g. `loop` for the
+    /// misbehaving test handler.
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Each connection sends its message once and then holds the connection until the time is up (spin).
+    #[arg(long)]
+    pub once: bool,
+    /// Milliseconds between the starts of two samples (roundtrip); 0: each starts as soon as a sample ends.
+    #[arg(long, default_value_t = 0)]
+    pub interval_ms: u64,
+    /// How long one sample may take, in milliseconds, handshake included (roundtrip); longer is a failure.
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: u64,
+    /// Messages (echo, spin), handshakes (connect), messages published (fanout) or samples (roundtrip) to complete;
+    /// the run stops at this or at `--duration-secs`.
     #[arg(long, short = 'n', default_value_t = DEFAULT_COUNT)]
     pub count: u64,
     /// The time bound, in seconds.
@@ -160,11 +203,16 @@ impl BenchArgs {
         if self.connections == 0 || self.in_flight == 0 {
             bail!("--connections and --in-flight must be at least 1");
         }
+        if self.once && self.mode != Mode::Spin {
+            bail!("--once is for --mode spin only");
+        }
         let mut report = match self.mode {
             Mode::Echo => self.echo().await?,
             Mode::Connect => self.connect().await?,
             Mode::Idle => self.idle().await?,
             Mode::Fanout => self.fanout().await?,
+            Mode::Roundtrip => self.round_trips().await?,
+            Mode::Spin => self.spin().await?,
         };
         report["url"] = json!(self.url);
         if let Some(url) = &self.publisher_url {
@@ -409,6 +457,282 @@ impl BenchArgs {
         let after = self.sample()?;
         Ok(Published { published, stalled, elapsed, before, after })
     }
+}
+
+impl BenchArgs {
+    /// The text of a `roundtrip` or `spin` message: `--message`, or `--size` bytes of `x`.
+    fn text(&self) -> Arc<str> {
+        match &self.message {
+            Some(text) => text.as_str().into(),
+            None => "x".repeat(self.size).into(),
+        }
+    }
+
+    async fn round_trips(&self) -> anyhow::Result<Value> {
+        let text = self.text();
+        let timeout = Duration::from_millis(self.timeout_ms);
+        let interval = Duration::from_millis(self.interval_ms);
+        let slots = Arc::new(Semaphore::new(self.connections));
+        let before = self.sample()?;
+        let started = Instant::now();
+        let until = started + Duration::from_secs(self.duration_secs);
+        let mut next = started;
+        let mut tasks = Vec::new();
+        let mut max_in_flight = 0;
+        while (tasks.len() as u64) < self.count && Instant::now() < until {
+            if !interval.is_zero() {
+                tokio::time::sleep_until(next.into()).await;
+            }
+            let slot = slots.clone().acquire_owned().await.context("the sample slots closed")?;
+            max_in_flight = max_in_flight.max(self.connections - slots.available_permits());
+            if Instant::now() >= until {
+                break;
+            }
+            // A sample that waited for a slot starts now; the next keeps the interval after it rather than catching
+            // up with a burst.
+            next = (next + interval).max(Instant::now());
+            let (url, text) = (self.url.clone(), text.clone());
+            tasks.push(tokio::spawn(async move {
+                let outcome = round_trip(&url, &text, timeout).await;
+                drop(slot);
+                outcome
+            }));
+        }
+        let samples = tasks.len() as u64;
+        let mut latencies = Vec::with_capacity(tasks.len());
+        let mut failures: BTreeMap<&'static str, u64> =
+            RoundTripFailure::ALL.iter().map(|failure| (failure.name(), 0)).collect();
+        for task in tasks {
+            match task.await.context("a round trip's task failed")? {
+                Ok(micros) => latencies.push(micros),
+                Err(failure) => *failures.entry(failure.name()).or_default() += 1,
+            }
+        }
+        let elapsed = started.elapsed();
+        let after = self.sample()?;
+        let done = latencies.len() as u64;
+        let mut report = summary("roundtrip", done, samples - done, elapsed, latencies);
+        report["samples"] = json!(samples);
+        report["failures"] = json!(failures);
+        report["concurrency"] = json!(self.connections);
+        report["max_in_flight"] = json!(max_in_flight);
+        report["interval_ms"] = json!(self.interval_ms);
+        report["timeout_ms"] = json!(self.timeout_ms);
+        report["size"] = json!(text.len());
+        add_server(&mut report, before, after, samples, "server_cpu_us_per_round_trip");
+        Ok(report)
+    }
+
+    async fn spin(&self) -> anyhow::Result<Value> {
+        let text = self.text();
+        let shared = Arc::new(Shared::default());
+        let started = Instant::now();
+        let until = started + Duration::from_secs(self.duration_secs);
+        let (count, in_flight, once) = (self.count, self.in_flight, self.once);
+        let tasks: Vec<_> = (0..self.connections)
+            .map(|_| {
+                let (url, text, shared) = (self.url.clone(), text.clone(), shared.clone());
+                tokio::spawn(async move { spin_connection(&url, &text, once, in_flight, &shared, count, until).await })
+            })
+            .collect();
+        let mut total = Spun::default();
+        for task in tasks {
+            total.add(task.await.context("a spinning connection's task failed")?);
+        }
+        let elapsed = started.elapsed();
+        Ok(json!({
+            "mode": "spin",
+            "connections": self.connections,
+            "once": once,
+            "in_flight": in_flight,
+            "size": text.len(),
+            "seconds": elapsed.as_secs_f64(),
+            "sent": total.sent,
+            "replies": total.replies,
+            "error_replies": total.error_replies,
+            "handshakes": total.handshakes,
+            "handshake_failures": total.handshake_failures,
+            "closes": total.closes.values().sum::<u64>(),
+            "close_codes": total.closes,
+            "connection_errors": total.connection_errors,
+        }))
+    }
+}
+
+/// Why a `roundtrip` sample failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoundTripFailure {
+    /// It was not done within `--timeout-ms`.
+    TimedOut,
+    /// The handshake failed.
+    Connect,
+    /// The server closed the connection, or it ended, before the echo.
+    Closed,
+    /// A reply that was not the message sent.
+    WrongReply,
+}
+
+impl RoundTripFailure {
+    /// Every kind, for a report that names each even when it did not happen.
+    const ALL: [Self; 4] = [Self::TimedOut, Self::Connect, Self::Closed, Self::WrongReply];
+
+    /// Its key in the report's `failures`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::TimedOut => "timed_out",
+            Self::Connect => "connect",
+            Self::Closed => "closed",
+            Self::WrongReply => "wrong_reply",
+        }
+    }
+}
+
+/// One `roundtrip` sample: connect, send `text`, wait for it back, all within `timeout`; then close (bounded, not
+/// measured). Returns the time from the start of the handshake to the echo, in microseconds.
+async fn round_trip(url: &str, text: &str, timeout: Duration) -> Result<u32, RoundTripFailure> {
+    let started = Instant::now();
+    let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+    let outcome = tokio::time::timeout(timeout, async {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await.map_err(|err| {
+                tracing::debug!("{err:#}");
+                RoundTripFailure::Connect
+            })?;
+        let echoed = async {
+            ws.send(Message::text(text)).await.map_err(|_| RoundTripFailure::Closed)?;
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(reply))) if reply.as_str() == text => return Ok(()),
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) => return Err(RoundTripFailure::WrongReply),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Err(RoundTripFailure::Closed),
+                }
+            }
+        }
+        .await;
+        Ok::<_, RoundTripFailure>((ws, echoed))
+    })
+    .await;
+    let (mut ws, echoed) = outcome.map_err(|_| RoundTripFailure::TimedOut)??;
+    let micros = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let _ = tokio::time::timeout(CLOSE_BOUND, async {
+        let _ = ws.send(Message::Close(None)).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    echoed.map(|()| micros)
+}
+
+/// What the connections of a `spin` run saw, added up.
+#[derive(Debug, Default)]
+struct Spun {
+    /// Messages sent.
+    sent: u64,
+    /// Text or binary replies received.
+    replies: u64,
+    /// Text replies that start with `error` (the misbehaving test handler's answer to a failed call).
+    error_replies: u64,
+    /// Handshakes that succeeded (the first connection and every reconnection).
+    handshakes: u64,
+    /// Handshakes that failed.
+    handshake_failures: u64,
+    /// Close frames from the server, by code (`none` for a close without a code).
+    closes: BTreeMap<String, u64>,
+    /// Connections that failed or ended without a close frame.
+    connection_errors: u64,
+}
+
+impl Spun {
+    fn add(&mut self, other: Spun) {
+        self.sent += other.sent;
+        self.replies += other.replies;
+        self.error_replies += other.error_replies;
+        self.handshakes += other.handshakes;
+        self.handshake_failures += other.handshake_failures;
+        self.connection_errors += other.connection_errors;
+        for (code, n) in other.closes {
+            *self.closes.entry(code).or_default() += n;
+        }
+    }
+}
+
+/// One `spin` connection: sends `text` and waits for a reply, keeping `in_flight` outstanding, until `until` or the
+/// shared count is used up; reconnects when the server closes it (with `once`: sends one message in all and does not
+/// reconnect). Closes (bounded) at the end.
+async fn spin_connection(
+    url: &str,
+    text: &str,
+    once: bool,
+    in_flight: usize,
+    shared: &Shared,
+    count: u64,
+    until: Instant,
+) -> Spun {
+    let mut seen = Spun::default();
+    let deadline = tokio::time::Instant::from(until);
+    while Instant::now() < until {
+        let mut ws = match tokio::time::timeout_at(deadline, open(url)).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(err)) => {
+                tracing::debug!("{err:#}");
+                seen.handshake_failures += 1;
+                tokio::time::sleep(RECONNECT_PAUSE.min(until.saturating_duration_since(Instant::now()))).await;
+                continue;
+            }
+            Err(_) => break,
+        };
+        seen.handshakes += 1;
+        let mut outstanding = 0;
+        let ended = loop {
+            let may_send = if once { seen.sent == 0 } else { outstanding < in_flight };
+            if may_send && shared.claim(count, until) {
+                if ws.send(Message::text(text)).await.is_err() {
+                    seen.connection_errors += 1;
+                    break true;
+                }
+                seen.sent += 1;
+                outstanding += 1;
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => break false,
+                Ok(Some(Ok(Message::Text(reply)))) => {
+                    seen.replies += 1;
+                    seen.error_replies += u64::from(reply.as_str().starts_with("error"));
+                    outstanding = outstanding.saturating_sub(1);
+                }
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    seen.replies += 1;
+                    outstanding = outstanding.saturating_sub(1);
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    let code = frame.map_or_else(|| "none".to_owned(), |f| u16::from(f.code).to_string());
+                    *seen.closes.entry(code).or_default() += 1;
+                    break true;
+                }
+                Ok(Some(Err(_)) | None) => {
+                    seen.connection_errors += 1;
+                    break true;
+                }
+            }
+            if !once && shared.started.load(Ordering::Relaxed) >= count && outstanding == 0 {
+                break false;
+            }
+        };
+        if !ended {
+            let _ = tokio::time::timeout(CLOSE_BOUND, async {
+                let _ = ws.send(Message::Close(None)).await;
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+            break;
+        }
+        if once || shared.started.load(Ordering::Relaxed) >= count {
+            break;
+        }
+    }
+    seen
 }
 
 /// What the publisher of a `fanout` run did.
@@ -788,6 +1112,41 @@ fn human(report: &Value) -> String {
                 get("server_rss_bytes_per_connection")
             ));
         }
+        Some("spin") => {
+            lines.push(format!(
+                "spin {}: {} connections{} for {:.2} s: {} sent, {} replies ({} starting with `error`)",
+                get("url"),
+                get("connections"),
+                if report["once"] == true { ", once each" } else { "" },
+                report["seconds"].as_f64().unwrap_or_default(),
+                get("sent"),
+                get("replies"),
+                get("error_replies")
+            ));
+            lines.push(format!(
+                "{} handshakes ({} failed), {} closes by the server {}, {} connection errors",
+                get("handshakes"),
+                get("handshake_failures"),
+                get("closes"),
+                report["close_codes"],
+                get("connection_errors")
+            ));
+        }
+        Some("roundtrip") => {
+            let latency = &report["latency_us"];
+            lines.push(format!(
+                "roundtrip {}: {} samples in {:.2} s, {} failed {}",
+                get("url"),
+                get("samples"),
+                report["seconds"].as_f64().unwrap_or_default(),
+                get("errors"),
+                report["failures"]
+            ));
+            lines.push(format!(
+                "round trip µs (handshake and echo): p50 {} p99 {} p999 {} max {}",
+                latency["p50"], latency["p99"], latency["p999"], latency["max"]
+            ));
+        }
         mode => {
             let latency = &report["latency_us"];
             lines.push(format!(
@@ -862,6 +1221,77 @@ mod tests {
         assert_eq!((echo.connections, echo.in_flight), (DEFAULT_CONNECTIONS, 1));
         let chosen = parse(&["--mode=fanout", "-c", "5", "-w", "2"]);
         assert_eq!((chosen.connections, chosen.in_flight), (5, 2));
+        let round_trips = parse(&["--mode", "roundtrip"]);
+        assert_eq!((round_trips.connections, round_trips.timeout_ms, round_trips.interval_ms), (1, 10_000, 0));
+        assert_eq!(parse(&["--mode", "roundtrip", "-c", "7"]).connections, 7);
+        assert_eq!(parse(&["--mode", "spin"]).connections, DEFAULT_CONNECTIONS);
+    }
+
+    /// A server on port 0 in this process that accepts WebSockets and never answers a message.
+    async fn silent_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                    while let Some(Ok(_)) = ws.next().await {}
+                });
+            }
+        });
+        format!("ws://{addr}/silent")
+    }
+
+    fn args(url: String, mode: Mode) -> BenchArgs {
+        BenchArgs {
+            url,
+            mode,
+            connections: 2,
+            in_flight: 1,
+            size: 64,
+            count: 4,
+            duration_secs: 30,
+            hold_secs: 0,
+            server_pid: Vec::new(),
+            publisher_url: None,
+            message: None,
+            once: false,
+            interval_ms: 0,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            json: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_without_an_echo_is_a_failure_of_its_kind() {
+        let silent = BenchArgs { timeout_ms: 50, ..args(silent_server().await, Mode::Roundtrip) };
+        let report = silent.measure().await.unwrap();
+        assert_eq!(report["samples"], 4, "{report}");
+        assert_eq!(report["completed"], 0, "{report}");
+        assert_eq!(report["errors"], 4, "{report}");
+        assert_eq!(report["failures"]["timed_out"], 4, "{report}");
+        assert_eq!(report["latency_us"]["p50"], Value::Null, "{report}");
+        // Nothing listens on the port of a listener just dropped: every sample fails to connect.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let report = args(format!("ws://{closed}/gone"), Mode::Roundtrip).measure().await.unwrap();
+        assert_eq!(report["failures"]["connect"], 4, "{report}");
+        assert_eq!(report["failures"]["timed_out"], 0, "{report}");
+    }
+
+    #[tokio::test]
+    async fn once_is_refused_outside_spin() {
+        let err = BenchArgs { once: true, ..args("ws://127.0.0.1:1/".into(), Mode::Roundtrip) }.measure().await;
+        assert!(format!("{:#}", err.unwrap_err()).contains("--once"));
+    }
+
+    #[tokio::test]
+    async fn spin_sends_up_to_the_count_and_counts_what_it_got_back() {
+        let report = BenchArgs { duration_secs: 1, ..args(silent_server().await, Mode::Spin) }.measure().await.unwrap();
+        // One in flight per connection and no reply: each of the two sent one and waited until the time was up.
+        assert_eq!(report["sent"], 2, "{report}");
+        assert_eq!(report["replies"], 0, "{report}");
+        assert_eq!(report["handshakes"], 2, "{report}");
+        assert_eq!(report["closes"], 0, "{report}");
     }
 
     #[test]
@@ -926,6 +1356,10 @@ mod tests {
             hold_secs: 0,
             server_pid: vec![std::process::id()],
             publisher_url: None,
+            message: None,
+            once: false,
+            interval_ms: 0,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
             json: true,
         };
         let report = args.measure().await.unwrap();
@@ -955,6 +1389,10 @@ mod tests {
             hold_secs: 0,
             server_pid: Vec::new(),
             publisher_url: None,
+            message: None,
+            once: false,
+            interval_ms: 0,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
             json: true,
         };
         assert!(format!("{:#}", args.measure().await.unwrap_err()).contains("--size"));
