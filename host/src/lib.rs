@@ -3,6 +3,8 @@
 //!
 //! The rooms, from the bottom up; each imports only rooms below it:
 //! - `wasmsock_wire` (the crate `wire/`, re-exported as [`wire`]): frames, close codes, limits, descriptors.
+//! - [`budget`]: the host's memory budget (messages being received, queued frames, handler instances), in all and
+//!   per project and endpoint.
 //! - [`fair`]: the fair share of handler execution between projects (slots, queues, quotas, pauses); no wasmtime.
 //! - [`runtime`]: everything wasmtime; knows the host only through the traits it defines.
 //! - [`control`]: the registry of endpoints and handlers (deploys, the compile cache) and the metrics.
@@ -14,6 +16,7 @@
 //! - [`cli`]: the `wasmsock` command line.
 
 pub mod app;
+pub mod budget;
 pub mod channels;
 pub mod cli;
 pub mod cluster;

@@ -242,6 +242,65 @@ impl QuotaOverrides {
     }
 }
 
+/// The host's memory budget when the machine's memory cannot be read (and for hosts made with `Limits::default()`):
+/// what messages being received, queued outbound frames and handler instances may hold in all. `wasmsock serve`
+/// sizes it for the machine instead, with [`memory_budget_for`].
+pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
+
+/// The share of the machine's memory (the smaller of physical memory and the cgroup's `memory.max`), in percent, that
+/// `wasmsock serve` budgets by default: half, so the budgeted kinds cannot take the host into the kernel's
+/// out-of-memory killer, with the other half for what is not budgeted (idle connections at about 6 KB each, compiled
+/// components, the allocator's slack, the kernel's socket buffers) and the rest of the machine.
+pub const DEFAULT_MEMORY_BUDGET_PERCENT: u64 = 50;
+
+/// The smallest budget `--memory-budget-mib` accepts, in MiB: below it a single message of the default size could not
+/// be received.
+pub const MIN_MEMORY_BUDGET_MIB: usize = 64;
+
+/// The share of the budget, in percent, that one project's connections and instances may hold
+/// (`serve --project-memory-share`): half, so one project's peers cannot starve every other project.
+pub const DEFAULT_PROJECT_MEMORY_SHARE: u8 = 50;
+
+/// The share of the budget, in percent, that one endpoint's connections may hold (`serve --endpoint-memory-share`): a
+/// quarter, so another endpoint of the same project keeps room too.
+pub const DEFAULT_ENDPOINT_MEMORY_SHARE: u8 = 25;
+
+/// The share of the budget, in percent, that messages being received may hold in all, and the share queued outbound
+/// frames may hold in all: half each, so stalled uploads cannot take the memory handler instances and slow readers
+/// need, nor the other way round.
+pub const MEMORY_KIND_SHARE: u8 = 50;
+
+/// Past this share of any of its limits (host, kind, project, endpoint), in percent, the budget is short: a connection
+/// holding more than the average of those holding memory there gets no more (its reading pauses, its queue counts as
+/// full), so the ones holding the most stop first and the others keep going.
+pub const MEMORY_SHORT_PERCENT: u8 = 75;
+
+/// What each connection may hold being received and queued without touching the budget, in bytes. Small messages and
+/// a prompt reader never reach it, so the echo's hot path costs no shared counter; at 10,000 connections it leaves at
+/// most 320 MiB (both directions) outside the budget, part of the stated overhead.
+pub const MEMORY_ALLOWANCE: usize = 16 << 10;
+
+/// The unit the budget is charged in, in bytes: a connection holding more than its allowance takes the budget in
+/// pieces of this size, so a 16 MiB message costs 256 updates of the shared counters, not one per read.
+pub const MEMORY_CHUNK: usize = 64 << 10;
+
+/// How long a connection whose reading is paused by the budget may wait for room before it is closed with 1013 (try
+/// again later), the reason naming the memory budget: ten seconds ride out a burst of others' messages, and a peer
+/// that stalled its message on purpose holds its share no longer than that once the host is short.
+pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(10);
+
+/// The default budget for a machine with `machine` bytes of memory (none: unknown): [`DEFAULT_MEMORY_BUDGET_PERCENT`]
+/// of it, at least [`MIN_MEMORY_BUDGET_MIB`]; [`DEFAULT_MEMORY_BUDGET`] when unknown.
+pub fn memory_budget_for(machine: Option<u64>) -> usize {
+    match machine {
+        Some(bytes) => {
+            let share = bytes / 100 * DEFAULT_MEMORY_BUDGET_PERCENT;
+            usize::try_from(share).unwrap_or(usize::MAX).max(MIN_MEMORY_BUDGET_MIB << 20)
+        }
+        None => DEFAULT_MEMORY_BUDGET,
+    }
+}
+
 /// What happens when a handler sends to a connection whose outbound queue is full.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -393,6 +452,14 @@ pub struct Limits {
     pub max_pause: Duration,
     /// Each project's quotas unless its `project.json` says otherwise; see [`ProjectQuotas`].
     pub project: ProjectQuotas,
+    /// The memory budget in bytes; see [`DEFAULT_MEMORY_BUDGET`] and [`memory_budget_for`].
+    pub memory_budget: usize,
+    /// See [`DEFAULT_PROJECT_MEMORY_SHARE`].
+    pub project_memory_share: u8,
+    /// See [`DEFAULT_ENDPOINT_MEMORY_SHARE`].
+    pub endpoint_memory_share: u8,
+    /// See [`DEFAULT_MEMORY_WAIT`].
+    pub memory_wait: Duration,
 }
 
 impl Default for Limits {
@@ -429,6 +496,10 @@ impl Default for Limits {
             pause: DEFAULT_PAUSE,
             max_pause: DEFAULT_MAX_PAUSE,
             project: ProjectQuotas::default(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            project_memory_share: DEFAULT_PROJECT_MEMORY_SHARE,
+            endpoint_memory_share: DEFAULT_ENDPOINT_MEMORY_SHARE,
+            memory_wait: DEFAULT_MEMORY_WAIT,
         }
     }
 }
@@ -518,6 +589,13 @@ impl Default for ConnLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_budget_is_half_the_machine_with_a_floor_and_a_fallback() {
+        assert_eq!(memory_budget_for(Some(16 << 30)), 8 << 30);
+        assert_eq!(memory_budget_for(Some(1 << 20)), MIN_MEMORY_BUDGET_MIB << 20);
+        assert_eq!(memory_budget_for(None), DEFAULT_MEMORY_BUDGET);
+    }
 
     #[test]
     fn endpoint_overrides_win_and_the_rest_comes_from_the_host() {

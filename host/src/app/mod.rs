@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Limits};
 
+use crate::budget::Budget;
 use crate::channels::Channels;
 use crate::cluster::{Cluster, ClusterOptions, Local, Shared};
 use crate::conn::{Conn, Hub};
@@ -85,12 +86,13 @@ impl App {
         limits: Limits,
         outbound_tls: Arc<rustls::ClientConfig>,
     ) -> anyhow::Result<(Arc<Self>, Vec<anyhow::Error>)> {
-        let runtime = Arc::new(Runtime::new(&limits)?);
-        let metrics = Arc::new(Metrics::new());
+        let budget = Arc::new(Budget::new(&limits));
+        let runtime = Arc::new(Runtime::new(&limits)?.with_budget(budget.clone()));
+        let metrics = Arc::new(Metrics::new().with_budget(budget.clone()));
         runtime.observe(metrics.clone());
         let registry = Registry::new(root, cache_dir);
         let errors = registry.reload(&runtime).await.errors;
-        let hub = Hub::new();
+        let hub = Hub::with_budget(budget.clone());
         let app = Arc::new_cyclic(|me| App {
             runtime,
             registry,

@@ -125,6 +125,22 @@ pub struct ServeArgs {
     /// `quotas.connections`.
     #[arg(long, default_value_t = limits::DEFAULT_PROJECT_CONNECTIONS as u64, value_parser = at_least_one())]
     pub project_connections: u64,
+    /// The memory budget, in MiB: what messages being received, queued outbound frames and handler instances may
+    /// hold in all (at least 64). Default: half the machine's memory (the smaller of physical memory and the cgroup's
+    /// limit), 2048 when it cannot be read. When it is short, the sockets holding the most stop being read and the
+    /// slowest readers are cut off first.
+    #[arg(long, env = "WASMSOCK_MEMORY_BUDGET_MIB", value_parser = parse_memory_budget)]
+    pub memory_budget_mib: Option<usize>,
+    /// The share of the memory budget one project may hold, in percent (1-100).
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_MEMORY_SHARE, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub project_memory_share: u8,
+    /// The share of the memory budget one endpoint's sessions may hold, in percent (1-100).
+    #[arg(long, default_value_t = limits::DEFAULT_ENDPOINT_MEMORY_SHARE, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub endpoint_memory_share: u8,
+    /// How long a session whose reading is paused by the memory budget may wait for room, in milliseconds, before it
+    /// is closed with 1013.
+    #[arg(long, default_value_t = limits::DEFAULT_MEMORY_WAIT.as_millis() as u64, value_parser = at_least_one())]
+    pub memory_wait_ms: u64,
     /// Join a cluster through this NATS server (`nats://HOST:PORT`): channels reach members on every host of it.
     /// Without it the host runs alone.
     #[arg(long, env = "WASMSOCK_NATS", value_name = "URL")]
@@ -232,6 +248,13 @@ impl ServeArgs {
                 clients: self.project_clients as usize,
                 connections: self.project_connections as usize,
             },
+            memory_budget: match self.memory_budget_mib {
+                Some(mib) => mib << 20,
+                None => limits::memory_budget_for(crate::budget::machine_memory()),
+            },
+            project_memory_share: self.project_memory_share,
+            endpoint_memory_share: self.endpoint_memory_share,
+            memory_wait: Duration::from_millis(self.memory_wait_ms),
             ..Limits::default()
         }
     }
@@ -342,6 +365,18 @@ fn parse_read_buffer(value: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// A `--memory-budget-mib` of at least [`limits::MIN_MEMORY_BUDGET_MIB`]; smaller (0 included) is refused with the
+/// minimum named.
+fn parse_memory_budget(value: &str) -> Result<usize, String> {
+    let mib: usize = value.parse().map_err(|err| format!("{value:?} is not a number of MiB: {err}"))?;
+    if mib < limits::MIN_MEMORY_BUDGET_MIB {
+        return Err(format!("{mib} MiB is below the smallest memory budget, {} MiB", limits::MIN_MEMORY_BUDGET_MIB));
+    }
+    usize::try_from(u64::try_from(mib).unwrap_or(u64::MAX).saturating_mul(1 << 20))
+        .map(|_| mib)
+        .map_err(|_| format!("{mib} MiB does not fit in this machine's address space"))
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -388,12 +423,31 @@ mod tests {
             "--handshake-timeout-ms",
             "--connect-timeout-ms",
             "--max-handler-failures",
+            "--memory-wait-ms",
+            "--project-memory-share",
+            "--endpoint-memory-share",
         ] {
             let err = crate::cli::Cli::try_parse_from(["wasmsock", "serve", flag, "0"]).err();
             let err = err.map(|err| err.to_string()).unwrap_or_default();
-            assert!(err.contains(flag) && err.contains("0 is not in 1.."), "{flag}: {err}");
+            assert!(err.contains(flag) && err.contains("0 is not in 1"), "{flag}: {err}");
         }
         assert!(crate::cli::Cli::try_parse_from(["wasmsock", "serve", "--idle-timeout-ms", "1"]).is_ok());
+    }
+
+    #[test]
+    fn a_memory_budget_below_the_minimum_is_refused_and_the_default_fits_the_machine() {
+        assert_eq!(parse_memory_budget("64"), Ok(64));
+        let err = parse_memory_budget("0").unwrap_err();
+        assert!(err.contains("0 MiB") && err.contains("64 MiB"), "{err}");
+        use clap::Parser as _;
+        let crate::cli::Command::Serve(args) =
+            crate::cli::Cli::try_parse_from(["wasmsock", "serve"]).expect("parses").command
+        else {
+            panic!("not serve");
+        };
+        let budget = args.limits_unchecked().memory_budget;
+        assert_eq!(budget, limits::memory_budget_for(crate::budget::machine_memory()));
+        assert!(budget >= limits::MIN_MEMORY_BUDGET_MIB << 20);
     }
 
     #[test]

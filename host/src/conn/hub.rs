@@ -11,6 +11,7 @@ use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
 
 use super::queue::{FrameQueue, Refused};
+use crate::budget::{Budget, Holding, Kind, Receiving};
 use crate::control::metrics::{HandlerEvents, Metrics};
 use crate::fair::QuotaRefused;
 use crate::runtime::Connection;
@@ -43,6 +44,10 @@ pub struct Conn {
     state: AtomicU8,
     queue: FrameQueue,
     queued_bytes: AtomicUsize,
+    /// What its queue takes from the memory budget.
+    queued_budget: Holding,
+    /// What an inbound session holds being received (its socket's reader counts it).
+    receiving: std::sync::OnceLock<Arc<Receiving>>,
     /// Set when a slow consumer is cut off: what is still queued is dropped and the close goes out next.
     discard_queue: AtomicBool,
     failures_in_a_row: AtomicU32,
@@ -219,29 +224,64 @@ impl Conn {
         let limits = &self.spec.limits;
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        // One message always fits into an empty queue, however large.
-        let too_many_bytes = before > 0 && before.saturating_add(len) > limits.outbound_queue_bytes;
-        let result = if too_many_bytes { Err(None) } else { self.queue.try_push(frame).map_err(Some) };
+        let after = before.saturating_add(len);
+        // One message always fits into an empty queue, however large, unless the memory budget has no room for it.
+        let too_many_bytes = before > 0 && after > limits.outbound_queue_bytes;
+        let short = if too_many_bytes { None } else { self.queued_budget.cover(after).err() };
+        let result =
+            if too_many_bytes || short.is_some() { Err(None) } else { self.queue.try_push(frame).map_err(Some) };
         let full = match result {
             Ok(()) => return Ok(()),
             Err(None | Some(Refused::Full)) => true,
             Err(Some(Refused::Closed)) => false,
         };
-        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        let left = self.queued_bytes.fetch_sub(len, Ordering::AcqRel).saturating_sub(len);
+        self.queued_budget.settle(left);
         if !full {
             return Err(ConnError::Closed);
         }
-        let what = format!(
-            "the outbound queue of connection {} is full ({} frames or {} bytes wait for a slow reader)",
-            self.id, limits.outbound_queue, limits.outbound_queue_bytes
-        );
+        let (what, reason) = match &short {
+            Some(refusal) => {
+                self.queued_budget.budget().count_refusal(Kind::Queued);
+                let what = format!("connection {} cannot queue more: {refusal}", self.id);
+                (what, "slow consumer: the host's memory budget is short")
+            }
+            None => {
+                let what = format!(
+                    "the outbound queue of connection {} is full ({} frames or {} bytes wait for a slow reader)",
+                    self.id, limits.outbound_queue, limits.outbound_queue_bytes
+                );
+                (what, "slow consumer: outbound queue full")
+            }
+        };
         if limits.slow_consumer == SlowConsumer::Close {
             self.discard_queue.store(true, Ordering::Release);
-            let _ = self.request_close(Close::new(1013, "slow consumer: outbound queue full"));
+            let _ = self.request_close(Close::new(1013, reason));
+            // What it queued is dropped now, not when its writer (stuck on a full socket) gets to it.
+            let freed = self.queue.clear();
+            let left = self.queued_bytes.fetch_sub(freed, Ordering::AcqRel).saturating_sub(freed);
+            self.queued_budget.settle(left);
             tracing::warn!(conn = %self.id, "{what}: closing it with 1013");
             return Err(ConnError::Limit(format!("{what}; the connection is being closed (1013)")));
         }
         Err(ConnError::Limit(what))
+    }
+
+    /// Counts what its socket's reader holds being received against the memory budget (an inbound session).
+    pub fn set_receiving(&self, receiving: Arc<Receiving>) {
+        let _ = self.receiving.set(receiving);
+    }
+
+    /// A received message was handled: what reading it held is free again.
+    pub fn delivered(&self) {
+        if let Some(receiving) = self.receiving.get() {
+            receiving.delivered();
+        }
+    }
+
+    /// Whether its reading waited too long for the memory budget (it is then closed with 1013).
+    pub fn refused_for_budget(&self) -> bool {
+        self.receiving.get().is_some_and(|r| r.refused())
     }
 
     /// Whether this connection was closed as a slow consumer (its outbound queue was full).
@@ -350,7 +390,9 @@ pub struct Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         if !self.detached {
-            self.conn.queue.close_reader();
+            let freed = self.conn.queue.close_reader();
+            let left = self.conn.queued_bytes.fetch_sub(freed, Ordering::AcqRel).saturating_sub(freed);
+            self.conn.queued_budget.settle(left);
         }
     }
 }
@@ -397,7 +439,9 @@ impl Outbox {
 
     fn dequeued(&self, frame: Frame) -> Frame {
         if frame.is_data() {
-            self.conn.queued_bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+            let len = frame.len();
+            let left = self.conn.queued_bytes.fetch_sub(len, Ordering::AcqRel).saturating_sub(len);
+            self.conn.queued_budget.settle(left);
         }
         frame
     }
@@ -434,6 +478,8 @@ pub struct Hub {
     shutting_down: AtomicBool,
     /// `@<host id>`, the end of every connection id once this host is in a cluster.
     id_suffix: std::sync::OnceLock<String>,
+    /// The memory budget connections' queues draw on.
+    budget: Arc<Budget>,
 }
 
 /// Counts a running session until dropped (after its onclose), so shutdown can wait for every one.
@@ -493,9 +539,19 @@ impl Drop for Admission {
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub, with the default memory budget.
     pub fn new() -> Self {
-        Self { next: AtomicU64::new(1), ..Self::default() }
+        Self::with_budget(Arc::default())
+    }
+
+    /// An empty hub whose connections' queues draw on `budget`.
+    pub fn with_budget(budget: Arc<Budget>) -> Self {
+        Self { next: AtomicU64::new(1), budget, ..Self::default() }
+    }
+
+    /// The memory budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// Ends every connection id registered from now on with `@host` (this host's id in a cluster), so that ids are
@@ -587,6 +643,9 @@ impl Hub {
             Direction::Outbound => "c",
         };
         let queue = FrameQueue::new(spec.limits.outbound_queue);
+        let project = spec.handler.split('/').next().unwrap_or_default();
+        let scope = self.budget.scope(project, spec.endpoint.as_deref());
+        let queued_budget = self.budget.connection_holding(Kind::Queued, scope);
         let conn = Arc::new(Conn {
             seq,
             id: format!("{prefix}{seq}{}", self.id_suffix.get().map_or("", String::as_str)),
@@ -594,6 +653,8 @@ impl Hub {
             state: AtomicU8::new(state as u8),
             queue,
             queued_bytes: AtomicUsize::new(0),
+            queued_budget,
+            receiving: std::sync::OnceLock::new(),
             discard_queue: AtomicBool::new(false),
             failures_in_a_row: AtomicU32::new(0),
             handler_failures: AtomicU64::new(0),

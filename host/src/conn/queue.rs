@@ -78,13 +78,31 @@ impl FrameQueue {
         }
     }
 
-    /// The reader is gone: what is queued is dropped and later pushes are refused as closed.
-    pub fn close_reader(&self) {
-        if let Ok(mut slots) = self.slots.lock() {
-            slots.reader_gone = true;
-            slots.frames = VecDeque::new();
+    /// The reader is gone: what is queued is dropped and later pushes are refused as closed. Returns the payload
+    /// bytes of the data frames dropped.
+    pub fn close_reader(&self) -> usize {
+        match self.slots.lock() {
+            Ok(mut slots) => {
+                slots.reader_gone = true;
+                data_bytes(std::mem::take(&mut slots.frames))
+            }
+            Err(_) => 0,
         }
     }
+
+    /// Drops every queued frame (a slow consumer's, so its memory is free at once, not when its writer gets to
+    /// it); returns the payload bytes of the data frames dropped.
+    pub fn clear(&self) -> usize {
+        match self.slots.lock() {
+            Ok(mut slots) => data_bytes(std::mem::take(&mut slots.frames)),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// The payload bytes of the data frames among `frames`, which are dropped.
+fn data_bytes(frames: VecDeque<Frame>) -> usize {
+    frames.iter().filter(|f| f.is_data()).map(Frame::len).sum()
 }
 
 #[cfg(test)]
@@ -139,7 +157,9 @@ mod tests {
         while queue.try_pop().is_some() {}
         assert_eq!(queue.slots.lock().unwrap().frames.capacity(), 0);
         queue.try_push(text("x")).unwrap();
-        queue.close_reader();
+        assert_eq!(queue.clear(), 1);
+        queue.try_push(text("xy")).unwrap();
+        assert_eq!(queue.close_reader(), 2);
         assert_eq!(queue.try_pop(), None);
         assert_eq!(queue.try_push(text("y")), Err(Refused::Closed));
     }

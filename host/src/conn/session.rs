@@ -123,18 +123,24 @@ where
                 conn.count_in();
                 traffic.received(text.len());
                 app.dispatch(conn, EventKind::Message(Payload::Text(text))).await;
+                conn.delivered();
             }
             Some(Ok(Frame::Binary(data))) if conn.state() == ConnState::Open => {
                 conn.count_in();
                 traffic.received(data.len());
                 app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
+                conn.delivered();
             }
             // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
             // the library; pings and pongs only show the peer is alive.
             Some(Ok(Frame::Text(_) | Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_))) => {}
             // The library answers the peer's close; keep reading so the answer is written before the stream ends.
             Some(Ok(Frame::Close(_))) => conn.advance(ConnState::Closing),
-            Some(Err(err)) => {
+            Some(Err(mut err)) => {
+                if conn.refused_for_budget() {
+                    // Its message could not be finished within the memory budget in time: try again later.
+                    err.close = Some(Close::new(1013, BUDGET_CLOSE_REASON));
+                }
                 failure = Some(err);
                 break;
             }
@@ -180,6 +186,10 @@ pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
     app.dispatch(conn, EventKind::Close).await;
     app.ended(conn);
 }
+
+/// The reason of the 1013 a session gets when its reading waited for the memory budget longer than the budget's wait
+/// (`serve --memory-wait-ms`).
+pub const BUDGET_CLOSE_REASON: &str = "memory budget: the message could not be received in time; try again later";
 
 /// The most frames one flush of the socket carries; a bound so that one connection's backlog cannot keep its writer
 /// from checking for a stop for long.

@@ -4,15 +4,22 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use wasmsock_wire::{Direction, Method};
 
+use crate::budget::{Budget, Kind};
 use crate::fair::{Meter, Observer};
 use crate::runtime::CallError;
 
@@ -341,6 +348,13 @@ impl Metrics {
         self.quota_refusals.get_or_create(&QuotaLabels { project: project.to_owned(), quota }).inc();
     }
 
+    /// Exports what `budget` holds (by kind and by project) and its refusals and pauses, read at each scrape: the
+    /// budget's own counters, so charging it costs the hot path nothing more.
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.registry.register_collector(Box::new(BudgetCollector(budget)));
+        self
+    }
+
     /// A message from another host of the cluster was queued on `deliveries` members of a channel of `project`.
     pub fn delivered(&self, project: &str, deliveries: u64) {
         self.deliveries.get_or_create(&ProjectLabels { project: project.to_owned() }).inc_by(deliveries);
@@ -485,6 +499,67 @@ impl Metrics {
     }
 }
 
+/// A kind of memory the budget counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// The memory budget's figures as metrics, read from the budget when scraped.
+#[derive(Debug)]
+struct BudgetCollector(Arc<Budget>);
+
+impl Collector for BudgetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let budget = &self.0;
+        let gauge = |bytes: usize| ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let limit = gauge(budget.limit());
+        limit.encode(encoder.encode_descriptor(
+            "memory_budget_bytes",
+            "The memory budget (serve --memory-budget-mib)",
+            None,
+            limit.metric_type(),
+        )?)?;
+        let mut held = encoder.encode_descriptor(
+            "memory_held_bytes",
+            "Bytes held against the memory budget, by kind (receiving, queued, instances)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for kind in Kind::ALL {
+            gauge(budget.held_for(kind)).encode(held.encode_family(&KindLabels { kind: kind.as_str() })?)?;
+        }
+        let mut projects = encoder.encode_descriptor(
+            "memory_project_held_bytes",
+            "Bytes held against the memory budget, by project",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (project, bytes) in budget.projects() {
+            gauge(bytes).encode(projects.encode_family(&ProjectLabels { project })?)?;
+        }
+        let mut refusals = encoder.encode_descriptor(
+            "memory_refusals",
+            "Refusals for the memory budget: receiving (sessions closed with 1013 after waiting), queued (sends \
+             refused, the slow-consumer policy applied), instances (memory growth refused)",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in Kind::ALL {
+            ConstCounter::new(budget.refusals(kind))
+                .encode(refusals.encode_family(&KindLabels { kind: kind.as_str() })?)?;
+        }
+        let pauses = ConstCounter::new(budget.pauses());
+        pauses.encode(encoder.encode_descriptor(
+            "memory_pauses",
+            "Times a session's reading paused because the memory budget had no room",
+            None,
+            pauses.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
 /// The `kind` label of a failed call.
 pub fn failure_kind(error: &CallError) -> &'static str {
     match error {
@@ -540,6 +615,21 @@ impl Observer for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_is_exported_by_kind_and_project() {
+        let budget = Arc::new(Budget::default());
+        let holding = budget.holding(Kind::Queued, budget.scope("p", Some("e")), 0);
+        holding.cover(1).unwrap();
+        budget.count_pause();
+        let text = Metrics::new().with_budget(budget.clone()).encode().unwrap();
+        let chunk = wasmsock_wire::limits::MEMORY_CHUNK;
+        assert!(text.contains(&format!("wasmsock_memory_held_bytes{{kind=\"queued\"}} {chunk}")), "{text}");
+        assert!(text.contains(&format!("wasmsock_memory_project_held_bytes{{project=\"p\"}} {chunk}")), "{text}");
+        assert!(text.contains(r#"wasmsock_memory_refusals_total{kind="receiving"} 0"#), "{text}");
+        assert!(text.contains("wasmsock_memory_pauses_total 1"), "{text}");
+        assert!(text.contains(&format!("wasmsock_memory_budget_bytes {}", budget.limit())), "{text}");
+    }
 
     #[test]
     fn every_metric_is_described_and_failures_are_classified() {

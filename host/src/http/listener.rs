@@ -20,6 +20,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use wasmsock_wire::limits::{DEFAULT_MAX_TLS_HANDSHAKES, READ_AHEAD};
 
+use crate::budget::{Receiving, Refusal};
+
+/// How often a reader paused by the memory budget looks for room again.
+const PAUSE_RETRY: Duration = Duration::from_millis(50);
+
 /// A TLS handshake that finished in time, with its peer and deadline; none when it failed (already logged).
 type Handshaken = Option<(TlsStream<TcpStream>, SocketAddr, Instant)>;
 
@@ -69,9 +74,17 @@ impl GuardedListener {
     fn guarded(stream: Stream, addr: SocketAddr, deadline: Instant) -> (GuardedStream, Peer) {
         let handshake = Handshake::default();
         let deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
-        let stream =
-            GuardedStream { inner: stream, deadline, handshake: handshake.clone(), ahead: Vec::new(), taken: 0 };
-        (stream, Peer { addr, handshake })
+        let receiving = Arc::new(Receiving::default());
+        let stream = GuardedStream {
+            inner: stream,
+            deadline,
+            handshake: handshake.clone(),
+            ahead: Vec::new(),
+            taken: 0,
+            receiving: receiving.clone(),
+            paused: None,
+        };
+        (stream, Peer { addr, handshake, receiving })
     }
 }
 
@@ -81,6 +94,8 @@ pub struct Peer {
     /// The peer's address.
     pub addr: SocketAddr,
     handshake: Handshake,
+    /// What the connection holds being received, for the memory budget.
+    pub receiving: Arc<Receiving>,
 }
 
 impl Peer {
@@ -138,7 +153,8 @@ impl axum::serve::Listener for GuardedListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer { addr: self.listener.local_addr()?, handshake: Handshake::default() })
+        let receiving = Arc::new(Receiving::default());
+        Ok(Peer { addr: self.listener.local_addr()?, handshake: Handshake::default(), receiving })
     }
 }
 
@@ -167,6 +183,17 @@ pub struct GuardedStream {
     ahead: Vec<u8>,
     /// How much of `ahead` was served.
     taken: usize,
+    /// What it holds being received, counted as it is read from the socket.
+    receiving: Arc<Receiving>,
+    /// Since when, and until when before looking again, its reading waits for the memory budget.
+    paused: Option<Box<Paused>>,
+}
+
+/// A reader waiting for room in the memory budget.
+#[derive(Debug)]
+struct Paused {
+    since: Instant,
+    retry: Pin<Box<Sleep>>,
 }
 
 thread_local! {
@@ -188,6 +215,30 @@ impl GuardedStream {
             self.taken = 0;
         }
         true
+    }
+
+    /// The budget refused the next read: wait and look again, or fail the read once the wait is over.
+    fn pause(&mut self, cx: &mut Context<'_>, refusal: &Refusal) -> Poll<std::io::Result<()>> {
+        let now = Instant::now();
+        let wait = self.receiving.holding().map_or(Duration::ZERO, |h| h.budget().wait());
+        let paused = self.paused.get_or_insert_with(|| {
+            if let Some(holding) = self.receiving.holding() {
+                holding.budget().count_pause();
+            }
+            tracing::debug!(held = self.receiving.held(), "reading paused: {refusal}");
+            Box::new(Paused { since: now, retry: Box::pin(tokio::time::sleep_until(now + PAUSE_RETRY)) })
+        });
+        if now >= paused.since + wait {
+            self.receiving.refuse();
+            let message = format!("reading stayed paused for {wait:?}: {refusal}");
+            return Poll::Ready(Err(std::io::Error::other(message)));
+        }
+        loop {
+            if paused.retry.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            paused.retry.as_mut().reset(Instant::now() + PAUSE_RETRY);
+        }
     }
 }
 
@@ -224,12 +275,22 @@ impl AsyncRead for GuardedStream {
         if buf.remaining() == 0 || this.serve_ahead(buf) {
             return Poll::Ready(Ok(()));
         }
-        match &mut this.inner {
+        // What the socket holds is the kernel's; what is read from it is the host's, so the budget is asked first.
+        if let Err(refusal) = this.receiving.may_read() {
+            return this.pause(cx, &refusal);
+        }
+        this.paused = None;
+        let (filled, ahead) = (buf.filled().len(), this.ahead.len());
+        let read = match &mut this.inner {
             Stream::Plain(tcp) if buf.remaining() < READ_AHEAD / 4 => read_ahead(tcp, cx, buf, &mut this.ahead),
             Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
             // rustls reads whole records into buffers of its own: a small read costs no system call.
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        };
+        if read.is_ready() {
+            this.receiving.read((buf.filled().len() - filled) + this.ahead.len().saturating_sub(ahead));
         }
+        read
     }
 }
 

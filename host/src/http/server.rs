@@ -25,6 +25,7 @@ use wasmsock_wire::{ConnLimits, ConnState, Direction};
 use super::listener::{GuardedListener, Peer};
 use super::message::{from_axum, to_axum};
 use crate::app::App;
+use crate::budget::{Kind, Receiving};
 use crate::conn::{Admission, ConnSpec, NotAdmitted, connection_span, session};
 use crate::control::registry::Endpoint;
 use wasmsock_wire::descriptor::project_of;
@@ -88,6 +89,9 @@ async fn upgrade(
             refuse(StatusCode::SERVICE_UNAVAILABLE, why.to_string())
         })?;
     let limits = app.limits.for_conn(Some(&endpoint.limits));
+    let project = endpoint.handler.split('/').next().unwrap_or_default();
+    let budget = app.hub.budget();
+    peer.receiving.start(budget.connection_holding(Kind::Receiving, budget.scope(project, Some(&endpoint.name))));
     let ws = ws
         .read_buffer_size(app.limits.read_buffer)
         .max_message_size(limits.max_message_size)
@@ -95,7 +99,7 @@ async fn upgrade(
         .protocols(endpoint.protocols.clone());
     let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
     peer.finish_handshake();
-    let session = SessionStart { endpoint, path, remote: peer.addr, limits, admission };
+    let session = SessionStart { endpoint, path, remote: peer.addr, limits, admission, receiving: peer.receiving };
     Ok(ws.on_upgrade(move |socket| serve_session(app, session, socket)))
 }
 
@@ -121,13 +125,14 @@ struct SessionStart {
     remote: SocketAddr,
     limits: ConnLimits,
     admission: Admission,
+    receiving: Arc<Receiving>,
 }
 
 /// Registers an upgraded connection and returns its session, which holds the admission until it ends. Not an `async
 /// fn`: its future would keep its arguments (this start and the `WebSocket`, about 600 bytes, already moved into the
 /// session) for the connection's whole life.
 fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
-    let SessionStart { endpoint, path, remote, limits, admission } = start;
+    let SessionStart { endpoint, path, remote, limits, admission, receiving } = start;
     let spec = ConnSpec {
         uri: path,
         handler: endpoint.handler.clone(),
@@ -138,6 +143,7 @@ fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) -> impl 
         limits,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
+    conn.set_receiving(receiving);
     app.metrics.connection_opened(conn.endpoint(), conn.direction());
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
     let (sink, stream) = socket.split();

@@ -22,6 +22,7 @@ use super::bindings;
 use super::guest_log;
 use super::services::{Event, HostServices};
 use super::state::{MemoryCap, State, Stop};
+use crate::budget::{Budget, Holding, Kind as BudgetKind};
 use crate::fair::{self, Observer, Pause, ProjectId, QuotaRefused, Scheduler, Turn};
 
 /// A compiled handler component, checked against the `handler` world and ready to instantiate.
@@ -203,6 +204,8 @@ pub struct Runtime {
     pause_policy: (u32, Duration, Duration),
     resident: Arc<Semaphore>,
     max_resident: u32,
+    /// The memory budget instances' memory is charged to.
+    budget: Arc<Budget>,
     _ticker: EpochTicker,
 }
 
@@ -277,8 +280,15 @@ impl Runtime {
             pause_policy: (limits.pause_after, limits.pause, limits.max_pause),
             resident: Arc::new(Semaphore::new(limits.max_resident_instances as usize)),
             max_resident: limits.max_resident_instances,
+            budget: Arc::new(Budget::new(limits)),
             _ticker: ticker,
         })
+    }
+
+    /// This runtime with its instances' memory charged to `budget` (the host's, shared with its connections).
+    pub fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Compiles a component and checks it against the `handler` world: its imports must be satisfiable and it must
@@ -594,6 +604,12 @@ impl Runtime {
         }
     }
 
+    /// What an instance of `handler` charges its memory to: its project's share of the budget.
+    fn instance_budget(&self, handler: &str) -> Holding {
+        let project = handler.split('/').next().unwrap_or_default();
+        self.budget.holding(BudgetKind::Instances, self.budget.scope(project, None), 0)
+    }
+
     /// A store for one instance of `handler`, with its limits set, handling `event`.
     fn store(
         &self,
@@ -615,7 +631,7 @@ impl Runtime {
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap { cap: limits.handler_memory.min(self.memory_cap), hit: false },
+            memory: MemoryCap::new(limits.handler_memory.min(self.memory_cap), self.instance_budget(&handler.name)),
             event,
             handler: Arc::clone(&handler.name),
             services,

@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::services::{Connection, Event, HostServices};
+use crate::budget::{Holding, Kind as BudgetKind};
 use crate::fair::{Pause, Turn};
 
 /// The host side of a guest's `websocket-client` handle: the connection it names. Holding the connection (not its
@@ -61,18 +62,36 @@ impl WasiView for State {
     }
 }
 
-/// Refuses memory growth past the cap, and remembers that it did so a trap can be told apart from others.
+/// Refuses memory growth past the cap or past what the memory budget has room for, and remembers that it did so a
+/// trap can be told apart from others. What the instance's memories hold is charged to the budget until the store
+/// (and this with it) is dropped.
 pub(super) struct MemoryCap {
     pub(super) cap: usize,
     pub(super) hit: bool,
+    /// The bytes its memories hold, over all of them.
+    held: usize,
+    budget: Holding,
+}
+
+impl MemoryCap {
+    pub(super) fn new(cap: usize, budget: Holding) -> Self {
+        Self { cap, hit: false, held: 0, budget }
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.hit = true;
             return Err(wasmtime::Error::msg(format!("memory cap of {} bytes reached (wanted {desired})", self.cap)));
         }
+        let held = self.held.saturating_add(desired.saturating_sub(current));
+        if let Err(refusal) = self.budget.cover(held) {
+            self.hit = true;
+            self.budget.budget().count_refusal(BudgetKind::Instances);
+            return Err(wasmtime::Error::msg(format!("memory growth to {desired} bytes refused: {refusal}")));
+        }
+        self.held = held;
         Ok(true)
     }
 
