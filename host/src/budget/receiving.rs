@@ -39,6 +39,11 @@ impl Receiving {
         }
     }
 
+    /// Whether it holds more than the allowance (an unfinished large message, or one not yet handled) once started.
+    pub fn holds_budget(&self) -> bool {
+        self.holding.get().is_some() && self.held.load(Ordering::Relaxed) > MEMORY_ALLOWANCE
+    }
+
     /// `n` bytes were read from the socket.
     pub fn read(&self, n: usize) {
         self.held.fetch_add(n, Ordering::Relaxed);

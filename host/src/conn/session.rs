@@ -188,7 +188,7 @@ pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
 }
 
 /// The reason of the 1013 a session gets when its reading waited for the memory budget longer than the budget's wait
-/// (`serve --memory-wait-ms`).
+/// (`serve --memory-wait-ms`), or its unfinished message, holding budget, got nothing from the peer for that long.
 pub const BUDGET_CLOSE_REASON: &str = "memory budget: the message could not be received in time; try again later";
 
 /// The most frames one flush of the socket carries; a bound so that one connection's backlog cannot keep its writer

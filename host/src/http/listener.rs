@@ -83,6 +83,7 @@ impl GuardedListener {
             taken: 0,
             receiving: receiving.clone(),
             paused: None,
+            stalled: None,
         };
         (stream, Peer { addr, handshake, receiving })
     }
@@ -185,8 +186,11 @@ pub struct GuardedStream {
     taken: usize,
     /// What it holds being received, counted as it is read from the socket.
     receiving: Arc<Receiving>,
-    /// Since when, and until when before looking again, its reading waits for the memory budget.
+    /// Since when (the current message's first pause), and until when before looking again, its reading waits for the
+    /// memory budget.
     paused: Option<Box<Paused>>,
+    /// Since when, and until when, an unfinished message holding budget has had no bytes from the peer.
+    stalled: Option<Box<Paused>>,
 }
 
 /// A reader waiting for room in the memory budget.
@@ -242,6 +246,28 @@ impl GuardedStream {
     }
 }
 
+impl GuardedStream {
+    /// The socket has nothing while an unfinished message holds budget: fail the read once nothing came for the
+    /// budget's wait, so a peer that stalls its message on purpose holds its memory no longer than that.
+    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(holding) = self.receiving.holding() else { return Poll::Pending };
+        let wait = holding.budget().wait();
+        let stalled = self.stalled.get_or_insert_with(|| {
+            let now = Instant::now();
+            Box::new(Paused { since: now, retry: Box::pin(tokio::time::sleep_until(now + wait)) })
+        });
+        if stalled.retry.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.receiving.refuse();
+        let message = format!(
+            "an unfinished message holding {} bytes had nothing from the peer for {wait:?} (serve --memory-wait-ms)",
+            self.receiving.held()
+        );
+        Poll::Ready(Err(std::io::Error::other(message)))
+    }
+}
+
 /// Reads from `tcp` for a reader with little room in `buf`: up to [`READ_AHEAD`] bytes into this thread's buffer in
 /// one system call, what fits into `buf`, the rest into `ahead`.
 fn read_ahead(
@@ -279,7 +305,11 @@ impl AsyncRead for GuardedStream {
         if let Err(refusal) = this.receiving.may_read() {
             return this.pause(cx, &refusal);
         }
-        this.paused = None;
+        // The wait counts from the message's first pause: a message resumed now and then is not given a new wait
+        // each time. It is over once what is read is back within the allowance (the message was handled).
+        if this.paused.is_some() && !this.receiving.holds_budget() {
+            this.paused = None;
+        }
         let (filled, ahead) = (buf.filled().len(), this.ahead.len());
         let read = match &mut this.inner {
             Stream::Plain(tcp) if buf.remaining() < READ_AHEAD / 4 => read_ahead(tcp, cx, buf, &mut this.ahead),
@@ -289,6 +319,9 @@ impl AsyncRead for GuardedStream {
         };
         if read.is_ready() {
             this.receiving.read((buf.filled().len() - filled) + this.ahead.len().saturating_sub(ahead));
+            this.stalled = None;
+        } else if this.receiving.holds_budget() {
+            return this.stall(cx);
         }
         read
     }
