@@ -33,7 +33,9 @@ pub const DEFAULT_MAX_RESIDENT_INSTANCES: u32 = 256;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 
 /// How many bytes of payload may wait in one connection's outbound queue, whatever the number of frames. One message
-/// of the largest size always fits into an empty queue.
+/// of the largest size always fits into an empty queue (when the memory budget has room for it). The same as the
+/// largest message, so a reader gets at least one; the sum over slow readers is bounded by the memory budget, which
+/// cuts off the ones holding the most first when it is short.
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
 
 /// How long a connection may carry no data message in either direction before it is closed with 1001. AWS API
@@ -64,7 +66,9 @@ pub const DEFAULT_MAX_HANDLER_FAILURES: u32 = 3;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest message (after reassembling fragments) a peer may send. 16 MiB is between AWS API Gateway's 128 KB and
-/// Cloudflare's 32 MiB and keeps a single message from dominating the host's memory.
+/// Cloudflare's 32 MiB, as Bun's default, and keeps uploads over one socket working; the sum over connections is
+/// bounded by the memory budget ([`DEFAULT_MEMORY_BUDGET_PERCENT`]), not by this. Endpoints that carry only small
+/// messages should lower it in their descriptor.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 
 /// The largest single frame a peer may send.
