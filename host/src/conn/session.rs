@@ -133,7 +133,8 @@ where
             }
             // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
             // the library; pings and pongs only show the peer is alive.
-            Some(Ok(Frame::Text(_) | Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_))) => {}
+            // Either way the frame was read whole, so what reading it held is free.
+            Some(Ok(Frame::Text(_) | Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_))) => conn.delivered(),
             // The library answers the peer's close; keep reading so the answer is written before the stream ends.
             Some(Ok(Frame::Close(_))) => conn.advance(ConnState::Closing),
             Some(Err(mut err)) => {
