@@ -298,7 +298,7 @@ pub const DEFAULT_MEMORY_WAIT: Duration = Duration::from_secs(10);
 pub fn memory_budget_for(machine: Option<u64>) -> usize {
     match machine {
         Some(bytes) => {
-            let share = bytes / 100 * DEFAULT_MEMORY_BUDGET_PERCENT;
+            let share = bytes.saturating_mul(DEFAULT_MEMORY_BUDGET_PERCENT) / 100;
             usize::try_from(share).unwrap_or(usize::MAX).max(MIN_MEMORY_BUDGET_MIB << 20)
         }
         None => DEFAULT_MEMORY_BUDGET,
