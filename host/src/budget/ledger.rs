@@ -222,17 +222,15 @@ impl Budget {
         self.holding(kind, scope, MEMORY_ALLOWANCE)
     }
 
-    /// The meters a charge of `kind` in `scope` goes against, with their names and flags.
-    fn meters<'a>(&'a self, kind: Kind, scope: &'a Scope) -> [Option<(&'a Meter, String, &'static str)>; 4] {
+    /// The meters a charge of `kind` in `scope` goes against, with their names (spelled out only for a refusal: this
+    /// runs on every charge and release) and flags.
+    fn meters<'a>(&'a self, kind: Kind, scope: &'a Scope) -> [Option<(&'a Meter, MeterName<'a>, &'static str)>; 4] {
         let kind_flag = "serve --memory-budget-mib";
         [
-            Some((&self.total, "the host".to_owned(), kind_flag)),
-            (kind != Kind::Instances).then(|| (&self.kinds[kind as usize], kind.as_str().to_owned(), kind_flag)),
-            Some((&scope.project.meter, format!("project {}", scope.project.name), "serve --project-memory-share")),
-            scope
-                .endpoint
-                .as_ref()
-                .map(|e| (&e.meter, format!("endpoint {}", e.name), "serve --endpoint-memory-share")),
+            Some((&self.total, MeterName::Host, kind_flag)),
+            (kind != Kind::Instances).then(|| (&self.kinds[kind as usize], MeterName::Kind(kind), kind_flag)),
+            Some((&scope.project.meter, MeterName::Project(&scope.project.name), "serve --project-memory-share")),
+            scope.endpoint.as_ref().map(|e| (&e.meter, MeterName::Endpoint(&e.name), "serve --endpoint-memory-share")),
         ]
     }
 
@@ -250,7 +248,7 @@ impl Budget {
                 after.saturating_mul(holders.max(1)) > used
             };
             if used > meter.limit || short {
-                refused = Some(Refusal { what: what.clone(), limit: meter.limit, short: used <= meter.limit, flag });
+                refused = Some(Refusal { what: what.spelled(), limit: meter.limit, short: used <= meter.limit, flag });
                 break;
             }
         }
@@ -275,6 +273,27 @@ impl Budget {
             if gone {
                 meter.holders.fetch_sub(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Which meter a charge went against, as a refusal names it.
+#[derive(Debug, Clone, Copy)]
+enum MeterName<'a> {
+    Host,
+    Kind(Kind),
+    Project(&'a str),
+    Endpoint(&'a str),
+}
+
+impl MeterName<'_> {
+    /// `the host`, `receiving`, `project p`, `endpoint e`.
+    fn spelled(self) -> String {
+        match self {
+            Self::Host => "the host".to_owned(),
+            Self::Kind(kind) => kind.as_str().to_owned(),
+            Self::Project(name) => format!("project {name}"),
+            Self::Endpoint(name) => format!("endpoint {name}"),
         }
     }
 }

@@ -22,7 +22,7 @@ use super::bindings;
 use super::guest_log;
 use super::services::{Event, HostServices};
 use super::state::{MemoryCap, State, Stop};
-use crate::budget::{Budget, Holding, Kind as BudgetKind};
+use crate::budget::{Budget, Holding, Kind as BudgetKind, Scope};
 use crate::fair::{self, Observer, Pause, ProjectId, QuotaRefused, Scheduler, Turn};
 
 /// A compiled handler component, checked against the `handler` world and ready to instantiate.
@@ -36,6 +36,8 @@ pub struct Handler {
     project: ProjectId,
     /// Whether it is paused for running out its deadline (a new version starts unpaused).
     pause: Arc<Pause>,
+    /// The share of the memory budget its instances charge (its project's), found once rather than per instance.
+    budget: Scope,
 }
 
 /// How much of a freed linear memory or table the pooling allocator keeps mapped and resets in place, rather than
@@ -443,6 +445,7 @@ impl Runtime {
             pre,
             project: self.scheduler.project(project_of(name)),
             pause: Arc::new(Pause::new(after, first, longest)),
+            budget: self.budget.scope(project_of(name), None),
         })
     }
 
@@ -508,7 +511,9 @@ impl Runtime {
         let method = event.kind.method();
         let turn = Arc::new(self.scheduler.begin(handler.project, true).await);
         // Paused while it waited for its turn: it goes at once rather than start and be stopped.
-        Self::check_pause(handler, &event)?;
+        if !turn.waited().is_zero() {
+            Self::check_pause(handler, &event)?;
+        }
         let result = async {
             let (mut store, log) = self.store(handler, event, services, turn)?;
             let instance = self.instantiate(handler, &mut store).await?;
@@ -550,11 +555,13 @@ impl Runtime {
         let resident = match kept {
             Some(resident) => {
                 let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
-                Self::check_pause(handler, &event)?;
+                if !turn.waited().is_zero() {
+                    Self::check_pause(handler, &event)?; // Paused while it waited for its turn.
+                }
                 resident.log.begin(event.conn.id(), event.kind.method().as_str());
                 let state = resident.store.data_mut();
                 let limits = event.conn.limits().clone();
-                let now = Instant::now();
+                let now = turn.started();
                 state.deadline = now + limits.handler_deadline;
                 state.call_deadline = limits.handler_deadline;
                 state.wall_deadline = now + limits.handler_wall;
@@ -605,9 +612,8 @@ impl Runtime {
     }
 
     /// What an instance of `handler` charges its memory to: its project's share of the budget.
-    fn instance_budget(&self, handler: &str) -> Holding {
-        let project = handler.split('/').next().unwrap_or_default();
-        self.budget.holding(BudgetKind::Instances, self.budget.scope(project, None), 0)
+    fn instance_budget(&self, handler: &Handler) -> Holding {
+        self.budget.holding(BudgetKind::Instances, handler.budget.clone(), 0)
     }
 
     /// A store for one instance of `handler`, with its limits set, handling `event`.
@@ -627,11 +633,12 @@ impl Runtime {
         let wasi = WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build();
         let limits = event.conn.limits();
         let (call_deadline, call_fuel) = (limits.handler_deadline, self.fuel.and(limits.fuel));
-        let (call_wall, now) = (limits.handler_wall, Instant::now());
+        // The deadlines count from when the call got its execution slot.
+        let (call_wall, now) = (limits.handler_wall, turn.started());
         let state = State {
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap::new(limits.handler_memory.min(self.memory_cap), self.instance_budget(&handler.name)),
+            memory: MemoryCap::new(limits.handler_memory.min(self.memory_cap), self.instance_budget(handler)),
             event,
             handler: Arc::clone(&handler.name),
             services,
