@@ -172,6 +172,10 @@ where
             return (Outbox::detached(conn.clone()), Ended::ByHost);
         }
     };
+    // The socket is done with (the writer has let go of its half): what reading it held, an unfinished message
+    // included, is free before the handler runs, which may need that memory budget for its own instance.
+    drop(stream);
+    conn.delivered();
     if let Some(err) = failure {
         tracing::debug!(conn = conn.id(), "{}", err.message);
         app.dispatch(conn, EventKind::Error(err.message)).await;
