@@ -109,7 +109,7 @@ fn figure(bytes: usize) -> String {
     const MIB: usize = 1 << 20;
     if bytes < MIB {
         format!("{} KiB", bytes >> 10)
-    } else if bytes % MIB == 0 {
+    } else if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)
