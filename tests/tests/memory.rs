@@ -1,6 +1,8 @@
 //! The memory budget: 1,000 connections that each start a 15 MiB message and stall keep the real binary's RSS under
 //! its budget plus a stated overhead while other endpoints and projects keep echoing, and are closed with 1013 naming
-//! the budget; a channel's members that never read are cut off within the budget while the readers get everything.
+//! the budget; a channel's members that never read are cut off within the budget while the readers get everything; an
+//! outbound client whose server stalls a message is closed with 1013 like a session, and a message larger than a
+//! connection's share could ever hold gets 1009 naming the share, inbound and outbound.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -51,7 +53,8 @@ fn header(first: u8, len: usize) -> Vec<u8> {
     out
 }
 
-/// Reads server frames until a close frame; its code and reason (none: the socket ended first).
+/// Reads frames (a server's, or a client's masked ones) until a close frame; its code and reason (none: the socket
+/// ended first).
 async fn close_of(read: &mut (impl AsyncReadExt + Unpin)) -> Option<(u16, String)> {
     loop {
         let mut head = [0u8; 2];
@@ -61,8 +64,15 @@ async fn close_of(read: &mut (impl AsyncReadExt + Unpin)) -> Option<(u16, String
             127 => read.read_u64().await.ok()?,
             n => u64::from(n),
         };
+        let mut mask = [0u8; 4];
+        if head[1] & 0x80 != 0 {
+            read.read_exact(&mut mask).await.ok()?;
+        }
         let mut body = vec![0u8; usize::try_from(len).ok()?];
         read.read_exact(&mut body).await.ok()?;
+        for (i, byte) in body.iter_mut().enumerate() {
+            *byte ^= mask[i % 4];
+        }
         if head[0] & 0x0f == 0x8 {
             let code = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
             return Some((code, String::from_utf8_lossy(&body[2..]).into_owned()));
@@ -285,4 +295,121 @@ async fn two_hundred_members_that_never_read_are_cut_off_within_the_budget_and_t
     assert!(budget.refusals(wasmsock::budget::Kind::Queued) >= SLOW as u64);
     assert_eq!(budget.held_for(wasmsock::budget::Kind::Queued), 0, "every queue gave its memory back");
     host.stop().await;
+}
+
+/// Writes a message of `frames` fragments of `FRAGMENT` bytes with no final frame, a ping after each fragment (a
+/// server's frames, unmasked, when `masked` is false), then keeps the socket open; with the close frame the other side
+/// sent back, if any, within [`WAIT`]. The pings must not free what the unfinished message holds.
+fn stall_a_message(socket: TcpStream, frames: usize, masked: bool) -> tokio::task::JoinHandle<Option<(u16, String)>> {
+    const FRAGMENT: usize = 1 << 20;
+    let (mut read, mut write) = socket.into_split();
+    let writer = tokio::spawn(async move {
+        let payload = vec![b'x'; FRAGMENT];
+        for i in 0..frames {
+            let first = if i == 0 { 0x02 } else { 0x00 };
+            let mut head = header(first, FRAGMENT);
+            if !masked {
+                // A server's frame: no mask bit, no mask key.
+                head[1] &= 0x7f;
+                head.truncate(head.len() - 4);
+            }
+            let ping: &[u8] = if masked { &[0x89, 0x82, 0, 0, 0, 0, b'h', b'i'] } else { &[0x89, 0x02, b'h', b'i'] };
+            if write.write_all(&head).await.is_err()
+                || write.write_all(&payload).await.is_err()
+                || write.write_all(ping).await.is_err()
+            {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    tokio::spawn(async move {
+        let close = tokio::time::timeout(WAIT, close_of(&mut read)).await.ok().flatten();
+        writer.abort();
+        close
+    })
+}
+
+/// A WebSocket server on 127.0.0.1 port 0 for one client: it stalls a message of `frames` fragments (see
+/// [`stall_a_message`]) and answers with the close frame the client sent.
+async fn stalling_server(frames: usize) -> (String, tokio::task::JoinHandle<Option<(u16, String)>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/feed", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (tcp, _) = tokio::time::timeout(WAIT, listener.accept()).await.expect("the client connects").unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        stall_a_message(ws.into_inner(), frames, false).await.unwrap()
+    });
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_clients_are_budgeted_and_a_message_that_can_never_fit_gets_1009_naming_the_share() {
+    // 64 MiB: receiving may hold 32, a project 6.4 (10%), an endpoint 3.2 (5%): less than the 16 MiB message size.
+    let plugins = Plugins::new()
+        .handler("m/recorder", "recorder")
+        .endpoint_granted("m", "m/recorder", &[LOOPBACK])
+        .handler("examples/echo", "echo")
+        .endpoint("echo", "examples/echo");
+    let flags = [
+        "--memory-budget-mib",
+        "64",
+        "--project-memory-share",
+        "10",
+        "--endpoint-memory-share",
+        "5",
+        "--memory-wait-ms",
+        "1000",
+    ];
+    let host = BinaryHost::start(&plugins, &flags).await;
+    let mut observer = Observer(connect(&format!("{}?observer", host.url("m"))).await);
+    let mut driver = connect(&host.url("m")).await;
+
+    // A client whose server stalls 2 MiB of a message (within the project's share): closed 1013 after the wait.
+    let (url, server) = stalling_server(2).await;
+    send(&mut driver, &format!("connect-with {url} m/recorder")).await;
+    let id = client_id(&text(&mut driver).await);
+    observer.expect(&id, "onopen").await;
+    let error = observer.skip_to(&id, "onerror").await;
+    assert!(error.contains("memory budget") && error.contains("nothing from the peer"), "{error}");
+    observer.skip_to(&id, "onclose").await;
+    let (code, reason) = server.await.unwrap().expect("the server got a close frame");
+    assert_eq!(code, 1013, "{reason}");
+    assert!(reason.contains("memory budget") && reason.contains("try again later"), "{reason}");
+
+    // A client whose server sends 8 MiB of a message: more than the project's 6.4 MiB could ever hold, so 1009 at once.
+    let (url, server) = stalling_server(8).await;
+    send(&mut driver, &format!("connect-with {url} m/recorder")).await;
+    let id = client_id(&text(&mut driver).await);
+    let error = observer.skip_to(&id, "onerror").await;
+    assert!(error.contains("more than one connection may ever hold") && error.contains("project m"), "{error}");
+    observer.skip_to(&id, "onclose").await;
+    let (code, reason) = server.await.unwrap().expect("the server got a close frame");
+    assert_eq!(code, 1009, "{reason}");
+    assert!(
+        reason.starts_with("memory budget: ") && reason.contains("6.4 MiB") && reason.contains("project m"),
+        "{reason}"
+    );
+
+    // A session sending 4 MiB of a message to an endpoint whose share is 3.2 MiB: 1009 naming the endpoint's share.
+    let addr: SocketAddr = host.addr.parse().unwrap();
+    let session = stall_a_message(raw_websocket(addr, "echo").await, 4, true);
+    let (code, reason) = session.await.unwrap().expect("the session got a close frame");
+    assert_eq!(code, 1009, "{reason}");
+    assert!(
+        reason.contains("memory budget") && reason.contains("3.2 MiB") && reason.contains("endpoint echo"),
+        "{reason}"
+    );
+
+    let admin: SocketAddr = host.admin.parse().unwrap();
+    let scrape = Scrape::fetch(admin).await;
+    assert_eq!(scrape.get(r#"wasmsock_memory_refusals_total{kind="receiving"}"#), 3.0);
+    // The session's socket is dropped a moment after its close frame went out.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let held = r#"wasmsock_memory_held_bytes{kind="receiving"}"#;
+    while Scrape::fetch(admin).await.get(held) != 0.0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(Scrape::fetch(admin).await.get(held), 0.0, "everything was given back");
+    assert_eq!(command(&mut driver, "echo still here").await, "still here");
 }

@@ -87,20 +87,47 @@ pub struct Refusal {
     pub limit: usize,
     /// Whether the limit is not reached yet but the budget is short and the holder holds more than most.
     pub short: bool,
+    /// Whether no wait can help: the holder wants more than this limit would give it with nothing else held.
+    pub never: bool,
     flag: &'static str,
+}
+
+impl Refusal {
+    /// The limit as people read it (`6.4 MiB`, `64 MiB`, `512 KiB`).
+    pub fn figure(&self) -> String {
+        figure(self.limit)
+    }
+
+    /// The flag that sets the limit.
+    pub fn flag(&self) -> &'static str {
+        self.flag
+    }
+}
+
+/// `bytes` as people read it: whole or one-decimal MiB from 1 MiB up, KiB below.
+fn figure(bytes: usize) -> String {
+    const MIB: usize = 1 << 20;
+    if bytes < MIB {
+        format!("{} KiB", bytes >> 10)
+    } else if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    }
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mib = self.limit >> 20;
-        if self.short {
+        let (what, figure, flag) = (&self.what, self.figure(), self.flag);
+        if self.never {
             write!(
                 f,
-                "the memory budget of {} ({mib} MiB, {}) is short and this holds more than most",
-                self.what, self.flag
+                "the memory budget of {what} ({figure}, {flag}) is smaller than this needs, so waiting cannot help"
             )
+        } else if self.short {
+            write!(f, "the memory budget of {what} ({figure}, {flag}) is short and this holds more than most")
         } else {
-            write!(f, "the memory budget of {} ({mib} MiB, {}) is used up", self.what, self.flag)
+            write!(f, "the memory budget of {what} ({figure}, {flag}) is used up")
         }
     }
 }
@@ -234,6 +261,18 @@ impl Budget {
         ]
     }
 
+    /// The smallest limit a charge of `kind` in `scope` goes against (what [`Budget::meters`] names, without the names).
+    fn meters_limit(&self, kind: Kind, scope: &Scope) -> usize {
+        let mut limit = self.total.limit.min(scope.project.meter.limit);
+        if kind != Kind::Instances {
+            limit = limit.min(self.kinds[kind as usize].limit);
+        }
+        if let Some(endpoint) = &scope.endpoint {
+            limit = limit.min(endpoint.meter.limit);
+        }
+        limit
+    }
+
     /// Adds `n` bytes for a holder that will then hold `after` (it held nothing before when `new`); refused when a
     /// limit would be passed, or when past the short mark and the holder would hold more than the average there.
     fn charge(&self, kind: Kind, scope: &Scope, n: usize, after: usize, new: bool) -> Result<(), Refusal> {
@@ -248,7 +287,8 @@ impl Budget {
                 after.saturating_mul(holders.max(1)) > used
             };
             if used > meter.limit || short {
-                refused = Some(Refusal { what: what.spelled(), limit: meter.limit, short: used <= meter.limit, flag });
+                let short = used <= meter.limit;
+                refused = Some(Refusal { what: what.spelled(), limit: meter.limit, short, never: false, flag });
                 break;
             }
         }
@@ -322,6 +362,33 @@ impl Holding {
         &self.budget
     }
 
+    /// The most this holder could ever hold, were nothing else held: its allowance and, in whole chunks, the smallest
+    /// of the limits it draws on (the host's, its kind's, its project's and endpoint's shares). A few loads, nothing
+    /// allocated.
+    pub fn most(&self) -> usize {
+        let limit = self.budget.meters_limit(self.kind, &self.scope);
+        self.allowance.saturating_add(limit / MEMORY_CHUNK * MEMORY_CHUNK)
+    }
+
+    /// The refusal for wanting more than [`Holding::most`]: it names the smallest limit (the narrowest of equal ones:
+    /// endpoint, project, kind, host) and its flag.
+    pub fn too_big(&self) -> Refusal {
+        let meters = self.budget.meters(self.kind, &self.scope);
+        let smallest = meters.into_iter().rev().flatten().min_by_key(|(meter, _, _)| meter.limit);
+        match smallest {
+            Some((meter, what, flag)) => {
+                Refusal { what: what.spelled(), limit: meter.limit, short: false, never: true, flag }
+            }
+            None => Refusal {
+                what: "the host".into(),
+                limit: self.budget.limit(),
+                short: false,
+                never: true,
+                flag: "serve --memory-budget-mib",
+            },
+        }
+    }
+
     /// The bytes charged to the budget now.
     pub fn charged(&self) -> usize {
         self.charged.load(Ordering::Relaxed)
@@ -338,6 +405,7 @@ impl Holding {
             what: "the host".into(),
             limit: self.budget.limit(),
             short: false,
+            never: false,
             flag: "serve --memory-budget-mib",
         })?;
         let charged = self.charged.load(Ordering::Relaxed);
@@ -451,6 +519,32 @@ mod tests {
         small.cover(2 << 20).expect("a holder below the average still gets room");
         drop(big);
         big_again(&budget);
+    }
+
+    #[test]
+    fn the_most_a_holder_may_ever_hold_is_its_smallest_share_and_the_refusal_names_it() {
+        // 64 MiB: receiving 32, project 32, endpoint 16.
+        let budget = budget(64);
+        let session = budget.connection_holding(Kind::Receiving, budget.scope("p", Some("e")));
+        assert_eq!(session.most(), MEMORY_ALLOWANCE + (16 << 20));
+        let refusal = session.too_big();
+        assert!(refusal.never && !refusal.short, "{refusal:?}");
+        assert_eq!((refusal.what.as_str(), refusal.limit, refusal.figure()), ("endpoint e", 16 << 20, "16 MiB".into()));
+        assert!(refusal.to_string().contains("--endpoint-memory-share"), "{refusal}");
+        // A client has no endpoint: its project's share and receiving's are equal, and the narrower is named.
+        let client = budget.connection_holding(Kind::Receiving, budget.scope("p", None));
+        assert_eq!(client.most(), MEMORY_ALLOWANCE + (32 << 20));
+        assert_eq!(client.too_big().what, "project p");
+        // A share that is not a whole number of chunks counts in whole chunks; its figure keeps a decimal.
+        let small =
+            Arc::new(Budget::new(&Limits { memory_budget: 64 << 20, project_memory_share: 10, ..Limits::default() }));
+        let holding = small.connection_holding(Kind::Receiving, small.scope("q", None));
+        let share = (64 << 20) / 10;
+        assert_eq!(holding.most(), MEMORY_ALLOWANCE + share / MEMORY_CHUNK * MEMORY_CHUNK);
+        assert_eq!(holding.too_big().figure(), "6.4 MiB");
+        holding.cover(holding.most()).expect("the most is given when nothing else is held");
+        assert_eq!(small.held(), share / MEMORY_CHUNK * MEMORY_CHUNK);
+        assert!(holding.cover(holding.most() + 1).is_err(), "one byte more is not");
     }
 
     fn big_again(budget: &Arc<Budget>) {

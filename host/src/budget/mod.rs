@@ -3,7 +3,9 @@
 //! of small messages touches no shared counter. Below the runtime: it knows names and byte counts, nothing else.
 
 mod ledger;
+mod reader;
 mod receiving;
 
 pub use ledger::{Account, Budget, Holding, Kind, Refusal, Scope, machine_memory};
-pub use receiving::Receiving;
+pub use reader::{Budgeted, ReadGate};
+pub use receiving::{BUDGET_CLOSE_REASON, Receiving};

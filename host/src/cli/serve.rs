@@ -137,8 +137,9 @@ pub struct ServeArgs {
     /// The share of the memory budget one endpoint's sessions may hold, in percent (1-100).
     #[arg(long, default_value_t = limits::DEFAULT_ENDPOINT_MEMORY_SHARE, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub endpoint_memory_share: u8,
-    /// How long a session whose reading is paused by the memory budget may wait for room, in milliseconds, before it
-    /// is closed with 1013.
+    /// How long a session or outbound client whose reading is paused by the memory budget may wait for room (or whose
+    /// unfinished message may get nothing from the peer), in milliseconds, before it is closed with 1013. A message
+    /// larger than its connection's share could ever hold is closed with 1009 at once.
     #[arg(long, default_value_t = limits::DEFAULT_MEMORY_WAIT.as_millis() as u64, value_parser = at_least_one())]
     pub memory_wait_ms: u64,
     /// Join a cluster through this NATS server (`nats://HOST:PORT`): channels reach members on every host of it.

@@ -1,14 +1,20 @@
 //! Outbound clients (`create-websocket`): connect without blocking the caller, queue sends until open, deliver the
-//! same four events as inbound sessions to the handler named at creation, and optionally reconnect with backoff.
+//! same four events as inbound sessions to the handler named at creation, and optionally reconnect with backoff. What a
+//! client holds being received counts against the memory budget as an inbound session's does, in its project's share.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::client::{IntoClientRequest, uri_mode};
+use tokio_tungstenite::tungstenite::error::{TlsError, UrlError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::stream::Mode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use wasmsock_wire::frame::{self, Frame};
 use wasmsock_wire::{ClientOptions, ConnError, ConnState, Direction, EventKind, Limits};
@@ -16,6 +22,7 @@ use wasmsock_wire::{ClientOptions, ConnError, ConnState, Direction, EventKind, L
 use super::ConnHost;
 use super::hub::{Conn, ConnSpec, Outbox};
 use super::session::{self, Ended};
+use crate::budget::{Budgeted, Kind, Receiving};
 
 /// How often a client waiting to reconnect checks whether it was closed meanwhile.
 const RECONNECT_POLL: Duration = Duration::from_millis(50);
@@ -93,24 +100,65 @@ fn ws_error(err: &WsError) -> Option<&WsError> {
     Some(err)
 }
 
+/// A client's socket: its reads (of plaintext, under TLS for `wss://`) go through the memory budget's gate.
+type Socket = WebSocketStream<Budgeted<MaybeTlsStream<TcpStream>>>;
+
+/// Connects to `uri` as tokio-tungstenite's `connect_async_tls_with_config` does (the same request and its host, the
+/// scheme's default port, Nagle off, rustls with `tls` for `wss://`), except that what is read from the connection
+/// (after TLS, so what it holds) is counted into `receiving` and waits for the memory budget.
+async fn connect(
+    uri: &str,
+    config: WebSocketConfig,
+    tls: Arc<rustls::ClientConfig>,
+    receiving: Arc<Receiving>,
+) -> Result<Socket, WsError> {
+    let request = uri.into_client_request()?;
+    let mode = uri_mode(request.uri())?;
+    let host = request.uri().host().ok_or(WsError::Url(UrlError::NoHostName))?;
+    // An IPv6 literal without its brackets, as rustls and the resolver want it.
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_owned();
+    let port = request.uri().port_u16().unwrap_or(match mode {
+        Mode::Tls => 443,
+        Mode::Plain => 80,
+    });
+    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(WsError::Io)?;
+    tcp.set_nodelay(true).map_err(WsError::Io)?;
+    let stream = match mode {
+        Mode::Plain => MaybeTlsStream::Plain(tcp),
+        Mode::Tls => {
+            let name = ServerName::try_from(host).map_err(|_| WsError::Tls(TlsError::InvalidDnsName))?;
+            let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(WsError::Io)?;
+            MaybeTlsStream::Rustls(tls)
+        }
+    };
+    let stream = Budgeted::new(stream, receiving);
+    let (socket, _response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(socket)
+}
+
 /// Connects once; on success runs the connection until it ends.
 async fn attempt<H: ConnHost>(
     app: &Arc<H>,
     conn: &Arc<Conn>,
     uri: &str,
     outbox: Outbox,
+    receiving: &Arc<Receiving>,
 ) -> Result<(Outbox, Ended), (Outbox, String)> {
+    // A fresh socket: nothing held or refused yet.
+    receiving.restart();
     // wss:// is verified against the host's roots (the system's and `serve --ca-file`), never a process default.
-    let tls = Some(tokio_tungstenite::Connector::Rustls(app.outbound_tls()));
-    let connect = tokio_tungstenite::connect_async_tls_with_config(uri, Some(config(app.limits())), true, tls);
+    let connect = connect(uri, config(app.limits()), app.outbound_tls(), Arc::clone(receiving));
     let connect_timeout = app.limits().connect_timeout;
     match tokio::time::timeout(connect_timeout, connect).await {
-        Ok(Ok((socket, _response))) => {
+        Ok(Ok(socket)) => {
             tracing::debug!(conn = conn.id(), %uri, "client open");
             let (sink, stream) = socket.split();
             let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
             let stream = frame::frames(stream, frame::from_tungstenite, ws_error);
-            Ok(session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await)
+            let ended = session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await;
+            // The socket is gone, and with it what it held.
+            receiving.delivered();
+            Ok(ended)
         }
         Ok(Err(err)) => Err((outbox, format!("connecting to {uri} failed: {err}"))),
         Err(_) => Err((outbox, format!("connecting to {uri} timed out after {connect_timeout:?}"))),
@@ -120,10 +168,16 @@ async fn attempt<H: ConnHost>(
 async fn run<H: ConnHost>(app: Arc<H>, conn: Arc<Conn>, mut outbox: Outbox, options: ClientOptions) {
     let _running = app.hub().track();
     let uri = conn.info().uri;
+    // What it holds being received, in its project's share (a client has no endpoint).
+    let receiving = Arc::new(Receiving::default());
+    let budget = app.hub().budget();
+    let project = wasmsock_wire::descriptor::project_of(conn.handler());
+    receiving.start(budget.connection_holding(Kind::Receiving, budget.scope(project, None)));
+    conn.set_receiving(Arc::clone(&receiving));
     let random = RandomState::new();
     let mut failed_attempts = 0u32;
     loop {
-        let failure = match attempt(&app, &conn, &uri, outbox).await {
+        let failure = match attempt(&app, &conn, &uri, outbox, &receiving).await {
             Ok((returned, ended)) => {
                 outbox = returned;
                 failed_attempts = 0;

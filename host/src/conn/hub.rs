@@ -46,7 +46,7 @@ pub struct Conn {
     queued_bytes: AtomicUsize,
     /// What its queue takes from the memory budget.
     queued_budget: Holding,
-    /// What an inbound session holds being received (its socket's reader counts it).
+    /// What the connection holds being received (its socket's reader counts it).
     receiving: std::sync::OnceLock<Arc<Receiving>>,
     /// Set when a slow consumer is cut off: what is still queued is dropped and the close goes out next.
     discard_queue: AtomicBool,
@@ -267,7 +267,7 @@ impl Conn {
         Err(ConnError::Limit(what))
     }
 
-    /// Counts what its socket's reader holds being received against the memory budget (an inbound session).
+    /// Counts what its socket's reader holds being received against the memory budget.
     pub fn set_receiving(&self, receiving: Arc<Receiving>) {
         let _ = self.receiving.set(receiving);
     }
@@ -279,9 +279,20 @@ impl Conn {
         }
     }
 
-    /// Whether its reading waited too long for the memory budget (it is then closed with 1013).
-    pub fn refused_for_budget(&self) -> bool {
-        self.receiving.get().is_some_and(|r| r.refused())
+    /// A ping or pong with `len` bytes of payload was read: only what that frame took is free, since a data message
+    /// may be unfinished around it (a control frame may come between a message's fragments).
+    pub fn control_read(&self, len: usize) {
+        if let Some(receiving) = self.receiving.get() {
+            // Its header: two bytes (a control frame carries at most 125), and the mask key a client's frames carry.
+            let mask = if self.spec.direction == Direction::Inbound { 4 } else { 0 };
+            receiving.freed(len + 2 + mask);
+        }
+    }
+
+    /// The close for a connection whose reading the memory budget refused: 1013 when it waited too long for room,
+    /// 1009 when its message could never fit (see [`Receiving::close`]); none when it was not refused.
+    pub fn budget_close(&self) -> Option<Close> {
+        self.receiving.get().and_then(|r| r.close())
     }
 
     /// Whether this connection was closed as a slow consumer (its outbound queue was full).

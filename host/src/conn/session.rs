@@ -131,16 +131,19 @@ where
                 app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
                 conn.delivered();
             }
-            // Data after a close frame is dropped: the handler already let the connection go. Pings are answered by
-            // the library; pings and pongs only show the peer is alive.
-            // Either way the frame was read whole, so what reading it held is free.
-            Some(Ok(Frame::Text(_) | Frame::Binary(_) | Frame::Ping(_) | Frame::Pong(_))) => conn.delivered(),
+            // Data after a close frame is dropped: the handler already let the connection go; the message was read
+            // whole, so what reading it held is free.
+            Some(Ok(Frame::Text(_) | Frame::Binary(_))) => conn.delivered(),
+            // Pings are answered by the library; pings and pongs only show the peer is alive. Only what the frame
+            // itself took is free: it may have come between the fragments of an unfinished message.
+            Some(Ok(Frame::Ping(data) | Frame::Pong(data))) => conn.control_read(data.len()),
             // The library answers the peer's close; keep reading so the answer is written before the stream ends.
             Some(Ok(Frame::Close(_))) => conn.advance(ConnState::Closing),
             Some(Err(mut err)) => {
-                if conn.refused_for_budget() {
-                    // Its message could not be finished within the memory budget in time: try again later.
-                    err.close = Some(Close::new(1013, BUDGET_CLOSE_REASON));
+                if let Some(close) = conn.budget_close() {
+                    // Its message could not be finished within the memory budget: in time (1013, try again later),
+                    // or ever (1009, too big for any share this connection draws on).
+                    err.close = Some(close);
                 }
                 failure = Some(err);
                 break;
@@ -169,6 +172,10 @@ where
             return (Outbox::detached(conn.clone()), Ended::ByHost);
         }
     };
+    // The socket is done with (the writer has let go of its half): what reading it held, an unfinished message
+    // included, is free before the handler runs, which may need that memory budget for its own instance.
+    drop(stream);
+    conn.delivered();
     if let Some(err) = failure {
         tracing::debug!(conn = conn.id(), "{}", err.message);
         app.dispatch(conn, EventKind::Error(err.message)).await;
@@ -187,10 +194,6 @@ pub async fn finish<H: ConnHost>(app: &Arc<H>, conn: &Arc<Conn>) {
     app.dispatch(conn, EventKind::Close).await;
     app.ended(conn);
 }
-
-/// The reason of the 1013 a session gets when its reading waited for the memory budget longer than the budget's wait
-/// (`serve --memory-wait-ms`), or its unfinished message, holding budget, got nothing from the peer for that long.
-pub const BUDGET_CLOSE_REASON: &str = "memory budget: the message could not be received in time; try again later";
 
 /// The most frames one flush of the socket carries; a bound so that one connection's backlog cannot keep its writer
 /// from checking for a stop for long.

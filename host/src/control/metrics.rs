@@ -540,8 +540,9 @@ impl Collector for BudgetCollector {
         }
         let mut refusals = encoder.encode_descriptor(
             "memory_refusals",
-            "Refusals for the memory budget: receiving (sessions closed with 1013 after waiting), queued (sends \
-             refused, the slow-consumer policy applied), instances (memory growth refused)",
+            "Refusals for the memory budget: receiving (sessions and outbound clients closed with 1013 after waiting, \
+             or 1009 for a message larger than their share could ever hold), queued (sends refused, the slow-consumer \
+             policy applied), instances (memory growth refused)",
             None,
             MetricType::Counter,
         )?;
@@ -552,7 +553,7 @@ impl Collector for BudgetCollector {
         let pauses = ConstCounter::new(budget.pauses());
         pauses.encode(encoder.encode_descriptor(
             "memory_pauses",
-            "Times a session's reading paused because the memory budget had no room",
+            "Times a session's or outbound client's reading paused because the memory budget had no room",
             None,
             pauses.metric_type(),
         )?)?;

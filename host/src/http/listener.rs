@@ -20,10 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use wasmsock_wire::limits::{DEFAULT_MAX_TLS_HANDSHAKES, READ_AHEAD};
 
-use crate::budget::{Receiving, Refusal};
-
-/// How often a reader paused by the memory budget looks for room again.
-const PAUSE_RETRY: Duration = Duration::from_millis(50);
+use crate::budget::{ReadGate, Receiving};
 
 /// A TLS handshake that finished in time, with its peer and deadline; none when it failed (already logged).
 type Handshaken = Option<(TlsStream<TcpStream>, SocketAddr, Instant)>;
@@ -81,9 +78,7 @@ impl GuardedListener {
             handshake: handshake.clone(),
             ahead: Vec::new(),
             taken: 0,
-            receiving: receiving.clone(),
-            paused: None,
-            stalled: None,
+            gate: ReadGate::new(receiving.clone()),
         };
         (stream, Peer { addr, handshake, receiving })
     }
@@ -184,20 +179,8 @@ pub struct GuardedStream {
     ahead: Vec<u8>,
     /// How much of `ahead` was served.
     taken: usize,
-    /// What it holds being received, counted as it is read from the socket.
-    receiving: Arc<Receiving>,
-    /// Since when (the current message's first pause), and until when before looking again, its reading waits for the
-    /// memory budget.
-    paused: Option<Box<Paused>>,
-    /// Since when, and until when, an unfinished message holding budget has had no bytes from the peer.
-    stalled: Option<Box<Paused>>,
-}
-
-/// A reader waiting for room in the memory budget.
-#[derive(Debug)]
-struct Paused {
-    since: Instant,
-    retry: Pin<Box<Sleep>>,
+    /// What it holds being received, counted as it is read from the socket, against the memory budget.
+    gate: ReadGate,
 }
 
 thread_local! {
@@ -219,52 +202,6 @@ impl GuardedStream {
             self.taken = 0;
         }
         true
-    }
-
-    /// The budget refused the next read: wait and look again, or fail the read once the wait is over.
-    fn pause(&mut self, cx: &mut Context<'_>, refusal: &Refusal) -> Poll<std::io::Result<()>> {
-        let now = Instant::now();
-        let wait = self.receiving.holding().map_or(Duration::ZERO, |h| h.budget().wait());
-        let paused = self.paused.get_or_insert_with(|| {
-            if let Some(holding) = self.receiving.holding() {
-                holding.budget().count_pause();
-            }
-            tracing::debug!(held = self.receiving.held(), "reading paused: {refusal}");
-            Box::new(Paused { since: now, retry: Box::pin(tokio::time::sleep_until(now + PAUSE_RETRY)) })
-        });
-        if now >= paused.since + wait {
-            self.receiving.refuse();
-            let message = format!("reading stayed paused for {wait:?}: {refusal}");
-            return Poll::Ready(Err(std::io::Error::other(message)));
-        }
-        loop {
-            if paused.retry.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            paused.retry.as_mut().reset(Instant::now() + PAUSE_RETRY);
-        }
-    }
-}
-
-impl GuardedStream {
-    /// The socket has nothing while an unfinished message holds budget: fail the read once nothing came for the
-    /// budget's wait, so a peer that stalls its message on purpose holds its memory no longer than that.
-    fn stall(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let Some(holding) = self.receiving.holding() else { return Poll::Pending };
-        let wait = holding.budget().wait();
-        let stalled = self.stalled.get_or_insert_with(|| {
-            let now = Instant::now();
-            Box::new(Paused { since: now, retry: Box::pin(tokio::time::sleep_until(now + wait)) })
-        });
-        if stalled.retry.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        self.receiving.refuse();
-        let message = format!(
-            "an unfinished message holding {} bytes had nothing from the peer for {wait:?} (serve --memory-wait-ms)",
-            self.receiving.held()
-        );
-        Poll::Ready(Err(std::io::Error::other(message)))
     }
 }
 
@@ -301,14 +238,8 @@ impl AsyncRead for GuardedStream {
         if buf.remaining() == 0 || this.serve_ahead(buf) {
             return Poll::Ready(Ok(()));
         }
-        // What the socket holds is the kernel's; what is read from it is the host's, so the budget is asked first.
-        if let Err(refusal) = this.receiving.may_read() {
-            return this.pause(cx, &refusal);
-        }
-        // The wait counts from the message's first pause: a message resumed now and then is not given a new wait
-        // each time. It is over once what is read is back within the allowance (the message was handled).
-        if this.paused.is_some() && !this.receiving.holds_budget() {
-            this.paused = None;
+        if let Some(gated) = this.gate.poll_before(cx) {
+            return gated;
         }
         let (filled, ahead) = (buf.filled().len(), this.ahead.len());
         let read = match &mut this.inner {
@@ -317,13 +248,8 @@ impl AsyncRead for GuardedStream {
             // rustls reads whole records into buffers of its own: a small read costs no system call.
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         };
-        if read.is_ready() {
-            this.receiving.read((buf.filled().len() - filled) + this.ahead.len().saturating_sub(ahead));
-            this.stalled = None;
-        } else if this.receiving.holds_budget() {
-            return this.stall(cx);
-        }
-        read
+        let n = (buf.filled().len() - filled) + this.ahead.len().saturating_sub(ahead);
+        this.gate.poll_after(cx, read, n)
     }
 }
 
