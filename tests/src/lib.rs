@@ -784,6 +784,13 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
+    /// Starts the server again on the same port with `config` instead of its configuration (started with one).
+    pub async fn restart_with_config(&mut self, config: &str) {
+        let path = self.config.as_ref().expect("a server started with a configuration");
+        std::fs::write(path, config).unwrap();
+        self.restart().await;
+    }
+
     /// Starts the server again on the same port.
     pub async fn restart(&mut self) {
         self.kill();

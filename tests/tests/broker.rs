@@ -2,8 +2,9 @@
 //! real `wasmsock serve --nats` hosts: a user and password (in the URL, by flags, from the environment), a token (URL
 //! and flag), an NKey (seed file and environment), a `.creds` file whose operator, account and user JWTs the test
 //! signs, and TLS with a CA and certificates the test makes (a client certificate shown, and a host without the CA
-//! refused with the reason); a wrong password is named once in the log, with the reason in `/healthz` (503) and the
-//! cluster listing, and no secret is ever logged.
+//! refused with the reason); a wrong password is named once in the log over backed-off retries, with the reason in
+//! `/healthz` (503) and the cluster listing; a refused host joins once the broker takes its password, and a broker
+//! gone after that is named unreachable once; no secret is ever logged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -319,4 +320,30 @@ async fn tls_to_a_broker_with_a_test_ca_and_a_client_certificate() {
     assert!(reason.to_lowercase().contains("certificate"), "{reason}");
     let named = h2.log().iter().filter(|line| line.contains("TLS failed")).count();
     assert_eq!(named, 1, "{}", h2.log().join("\n"));
+}
+
+#[tokio::test]
+async fn a_host_refused_keeps_trying_and_joins_once_the_broker_takes_its_password() {
+    let Some(mut nats) = NatsServer::start_with_config(r#"authorization { user: "alice", password: "old" }"#).await
+    else {
+        return;
+    };
+    let cluster = format!("rotate-{}", nats.port);
+    let env = [("WASMSOCK_NATS_USER", "alice"), ("WASMSOCK_NATS_PASSWORD", "new")];
+    let h0 = host(&nats.url(), "h0", &cluster, &[], &env).await;
+    until_refused(&h0, "authorization violation").await;
+    // The broker's password is rotated to the one the host has: it joins on its next attempt (within the 4 s cap).
+    nats.restart_with_config(r#"authorization { user: "alice", password: "new" }"#).await;
+    let started = std::time::Instant::now();
+    until_joined(&h0, &["h0"]).await;
+    eprintln!("joined {:?} after the broker took its password", started.elapsed());
+    h0.log_line("connected", |line| line.contains("connected to the cluster's broker")).await;
+    assert_eq!(listing(&h0).await["broker_error"], Value::Null);
+    // And a broker that goes away after that is named as unreachable, once.
+    nats.kill();
+    let reason = until_refused(&h0, "is unreachable: ").await;
+    eprintln!("/healthz: {reason}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let named = h0.log().iter().filter(|line| line.contains("is unreachable")).count();
+    assert_eq!(named, 1, "{}", h0.log().join("\n"));
 }
