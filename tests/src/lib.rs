@@ -428,12 +428,18 @@ impl BinaryHost {
 
     /// [`BinaryHost::start`] with `RUST_LOG` set to `filter`.
     pub async fn start_logging(plugins: &Plugins, extra: &[&str], filter: &str) -> Self {
+        Self::start_with_env(plugins, extra, filter, &[]).await
+    }
+
+    /// [`BinaryHost::start_logging`] with environment variables `env` set too (the `WASMSOCK_*` fallbacks of flags).
+    pub async fn start_with_env(plugins: &Plugins, extra: &[&str], filter: &str, env: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--plugins"])
             .arg(plugins.path())
             .args(extra)
             .env("RUST_LOG", filter)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -704,13 +710,26 @@ pub struct NatsServer {
     child: std::process::Child,
     pub port: u16,
     binary: PathBuf,
-    /// JetStream's storage (the cluster's deploys), kept across a restart.
+    /// JetStream's storage (the cluster's deploys), kept across a restart; the configuration file, when given one.
     store: tempfile::TempDir,
+    /// The configuration file the server was started with (in `store`), if any.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server, or returns none (after saying why) when there is no binary outside CI.
     pub async fn start() -> Option<Self> {
+        Self::start_configured(None).await
+    }
+
+    /// A server started with `config` (nats-server's configuration syntax: authorization, TLS, an operator…) written
+    /// to a file; it listens on a free loopback port given on the command line, without JetStream unless `config`
+    /// asks for it. None when there is no binary, as [`NatsServer::start`].
+    pub async fn start_with_config(config: &str) -> Option<Self> {
+        Self::start_configured(Some(config)).await
+    }
+
+    async fn start_configured(config: Option<&str>) -> Option<Self> {
         let binary = std::env::var_os("WASMSOCK_NATS_SERVER").map(PathBuf::from).or_else(|| {
             let found = std::process::Command::new("nats-server").arg("--version").output();
             found.ok().filter(|out| out.status.success()).map(|_| PathBuf::from("nats-server"))
@@ -725,14 +744,23 @@ impl NatsServer {
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let store = tempfile::tempdir().unwrap();
-        let child = Self::spawn(&binary, port, store.path()).await;
-        Some(Self { child, port, binary, store })
+        let config = config.map(|text| {
+            let path = store.path().join("nats-server.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let child = Self::spawn(&binary, port, store.path(), config.as_deref()).await;
+        Some(Self { child, port, binary, store, config })
     }
 
-    async fn spawn(binary: &Path, port: u16, store: &Path) -> std::process::Child {
-        let child = std::process::Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store)
+    async fn spawn(binary: &Path, port: u16, store: &Path, config: Option<&Path>) -> std::process::Child {
+        let mut command = std::process::Command::new(binary);
+        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        match config {
+            Some(config) => command.arg("-c").arg(config),
+            None => command.args(["-js", "-sd"]).arg(store),
+        };
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -756,10 +784,17 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
+    /// Starts the server again on the same port with `config` instead of its configuration (started with one).
+    pub async fn restart_with_config(&mut self, config: &str) {
+        let path = self.config.as_ref().expect("a server started with a configuration");
+        std::fs::write(path, config).unwrap();
+        self.restart().await;
+    }
+
     /// Starts the server again on the same port.
     pub async fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(&self.binary, self.port, self.store.path()).await;
+        self.child = Self::spawn(&self.binary, self.port, self.store.path(), self.config.as_deref()).await;
     }
 }
 

@@ -109,9 +109,31 @@ fn help_documents_every_serve_flag() {
         "--connect",
         "--console",
         "--log-format",
+        "--nats-user",
+        "--nats-password",
+        "--nats-token",
+        "--nats-nkey",
+        "--nats-creds",
+        "--nats-ca",
+        "--nats-cert",
+        "--nats-key",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
+}
+
+#[test]
+fn help_shows_no_broker_secret_given_in_the_environment() {
+    let secrets = [
+        ("WASMSOCK_NATS", "nats://alice:hunter2-url@127.0.0.1:4222"),
+        ("WASMSOCK_NATS_PASSWORD", "hunter2-password"),
+        ("WASMSOCK_NATS_TOKEN", "hunter2-token"),
+        ("WASMSOCK_NATS_NKEY", "SUhunter2-seed"),
+    ];
+    let out = Command::new(binary()).args(["serve", "--help"]).envs(secrets).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("WASMSOCK_NATS_PASSWORD"), "{help}");
+    assert!(!help.contains("hunter2"), "a secret in --help:\n{help}");
 }
 
 #[test]

@@ -18,7 +18,11 @@ impl ClusterArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         let value = self.remote.call(reqwest::Method::GET, "cluster", Body::Empty).await?;
         self.remote.print(&value, |value| {
-            let broker = if value["broker_connected"].as_bool() == Some(true) { "connected" } else { "UNREACHABLE" };
+            let broker = match (value["broker_connected"].as_bool(), value["broker_error"].as_str()) {
+                (Some(true), _) => "connected".to_owned(),
+                (_, Some(why)) => format!("NOT CONNECTED: it {why}"),
+                _ => "UNREACHABLE".to_owned(),
+            };
             let head = format!(
                 "cluster {} (this host: {}), broker {} {broker}",
                 field(value, "cluster"),

@@ -1,7 +1,10 @@
 //! The host's log: `tracing` to stderr as text for people or JSON lines for machines (`--log-format`), filtered by
-//! `RUST_LOG` (default `info`).
+//! `RUST_LOG` (default `info`; the broker client's own lines only when `RUST_LOG` names `async_nats`).
 
 use tracing_subscriber::EnvFilter;
+
+/// The directive that silences the broker client's own log (see [`init`]).
+const QUIET_BROKER_CLIENT: &str = "async_nats=off";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -17,7 +20,14 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; call once, first thing.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The broker client logs every failed attempt to reach the broker (an error line per retry, forever); the cluster
+    // reports the broker's state itself, once per change. Its lines are shown only when RUST_LOG names it.
+    if !std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("async_nats"))
+        && let Ok(quiet) = QUIET_BROKER_CLIENT.parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),

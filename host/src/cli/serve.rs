@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::app::App;
+use crate::cluster::{BrokerAuth, Secret};
 use wasmsock_wire::limits::{self, Limits, SlowConsumer};
 
 /// Arguments of `wasmsock serve`.
@@ -142,10 +143,44 @@ pub struct ServeArgs {
     /// larger than its connection's share could ever hold is closed with 1009 at once.
     #[arg(long, default_value_t = limits::DEFAULT_MEMORY_WAIT.as_millis() as u64, value_parser = at_least_one())]
     pub memory_wait_ms: u64,
-    /// Join a cluster through this NATS server (`nats://HOST:PORT`): channels reach members on every host of it.
-    /// Without it the host runs alone.
-    #[arg(long, env = "WASMSOCK_NATS", value_name = "URL")]
+    /// Join a cluster through this NATS server (`nats://HOST:PORT`, `tls://HOST:PORT` for TLS; several separated by
+    /// commas): channels reach members on every host of it. Without it the host runs alone. The URL may carry
+    /// credentials (`nats://USER:PASSWORD@HOST:PORT`, `nats://TOKEN@HOST:PORT`, percent-encoded); prefer giving the
+    /// URL through WASMSOCK_NATS then, as a command line is visible to every user of the machine. Credentials are
+    /// never logged.
+    #[arg(long, env = "WASMSOCK_NATS", value_name = "URL", hide_env_values = true)]
     pub nats: Option<String>,
+    /// The user to sign in to the broker as, with --nats-password.
+    #[arg(long, env = "WASMSOCK_NATS_USER", value_name = "USER", requires_all = ["nats", "nats_password"])]
+    pub nats_user: Option<String>,
+    /// The password of --nats-user. Prefer WASMSOCK_NATS_PASSWORD to the flag (a command line is visible to every
+    /// user of the machine); never logged.
+    #[arg(long, env = "WASMSOCK_NATS_PASSWORD", value_name = "PASSWORD", hide_env_values = true,
+          value_parser = Secret::parse, requires = "nats_user")]
+    pub nats_password: Option<Secret>,
+    /// Sign in to the broker with this token. Prefer WASMSOCK_NATS_TOKEN to the flag; never logged.
+    #[arg(long, env = "WASMSOCK_NATS_TOKEN", value_name = "TOKEN", hide_env_values = true,
+          value_parser = Secret::parse, requires = "nats", conflicts_with_all = ["nats_user", "nats_nkey", "nats_creds"])]
+    pub nats_token: Option<Secret>,
+    /// Sign in to the broker with an NKey: the user seed (`SU…`), or better a file holding it (mode 600), or the seed
+    /// through WASMSOCK_NATS_NKEY; never logged.
+    #[arg(long, env = "WASMSOCK_NATS_NKEY", value_name = "SEED|FILE", hide_env_values = true,
+          value_parser = Secret::parse, requires = "nats", conflicts_with_all = ["nats_user", "nats_creds"])]
+    pub nats_nkey: Option<Secret>,
+    /// Sign in to the broker with a `.creds` file (a user JWT and its NKey seed, as `nsc` makes them).
+    #[arg(long, env = "WASMSOCK_NATS_CREDS", value_name = "FILE", requires = "nats", conflicts_with = "nats_user")]
+    pub nats_creds: Option<PathBuf>,
+    /// Talk TLS to the broker and trust the PEM CA certificates in FILE for its certificate (instead of the system's
+    /// roots).
+    #[arg(long, env = "WASMSOCK_NATS_CA", value_name = "FILE", requires = "nats")]
+    pub nats_ca: Option<PathBuf>,
+    /// Talk TLS to the broker and show it this PEM client certificate chain (for a broker that verifies clients);
+    /// needs --nats-key.
+    #[arg(long, env = "WASMSOCK_NATS_CERT", value_name = "FILE", requires_all = ["nats", "nats_key"])]
+    pub nats_cert: Option<PathBuf>,
+    /// The PEM private key of --nats-cert (keep the file readable by this host's user only).
+    #[arg(long, env = "WASMSOCK_NATS_KEY", value_name = "FILE", requires = "nats_cert")]
+    pub nats_key: Option<PathBuf>,
     /// The cluster's name, shared by its hosts, so that several clusters can use one NATS server.
     #[arg(long, env = "WASMSOCK_CLUSTER_NAME", default_value = wasmsock_wire::cluster::DEFAULT_CLUSTER_NAME, requires = "nats")]
     pub cluster_name: String,
@@ -260,6 +295,20 @@ impl ServeArgs {
         }
     }
 
+    /// How the host signs in to the cluster's broker and checks it (the --nats-* flags).
+    fn broker_auth(&self) -> BrokerAuth {
+        BrokerAuth {
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            nkey: self.nats_nkey.clone(),
+            creds: self.nats_creds.clone(),
+            ca: self.nats_ca.clone(),
+            cert: self.nats_cert.clone(),
+            key: self.nats_key.clone(),
+        }
+    }
+
     /// Serves until a signal, then drains.
     pub async fn run(self) -> anyhow::Result<()> {
         raise_open_files();
@@ -289,7 +338,12 @@ impl ServeArgs {
         }
         if let Some(url) = &self.nats {
             let host_id = self.host_id.clone().unwrap_or_else(crate::cluster::generated_host_id);
-            let options = crate::cluster::ClusterOptions { url: url.clone(), name: self.cluster_name.clone(), host_id };
+            let options = crate::cluster::ClusterOptions {
+                url: url.clone(),
+                auth: self.broker_auth(),
+                name: self.cluster_name.clone(),
+                host_id,
+            };
             app.join_cluster(options).await?;
         }
         let listener = tokio::net::TcpListener::bind(self.listen)
@@ -449,6 +503,24 @@ mod tests {
         let budget = args.limits_unchecked().memory_budget;
         assert_eq!(budget, limits::memory_budget_for(crate::budget::machine_memory()));
         assert!(budget >= limits::MIN_MEMORY_BUDGET_MIB << 20);
+    }
+
+    #[test]
+    fn broker_credentials_pair_up_and_one_way_of_signing_in_is_taken() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let mut all = vec!["wasmsock", "serve", "--nats", "nats://127.0.0.1:4222"];
+            all.extend_from_slice(args);
+            crate::cli::Cli::try_parse_from(all).map(|_| ()).map_err(|err| err.to_string())
+        };
+        assert!(parse(&["--nats-user", "a", "--nats-password", "b"]).is_ok());
+        assert!(parse(&["--nats-user", "a"]).is_err(), "a user needs a password");
+        assert!(parse(&["--nats-token", "t", "--nats-nkey", "SU"]).is_err());
+        assert!(parse(&["--nats-token", "t", "--nats-creds", "x.creds"]).is_err());
+        assert!(parse(&["--nats-cert", "c.pem"]).is_err(), "a certificate needs its key");
+        assert!(parse(&["--nats-ca", "ca.pem", "--nats-cert", "c.pem", "--nats-key", "k.pem"]).is_ok());
+        let alone = crate::cli::Cli::try_parse_from(["wasmsock", "serve", "--nats-token", "t"]);
+        assert!(alone.is_err(), "broker flags without --nats");
     }
 
     #[test]

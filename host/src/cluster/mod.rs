@@ -5,11 +5,11 @@
 //! each message at most once, and one host's publishes in the order they were made. Without `--nats` none of this
 //! runs: a single host is the embedded default.
 
+mod broker;
 mod deploys;
 mod remote;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
 use wasmsock_wire::{Bytes, ClientInfo, ConnError, Frame, Utf8Bytes};
 
+pub use broker::{BrokerAuth, BrokerState, DEFAULT_BROKER_RETRY, DEFAULT_BROKER_RETRY_MAX, Secret};
 pub use deploys::{Deploys, Shared};
 
 use crate::channels::ChannelWatch;
@@ -113,6 +114,9 @@ pub struct ClusterStatus {
     pub broker: String,
     /// Whether the broker connection is up.
     pub broker_connected: bool,
+    /// Why the broker cannot be joined (`refused this host: authorization violation`, `TLS failed: …`, `is
+    /// unreachable: …`), while it is not connected and once this host found out.
+    pub broker_error: Option<String>,
     /// This host and every other host heard from within [`DEFAULT_PEER_TIMEOUT`], by id.
     pub hosts: Vec<HostStatus>,
 }
@@ -120,8 +124,10 @@ pub struct ClusterStatus {
 /// How a host joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// The NATS server, `nats://HOST:PORT`.
+    /// The NATS server, `nats://HOST:PORT` (or `tls://`, credentials allowed, several separated by commas).
     pub url: String,
+    /// How this host signs in to the broker and checks it.
+    pub auth: BrokerAuth,
     /// The name the hosts of one cluster share, so several clusters can use one broker.
     pub name: String,
     /// This host's id in the cluster.
@@ -142,7 +148,7 @@ pub struct Cluster {
     changes: mpsc::UnboundedSender<Change>,
     outgoing: mpsc::Sender<Outgoing>,
     client: async_nats::Client,
-    connected: Arc<AtomicBool>,
+    broker: Arc<BrokerState>,
     peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
     local: Weak<dyn Local>,
     deploys: std::sync::OnceLock<Deploys>,
@@ -154,25 +160,28 @@ impl Cluster {
     pub async fn start(options: ClusterOptions, local: Weak<dyn Local>) -> anyhow::Result<Arc<Self>> {
         check_token("cluster name", &options.name).map_err(anyhow::Error::msg).context("--cluster-name")?;
         check_token("host id", &options.host_id).map_err(anyhow::Error::msg).context("--host-id")?;
-        let connected = Arc::new(AtomicBool::new(false));
+        let shown = wasmsock_wire::cluster::redacted(&options.url);
+        let broker::Broker { addrs, options: signed_in } =
+            broker::Broker::new(&options.url, &options.auth, format!("wasmsock host {}", options.host_id)).await?;
+        // This host delivers its own publishes itself, at once; the broker need not send them back.
+        let signed_in = signed_in.no_echo();
+        let state = Arc::new(BrokerState::default());
         let events = {
-            let (local, connected) = (local.clone(), connected.clone());
+            let (local, state, shown) = (local.clone(), state.clone(), shown.clone());
+            let (diagnosis, addrs) = (signed_in.clone(), addrs.clone());
             move |event: async_nats::Event| {
-                let (local, connected) = (local.clone(), connected.clone());
-                async move { on_event(&event, &local, &connected) }
+                let (local, state, shown) = (local.clone(), state.clone(), shown.clone());
+                let (diagnosis, addrs) = (diagnosis.clone(), addrs.clone());
+                async move { on_event(&event, &local, &state, &shown, diagnosis, addrs) }
             }
         };
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("wasmsock host {}", options.host_id))
-            // This host delivers its own publishes itself, at once; the broker need not send them back.
-            .no_echo()
+        let client = signed_in
             .retry_on_initial_connect()
+            .reconnect_delay_callback(broker::retry_delay)
             .event_callback(events)
-            .connect(options.url.as_str())
+            .connect(addrs)
             .await
-            .with_context(|| {
-                format!("--nats {}: not a broker address", wasmsock_wire::cluster::redacted(&options.url))
-            })?;
+            .with_context(|| format!("--nats {shown}: not a broker address"))?;
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::channel(DEFAULT_BROKER_QUEUE);
         tokio::spawn(listen(client.clone(), options.name.clone(), changes_rx, local.clone()));
@@ -200,7 +209,7 @@ impl Cluster {
         });
         if waited.await.is_err() {
             tracing::warn!(
-                "the broker is not reachable after {DEFAULT_BROKER_WAIT_AT_START:?}: serving without the cluster's \
+                "the broker is not connected after {DEFAULT_BROKER_WAIT_AT_START:?}: serving without the cluster's \
                  deploys until it is"
             );
         } else {
@@ -213,7 +222,7 @@ impl Cluster {
         }
         let broker = wasmsock_wire::cluster::redacted(&options.url);
         tracing::info!(host = %options.host_id, cluster = %options.name, %broker, "joining the cluster");
-        Ok(Arc::new(Self { options, changes, outgoing, client, connected, peers, local, deploys }))
+        Ok(Arc::new(Self { options, changes, outgoing, client, broker: state, peers, local, deploys }))
     }
 
     /// The cluster's store of deploys; none while it could not be opened (the broker is down, or has no JetStream).
@@ -258,6 +267,7 @@ impl Cluster {
             host: self.options.host_id.clone(),
             broker: wasmsock_wire::cluster::redacted(&self.options.url),
             broker_connected: self.is_connected(),
+            broker_error: self.broker_failure(),
             hosts,
         }
     }
@@ -265,6 +275,11 @@ impl Cluster {
     /// This host's id in the cluster.
     pub fn host_id(&self) -> &str {
         &self.options.host_id
+    }
+
+    /// The broker's URL as given (with its credentials: redact it before showing it).
+    pub fn url(&self) -> &str {
+        &self.options.url
     }
 
     /// The cluster's name.
@@ -283,7 +298,13 @@ impl Cluster {
 
     /// Whether the broker connection is up now.
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Acquire)
+        self.broker.is_connected()
+    }
+
+    /// Why the broker cannot be joined, while it is not connected and once this host found out (`refused this host:
+    /// authorization violation`, `TLS failed: …`, `is unreachable: …`).
+    pub fn broker_failure(&self) -> Option<String> {
+        self.broker.failure()
     }
 
     /// Sends a message published on this host to the other hosts' members of `channel` of `project`; without
@@ -304,22 +325,58 @@ impl ChannelWatch for Cluster {
     }
 }
 
-fn on_event(event: &async_nats::Event, local: &Weak<dyn Local>, connected: &AtomicBool) {
+/// Follows the broker connection: its state for `/healthz` and the metrics, and a log line per change (not per
+/// attempt): connected, lost, or why it cannot be joined, found out once by [`broker::diagnose`].
+fn on_event(
+    event: &async_nats::Event,
+    local: &Weak<dyn Local>,
+    state: &Arc<BrokerState>,
+    shown: &str,
+    diagnosis: async_nats::ConnectOptions,
+    addrs: Vec<async_nats::ServerAddr>,
+) {
     let Some(local) = local.upgrade() else { return };
     match event {
         async_nats::Event::Connected => {
-            let again = connected.swap(true, Ordering::AcqRel);
+            let had_failed = state.failure().is_some();
+            let changed = state.set_connected(true);
             local.metrics().broker_connected(true);
-            if !again {
-                tracing::info!("connected to the cluster's broker");
+            if changed || had_failed {
+                tracing::info!(broker = %shown, "connected to the cluster's broker");
             }
         }
         async_nats::Event::Disconnected => {
-            if connected.swap(false, Ordering::AcqRel) {
+            if state.set_connected(false) {
                 local.metrics().broker_reconnected();
             }
             local.metrics().broker_connected(false);
             tracing::warn!("lost the cluster's broker: publishes reach this host's members only until it is back");
+        }
+        async_nats::Event::ClientError(async_nats::ClientError::Other(report)) => {
+            // One report per failed attempt, naming only the kind of failure: look into a new kind once.
+            if state.failed_attempt(report) {
+                let (state, shown) = (state.clone(), shown.to_owned());
+                tokio::spawn(async move {
+                    let failure = broker::diagnose(diagnosis, addrs).await;
+                    if state.diagnosed(failure.clone())
+                        && let Some(failure) = failure
+                    {
+                        let every = broker::DEFAULT_BROKER_RETRY_MAX;
+                        let said = format!(
+                            "the cluster's broker {failure}; retrying with back-off (at most every \
+                                            {every:?}); logged again only if the reason changes"
+                        );
+                        // A broker that is down comes back by itself; one that refuses this host needs a person.
+                        if failure.starts_with("is unreachable") {
+                            tracing::warn!(broker = %shown, "{said}");
+                        } else {
+                            tracing::error!(broker = %shown, "{said}");
+                        }
+                    }
+                });
+            } else {
+                tracing::debug!(broker = %shown, "the cluster's broker: {report}");
+            }
         }
         other => tracing::warn!("cluster broker: {other}"),
     }

@@ -308,7 +308,8 @@ async fn list_members(
 const DEFAULT_MEMBERS_PAGE: u32 = 100;
 
 /// `GET /healthz`: 200 while the host serves; 503 while it drains for shutdown, or while it is in a cluster and its
-/// broker is unreachable (its channels then reach only its own members).
+/// broker is not connected (its channels then reach only its own members), with the reason once known (`refused this
+/// host: authorization violation`, `TLS failed: …`).
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     if app.is_shutting_down() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": "shutting down"})))
@@ -317,7 +318,11 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     if let Some(cluster) = app.cluster()
         && !cluster.is_connected()
     {
-        let reason = format!("the cluster's broker {} is unreachable", cluster.status().broker);
+        let broker = wasmsock_wire::cluster::redacted(cluster.url());
+        let reason = match cluster.broker_failure() {
+            Some(failure) => format!("the cluster's broker {broker} {failure}"),
+            None => format!("the cluster's broker {broker} is unreachable"),
+        };
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reason": reason})))
             .into_response();
     }
