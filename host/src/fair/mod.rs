@@ -7,8 +7,9 @@
 //! queue, and a freed slot goes to the project that has run least recently (its running time, decayed by half each
 //! [`USAGE_HALF_LIFE`]), then to that project's oldest call. A running call gives its slot back at every epoch tick
 //! (to the waiting call the scheduler picks, or free while it yields), and at once (the engine's epoch is advanced for
-//! it) when a project that is running nothing starts to wait: a quiet project's event waits for one check of the running calls, not for a busy project's
-//! backlog. A project's calls under way are capped by its quota, so its backlog holds no instance until it runs.
+//! it) when a project that is running nothing starts to wait: a quiet project's event waits for one check of the
+//! running calls, not for a busy project's backlog. A project's calls under way are capped by its quota, so its
+//! backlog holds no instance until it runs.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
