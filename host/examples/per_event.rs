@@ -11,7 +11,10 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use wasmsock::runtime::{Connection, Event, Gathered, HostServices, Lookup, MembersSurvey, Runtime, Survey};
+use wasmsock::runtime::{
+    Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Runtime, Survey,
+};
+use wasmsock::wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::channel::MembersPage;
 use wasmsock::wire::{
     ClientInfo, ClientOptions, ConnError, ConnLimits, ConnState, Direction, EventKind, Frame, Payload,
@@ -101,6 +104,47 @@ impl HostServices for Nothing {
         Box::pin(async {
             Ok(Gathered { answer: MembersPage { members: Vec::new(), next: None }, missing_hosts: Vec::new() })
         })
+    }
+    fn kv(&self) -> &dyn KvService {
+        self
+    }
+    fn config(&self, _project: &str) -> Arc<ConfigSnapshot> {
+        Arc::default()
+    }
+}
+
+/// No store: every call is `unavailable` (the echo handler never calls it).
+fn no_store<T: Send + 'static>() -> KvFuture<T> {
+    Box::pin(async { Err(KvError::Unavailable("no store in this example".to_owned())) })
+}
+
+impl KvService for Nothing {
+    fn get(&self, _: &str, _: &str) -> KvFuture<Option<Entry>> {
+        no_store()
+    }
+    fn put(&self, _: &str, _: &str, _: Vec<u8>, _: PutOptions) -> KvFuture<u64> {
+        no_store()
+    }
+    fn delete(&self, _: &str, _: &str, _: Option<u64>) -> KvFuture<()> {
+        no_store()
+    }
+    fn increment(&self, _: &str, _: &str, _: i64, _: Option<u32>) -> KvFuture<i64> {
+        no_store()
+    }
+    fn list(&self, _: &str, _: &str, _: Option<&str>, _: u32) -> KvFuture<KeysPage> {
+        no_store()
+    }
+    fn get_many(&self, _: &str, _: Vec<String>) -> KvFuture<Vec<Option<Vec<u8>>>> {
+        no_store()
+    }
+    fn set_many(&self, _: &str, _: Vec<(String, Vec<u8>)>) -> KvFuture<()> {
+        no_store()
+    }
+    fn delete_many(&self, _: &str, _: Vec<String>) -> KvFuture<()> {
+        no_store()
+    }
+    fn usage(&self, _: &str) -> KvFuture<Usage> {
+        no_store()
     }
 }
 

@@ -25,6 +25,7 @@ pub mod control;
 pub mod fair;
 pub mod http;
 pub mod runtime;
+pub mod store;
 
 pub use app::App;
 pub use wasmsock_wire as wire;

@@ -61,6 +61,8 @@ async function quickjsWit(wit, work) {
     `package ${pkg};\n\nworld handler-quickjs {\n  include handler;\n` +
       `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n}\n`,
   );
+  // The contract's own dependencies (wasi:keyvalue, wasi:config), then the WASI packages the prelude needs.
+  await cp(join(wit, "deps"), join(dir, "deps"), { recursive: true });
   const builtin = findModule(join("@bytecodealliance/jco/lib/wit/builtin", WASI_VERSION));
   for (const name of WASI_PACKAGES) {
     await cp(join(builtin, `wasi-${name}`), join(dir, "deps", `wasi-${name}`), { recursive: true });

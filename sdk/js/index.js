@@ -13,7 +13,7 @@
 //!       }
 //!     }
 
-import * as wit from "wasmsock:websockets/websockets@0.1.2";
+import * as wit from "wasmsock:websockets/websockets@0.1.3";
 
 /**
  * Why a call on a connection did not happen: the WIT `error` variant as an exception.

@@ -176,6 +176,36 @@ pub const DEFAULT_PROJECT_CLIENTS: usize = 2_500;
 /// [`DEFAULT_MAX_CONNECTIONS`]. Past it a handshake gets HTTP 503 naming the quota.
 pub const DEFAULT_PROJECT_CONNECTIONS: usize = 2_500;
 
+/// How many keys one project's store may hold (`serve --kv-max-keys`, or `quotas.kv-keys` in `project.json`). Listing
+/// keys on the cluster's broker reads every key of the project's bucket (12,002 keys in 50 ms through async-nats), so
+/// this bounds a page there to about 40 ms. Past it a write of a new key is a `limit` error naming `keys`.
+pub const DEFAULT_KV_MAX_KEYS: u64 = 10_000;
+
+/// How many bytes (keys and values) one project's store may hold (`serve --kv-max-bytes`, `quotas.kv-bytes`):
+/// 100 projects fit in 6.4 GB of disk. Past it a write is a `limit` error naming `bytes`.
+pub const DEFAULT_KV_MAX_BYTES: u64 = 64 << 20;
+
+/// The largest value one key may hold, in bytes (`serve --kv-max-value-bytes`, `quotas.kv-value-bytes`): Cloudflare
+/// Durable Objects' per-value limit, far below the broker's 1 MiB message. Larger is a `limit` error naming
+/// `value-bytes`.
+pub const DEFAULT_KV_MAX_VALUE_BYTES: u32 = 128 << 10;
+
+/// The longest key, in bytes of UTF-8 (Cloudflare KV's limit; escaped for the broker it stays under 1,536 bytes).
+pub const DEFAULT_KV_MAX_KEY_BYTES: usize = 512;
+
+/// The most keys one page of a listing returns (`list`, `list-keys`), and the most keys one batch call takes.
+pub const DEFAULT_KV_PAGE: usize = 1_000;
+
+/// How many times an increment on the cluster's store retries a write that lost a race before it answers
+/// `unavailable` (each retry reads the key again).
+pub const DEFAULT_KV_INCREMENT_RETRIES: u32 = 32;
+
+/// How many configuration keys one project may have (`wasmsock config set`): configuration, not data.
+pub const DEFAULT_CONFIG_MAX_KEYS: usize = 256;
+
+/// The largest configuration value, in bytes.
+pub const DEFAULT_CONFIG_MAX_VALUE_BYTES: usize = 64 << 10;
+
 /// What one project may take of the host's shared resources; `ProjectQuotas::default()` is every `DEFAULT_PROJECT_*`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProjectQuotas {
@@ -187,6 +217,12 @@ pub struct ProjectQuotas {
     pub clients: usize,
     /// See [`DEFAULT_PROJECT_CONNECTIONS`].
     pub connections: usize,
+    /// See [`DEFAULT_KV_MAX_KEYS`].
+    pub kv_keys: u64,
+    /// See [`DEFAULT_KV_MAX_BYTES`].
+    pub kv_bytes: u64,
+    /// See [`DEFAULT_KV_MAX_VALUE_BYTES`].
+    pub kv_value_bytes: u32,
 }
 
 impl Default for ProjectQuotas {
@@ -196,6 +232,9 @@ impl Default for ProjectQuotas {
             resident_instances: DEFAULT_PROJECT_RESIDENT_INSTANCES,
             clients: DEFAULT_PROJECT_CLIENTS,
             connections: DEFAULT_PROJECT_CONNECTIONS,
+            kv_keys: DEFAULT_KV_MAX_KEYS,
+            kv_bytes: DEFAULT_KV_MAX_BYTES,
+            kv_value_bytes: DEFAULT_KV_MAX_VALUE_BYTES,
         }
     }
 }
@@ -216,6 +255,15 @@ pub struct QuotaOverrides {
     /// Inbound sessions at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<usize>,
+    /// Keys in the project's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_keys: Option<u64>,
+    /// Bytes of keys and values in the project's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes: Option<u64>,
+    /// The largest value of one key, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_value_bytes: Option<u32>,
 }
 
 impl QuotaOverrides {
@@ -226,6 +274,9 @@ impl QuotaOverrides {
             ("resident-instances", self.resident_instances.map(u64::from)),
             ("clients", self.clients.map(|v| v as u64)),
             ("connections", self.connections.map(|v| v as u64)),
+            ("kv-keys", self.kv_keys),
+            ("kv-bytes", self.kv_bytes),
+            ("kv-value-bytes", self.kv_value_bytes.map(u64::from)),
         ];
         for (field, value) in positive {
             if value == Some(0) {
@@ -242,6 +293,9 @@ impl QuotaOverrides {
             resident_instances: self.resident_instances.unwrap_or(host.resident_instances),
             clients: self.clients.unwrap_or(host.clients),
             connections: self.connections.unwrap_or(host.connections),
+            kv_keys: self.kv_keys.unwrap_or(host.kv_keys),
+            kv_bytes: self.kv_bytes.unwrap_or(host.kv_bytes),
+            kv_value_bytes: self.kv_value_bytes.unwrap_or(host.kv_value_bytes),
         }
     }
 }

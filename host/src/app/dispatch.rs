@@ -244,6 +244,14 @@ impl HostServices for App {
             Ok(gathered)
         })
     }
+
+    fn kv(&self) -> &dyn crate::runtime::KvService {
+        &self.store
+    }
+
+    fn config(&self, project: &str) -> Arc<wasmsock_wire::kv::ConfigSnapshot> {
+        self.store.config(project)
+    }
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.

@@ -17,6 +17,7 @@ use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
 use crate::runtime::{Instances, Runtime};
+use crate::store::{DEFAULT_DATA_DIR, Store};
 
 /// Everything one host shares between its connections.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct App {
     pub instances: Instances,
     /// Channels of every project and their members.
     pub channels: Channels,
+    /// Every project's key-value store and configuration.
+    pub store: Store,
     /// This host's part in a cluster, once it has joined one (`serve --nats`).
     cluster: OnceLock<Arc<Cluster>>,
     /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
@@ -93,11 +96,17 @@ impl App {
         let registry = Registry::new(root, cache_dir);
         let errors = registry.reload(&runtime).await.errors;
         let hub = Hub::with_budget(budget.clone());
+        let scheduler = runtime.scheduler().clone();
+        let store = Store::new(
+            root.join(DEFAULT_DATA_DIR),
+            Arc::new(move |project: &str| wasmsock_wire::kv::KvQuotas::from(&scheduler.quotas(project))),
+        );
         let app = Arc::new_cyclic(|me| App {
             runtime,
             registry,
             hub,
             channels: Channels::new(limits.max_channels_per_connection),
+            store,
             cluster: OnceLock::new(),
             limits,
             metrics,

@@ -126,6 +126,24 @@ pub struct ServeArgs {
     /// `quotas.connections`.
     #[arg(long, default_value_t = limits::DEFAULT_PROJECT_CONNECTIONS as u64, value_parser = at_least_one())]
     pub project_connections: u64,
+    /// Each project's quota of keys in its store (past it writing a new key is `limit`). `project.json`:
+    /// `quotas.kv-keys`.
+    #[arg(long, default_value_t = limits::DEFAULT_KV_MAX_KEYS, value_parser = at_least_one())]
+    pub kv_max_keys: u64,
+    /// Each project's quota of bytes (keys and values) in its store. `project.json`: `quotas.kv-bytes`.
+    #[arg(long, default_value_t = limits::DEFAULT_KV_MAX_BYTES, value_parser = at_least_one())]
+    pub kv_max_bytes: u64,
+    /// The largest value one key may hold, in bytes. `project.json`: `quotas.kv-value-bytes`.
+    #[arg(long, default_value_t = limits::DEFAULT_KV_MAX_VALUE_BYTES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub kv_max_value_bytes: u32,
+    /// Where handlers' keys and values and the projects' configuration are kept (default: .wasmsock-data under
+    /// --plugins). Not used with --nats: the cluster keeps them on the broker.
+    #[arg(long, env = "WASMSOCK_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// What a write acknowledged to a handler survives: `normal` survives the host being killed (kill -9), `full`
+    /// also a power loss, at the cost of a disk sync per commit.
+    #[arg(long, value_enum, default_value_t = crate::store::Durability::Normal)]
+    pub store_sync: crate::store::Durability,
     /// The memory budget, in MiB: what messages being received, queued outbound frames and handler instances may
     /// hold in all (at least 64). Default: half the machine's memory (the smaller of physical memory and the cgroup's
     /// limit), 2048 when it cannot be read. When it is short, the sockets holding the most stop being read and the
@@ -283,6 +301,9 @@ impl ServeArgs {
                 resident_instances: self.project_resident_instances,
                 clients: self.project_clients as usize,
                 connections: self.project_connections as usize,
+                kv_keys: self.kv_max_keys,
+                kv_bytes: self.kv_max_bytes,
+                kv_value_bytes: self.kv_max_value_bytes,
             },
             memory_budget: match self.memory_budget_mib {
                 Some(mib) => mib << 20,
@@ -345,6 +366,9 @@ impl ServeArgs {
                 host_id,
             };
             app.join_cluster(options).await?;
+        } else {
+            let data = self.data.clone().unwrap_or_else(|| self.plugins.join(crate::store::DEFAULT_DATA_DIR));
+            app.store.open_embedded(data, self.store_sync).context("--data")?;
         }
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await

@@ -570,6 +570,7 @@ impl Runtime {
                 state.call_fuel = self.fuel.and(limits.fuel);
                 state.memory.cap = limits.handler_memory.min(self.memory_cap);
                 state.event = event;
+                state.config = None;
                 state.yielded.store(0, Ordering::Release);
                 state.memory.hit = false;
                 if let Some(fuel) = state.call_fuel {
@@ -652,6 +653,8 @@ impl Runtime {
             stop: None,
             yielded: Arc::new(AtomicU64::new(0)),
             handles: 0,
+            store_handles: 0,
+            config: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);

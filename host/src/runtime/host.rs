@@ -62,7 +62,7 @@ impl State {
 
     /// Awaits `wait` (an answer from the other hosts of the cluster, bounded by its own deadline) without counting the
     /// time against the handler's deadline, as time yielded to other tasks is not counted.
-    fn off_the_clock<T: Send>(
+    pub(super) fn off_the_clock<T: Send>(
         &self,
         wait: impl Future<Output = T> + Send + 'static,
     ) -> impl Future<Output = T> + Send + 'static {

@@ -10,10 +10,11 @@ mod convert;
 mod engine;
 mod guest_log;
 mod host;
+mod host_kv;
 mod instances;
 mod services;
 mod state;
 
 pub use engine::{CallError, Handler, Resident, Runtime};
 pub use instances::Instances;
-pub use services::{Connection, Event, Gathered, HostServices, Lookup, MembersSurvey, Survey};
+pub use services::{Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Survey};

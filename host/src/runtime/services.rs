@@ -1,12 +1,13 @@
-//! What the runtime needs from the host around it, as traits it defines: the connection an event belongs to, and the
-//! services a handler's imports reach (live connections, new outbound clients). The connection layer implements them;
-//! the runtime never imports it.
+//! What the runtime needs from the host around it, as traits it defines: the connection an event belongs to, the
+//! services a handler's imports reach (live connections, new outbound clients), and the project's key-value store and
+//! configuration. The connection layer and the store implement them; the runtime imports neither.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmsock_wire::channel::MembersPage;
+use wasmsock_wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnLimits, EventKind, Frame};
 
 /// A live connection as a handler's imports see it: who it is, its limits, and sending to it and closing it.
@@ -92,4 +93,36 @@ pub trait HostServices: Send + Sync + 'static {
     /// One page of the members of `channel` of `project`, over every live host of the cluster (this host's alone when
     /// it runs alone).
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey;
+    /// The key-value store of every project (each call names the project).
+    fn kv(&self) -> &dyn KvService;
+    /// `project`'s configuration as it is now.
+    fn config(&self, project: &str) -> Arc<ConfigSnapshot>;
+}
+
+/// A store call under way; it borrows nothing, so a handler's import can await it off the handler's clock.
+pub type KvFuture<T> = Pin<Box<dyn Future<Output = Result<T, KvError>> + Send + 'static>>;
+
+/// The key-value store of every project. Every call names the `project` whose keys it touches, always the calling
+/// handler's (the runtime takes it from the handler's name, never from the guest); an implementation keeps each
+/// project's keys apart and enforces its quotas.
+pub trait KvService: Send + Sync + 'static {
+    /// The value of `key` with its revision and expiry; none when absent or expired.
+    fn get(&self, project: &str, key: &str) -> KvFuture<Option<Entry>>;
+    /// Writes `value` at `key` under `options`; the new revision.
+    fn put(&self, project: &str, key: &str, value: Vec<u8>, options: PutOptions) -> KvFuture<u64>;
+    /// Removes `key` (when `revision` is given, only if it is the key's revision); removing an absent key
+    /// unconditionally is not an error.
+    fn delete(&self, project: &str, key: &str, revision: Option<u64>) -> KvFuture<()>;
+    /// Adds `delta` to the decimal number at `key` (0 when absent), giving a key it creates `ttl_seconds`; the sum.
+    fn increment(&self, project: &str, key: &str, delta: i64, ttl_seconds: Option<u32>) -> KvFuture<i64>;
+    /// Up to `limit` keys starting with `prefix`, in byte order, after `after` when given.
+    fn list(&self, project: &str, prefix: &str, after: Option<&str>, limit: u32) -> KvFuture<KeysPage>;
+    /// The values of `keys`, in their order; none for an absent key.
+    fn get_many(&self, project: &str, keys: Vec<String>) -> KvFuture<Vec<Option<Vec<u8>>>>;
+    /// Sets every key to its value.
+    fn set_many(&self, project: &str, entries: Vec<(String, Vec<u8>)>) -> KvFuture<()>;
+    /// Removes every key.
+    fn delete_many(&self, project: &str, keys: Vec<String>) -> KvFuture<()>;
+    /// The project's use of its store against its quotas.
+    fn usage(&self, project: &str) -> KvFuture<Usage>;
 }

@@ -36,6 +36,10 @@ pub struct State {
     /// is or how long another host takes to answer (that wait has its own bound).
     pub(super) yielded: Arc<AtomicU64>,
     pub(super) handles: usize,
+    /// The store handles (buckets, CAS handles) the call holds.
+    pub(super) store_handles: usize,
+    /// The project's configuration as the current event first read it (see `host_kv`).
+    pub(super) config: Option<Arc<wasmsock_wire::kv::ConfigSnapshot>>,
     /// The wall-clock bound of the call (see `DEFAULT_HANDLER_WALL_FACTOR`), and when it runs out.
     pub(super) call_wall: Duration,
     pub(super) wall_deadline: Instant,

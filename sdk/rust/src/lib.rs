@@ -27,6 +27,7 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_handler",
         default_bindings_module: "::wasmsock_sdk::bindings",
+        generate_all,
     });
 }
 
