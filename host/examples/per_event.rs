@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use wasmsock::runtime::{
     Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Runtime, Survey,
 };
-use wasmsock::wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::channel::MembersPage;
+use wasmsock::wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::{
     ClientInfo, ClientOptions, ConnError, ConnLimits, ConnState, Direction, EventKind, Frame, Payload,
 };

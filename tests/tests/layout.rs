@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The rooms of `host/src` from the bottom up; a room may import only rooms at its own rank or below.
-const ROOMS: &[&str] = &["budget", "fair", "runtime", "store", "control", "conn", "channels", "cluster", "app", "http", "cli"];
+const ROOMS: &[&str] =
+    &["budget", "fair", "runtime", "store", "control", "conn", "channels", "cluster", "app", "http", "cli"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -118,12 +118,21 @@ impl store::Host for State {
 }
 
 impl store::HostBucket for State {
-    async fn get(&mut self, _: Resource<BucketRef>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+    async fn get(
+        &mut self,
+        _: Resource<BucketRef>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let entry = self.store_call(|kv, project| kv.get(project, &key)).await;
         Ok(entry.map(|entry| entry.map(|entry| entry.value)).map_err(Into::into))
     }
 
-    async fn set(&mut self, _: Resource<BucketRef>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), store::Error>> {
+    async fn set(
+        &mut self,
+        _: Resource<BucketRef>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
         let put = self.store_call(|kv, project| kv.put(project, &key, value, PutOptions::default())).await;
         Ok(put.map(|_| ()).map_err(Into::into))
     }
@@ -162,7 +171,11 @@ impl atomics::Host for State {
         Ok(self.store_call(|kv, project| kv.increment(project, &key, delta, None)).await.map_err(Into::into))
     }
 
-    async fn swap(&mut self, cas: Resource<atomics::Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<atomics::Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let CasRef { key, read } = self.table.delete(cas)?;
         self.store_handles = self.store_handles.saturating_sub(1);
         // Written only if the key's revision is still the one read (or it is still absent): no A-B-A.
@@ -183,7 +196,11 @@ impl atomics::Host for State {
 }
 
 impl atomics::HostCas for State {
-    async fn new(&mut self, _: Resource<BucketRef>, key: String) -> wasmtime::Result<Result<Resource<CasRef>, store::Error>> {
+    async fn new(
+        &mut self,
+        _: Resource<BucketRef>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<CasRef>, store::Error>> {
         match self.store_call(|kv, project| kv.get(project, &key)).await {
             Ok(read) => Ok(Ok(self.push_store_handle(CasRef { key, read })?)),
             Err(err) => Ok(Err(err.into())),
@@ -218,7 +235,11 @@ impl batch::Host for State {
         Ok(self.store_call(|kv, project| kv.set_many(project, key_values)).await.map_err(Into::into))
     }
 
-    async fn delete_many(&mut self, _: Resource<BucketRef>, keys: Vec<String>) -> wasmtime::Result<Result<(), store::Error>> {
+    async fn delete_many(
+        &mut self,
+        _: Resource<BucketRef>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
         Ok(self.store_call(|kv, project| kv.delete_many(project, keys)).await.map_err(Into::into))
     }
 }
@@ -229,7 +250,12 @@ impl wit::Host for State {
         Ok(entry.map(|entry| entry.map(Into::into)).map_err(Into::into))
     }
 
-    async fn put(&mut self, key: String, value: Vec<u8>, options: wit::PutOptions) -> wasmtime::Result<Result<u64, wit::Error>> {
+    async fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        options: wit::PutOptions,
+    ) -> wasmtime::Result<Result<u64, wit::Error>> {
         let options = PutOptions::from(options);
         Ok(self.store_call(|kv, project| kv.put(project, &key, value, options)).await.map_err(Into::into))
     }
@@ -290,7 +316,9 @@ mod tests {
     #[test]
     fn store_errors_keep_their_kind_in_both_interfaces() {
         assert!(matches!(wit::Error::from(KvError::Conflict(Some(7))), wit::Error::Conflict(Some(7))));
-        assert!(matches!(wit::Error::from(KvError::Limit("keys (1)".into())), wit::Error::Limit(text) if text == "keys (1)"));
+        assert!(
+            matches!(wit::Error::from(KvError::Limit("keys (1)".into())), wit::Error::Limit(text) if text == "keys (1)")
+        );
         match store::Error::from(KvError::Limit("keys (1)".into())) {
             store::Error::Other(text) => assert_eq!(text, "limit: keys (1)"),
             other => panic!("{other:?}"),

@@ -32,8 +32,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Removes `key`, only at `revision` when given (else `conflict`); an absent key removed unconditionally is fine.
     fn delete(&self, project: &str, key: &str, revision: Option<u64>) -> KvFuture<()>;
     /// Adds `delta` to the decimal number at `key` (0 when absent) atomically; a key it creates gets `ttl_seconds`.
-    fn increment(&self, project: &str, key: &str, delta: i64, ttl_seconds: Option<u32>, quotas: KvQuotas)
-    -> KvFuture<i64>;
+    fn increment(
+        &self,
+        project: &str,
+        key: &str,
+        delta: i64,
+        ttl_seconds: Option<u32>,
+        quotas: KvQuotas,
+    ) -> KvFuture<i64>;
     /// Up to `limit` live keys starting with `prefix`, in byte order, after `after` when given.
     fn list(&self, project: &str, prefix: &str, after: Option<&str>, limit: usize) -> KvFuture<KeysPage>;
     /// Sets every key (all or none where the backend can; in order otherwise).
@@ -395,7 +401,10 @@ mod tests {
         assert!(store.list("p", "", None, 10).await.unwrap().keys.is_empty());
         // An expired counter starts again.
         assert_eq!(store.increment("p", "window", 1, Some(1)).await.unwrap(), 1);
-        assert!(matches!(store.put("p", "k", vec![], PutOptions { ttl_seconds: Some(0), ..options }).await, Err(KvError::Invalid(_))));
+        assert!(matches!(
+            store.put("p", "k", vec![], PutOptions { ttl_seconds: Some(0), ..options }).await,
+            Err(KvError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

@@ -136,9 +136,14 @@ impl Sqlite {
         let revision: i64 = conn
             .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |row| row.get(0))
             .with_context(|| format!("reading the last revision of {}", path.display()))?;
-        let configs = Arc::new(RwLock::new(load_configs(&conn).with_context(|| format!("reading {}", path.display()))?));
+        let configs =
+            Arc::new(RwLock::new(load_configs(&conn).with_context(|| format!("reading {}", path.display()))?));
         let (writes, queue) = std::sync::mpsc::sync_channel(DEFAULT_WRITE_QUEUE);
-        let writer = Writer { revision: u64::try_from(revision).unwrap_or(0), configs: configs.clone(), config_changes: Vec::new() };
+        let writer = Writer {
+            revision: u64::try_from(revision).unwrap_or(0),
+            configs: configs.clone(),
+            config_changes: Vec::new(),
+        };
         std::thread::Builder::new()
             .name("wasmsock-store".to_owned())
             .spawn(move || write_loop(conn, queue, writer))
@@ -325,9 +330,8 @@ fn sweep(conn: &mut Connection, writer: &Writer) {
                 "SELECT project, key, length(CAST(key AS BLOB)) + length(value) FROM kv
                  WHERE expires IS NOT NULL AND expires <= ?1 LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now_ms(), SWEEP_BATCH as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
+            let rows = stmt
+                .query_map(params![now_ms(), SWEEP_BATCH as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         for (project, key, size) in &expired {
