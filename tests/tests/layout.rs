@@ -1,5 +1,5 @@
 //! The host's layout, checked from its source: no import cycle between any two files of `host/src`, imports between
-//! rooms point down only (`cli` > `http` > `app` > `cluster` > `channels` > `conn` > `control` > `runtime` > `fair` > the
+//! rooms point down only (`cli` > `http` > `app` > `cluster` > `channels` > `conn` > `control` > `store` > `runtime` > `fair` > the
 //! `wire` crate), nothing outside `runtime/` names wasmtime, and the pure `wire` crate depends on neither tokio nor
 //! wasmtime.
 //!

@@ -188,3 +188,74 @@ async fn configuration_and_secrets_reach_the_projects_handler() {
     assert!(host.app.store.unset_config("app", "greeting").await.unwrap());
     assert_eq!(command(&mut ws, "config greeting").await, "none");
 }
+
+/// Runs `wasmsock ARGS --host http://ADMIN` with `stdin` as its input; (success, stdout, stderr).
+fn cli(admin: &str, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(binary())
+        .args(args)
+        .args(["--host", &format!("http://{admin}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_operator_sets_configuration_and_repairs_keys_without_a_secret_ever_shown() {
+    const SECRET: &str = "topsecret-4711";
+    let plugins = plugins();
+    let data = tempfile::tempdir().unwrap();
+    let host = BinaryHost::start(&plugins, &["--data", data.path().to_str().unwrap()]).await;
+    let admin = host.admin.clone();
+    let run = |args: &'static [&'static str], stdin: &'static str| {
+        let admin = admin.clone();
+        async move { tokio::task::spawn_blocking(move || cli(&admin, args, stdin)).await.unwrap() }
+    };
+
+    let (ok, out, err) = run(&["config", "set", "app", "SIGNING_KEY", "-", "--secret"], "topsecret-4711\n").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("set secret SIGNING_KEY") && !out.contains(SECRET), "{out}");
+    assert!(run(&["config", "set", "app", "room", "lobby"], "").await.0);
+    let (ok, out, err) = run(&["config", "list", "app"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.contains("SIGNING_KEY  (secret)") && out.contains("room         lobby"), "{out}");
+    let (_, json, _) = run(&["config", "list", "app", "--json"], "").await;
+    assert!(json.contains("\"secret\":true") && !json.contains(SECRET), "{json}");
+    let (ok, _, err) = run(&["config", "set", "app", "bad name", "x"], "").await;
+    assert!(!ok && err.contains("configuration name"), "{err}");
+
+    // The project's handler reads both.
+    let mut ws = connect(&host.url("kv")).await;
+    assert_eq!(command(&mut ws, "config SIGNING_KEY").await, SECRET);
+    assert_eq!(command(&mut ws, "config room").await, "lobby");
+
+    // Keys: written by the handler, read, listed, fixed and deleted by the operator.
+    assert_eq!(command(&mut ws, "set room:1 first").await, "ok");
+    assert_eq!(command(&mut ws, "set room:2 second").await, "ok");
+    let (ok, out, err) = run(&["kv", "list", "app", "--prefix", "room:"], "").await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("room:1\nroom:2\n(2 keys of 10000"), "{out}");
+    assert_eq!(run(&["kv", "get", "app", "room:1"], "").await.1, "first\n");
+    assert!(run(&["kv", "set", "app", "room:1", "fixed"], "").await.0);
+    assert_eq!(command(&mut ws, "get room:1").await, "fixed");
+    assert!(run(&["kv", "delete", "app", "room:2"], "").await.0);
+    assert_eq!(command(&mut ws, "get room:2").await, "none");
+    let (ok, _, err) = run(&["kv", "get", "app", "room:2"], "").await;
+    assert!(!ok && err.contains("404") && err.contains("no key"), "{err}");
+    assert!(run(&["config", "unset", "app", "room"], "").await.1.contains("removed room"));
+    assert_eq!(command(&mut ws, "config room").await, "none");
+
+    // The secret's value is in no line of the host's log.
+    let log = host.log().join("\n");
+    assert!(log.contains("configuration set through the admin API"), "{log}");
+    assert!(!log.contains(SECRET), "the secret leaked into the log:\n{log}");
+}

@@ -38,7 +38,7 @@ wasmtime::component::bindgen!({
     },
     with: {
         "wasmsock:websockets/websockets.websocket-client": crate::runtime::state::ClientRef,
-        "wasi:keyvalue/store.bucket": crate::runtime::host_kv::BucketRef,
-        "wasi:keyvalue/atomics.cas": crate::runtime::host_kv::CasRef,
+        "wasi:keyvalue/store.bucket": crate::runtime::state::BucketRef,
+        "wasi:keyvalue/atomics.cas": crate::runtime::state::CasRef,
     },
 });

@@ -15,24 +15,13 @@ use super::bindings::wasi::config::store as config;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::bindings::wasmsock::websockets::kv as wit;
 use super::services::{KvFuture, KvService};
-use super::state::State;
+use super::state::{BucketRef, CasRef, State};
 
 /// The only store name a handler opens: its project's store.
 const DEFAULT_STORE: &str = "default";
 
 /// How many store handles (buckets and CAS handles) one handler call may hold at once; past this the call traps.
 const MAX_STORE_HANDLES: usize = 1_000;
-
-/// The host side of a guest's `bucket`: its project's store (the project is the handler's, so nothing is kept here).
-#[derive(Debug)]
-pub struct BucketRef;
-
-/// The host side of a guest's `cas`: a key and what it held (with its revision) when the handle was made.
-#[derive(Debug)]
-pub struct CasRef {
-    key: String,
-    read: Option<Entry>,
-}
 
 impl State {
     /// Starts `call` on the store for the handler's project; the future borrows nothing and waits off the clock.

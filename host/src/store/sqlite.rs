@@ -18,7 +18,7 @@ use wasmsock_wire::kv::{
 };
 use wasmsock_wire::limits::DEFAULT_CONFIG_MAX_KEYS;
 
-use super::Backend;
+use super::backend::Backend;
 use crate::runtime::KvFuture;
 
 /// The file the embedded store keeps everything in, under the data directory.
