@@ -162,6 +162,9 @@ async fn each_quota_reaches_the_guest_as_a_limit_naming_it() {
     let refused = command(&mut ws, "add d x").await;
     assert!(refused.starts_with("error limit: keys (3)"), "{refused}");
     assert_eq!(command(&mut ws, "usage").await, "keys 3/3 bytes 208/1000");
+    let metrics = host.app.metrics.encode().unwrap();
+    assert!(metrics.contains(r#"wasmsock_kv_calls_total{project="app",op="put",outcome="limit"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"wasmsock_kv_calls_total{project="app",op="put",outcome="ok"} 4"#), "{metrics}");
 
     // The project with its own quota in project.json gets five keys.
     let mut big = host.connect("big-kv").await;

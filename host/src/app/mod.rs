@@ -101,6 +101,7 @@ impl App {
             root.join(DEFAULT_DATA_DIR),
             Arc::new(move |project: &str| wasmsock_wire::kv::KvQuotas::from(&scheduler.quotas(project))),
         );
+        store.observe(metrics.clone());
         let app = Arc::new_cyclic(|me| App {
             runtime,
             registry,

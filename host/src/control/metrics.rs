@@ -154,6 +154,7 @@ pub struct Metrics {
     project_wait: HistogramFamily<ProjectLabels>,
     quota_refusals: Family<QuotaLabels, Counter>,
     pauses: Family<PauseLabels, Counter>,
+    kv_calls: Family<KvLabels, Counter>,
 }
 
 /// What a handler on this host did to a connection on another host (`send`, `close`).
@@ -167,6 +168,14 @@ struct RoutedLabels {
 struct QuotaLabels {
     project: String,
     quota: &'static str,
+}
+
+/// A call on a project's store and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KvLabels {
+    project: String,
+    op: &'static str,
+    outcome: &'static str,
 }
 
 /// A project and one of its handlers.
@@ -229,6 +238,7 @@ impl Metrics {
             project_seconds: Family::default(),
             project_wait: Family::new_with_constructor(wait_histogram),
             quota_refusals: Family::default(),
+            kv_calls: Family::default(),
             pauses: Family::default(),
         };
         registry.register(
@@ -329,6 +339,12 @@ impl Metrics {
             "project_slot_wait_seconds",
             "How long a handler call waited for its first execution slot (the fair share's queueing), by project",
             metrics.project_wait.clone(),
+        );
+        registry.register(
+            "kv_calls",
+            "Calls on projects' key-value stores by handlers and the admin API, by project, operation and outcome (ok, \
+             invalid, limit, conflict, unavailable)",
+            metrics.kv_calls.clone(),
         );
         registry.register(
             "quota_refusals",
@@ -610,6 +626,12 @@ impl Observer for Metrics {
 
     fn paused(&self, project: &str, handler: &str) {
         self.pauses.get_or_create(&PauseLabels { project: project.to_owned(), handler: handler.to_owned() }).inc();
+    }
+}
+
+impl crate::store::StoreObserver for Metrics {
+    fn called(&self, project: &str, op: &'static str, outcome: &'static str) {
+        self.kv_calls.get_or_create(&KvLabels { project: project.to_owned(), op, outcome }).inc();
     }
 }
 

@@ -29,6 +29,24 @@ pub struct Store {
     /// Where the embedded store opens when nothing chose a backend before the first call.
     default_dir: PathBuf,
     quotas: Arc<dyn Fn(&str) -> KvQuotas + Send + Sync>,
+    observer: OnceLock<Arc<dyn StoreObserver>>,
+}
+
+/// Told of every store call a handler or the operator makes (the metrics implement it).
+pub trait StoreObserver: Send + Sync + 'static {
+    /// A call `op` on `project`'s store ended with `outcome` (`ok`, `invalid`, `limit`, `conflict`, `unavailable`).
+    fn called(&self, project: &str, op: &'static str, outcome: &'static str);
+}
+
+/// The outcome of a store call, as the metrics name it.
+fn outcome<T>(result: &Result<T, KvError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(KvError::Invalid(_)) => "invalid",
+        Err(KvError::Limit(_)) => "limit",
+        Err(KvError::Conflict(_)) => "conflict",
+        Err(KvError::Unavailable(_)) => "unavailable",
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -41,7 +59,7 @@ impl Store {
     /// A store whose quotas per project come from `quotas`; until a backend is chosen ([`Store::open_embedded`],
     /// [`Store::use_backend`]) the first call opens the embedded store in `default_dir`.
     pub fn new(default_dir: PathBuf, quotas: Arc<dyn Fn(&str) -> KvQuotas + Send + Sync>) -> Self {
-        Self { backend: OnceLock::new(), default_dir, quotas }
+        Self { backend: OnceLock::new(), default_dir, quotas, observer: OnceLock::new() }
     }
 
     /// Opens the embedded store in `dir` with `durability` and uses it (at start, before any handler runs).
@@ -82,6 +100,22 @@ impl Store {
         (self.quotas)(project)
     }
 
+    /// Tells `observer` of every call from now on (once; a second observer is ignored).
+    pub fn observe(&self, observer: Arc<dyn StoreObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// `call`, counted by the observer when it ends.
+    fn observed<T: Send + 'static>(&self, project: &str, op: &'static str, call: KvFuture<T>) -> KvFuture<T> {
+        let Some(observer) = self.observer.get().cloned() else { return call };
+        let project = project.to_owned();
+        Box::pin(async move {
+            let result = call.await;
+            observer.called(&project, op, outcome(&result));
+            result
+        })
+    }
+
     /// Sets `project`'s configuration value `key` (checked first).
     pub async fn set_config(&self, project: &str, key: &str, value: ConfigValue) -> anyhow::Result<()> {
         kv::check_config_key(key)?;
@@ -113,67 +147,92 @@ macro_rules! checked {
 
 impl KvService for Store {
     fn get(&self, project: &str, key: &str) -> KvFuture<Option<Entry>> {
-        checked!(self, check_key(key), |backend| backend.get(project, key))
+        let call = { checked!(self, check_key(key), |backend| backend.get(project, key)) };
+        self.observed(project, "get", call)
     }
 
     fn put(&self, project: &str, key: &str, value: Vec<u8>, options: PutOptions) -> KvFuture<u64> {
-        let check = check_key(key).and_then(|()| check_ttl(options.ttl_seconds));
-        let quotas = self.quotas(project);
-        checked!(self, check, |backend| backend.put(project, key, value, options, quotas))
+        let call = {
+            let check = check_key(key).and_then(|()| check_ttl(options.ttl_seconds));
+            let quotas = self.quotas(project);
+            checked!(self, check, |backend| backend.put(project, key, value, options, quotas))
+        };
+        self.observed(project, "put", call)
     }
 
     fn delete(&self, project: &str, key: &str, revision: Option<u64>) -> KvFuture<()> {
-        checked!(self, check_key(key), |backend| backend.delete(project, key, revision))
+        let call = { checked!(self, check_key(key), |backend| backend.delete(project, key, revision)) };
+        self.observed(project, "delete", call)
     }
 
     fn increment(&self, project: &str, key: &str, delta: i64, ttl_seconds: Option<u32>) -> KvFuture<i64> {
-        let check = check_key(key).and_then(|()| check_ttl(ttl_seconds));
-        let quotas = self.quotas(project);
-        checked!(self, check, |backend| backend.increment(project, key, delta, ttl_seconds, quotas))
+        let call = {
+            let check = check_key(key).and_then(|()| check_ttl(ttl_seconds));
+            let quotas = self.quotas(project);
+            checked!(self, check, |backend| backend.increment(project, key, delta, ttl_seconds, quotas))
+        };
+        self.observed(project, "increment", call)
     }
 
     fn list(&self, project: &str, prefix: &str, after: Option<&str>, limit: u32) -> KvFuture<KeysPage> {
-        let check = check_prefix(prefix).and_then(|()| after.map_or(Ok(()), check_key)).and_then(|()| page_size(limit));
-        match check {
-            Ok(limit) => checked!(self, Ok(()), |backend| backend.list(project, prefix, after, limit)),
-            Err(err) => failed(err),
-        }
+        let call = {
+            let check =
+                check_prefix(prefix).and_then(|()| after.map_or(Ok(()), check_key)).and_then(|()| page_size(limit));
+            match check {
+                Ok(limit) => checked!(self, Ok(()), |backend| backend.list(project, prefix, after, limit)),
+                Err(err) => failed(err),
+            }
+        };
+        self.observed(project, "list", call)
     }
 
     fn get_many(&self, project: &str, keys: Vec<String>) -> KvFuture<Vec<Option<Vec<u8>>>> {
-        let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
-        checked!(self, check, |backend| {
-            let (backend, project) = (backend.clone(), project.to_owned());
-            Box::pin(async move {
-                let mut values = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    values.push(backend.get(&project, key).await?.map(|entry| entry.value));
-                }
-                Ok(values)
+        let call = {
+            let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
+            checked!(self, check, |backend| {
+                let (backend, project) = (backend.clone(), project.to_owned());
+                Box::pin(async move {
+                    let mut values = Vec::with_capacity(keys.len());
+                    for key in &keys {
+                        values.push(backend.get(&project, key).await?.map(|entry| entry.value));
+                    }
+                    Ok(values)
+                })
             })
-        })
+        };
+        self.observed(project, "get-many", call)
     }
 
     fn set_many(&self, project: &str, entries: Vec<(String, Vec<u8>)>) -> KvFuture<()> {
-        let check = check_batch(entries.len()).and_then(|()| entries.iter().try_for_each(|(key, _)| check_key(key)));
-        let quotas = self.quotas(project);
-        checked!(self, check, |backend| backend.set_many(project, entries, quotas))
+        let call = {
+            let check =
+                check_batch(entries.len()).and_then(|()| entries.iter().try_for_each(|(key, _)| check_key(key)));
+            let quotas = self.quotas(project);
+            checked!(self, check, |backend| backend.set_many(project, entries, quotas))
+        };
+        self.observed(project, "set-many", call)
     }
 
     fn delete_many(&self, project: &str, keys: Vec<String>) -> KvFuture<()> {
-        let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
-        checked!(self, check, |backend| backend.delete_many(project, keys))
+        let call = {
+            let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
+            checked!(self, check, |backend| backend.delete_many(project, keys))
+        };
+        self.observed(project, "delete-many", call)
     }
 
     fn usage(&self, project: &str) -> KvFuture<Usage> {
-        let quotas = self.quotas(project);
-        checked!(self, Ok::<(), KvError>(()), |backend| {
-            let usage = backend.usage(project);
-            Box::pin(async move {
-                let (keys, bytes) = usage.await?;
-                Ok(quotas.usage(keys, bytes))
+        let call = {
+            let quotas = self.quotas(project);
+            checked!(self, Ok::<(), KvError>(()), |backend| {
+                let usage = backend.usage(project);
+                Box::pin(async move {
+                    let (keys, bytes) = usage.await?;
+                    Ok(quotas.usage(keys, bytes))
+                })
             })
-        })
+        };
+        self.observed(project, "usage", call)
     }
 }
 
