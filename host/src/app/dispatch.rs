@@ -133,6 +133,14 @@ impl ConnHost for App {
         Box::pin(App::dispatch(self, conn, kind))
     }
 
+    fn may_connect(&self, project: &str, uri: &str) -> Result<(), ConnError> {
+        self.registry
+            .grants(project)
+            .authorize(uri)
+            .map(|_| ())
+            .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))
+    }
+
     fn ended(&self, conn: &Arc<Conn>) {
         self.channels.leave_all(conn, &self.metrics);
     }
@@ -203,7 +211,7 @@ impl HostServices for App {
             .grants(project)
             .authorize(uri)
             .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))?;
-        let conn = self.create_client(uri, handler, options)?;
+        let conn = self.create_client(uri, handler, ClientOptions { grants: true, ..options })?;
         Ok(conn)
     }
 

@@ -229,13 +229,15 @@ async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) 
         max: Duration::from_millis(new.reconnect_max_ms.unwrap_or(30_000).max(initial)),
         max_attempts: None,
     });
-    let conn = app.create_client(&new.uri, &new.handler, ClientOptions { reconnect }).map_err(|err| {
-        let status = match err {
-            ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ConnError::Closed | ConnError::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, err.to_string())
-    })?;
+    let conn = app
+        .create_client(&new.uri, &new.handler, ClientOptions { reconnect, ..ClientOptions::default() })
+        .map_err(|err| {
+            let status = match err {
+                ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ConnError::Closed | ConnError::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, err.to_string())
+        })?;
     Ok(Json(json!({ "client": conn.info() })))
 }
 

@@ -90,6 +90,7 @@ impl From<wit::ClientOptions> for ClientOptions {
                 max: Duration::from_millis(policy.max_delay_ms.max(policy.initial_delay_ms).into()),
                 max_attempts: policy.max_attempts,
             }),
+            ..ClientOptions::default()
         }
     }
 }
