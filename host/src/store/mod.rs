@@ -4,6 +4,7 @@
 //! given, each project apart.
 
 mod backend;
+pub mod nats;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use wasmsock_wire::kv::{
 use crate::runtime::{KvFuture, KvService};
 
 pub use backend::Backend;
+pub use nats::Nats;
 pub use sqlite::{Durability, Sqlite};
 
 /// Where `wasmsock serve` keeps its data unless `--data` says otherwise: this folder under the plugins root (a dot
