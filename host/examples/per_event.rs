@@ -105,6 +105,12 @@ impl HostServices for Nothing {
             Ok(Gathered { answer: MembersPage { members: Vec::new(), next: None }, missing_hosts: Vec::new() })
         })
     }
+    fn set_timer(&self, _: &str, _: &dyn Connection, _: std::time::Duration, _: Vec<u8>) -> Result<u64, ConnError> {
+        Err(ConnError::Invalid("no timers in this example".to_owned()))
+    }
+    fn cancel_timer(&self, _: &str, _: &dyn Connection, _: u64) -> bool {
+        false
+    }
     fn kv(&self) -> &dyn KvService {
         self
     }

@@ -12,6 +12,8 @@ pub enum Method {
     OnError,
     /// The connection ended.
     OnClose,
+    /// A timer armed on the connection fired (WIT `timers.get-event`; `get-method` answers `onmessage` for it).
+    OnTimer,
 }
 
 impl Method {
@@ -22,6 +24,7 @@ impl Method {
             Method::OnMessage => "onmessage",
             Method::OnError => "onerror",
             Method::OnClose => "onclose",
+            Method::OnTimer => "ontimer",
         }
     }
 }
@@ -46,6 +49,13 @@ pub enum EventKind {
     Error(String),
     /// The connection ended.
     Close,
+    /// A timer armed on the connection fired.
+    Timer {
+        /// The id `set-timer` returned.
+        id: u64,
+        /// What the handler gave it.
+        payload: crate::frame::Bytes,
+    },
 }
 
 impl EventKind {
@@ -56,6 +66,7 @@ impl EventKind {
             EventKind::Message(_) => Method::OnMessage,
             EventKind::Error(_) => Method::OnError,
             EventKind::Close => Method::OnClose,
+            EventKind::Timer { .. } => Method::OnTimer,
         }
     }
 }

@@ -176,6 +176,21 @@ pub const DEFAULT_PROJECT_CLIENTS: usize = 2_500;
 /// [`DEFAULT_MAX_CONNECTIONS`]. Past it a handshake gets HTTP 503 naming the quota.
 pub const DEFAULT_PROJECT_CONNECTIONS: usize = 2_500;
 
+/// How many timers one connection may have armed at once: enough for a tick, a timeout or two and an "away" timer;
+/// past it `set-timer` is a `limit` error naming it.
+pub const DEFAULT_MAX_TIMERS_PER_CONNECTION: usize = 16;
+
+/// How many timers one project may have armed at once over all its connections (`serve --project-timers`, or
+/// `quotas.timers` in `project.json`): a tick on every one of [`DEFAULT_PROJECT_CONNECTIONS`] sessions and room to
+/// spare. Past it `set-timer` is a `limit` error naming the quota.
+pub const DEFAULT_PROJECT_TIMERS: usize = 10_000;
+
+/// The largest payload a timer carries, in bytes.
+pub const DEFAULT_MAX_TIMER_PAYLOAD: usize = 4 << 10;
+
+/// The longest delay of a timer: a day, in milliseconds (a connection idle that long is closed anyway).
+pub const DEFAULT_MAX_TIMER_DELAY_MS: u32 = 86_400_000;
+
 /// How many keys one project's store may hold (`serve --kv-max-keys`, or `quotas.kv-keys` in `project.json`). Listing
 /// keys on the cluster's broker reads every key of the project's bucket (12,002 keys in 50 ms through async-nats), so
 /// this bounds a page there to about 40 ms. Past it a write of a new key is a `limit` error naming `keys`.
@@ -217,6 +232,8 @@ pub struct ProjectQuotas {
     pub clients: usize,
     /// See [`DEFAULT_PROJECT_CONNECTIONS`].
     pub connections: usize,
+    /// See [`DEFAULT_PROJECT_TIMERS`].
+    pub timers: usize,
     /// See [`DEFAULT_KV_MAX_KEYS`].
     pub kv_keys: u64,
     /// See [`DEFAULT_KV_MAX_BYTES`].
@@ -232,6 +249,7 @@ impl Default for ProjectQuotas {
             resident_instances: DEFAULT_PROJECT_RESIDENT_INSTANCES,
             clients: DEFAULT_PROJECT_CLIENTS,
             connections: DEFAULT_PROJECT_CONNECTIONS,
+            timers: DEFAULT_PROJECT_TIMERS,
             kv_keys: DEFAULT_KV_MAX_KEYS,
             kv_bytes: DEFAULT_KV_MAX_BYTES,
             kv_value_bytes: DEFAULT_KV_MAX_VALUE_BYTES,
@@ -255,6 +273,9 @@ pub struct QuotaOverrides {
     /// Inbound sessions at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<usize>,
+    /// Timers armed at once over the project's connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timers: Option<usize>,
     /// Keys in the project's store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_keys: Option<u64>,
@@ -274,6 +295,7 @@ impl QuotaOverrides {
             ("resident-instances", self.resident_instances.map(u64::from)),
             ("clients", self.clients.map(|v| v as u64)),
             ("connections", self.connections.map(|v| v as u64)),
+            ("timers", self.timers.map(|v| v as u64)),
             ("kv-keys", self.kv_keys),
             ("kv-bytes", self.kv_bytes),
             ("kv-value-bytes", self.kv_value_bytes.map(u64::from)),
@@ -293,6 +315,7 @@ impl QuotaOverrides {
             resident_instances: self.resident_instances.unwrap_or(host.resident_instances),
             clients: self.clients.unwrap_or(host.clients),
             connections: self.connections.unwrap_or(host.connections),
+            timers: self.timers.unwrap_or(host.timers),
             kv_keys: self.kv_keys.unwrap_or(host.kv_keys),
             kv_bytes: self.kv_bytes.unwrap_or(host.kv_bytes),
             kv_value_bytes: self.kv_value_bytes.unwrap_or(host.kv_value_bytes),

@@ -93,6 +93,17 @@ pub trait HostServices: Send + Sync + 'static {
     /// One page of the members of `channel` of `project`, over every live host of the cluster (this host's alone when
     /// it runs alone).
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey;
+    /// Arms a timer on `conn` (a connection of `project`): an `ontimer` event with `payload` after `delay`, counted
+    /// against the project's quota of timers; its id.
+    fn set_timer(
+        &self,
+        project: &str,
+        conn: &dyn Connection,
+        delay: std::time::Duration,
+        payload: Vec<u8>,
+    ) -> Result<u64, ConnError>;
+    /// Cancels the timer `id` of `conn`; whether it was armed.
+    fn cancel_timer(&self, project: &str, conn: &dyn Connection, id: u64) -> bool;
     /// The key-value store of every project (each call names the project).
     fn kv(&self) -> &dyn KvService;
     /// `project`'s configuration as it is now.
