@@ -15,7 +15,7 @@ use wasmsock::runtime::{
     Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Runtime, Survey,
 };
 use wasmsock::wire::channel::MembersPage;
-use wasmsock::wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
+use wasmsock::wire::kv::{Alarm, ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::{
     ClientInfo, ClientOptions, ConnError, ConnLimits, ConnState, Direction, EventKind, Frame, Payload,
 };
@@ -150,6 +150,15 @@ impl KvService for Nothing {
         no_store()
     }
     fn usage(&self, _: &str) -> KvFuture<Usage> {
+        no_store()
+    }
+    fn set_alarm(&self, _: &str, _: Alarm) -> KvFuture<()> {
+        no_store()
+    }
+    fn cancel_alarm(&self, _: &str, _: &str) -> KvFuture<bool> {
+        no_store()
+    }
+    fn list_alarms(&self, _: &str) -> KvFuture<Vec<Alarm>> {
         no_store()
     }
 }

@@ -134,3 +134,74 @@ async fn bad_timers_and_quotas_are_refused_clearly() {
     assert_eq!(command(&mut other, "arm 60000 again").await, "armed 5");
     host.stop().await;
 }
+
+/// The `onalarm` events `handler` has run.
+fn alarm_events(host: &TestHost, handler: &str) -> f64 {
+    let scrape = Scrape::parse(&host.app.metrics.encode().unwrap());
+    scrape.get(&format!(r#"wasmsock_events_total{{handler="{handler}",method="onalarm"}}"#))
+}
+
+#[tokio::test]
+async fn an_alarm_fires_once_with_no_connection_and_is_listed_replaced_and_cancelled() {
+    let host = TestHost::start(plugins()).await;
+    let _alarms = host.app.watch_alarms();
+    let mut listener = host.connect("probe").await;
+    assert_eq!(command(&mut listener, "listen").await, "listening");
+    let mut ws = host.connect("probe").await;
+    assert_eq!(command(&mut ws, "alarm tick 100 first").await, "ok");
+    assert_eq!(command(&mut ws, "alarm gone 100 x").await, "ok");
+    // Setting a name again replaces its alarm.
+    assert_eq!(command(&mut ws, "alarm tick 150 second").await, "ok");
+    assert_eq!(command(&mut ws, "alarms").await, "gone@app/probe,tick@app/probe");
+    assert_eq!(command(&mut ws, "cancel-alarm gone").await, "true");
+    assert_eq!(command(&mut ws, "cancel-alarm gone").await, "false");
+    let fired = text(&mut listener).await;
+    assert_eq!(fired, r#"alarm tick second send=Error::Invalid("an onalarm event has no current connection")"#);
+    let quiet = tokio::time::timeout(Duration::from_millis(400), next(&mut listener)).await;
+    assert!(quiet.is_err(), "another alarm event: {quiet:?}");
+    assert_eq!(command(&mut ws, "alarms").await, "");
+    assert_eq!(alarm_events(&host, "app/probe"), 1.0);
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn bad_alarms_and_the_alarm_quota_are_refused_clearly() {
+    let plugins = plugins()
+        .handler("small/probe", "timer-probe")
+        .endpoint("small-probe", "small/probe")
+        .file("small/project.json", r#"{"quotas": {"alarms": 2}}"#);
+    let host = TestHost::start(plugins).await;
+    assert!(host.load_errors.is_empty(), "{:?}", host.load_errors);
+    let mut ws = host.connect("small-probe").await;
+    let refused = command(&mut ws, "alarm a 0 x").await;
+    assert!(refused.starts_with("error Error::Invalid") && refused.contains("delay"), "{refused}");
+    assert_eq!(command(&mut ws, "alarm a 60000 x").await, "ok");
+    assert_eq!(command(&mut ws, "alarm b 60000 x").await, "ok");
+    let refused = command(&mut ws, "alarm c 60000 x").await;
+    assert!(refused.starts_with("error Error::Limit") && refused.contains("alarms (2)"), "{refused}");
+    // Replacing one is not one more.
+    assert_eq!(command(&mut ws, "alarm b 30000 y").await, "ok");
+    // Another project's alarms are its own.
+    let mut other = host.connect("probe").await;
+    assert_eq!(command(&mut other, "alarms").await, "");
+    assert_eq!(command(&mut other, "cancel-alarm a").await, "false");
+    assert_eq!(command(&mut ws, "alarms").await, "b@small/probe,a@small/probe");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn an_alarm_outlives_the_host_that_set_it() {
+    let plugins = plugins();
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap().to_owned();
+    let mut host = BinaryHost::start(&plugins, &["--data", &data_arg]).await;
+    let mut ws = connect(&host.url("probe")).await;
+    assert_eq!(command(&mut ws, "alarm later 1500 kept").await, "ok");
+    host.child.kill().await.unwrap();
+    // Started again: the alarm fires on the new host (at once if it fell due while none ran).
+    let host = BinaryHost::start(&plugins, &["--data", &data_arg]).await;
+    let mut listener = connect(&host.url("probe")).await;
+    assert_eq!(command(&mut listener, "listen").await, "listening");
+    let fired = tokio::time::timeout(Duration::from_secs(10), text(&mut listener)).await.expect("the alarm fired");
+    assert!(fired.starts_with("alarm later kept"), "{fired}");
+}

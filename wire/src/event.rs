@@ -14,6 +14,8 @@ pub enum Method {
     OnClose,
     /// A timer armed on the connection fired (WIT `timers.get-event`; `get-method` answers `onmessage` for it).
     OnTimer,
+    /// An alarm of the project fired; no connection is current (`get-method` answers `onmessage` for it).
+    OnAlarm,
 }
 
 impl Method {
@@ -25,6 +27,7 @@ impl Method {
             Method::OnError => "onerror",
             Method::OnClose => "onclose",
             Method::OnTimer => "ontimer",
+            Method::OnAlarm => "onalarm",
         }
     }
 }
@@ -56,6 +59,13 @@ pub enum EventKind {
         /// What the handler gave it.
         payload: crate::frame::Bytes,
     },
+    /// An alarm of the project fired.
+    Alarm {
+        /// Its name.
+        name: String,
+        /// What the handler gave it.
+        payload: crate::frame::Bytes,
+    },
 }
 
 impl EventKind {
@@ -67,6 +77,7 @@ impl EventKind {
             EventKind::Error(_) => Method::OnError,
             EventKind::Close => Method::OnClose,
             EventKind::Timer { .. } => Method::OnTimer,
+            EventKind::Alarm { .. } => Method::OnAlarm,
         }
     }
 }

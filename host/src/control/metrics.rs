@@ -108,8 +108,8 @@ fn duration_histogram() -> Histogram {
 /// The event metrics of one handler (see [`Metrics::handler_events`]).
 #[derive(Debug, Clone)]
 pub struct HandlerEvents {
-    events: [Counter; 5],
-    durations: [Histogram; 5],
+    events: [Counter; 6],
+    durations: [Histogram; 6],
 }
 
 impl HandlerEvents {
@@ -121,6 +121,7 @@ impl HandlerEvents {
             Method::OnError => 2,
             Method::OnClose => 3,
             Method::OnTimer => 4,
+            Method::OnAlarm => 5,
         };
         self.events[i].inc();
         self.durations[i].observe(elapsed.as_secs_f64());
@@ -460,7 +461,8 @@ impl Metrics {
     /// event costs an atomic add and a histogram observation, not four label lookups and their strings.
     pub fn handler_events(&self, handler: &str) -> HandlerEvents {
         let of = |method: Method| EventLabels { handler: handler.to_owned(), method: method.as_str().to_owned() };
-        let methods = [Method::OnOpen, Method::OnMessage, Method::OnError, Method::OnClose, Method::OnTimer];
+        let methods =
+            [Method::OnOpen, Method::OnMessage, Method::OnError, Method::OnClose, Method::OnTimer, Method::OnAlarm];
         HandlerEvents {
             events: methods.map(|method| self.events.get_or_create(&of(method)).clone()),
             durations: methods.map(|method| self.handler_duration.get_or_create(&of(method)).clone()),

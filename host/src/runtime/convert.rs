@@ -16,7 +16,7 @@ impl From<Method> for wit::Method {
             Method::OnError => wit::Method::Onerror,
             Method::OnClose => wit::Method::Onclose,
             // `method` predates timers: their events are messages without one (`timers.get-event` tells them apart).
-            Method::OnTimer => wit::Method::Onmessage,
+            Method::OnTimer | Method::OnAlarm => wit::Method::Onmessage,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmsock_wire::channel::MembersPage;
-use wasmsock_wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
+use wasmsock_wire::kv::{Alarm, ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnLimits, EventKind, Frame};
 
 /// A live connection as a handler's imports see it: who it is, its limits, and sending to it and closing it.
@@ -136,4 +136,10 @@ pub trait KvService: Send + Sync + 'static {
     fn delete_many(&self, project: &str, keys: Vec<String>) -> KvFuture<()>;
     /// The project's use of its store against its quotas.
     fn usage(&self, project: &str) -> KvFuture<Usage>;
+    /// Sets (replaces) the project's alarm `alarm.name`, within the project's quota of alarms.
+    fn set_alarm(&self, project: &str, alarm: Alarm) -> KvFuture<()>;
+    /// Cancels the project's alarm `name`; whether it was set.
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool>;
+    /// The project's alarms, soonest first.
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>>;
 }

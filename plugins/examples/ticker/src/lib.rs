@@ -32,7 +32,7 @@ fn on_event() {
             }
             None => {}
         },
-        EventKind::Onerror | EventKind::Onclose => {}
+        EventKind::Onerror | EventKind::Onclose | EventKind::Onalarm => {}
     }
 }
 

@@ -1,7 +1,10 @@
 //! A test handler for timers, driven by text commands: `arm MS PAYLOAD` answers `armed ID` (or `error KIND: …`),
 //! `cancel ID` answers `true` or `false`, `arm-many N MS` arms N timers and answers how many were armed and the first
 //! refusal; every `ontimer` event is reported as `fired ID PAYLOAD method=M message=none|some` (what `get-method` and
-//! `get-message` say about it).
+//! `get-message` say about it). Alarms: `listen` joins the channel `alarms`; `alarm NAME MS PAYLOAD` sets one
+//! (`ok` or `error …`), `cancel-alarm NAME` answers `true` or `false`, `alarms` lists them as `NAME@HANDLER`
+//! separated by `,`; an `onalarm` event publishes `alarm NAME PAYLOAD send=ERROR` to `alarms` (what a `send` on the
+//! missing current connection answered).
 
 use wasmsock_sdk::bindings::wasmsock::websockets::timers::{self, EventKind};
 use wasmsock_sdk::websockets;
@@ -18,6 +21,15 @@ fn on_event() {
         EventKind::Onmessage => {
             let Some(text) = websockets::get_message() else { return };
             let _ = websockets::send(&run(&text));
+        }
+        EventKind::Onalarm => {
+            let Some(fired) = timers::get_alarm() else { return };
+            let send = match websockets::send("to nobody") {
+                Ok(()) => "ok".to_owned(),
+                Err(err) => format!("{err:?}"),
+            };
+            let payload = String::from_utf8_lossy(&fired.payload).into_owned();
+            let _ = websockets::publish("alarms", &format!("alarm {} {payload} send={send}", fired.name));
         }
         EventKind::Onopen | EventKind::Onerror | EventKind::Onclose => {}
     }
@@ -46,6 +58,25 @@ fn run(command: &str) -> String {
             format!("armed {armed}")
         }
         ["cancel", id] => timers::cancel_timer(id.parse().unwrap_or(0)).to_string(),
+        ["listen"] => match websockets::join("alarms") {
+            Ok(()) => "listening".to_owned(),
+            Err(err) => format!("error {err:?}"),
+        },
+        ["alarm", name, rest] => {
+            let (ms, payload) = rest.split_once(' ').unwrap_or((rest, ""));
+            match timers::set_alarm(name, ms.parse().unwrap_or(0), payload.as_bytes()) {
+                Ok(()) => "ok".to_owned(),
+                Err(err) => format!("error {err:?}"),
+            }
+        }
+        ["cancel-alarm", name] => match timers::cancel_alarm(name) {
+            Ok(was) => was.to_string(),
+            Err(err) => format!("error {err:?}"),
+        },
+        ["alarms"] => match timers::list_alarms() {
+            Ok(alarms) => alarms.iter().map(|a| format!("{}@{}", a.name, a.handler)).collect::<Vec<_>>().join(","),
+            Err(err) => format!("error {err:?}"),
+        },
         _ => format!("echo {command}"),
     }
 }
