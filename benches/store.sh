@@ -55,15 +55,15 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # phase ROUND SYNC OP URL MESSAGE
 phase() {
-    local round=$1 sync=$2 op=$3 url=$4 message=$5 before after
+    local round=$1 sync=$2 op=$3 url=$4 message=$5 before report
     before=$(cpu_ticks "$HOST_PID")
-    taskset -c "$LOAD_CPU" "$BIN" bench "$url" --mode spin -c "$CONNECTIONS" --message "$message" \
-        --duration-secs "$PHASE_SECS" --json |
-        python3 -c '
+    report=$(taskset -c "$LOAD_CPU" "$BIN" bench "$url" --mode spin -c "$CONNECTIONS" --message "$message" \
+        --duration-secs "$PHASE_SECS" --json)
+    python3 -c '
 import json, sys
-report = json.load(sys.stdin)
+report = json.loads(sys.argv[6])
 report.update(round=int(sys.argv[1]), sync=sys.argv[2], op=sys.argv[3], host_ticks=int(sys.argv[4]), ticks_per_sec=int(sys.argv[5]))
-print(json.dumps(report))' "$round" "$sync" "$op" "$(($(cpu_ticks "$HOST_PID") - before))" "$TICKS" >>"$RESULTS"
+print(json.dumps(report))' "$round" "$sync" "$op" "$(($(cpu_ticks "$HOST_PID") - before))" "$TICKS" "$report" >>"$RESULTS"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -90,7 +90,7 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 def rate(r): return r["replies"] / r["seconds"]
 def cpu_us(r): return r["host_ticks"] / r["ticks_per_sec"] * 1e6 / max(r["replies"], 1)
-print(f"{'sync':6} {'op':5} " + "  ".join(f"round {r}: replies/s  µs CPU/reply  ×echo/s" for r in sorted({r['round'] for r in rows})))
+print("per round: replies/s, host CPU µs per reply, replies/s as a ratio to the echo's, CPU per reply as a ratio to the echo's")
 for sync in dict.fromkeys(r["sync"] for r in rows):
     for op in ["echo", "get", "incr", "set"]:
         cells = []
@@ -98,6 +98,6 @@ for sync in dict.fromkeys(r["sync"] for r in rows):
             r = next(x for x in rows if x["sync"] == sync and x["op"] == op and x["round"] == round_)
             echo = next(x for x in rows if x["sync"] == sync and x["op"] == "echo" and x["round"] == round_)
             errors = f" ({r['error_replies']} errors)" if r["error_replies"] else ""
-            cells.append(f"{rate(r):9.0f} {cpu_us(r):8.1f} {rate(r) / rate(echo):6.2f}{errors}")
+            cells.append(f"{rate(r):9.0f} {cpu_us(r):8.1f} {rate(r) / rate(echo):6.2f} ({cpu_us(r) / cpu_us(echo):4.2f}x CPU){errors}")
         print(f"{sync:6} {op:5} " + "   ".join(cells))
 EOF

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use wasmsock::runtime::KvService as _;
 use wasmsock::store::{Nats, Store};
+use wasmsock::wire::ProjectQuotas;
 use wasmsock::wire::kv::{Condition, ConfigValue, KvError, KvQuotas, PutOptions};
 use wasmsock_tests::*;
 
@@ -23,9 +24,19 @@ fn roomy() -> KvQuotas {
 /// A "host": a store on the NATS backend of cluster `cluster`, on its own broker connection.
 async fn host(nats: &NatsServer, cluster: &str, quotas: KvQuotas) -> Store {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let store = Store::new("/nonexistent/never-opened".into(), Arc::new(move |_: &str| quotas));
+    let store = Store::new("/nonexistent/never-opened".into(), Arc::new(move |_: &str| project_quotas(quotas)));
     store.use_backend(Arc::new(Nats::start(client, cluster).await)).unwrap();
     store
+}
+
+/// Default project quotas with the store's set to `quotas`.
+fn project_quotas(quotas: KvQuotas) -> ProjectQuotas {
+    ProjectQuotas {
+        kv_keys: quotas.keys,
+        kv_bytes: quotas.bytes,
+        kv_value_bytes: quotas.value_bytes,
+        ..ProjectQuotas::default()
+    }
 }
 
 fn put(value: &str) -> (Vec<u8>, PutOptions) {
@@ -248,7 +259,7 @@ async fn without_a_broker_every_call_is_unavailable_at_once() {
         .connect(format!("nats://127.0.0.1:{port}"))
         .await
         .unwrap();
-    let store = Store::new("/nonexistent/never-opened".into(), Arc::new(|_: &str| roomy()));
+    let store = Store::new("/nonexistent/never-opened".into(), Arc::new(|_: &str| project_quotas(roomy())));
     store.use_backend(Arc::new(Nats::start(client, "c").await)).unwrap();
     let started = Instant::now();
     assert!(matches!(store.get("p", "k").await, Err(KvError::Unavailable(_))));

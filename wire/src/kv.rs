@@ -80,6 +80,19 @@ pub struct Usage {
     pub max_value_bytes: u32,
 }
 
+/// An alarm of a project as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    /// Its name, unique in the project.
+    pub name: String,
+    /// The handler its event goes to.
+    pub handler: String,
+    /// When it fires, in milliseconds since the Unix epoch.
+    pub due_ms: i64,
+    /// What it carries.
+    pub payload: Vec<u8>,
+}
+
 /// What one project's store may hold (from its [`crate::ProjectQuotas`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvQuotas {

@@ -67,7 +67,7 @@ impl App {
         if method != Method::OnClose {
             self.count_failure(conn, &err.to_string());
         }
-        if matches!(method, Method::OnOpen | Method::OnMessage) {
+        if matches!(method, Method::OnOpen | Method::OnMessage | Method::OnTimer) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
             let span = tracing::debug_span!("event", method = "onerror");
@@ -251,6 +251,29 @@ impl HostServices for App {
             }
             Ok(gathered)
         })
+    }
+
+    fn set_timer(
+        &self,
+        project: &str,
+        conn: &dyn Connection,
+        delay: std::time::Duration,
+        payload: Vec<u8>,
+    ) -> Result<u64, ConnError> {
+        let conn =
+            self.hub.get(conn.id()).filter(|conn| project_of(conn.handler()) == project).ok_or(ConnError::Closed)?;
+        let quota = self.runtime.scheduler().quotas(project).timers;
+        self.hub.set_timer(&conn, delay, payload.into(), quota).inspect_err(|err| {
+            // The project's quota, not the connection's own cap of timers.
+            if matches!(err, ConnError::Limit(_)) && self.hub.timers_of(project) >= quota {
+                self.metrics.quota_refused(project, "timers");
+            }
+        })
+    }
+
+    fn cancel_timer(&self, project: &str, conn: &dyn Connection, id: u64) -> bool {
+        let conn = self.hub.get(conn.id()).filter(|conn| project_of(conn.handler()) == project);
+        conn.is_some_and(|conn| self.hub.cancel_timer(&conn, id))
     }
 
     fn kv(&self) -> &dyn crate::runtime::KvService {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod hub;
 mod queue;
 pub mod session;
+mod timers;
 pub mod tls;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use wasmsock_wire::kv::{ConfigSnapshot, ConfigValue, Entry, KeysPage, KvQuotas, PutOptions};
+use wasmsock_wire::kv::{Alarm, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions};
 
 use crate::runtime::KvFuture;
 
@@ -42,4 +42,34 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     fn unset_config(&self, project: &str, key: &str) -> KvFuture<bool>;
     /// Where the data is, for the log and `/admin/v1/store`.
     fn describe(&self) -> String;
+    /// Sets (or replaces) `project`'s alarm `alarm.name`; `limit` when the project has `max` others.
+    fn set_alarm(&self, project: &str, alarm: Alarm, max: u32) -> KvFuture<()> {
+        let _ = (project, alarm, max);
+        no_alarms()
+    }
+    /// Cancels `project`'s alarm `name`; whether it was set.
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool> {
+        let _ = (project, name);
+        no_alarms()
+    }
+    /// `project`'s alarms, soonest first.
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>> {
+        let _ = project;
+        no_alarms()
+    }
+    /// When the soonest alarm of any project is due (milliseconds since the Unix epoch).
+    fn next_alarm(&self) -> KvFuture<Option<i64>> {
+        no_alarms()
+    }
+    /// Takes up to `limit` alarms due at `now_ms` off the store (each taken by one host only) and returns them with
+    /// their projects, soonest first.
+    fn take_due_alarms(&self, now_ms: i64, limit: usize) -> KvFuture<Vec<(String, Alarm)>> {
+        let _ = (now_ms, limit);
+        no_alarms()
+    }
+}
+
+/// What a backend without alarms answers.
+fn no_alarms<T: Send + 'static>() -> KvFuture<T> {
+    Box::pin(std::future::ready(Err(KvError::Unavailable("this store keeps no alarms".to_owned()))))
 }

@@ -10,9 +10,10 @@ pub mod sqlite;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use wasmsock_wire::ProjectQuotas;
 use wasmsock_wire::kv::{
-    self, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, Usage, check_batch, check_key,
-    check_prefix, page_size,
+    self, Alarm, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, Usage, check_batch,
+    check_key, check_prefix, page_size,
 };
 
 use crate::runtime::{KvFuture, KvService};
@@ -30,8 +31,10 @@ pub struct Store {
     backend: OnceLock<Arc<dyn Backend>>,
     /// Where the embedded store opens when nothing chose a backend before the first call.
     default_dir: PathBuf,
-    quotas: Arc<dyn Fn(&str) -> KvQuotas + Send + Sync>,
+    quotas: Arc<dyn Fn(&str) -> ProjectQuotas + Send + Sync>,
     observer: OnceLock<Arc<dyn StoreObserver>>,
+    /// Woken when an alarm is set, so the alarm loop can look again for the soonest one.
+    alarm_notice: Arc<tokio::sync::Notify>,
 }
 
 /// Told of every store call a handler or the operator makes (the metrics implement it).
@@ -60,8 +63,8 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store whose quotas per project come from `quotas`; until a backend is chosen ([`Store::open_embedded`],
     /// [`Store::use_backend`]) the first call opens the embedded store in `default_dir`.
-    pub fn new(default_dir: PathBuf, quotas: Arc<dyn Fn(&str) -> KvQuotas + Send + Sync>) -> Self {
-        Self { backend: OnceLock::new(), default_dir, quotas, observer: OnceLock::new() }
+    pub fn new(default_dir: PathBuf, quotas: Arc<dyn Fn(&str) -> ProjectQuotas + Send + Sync>) -> Self {
+        Self { backend: OnceLock::new(), default_dir, quotas, observer: OnceLock::new(), alarm_notice: Arc::default() }
     }
 
     /// Opens the embedded store in `dir` with `durability` and uses it (at start, before any handler runs).
@@ -99,7 +102,22 @@ impl Store {
     }
 
     fn quotas(&self, project: &str) -> KvQuotas {
-        (self.quotas)(project)
+        KvQuotas::from(&(self.quotas)(project))
+    }
+
+    /// When the soonest alarm of any project is due (milliseconds since the Unix epoch).
+    pub async fn next_alarm(&self) -> Result<Option<i64>, KvError> {
+        self.backend()?.next_alarm().await
+    }
+
+    /// Takes up to `limit` alarms due at `now_ms` off the store, with their projects (see [`Backend::take_due_alarms`]).
+    pub async fn take_due_alarms(&self, now_ms: i64, limit: usize) -> Result<Vec<(String, Alarm)>, KvError> {
+        self.backend()?.take_due_alarms(now_ms, limit).await
+    }
+
+    /// Resolves when an alarm is set from now on.
+    pub async fn alarm_set(&self) {
+        self.alarm_notice.notified().await;
     }
 
     /// Tells `observer` of every call from now on (once; a second observer is ignored).
@@ -236,6 +254,31 @@ impl KvService for Store {
         };
         self.observed(project, "usage", call)
     }
+
+    fn set_alarm(&self, project: &str, alarm: Alarm) -> KvFuture<()> {
+        let max = (self.quotas)(project).alarms;
+        let call = checked!(self, Ok::<(), KvError>(()), |backend| backend.set_alarm(project, alarm, max));
+        // The alarm loop looks for the soonest alarm again once this one is stored.
+        let stored = self.alarm_notice.clone();
+        let call: KvFuture<()> = Box::pin(async move {
+            let result = call.await;
+            if result.is_ok() {
+                stored.notify_one();
+            }
+            result
+        });
+        self.observed(project, "set-alarm", call)
+    }
+
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool> {
+        let call = checked!(self, Ok::<(), KvError>(()), |backend| backend.cancel_alarm(project, name));
+        self.observed(project, "cancel-alarm", call)
+    }
+
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>> {
+        let call = checked!(self, Ok::<(), KvError>(()), |backend| backend.list_alarms(project));
+        self.observed(project, "list-alarms", call)
+    }
 }
 
 impl Store {
@@ -268,6 +311,12 @@ mod tests {
     use super::*;
 
     fn store(dir: &std::path::Path, quotas: KvQuotas) -> Store {
+        let quotas = ProjectQuotas {
+            kv_keys: quotas.keys,
+            kv_bytes: quotas.bytes,
+            kv_value_bytes: quotas.value_bytes,
+            ..ProjectQuotas::default()
+        };
         let store = Store::new(dir.to_path_buf(), Arc::new(move |_: &str| quotas));
         store.open_embedded(dir.to_path_buf(), Durability::Normal).unwrap();
         store
