@@ -2,9 +2,9 @@
 //! connections act as two hosts: what one writes the other reads, increments from both add up exactly, a conditional
 //! write loses to the other host's write, a revision never comes back after a delete, a time to live expires for
 //! both, listings page in byte order, quotas answer `limit`, a backend opened later sees everything, configuration set
-//! through one reaches the other's snapshot, and calls answer `unavailable` at once without a broker. Through real
-//! `wasmsock serve --nats` processes and the kv example: increments on two hosts, read by a third started later, and
-//! kept across a broker restart.
+//! through one reaches the other's snapshot, and calls answer `unavailable` at once without a broker and work once it
+//! comes. Through real `wasmsock serve --nats` processes and the kv example: increments on two hosts, read by a third
+//! started later, and kept across a broker restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -252,13 +252,10 @@ async fn configuration_set_through_one_host_reaches_the_others() {
 }
 
 #[tokio::test]
-async fn without_a_broker_every_call_is_unavailable_at_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(format!("nats://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+async fn without_a_broker_every_call_is_unavailable_at_once_until_it_comes() {
+    let Some(mut nats) = NatsServer::start().await else { return };
+    nats.kill();
+    let client = async_nats::ConnectOptions::new().retry_on_initial_connect().connect(nats.url()).await.unwrap();
     let store = Store::new("/nonexistent/never-opened".into(), Arc::new(|_: &str| project_quotas(roomy())));
     store.use_backend(Arc::new(Nats::start(client, "c").await)).unwrap();
     let started = Instant::now();
@@ -269,6 +266,12 @@ async fn without_a_broker_every_call_is_unavailable_at_once() {
     assert!(store.set_config("p", "K", ConfigValue::new("v".into(), false)).await.is_err());
     assert!(store.config("p").is_empty());
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    // The broker comes: the store works, without a restart of the host.
+    nats.restart().await;
+    eventually("the store works once the broker is there", async || store.increment("p", "n", 1, None).await.is_ok())
+        .await;
+    store.set_config("p", "K", ConfigValue::new("v".into(), false)).await.unwrap();
+    assert_eq!(store.config("p").get("K").map(ConfigValue::reveal), Some("v"));
 }
 
 /// Round trips through the broker, one at a time (ignored: prints figures, asserts none).
