@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use wasmsock::runtime::{
     Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Runtime, Survey,
 };
-use wasmsock::wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::channel::MembersPage;
+use wasmsock::wire::kv::{Alarm, ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::{
     ClientInfo, ClientOptions, ConnError, ConnLimits, ConnState, Direction, EventKind, Frame, Payload,
 };
@@ -105,6 +105,12 @@ impl HostServices for Nothing {
             Ok(Gathered { answer: MembersPage { members: Vec::new(), next: None }, missing_hosts: Vec::new() })
         })
     }
+    fn set_timer(&self, _: &str, _: &dyn Connection, _: std::time::Duration, _: Vec<u8>) -> Result<u64, ConnError> {
+        Err(ConnError::Invalid("no timers in this example".to_owned()))
+    }
+    fn cancel_timer(&self, _: &str, _: &dyn Connection, _: u64) -> bool {
+        false
+    }
     fn kv(&self) -> &dyn KvService {
         self
     }
@@ -144,6 +150,15 @@ impl KvService for Nothing {
         no_store()
     }
     fn usage(&self, _: &str) -> KvFuture<Usage> {
+        no_store()
+    }
+    fn set_alarm(&self, _: &str, _: Alarm) -> KvFuture<()> {
+        no_store()
+    }
+    fn cancel_alarm(&self, _: &str, _: &str) -> KvFuture<bool> {
+        no_store()
+    }
+    fn list_alarms(&self, _: &str) -> KvFuture<Vec<Alarm>> {
         no_store()
     }
 }

@@ -236,3 +236,27 @@ async fn the_relay_plugin_shares_one_upstream_between_its_sessions() {
     eventually("the upstream client was closed", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
 }
+
+#[tokio::test]
+async fn a_reconnecting_client_stops_once_a_deploy_removes_its_grant() {
+    let peer = PeerServer::start(PeerMode::CloseAfterFirst).await;
+    let host = TestHost::start(plugins()).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let id = client_id(&command(&mut driver, &format!("connect-reconnect {} 0", peer.url("/"))).await);
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    // The grant goes: the descriptor is deployed again without `allowed-outbound-hosts`.
+    host.app
+        .registry
+        .deploy_descriptor(&host.app.runtime, r#"{"handler": "tests/recorder", "endpoint": "rec"}"#)
+        .await
+        .unwrap();
+    // The server closes after its echo; the next attempt is refused by the grants, and that is the end.
+    assert_eq!(command(&mut driver, &format!("client-send {id} one")).await, "ok");
+    assert_eq!(observer.expect(&id, "onmessage").await, "one");
+    let error = observer.expect(&id, "onerror").await;
+    assert!(error.contains("may not connect there"), "{error}");
+    assert_eq!(observer.expect(&id, "onclose").await, "");
+    eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
+    host.stop().await;
+}

@@ -180,7 +180,13 @@ async fn a_project_at_its_quotas_is_refused_naming_them_and_another_project_is_n
         .file("a/project.json", r#"{"quotas": {"connections": 3, "resident-instances": 1, "clients": 1}}"#);
     let limits = Limits {
         close_timeout: Duration::from_secs(1),
-        project: ProjectQuotas { connections: 100, resident_instances: 100, clients: 100, calls: 64, ..ProjectQuotas::default() },
+        project: ProjectQuotas {
+            connections: 100,
+            resident_instances: 100,
+            clients: 100,
+            calls: 64,
+            ..ProjectQuotas::default()
+        },
         ..Limits::default()
     };
     let host = TestHost::start_with(plugins, limits).await;

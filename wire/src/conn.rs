@@ -80,6 +80,9 @@ pub enum ConnError {
 pub struct ClientOptions {
     /// Reconnect when the connection fails or the server ends it; none: the first end is final.
     pub reconnect: Option<Reconnect>,
+    /// Held to its project's outbound grants on every attempt, reconnects included (a handler's clients: a deploy
+    /// that removes the grant stops the next attempt); the operator's clients are not.
+    pub grants: bool,
 }
 
 /// An exponential backoff with jitter between reconnect attempts.

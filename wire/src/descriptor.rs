@@ -158,6 +158,15 @@ pub fn project_of(handler: &str) -> &str {
     handler.split('/').next().unwrap_or(handler)
 }
 
+/// Checks a project name (the first segment of its handlers' names): letters, digits, `-`, `_` and `.`, not starting
+/// with a dot.
+pub fn check_project_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        bail!("project name must be 1 to {MAX_NAME_LEN} characters");
+    }
+    check_segment(name).with_context(|| format!("project name {name:?}"))
+}
+
 /// Checks an endpoint name: one path segment of letters, digits, `-`, `_` and `.`.
 pub fn check_endpoint_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {

@@ -12,6 +12,10 @@ pub enum Method {
     OnError,
     /// The connection ended.
     OnClose,
+    /// A timer armed on the connection fired (WIT `timers.get-event`; `get-method` answers `onmessage` for it).
+    OnTimer,
+    /// An alarm of the project fired; no connection is current (`get-method` answers `onmessage` for it).
+    OnAlarm,
 }
 
 impl Method {
@@ -22,6 +26,8 @@ impl Method {
             Method::OnMessage => "onmessage",
             Method::OnError => "onerror",
             Method::OnClose => "onclose",
+            Method::OnTimer => "ontimer",
+            Method::OnAlarm => "onalarm",
         }
     }
 }
@@ -46,6 +52,20 @@ pub enum EventKind {
     Error(String),
     /// The connection ended.
     Close,
+    /// A timer armed on the connection fired.
+    Timer {
+        /// The id `set-timer` returned.
+        id: u64,
+        /// What the handler gave it.
+        payload: crate::frame::Bytes,
+    },
+    /// An alarm of the project fired.
+    Alarm {
+        /// Its name.
+        name: String,
+        /// What the handler gave it.
+        payload: crate::frame::Bytes,
+    },
 }
 
 impl EventKind {
@@ -56,6 +76,8 @@ impl EventKind {
             EventKind::Message(_) => Method::OnMessage,
             EventKind::Error(_) => Method::OnError,
             EventKind::Close => Method::OnClose,
+            EventKind::Timer { .. } => Method::OnTimer,
+            EventKind::Alarm { .. } => Method::OnAlarm,
         }
     }
 }

@@ -80,6 +80,19 @@ pub struct Usage {
     pub max_value_bytes: u32,
 }
 
+/// An alarm of a project as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    /// Its name, unique in the project.
+    pub name: String,
+    /// The handler its event goes to.
+    pub handler: String,
+    /// When it fires, in milliseconds since the Unix epoch.
+    pub due_ms: i64,
+    /// What it carries.
+    pub payload: Vec<u8>,
+}
+
 /// What one project's store may hold (from its [`crate::ProjectQuotas`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvQuotas {
@@ -101,7 +114,14 @@ impl KvQuotas {
     /// Checks a write of `value_len` bytes that changes the store's keys by `new_keys` and its bytes from `bytes` to
     /// `bytes_after`, the store holding `keys` keys before it. Shrinking is always allowed, so a project over a
     /// lowered quota can still delete and overwrite with less.
-    pub fn check_write(&self, value_len: usize, keys: u64, new_keys: u64, bytes: u64, bytes_after: u64) -> Result<(), KvError> {
+    pub fn check_write(
+        &self,
+        value_len: usize,
+        keys: u64,
+        new_keys: u64,
+        bytes: u64,
+        bytes_after: u64,
+    ) -> Result<(), KvError> {
         if value_len > self.value_bytes as usize {
             return Err(KvError::Limit(format!("value-bytes ({}): the value has {value_len}", self.value_bytes)));
         }
@@ -160,10 +180,9 @@ pub fn check_batch(len: usize) -> Result<(), KvError> {
 
 /// Reads a counter's value: the decimal text of a signed 64-bit number (what increments write).
 pub fn parse_counter(value: &[u8]) -> Result<i64, KvError> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .ok_or_else(|| KvError::Invalid("the key's value is not a decimal number, so it cannot be incremented".to_owned()))
+    std::str::from_utf8(value).ok().and_then(|text| text.trim().parse().ok()).ok_or_else(|| {
+        KvError::Invalid("the key's value is not a decimal number, so it cannot be incremented".to_owned())
+    })
 }
 
 /// Checks a configuration name: 1 to 128 bytes of ASCII letters, digits, `_`, `-` and `.` (safe in a log line, a
@@ -181,7 +200,10 @@ pub fn check_config_key(key: &str) -> anyhow::Result<()> {
 /// Checks a configuration value: at most [`DEFAULT_CONFIG_MAX_VALUE_BYTES`].
 pub fn check_config_value(value: &str) -> anyhow::Result<()> {
     if value.len() > DEFAULT_CONFIG_MAX_VALUE_BYTES {
-        anyhow::bail!("a configuration value has at most {DEFAULT_CONFIG_MAX_VALUE_BYTES} bytes, this one {}", value.len());
+        anyhow::bail!(
+            "a configuration value has at most {DEFAULT_CONFIG_MAX_VALUE_BYTES} bytes, this one {}",
+            value.len()
+        );
     }
     Ok(())
 }

@@ -176,6 +176,37 @@ pub const DEFAULT_PROJECT_CLIENTS: usize = 2_500;
 /// [`DEFAULT_MAX_CONNECTIONS`]. Past it a handshake gets HTTP 503 naming the quota.
 pub const DEFAULT_PROJECT_CONNECTIONS: usize = 2_500;
 
+/// How many timers one connection may have armed at once: enough for a tick, a timeout or two and an "away" timer;
+/// past it `set-timer` is a `limit` error naming it.
+pub const DEFAULT_MAX_TIMERS_PER_CONNECTION: usize = 16;
+
+/// How many timers one project may have armed at once over all its connections (`serve --project-timers`, or
+/// `quotas.timers` in `project.json`): a tick on every one of [`DEFAULT_PROJECT_CONNECTIONS`] sessions and room to
+/// spare. Past it `set-timer` is a `limit` error naming the quota.
+pub const DEFAULT_PROJECT_TIMERS: usize = 10_000;
+
+/// The largest payload a timer carries, in bytes.
+pub const DEFAULT_MAX_TIMER_PAYLOAD: usize = 4 << 10;
+
+/// The longest delay of a timer: a day, in milliseconds (a connection idle that long is closed anyway).
+pub const DEFAULT_MAX_TIMER_DELAY_MS: u32 = 86_400_000;
+
+/// How many alarms one project may have set at once (`serve --project-alarms`, `quotas.alarms` in `project.json`);
+/// past it `set-alarm` is a `limit` error.
+pub const DEFAULT_PROJECT_ALARMS: u32 = 1_000;
+
+/// The longest delay of an alarm: 366 days, in milliseconds.
+pub const DEFAULT_MAX_ALARM_DELAY_MS: u64 = 366 * 86_400_000;
+
+/// The longest alarm name, in bytes.
+pub const DEFAULT_MAX_ALARM_NAME: usize = 128;
+
+/// How many due alarms one pass of a host's alarm loop fires (the rest on the next pass, at once).
+pub const DEFAULT_ALARMS_PER_PASS: usize = 100;
+
+/// How often a host looks for due alarms when nothing told it of a sooner one (alarms set on other hosts).
+pub const DEFAULT_ALARM_POLL: Duration = Duration::from_secs(1);
+
 /// How many keys one project's store may hold (`serve --kv-max-keys`, or `quotas.kv-keys` in `project.json`). Listing
 /// keys on the cluster's broker reads every key of the project's bucket (12,002 keys in 50 ms through async-nats), so
 /// this bounds a page there to about 40 ms. Past it a write of a new key is a `limit` error naming `keys`.
@@ -217,6 +248,10 @@ pub struct ProjectQuotas {
     pub clients: usize,
     /// See [`DEFAULT_PROJECT_CONNECTIONS`].
     pub connections: usize,
+    /// See [`DEFAULT_PROJECT_TIMERS`].
+    pub timers: usize,
+    /// See [`DEFAULT_PROJECT_ALARMS`].
+    pub alarms: u32,
     /// See [`DEFAULT_KV_MAX_KEYS`].
     pub kv_keys: u64,
     /// See [`DEFAULT_KV_MAX_BYTES`].
@@ -232,6 +267,8 @@ impl Default for ProjectQuotas {
             resident_instances: DEFAULT_PROJECT_RESIDENT_INSTANCES,
             clients: DEFAULT_PROJECT_CLIENTS,
             connections: DEFAULT_PROJECT_CONNECTIONS,
+            timers: DEFAULT_PROJECT_TIMERS,
+            alarms: DEFAULT_PROJECT_ALARMS,
             kv_keys: DEFAULT_KV_MAX_KEYS,
             kv_bytes: DEFAULT_KV_MAX_BYTES,
             kv_value_bytes: DEFAULT_KV_MAX_VALUE_BYTES,
@@ -255,6 +292,12 @@ pub struct QuotaOverrides {
     /// Inbound sessions at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<usize>,
+    /// Timers armed at once over the project's connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timers: Option<usize>,
+    /// Alarms set at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarms: Option<u32>,
     /// Keys in the project's store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_keys: Option<u64>,
@@ -274,6 +317,8 @@ impl QuotaOverrides {
             ("resident-instances", self.resident_instances.map(u64::from)),
             ("clients", self.clients.map(|v| v as u64)),
             ("connections", self.connections.map(|v| v as u64)),
+            ("timers", self.timers.map(|v| v as u64)),
+            ("alarms", self.alarms.map(u64::from)),
             ("kv-keys", self.kv_keys),
             ("kv-bytes", self.kv_bytes),
             ("kv-value-bytes", self.kv_value_bytes.map(u64::from)),
@@ -293,6 +338,8 @@ impl QuotaOverrides {
             resident_instances: self.resident_instances.unwrap_or(host.resident_instances),
             clients: self.clients.unwrap_or(host.clients),
             connections: self.connections.unwrap_or(host.connections),
+            timers: self.timers.unwrap_or(host.timers),
+            alarms: self.alarms.unwrap_or(host.alarms),
             kv_keys: self.kv_keys.unwrap_or(host.kv_keys),
             kv_bytes: self.kv_bytes.unwrap_or(host.kv_bytes),
             kv_value_bytes: self.kv_value_bytes.unwrap_or(host.kv_value_bytes),

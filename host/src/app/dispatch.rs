@@ -67,7 +67,7 @@ impl App {
         if method != Method::OnClose {
             self.count_failure(conn, &err.to_string());
         }
-        if matches!(method, Method::OnOpen | Method::OnMessage) {
+        if matches!(method, Method::OnOpen | Method::OnMessage | Method::OnTimer) {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
             let span = tracing::debug_span!("event", method = "onerror");
@@ -131,6 +131,14 @@ impl ConnHost for App {
         // call (about 2 KB of state) made every idle connection 2 KB larger; boxed, it costs one allocation per event
         // and only while the event runs.
         Box::pin(App::dispatch(self, conn, kind))
+    }
+
+    fn may_connect(&self, project: &str, uri: &str) -> Result<(), ConnError> {
+        self.registry
+            .grants(project)
+            .authorize(uri)
+            .map(|_| ())
+            .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))
     }
 
     fn ended(&self, conn: &Arc<Conn>) {
@@ -203,7 +211,7 @@ impl HostServices for App {
             .grants(project)
             .authorize(uri)
             .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))?;
-        let conn = self.create_client(uri, handler, options)?;
+        let conn = self.create_client(uri, handler, ClientOptions { grants: true, ..options })?;
         Ok(conn)
     }
 
@@ -243,6 +251,29 @@ impl HostServices for App {
             }
             Ok(gathered)
         })
+    }
+
+    fn set_timer(
+        &self,
+        project: &str,
+        conn: &dyn Connection,
+        delay: std::time::Duration,
+        payload: Vec<u8>,
+    ) -> Result<u64, ConnError> {
+        let conn =
+            self.hub.get(conn.id()).filter(|conn| project_of(conn.handler()) == project).ok_or(ConnError::Closed)?;
+        let quota = self.runtime.scheduler().quotas(project).timers;
+        self.hub.set_timer(&conn, delay, payload.into(), quota).inspect_err(|err| {
+            // The project's quota, not the connection's own cap of timers.
+            if matches!(err, ConnError::Limit(_)) && self.hub.timers_of(project) >= quota {
+                self.metrics.quota_refused(project, "timers");
+            }
+        })
+    }
+
+    fn cancel_timer(&self, project: &str, conn: &dyn Connection, id: u64) -> bool {
+        let conn = self.hub.get(conn.id()).filter(|conn| project_of(conn.handler()) == project);
+        conn.is_some_and(|conn| self.hub.cancel_timer(&conn, id))
     }
 
     fn kv(&self) -> &dyn crate::runtime::KvService {

@@ -1,6 +1,7 @@
 //! The app: one host's rooms wired together (runtime, registry, hub, channels, metrics, kept instances) with its start, reload,
 //! watch and drain. The dispatch of events to handlers is in `dispatch.rs`.
 
+mod alarms;
 mod dispatch;
 
 use std::path::{Path, PathBuf};
@@ -97,10 +98,8 @@ impl App {
         let errors = registry.reload(&runtime).await.errors;
         let hub = Hub::with_budget(budget.clone());
         let scheduler = runtime.scheduler().clone();
-        let store = Store::new(
-            root.join(DEFAULT_DATA_DIR),
-            Arc::new(move |project: &str| wasmsock_wire::kv::KvQuotas::from(&scheduler.quotas(project))),
-        );
+        let store = Store::new(root.join(DEFAULT_DATA_DIR), Arc::new(move |project: &str| scheduler.quotas(project)));
+        store.observe(metrics.clone());
         let app = Arc::new_cyclic(|me| App {
             runtime,
             registry,

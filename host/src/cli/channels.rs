@@ -5,7 +5,7 @@ use clap::Args;
 
 use wasmsock_wire::channel::split_project_channel;
 
-use super::remote::{Body, Remote, field, table};
+use super::remote::{Body, Remote, encode, field, table};
 
 /// Arguments of `wasmsock channels`.
 #[derive(Debug, Args)]
@@ -63,19 +63,6 @@ impl ChannelsArgs {
         });
         Ok(())
     }
-}
-
-/// Percent-encodes everything but unreserved characters, for one path segment or query value.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ pub mod check;
 pub mod clients;
 pub mod close;
 pub mod cluster;
+pub mod config;
 pub mod connect;
 pub mod deploy;
+pub mod kv;
 pub mod list;
 pub mod logging;
 pub mod new;
@@ -53,6 +55,10 @@ pub enum Command {
     Channels(channels::ChannelsArgs),
     /// List the hosts of a running host's cluster (`serve --nats`) and the broker's state.
     Cluster(cluster::ClusterArgs),
+    /// Read and repair a project's key-value store on a running host (Run with `wasmsock kv list examples`).
+    Kv(kv::KvArgs),
+    /// Set, list and remove a project's configuration and secrets (Run with `wasmsock config set examples KEY VALUE`).
+    Config(config::ConfigArgs),
     /// Write a ready handler project (Run with `wasmsock new my-handler --lang rust|js|python`).
     New(new::NewArgs),
     /// Load a WebSocket server on loopback: echo throughput and latency, handshakes/s, memory per idle connection.
@@ -74,6 +80,8 @@ impl Cli {
             Command::Publish(args) => args.run().await,
             Command::Channels(args) => args.run().await,
             Command::Cluster(args) => args.run().await,
+            Command::Kv(args) => args.run().await,
+            Command::Config(args) => args.run().await,
             Command::New(args) => args.run().await,
             Command::Bench(args) => args.run().await,
         }

@@ -79,6 +79,19 @@ pub fn field(value: &Value, key: &str) -> String {
     }
 }
 
+/// `text` percent-encoded for one segment of a URL path or a query value (everything but `A-Za-z0-9-._~`).
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Formats rows as aligned columns under a header.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

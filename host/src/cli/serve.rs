@@ -126,6 +126,13 @@ pub struct ServeArgs {
     /// `quotas.connections`.
     #[arg(long, default_value_t = limits::DEFAULT_PROJECT_CONNECTIONS as u64, value_parser = at_least_one())]
     pub project_connections: u64,
+    /// Each project's quota of timers armed at once over its connections (past it `set-timer` is `limit`).
+    /// `project.json`: `quotas.timers`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_TIMERS as u64, value_parser = at_least_one())]
+    pub project_timers: u64,
+    /// Each project's quota of alarms set at once (past it `set-alarm` is `limit`). `project.json`: `quotas.alarms`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_ALARMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub project_alarms: u32,
     /// Each project's quota of keys in its store (past it writing a new key is `limit`). `project.json`:
     /// `quotas.kv-keys`.
     #[arg(long, default_value_t = limits::DEFAULT_KV_MAX_KEYS, value_parser = at_least_one())]
@@ -301,6 +308,8 @@ impl ServeArgs {
                 resident_instances: self.project_resident_instances,
                 clients: self.project_clients as usize,
                 connections: self.project_connections as usize,
+                timers: self.project_timers as usize,
+                alarms: self.project_alarms,
                 kv_keys: self.kv_max_keys,
                 kv_bytes: self.kv_max_bytes,
                 kv_value_bytes: self.kv_max_value_bytes,
@@ -383,6 +392,8 @@ impl ServeArgs {
             tracing::info!("admin API on http://{addr}/admin/v1");
             Some(crate::http::AdminListener { listener: admin, token: self.admin_token.clone() })
         };
+        // The projects' alarms fire from now on (those due while the host was down at once).
+        app.watch_alarms();
         if self.watch_interval_ms > 0 {
             app.watch(Duration::from_millis(self.watch_interval_ms));
         }

@@ -177,6 +177,14 @@ async fn run<H: ConnHost>(app: Arc<H>, conn: Arc<Conn>, mut outbox: Outbox, opti
     let random = RandomState::new();
     let mut failed_attempts = 0u32;
     loop {
+        if options.grants
+            && let Err(refused) = app.may_connect(project, &uri)
+        {
+            // No grant any more (a deploy removed it): the end, however the client was to reconnect.
+            tracing::warn!(conn = conn.id(), handler = conn.handler(), "client not connected: {refused}");
+            report_unsent(&app, &conn, &mut outbox, refused.to_string()).await;
+            break;
+        }
         let failure = match attempt(&app, &conn, &uri, outbox, &receiving).await {
             Ok((returned, ended)) => {
                 outbox = returned;
@@ -189,6 +197,7 @@ async fn run<H: ConnHost>(app: Arc<H>, conn: Arc<Conn>, mut outbox: Outbox, opti
             Err((returned, failure)) => {
                 outbox = returned;
                 failed_attempts += 1;
+                tracing::warn!(conn = conn.id(), handler = conn.handler(), attempt = failed_attempts, "{failure}");
                 Some(failure)
             }
         };

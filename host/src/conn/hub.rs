@@ -4,13 +4,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use wasmsock_wire::descriptor::project_of;
-use wasmsock_wire::{ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
+use wasmsock_wire::limits::DEFAULT_MAX_TIMERS_PER_CONNECTION;
+use wasmsock_wire::{Bytes, ClientInfo, Close, ConnError, ConnLimits, ConnState, Direction, Frame, SlowConsumer};
 
 use super::queue::{FrameQueue, Refused};
+use super::timers::Timers;
 use crate::budget::{Budget, Holding, Kind, Receiving};
 use crate::control::metrics::{HandlerEvents, Metrics};
 use crate::fair::QuotaRefused;
@@ -63,6 +66,8 @@ pub struct Conn {
     attachment: Mutex<Option<Arc<[u8]>>>,
     /// Its handler's event metrics, looked up at its first event.
     handler_events: std::sync::OnceLock<HandlerEvents>,
+    /// The timers armed on it (boxed: most connections never arm one).
+    timers: Mutex<Option<Box<Timers>>>,
 }
 
 /// What the admin API shows of a live connection: its `client-info` and its traffic.
@@ -104,6 +109,40 @@ impl Conn {
     /// The attachment a handler keeps with this connection, if any.
     pub fn attachment(&self) -> Option<Arc<[u8]>> {
         self.attachment.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    /// Arms a timer firing on this connection after `delay`; its id. `closed` once the connection is closing,
+    /// `limit` at [`DEFAULT_MAX_TIMERS_PER_CONNECTION`].
+    fn arm_timer(&self, delay: Duration, payload: Bytes) -> Result<u64, ConnError> {
+        if !matches!(self.state(), ConnState::Open | ConnState::Connecting) {
+            return Err(ConnError::Closed);
+        }
+        let mut timers = self.timers.lock().map_err(|_| ConnError::Closed)?;
+        timers.get_or_insert_with(Box::default).arm(delay, payload).ok_or_else(|| {
+            ConnError::Limit(format!(
+                "a connection has at most {DEFAULT_MAX_TIMERS_PER_CONNECTION} timers armed at once"
+            ))
+        })
+    }
+
+    /// Cancels timer `id` of this connection; whether it was armed.
+    fn cancel_timer(&self, id: u64) -> bool {
+        self.timers.lock().ok().and_then(|mut timers| timers.as_mut().map(|t| t.cancel(id))).unwrap_or(false)
+    }
+
+    /// When its soonest timer is due, if one is armed.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.timers.lock().ok()?.as_ref()?.next_due()
+    }
+
+    /// Its soonest timer if it is due now (taken off: it fires once), with when it was due.
+    fn take_due_timer(&self) -> Option<(u64, Bytes, Instant)> {
+        self.timers.lock().ok()?.as_mut()?.take_due(Instant::now())
+    }
+
+    /// Drops every timer it has armed; how many there were.
+    fn drop_timers(&self) -> usize {
+        self.timers.lock().ok().and_then(|mut timers| timers.take()).map_or(0, |timers| timers.len())
     }
 
     /// Keeps `data` with this connection (none removes it); more than the connection's `max_attachment_bytes` is a
@@ -485,6 +524,8 @@ pub struct Hub {
     outbound: AtomicUsize,
     /// Live outbound clients by project (for the project's quota of clients).
     outbound_by_project: Mutex<HashMap<String, usize>>,
+    /// Timers armed by project (for the project's quota of timers).
+    timers_by_project: Mutex<HashMap<String, usize>>,
     running: Arc<AtomicUsize>,
     shutting_down: AtomicBool,
     /// `@<host id>`, the end of every connection id once this host is in a cluster.
@@ -678,6 +719,7 @@ impl Hub {
             messages_out: AtomicU64::new(0),
             attachment: Mutex::new(None),
             handler_events: std::sync::OnceLock::new(),
+            timers: Mutex::new(None),
         });
         if let Ok(mut conns) = self.conns.write() {
             conns.insert(conn.id.clone(), conn.clone());
@@ -704,6 +746,59 @@ impl Hub {
                 }
             }
             conn.advance(ConnState::Closed);
+            // Its timers go with it: none fires after its onclose.
+            self.timers_gone(project_of(&conn.spec.handler), conn.drop_timers());
+        }
+    }
+
+    /// Arms a timer on `conn` within `quota`, its project's quota of timers armed at once; its id.
+    pub fn set_timer(&self, conn: &Conn, delay: Duration, payload: Bytes, quota: usize) -> Result<u64, ConnError> {
+        let project = project_of(&conn.spec.handler);
+        {
+            let mut by_project = self.timers_by_project.lock().map_err(|_| ConnError::Closed)?;
+            let armed = by_project.entry(project.to_owned()).or_default();
+            if *armed >= quota {
+                let refused =
+                    QuotaRefused { project: project.to_owned(), quota: "timers", what: "timers", limit: quota as u64 };
+                return Err(ConnError::Limit(refused.to_string()));
+            }
+            *armed += 1;
+        }
+        conn.arm_timer(delay, payload).inspect_err(|_| self.timers_gone(project, 1))
+    }
+
+    /// Cancels timer `id` of `conn`; whether it was armed.
+    pub fn cancel_timer(&self, conn: &Conn, id: u64) -> bool {
+        let cancelled = conn.cancel_timer(id);
+        if cancelled {
+            self.timers_gone(project_of(&conn.spec.handler), 1);
+        }
+        cancelled
+    }
+
+    /// Takes `conn`'s soonest timer if it is due: its id, payload and when it was due, to fire now.
+    pub fn take_due_timer(&self, conn: &Conn) -> Option<(u64, Bytes, Instant)> {
+        let due = conn.take_due_timer()?;
+        self.timers_gone(project_of(&conn.spec.handler), 1);
+        Some(due)
+    }
+
+    /// How many timers `project` has armed.
+    pub fn timers_of(&self, project: &str) -> usize {
+        self.timers_by_project.lock().map(|by| by.get(project).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    fn timers_gone(&self, project: &str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Ok(mut by_project) = self.timers_by_project.lock()
+            && let Some(count) = by_project.get_mut(project)
+        {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                by_project.remove(project);
+            }
         }
     }
 

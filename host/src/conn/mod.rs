@@ -6,12 +6,13 @@ pub mod client;
 pub mod hub;
 mod queue;
 pub mod session;
+mod timers;
 pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use wasmsock_wire::{Direction, EventKind, Limits};
+use wasmsock_wire::{ConnError, Direction, EventKind, Limits};
 
 use crate::control::metrics::Metrics;
 pub use hub::{Admission, Conn, ConnSpec, ConnStats, Hub, NotAdmitted, Outbox};
@@ -30,6 +31,9 @@ pub trait ConnHost: Send + Sync + 'static {
     fn outbound_tls(&self) -> Arc<rustls::ClientConfig>;
     /// Runs one event of `conn` through its handler; resolves when the handler is done with it.
     fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send;
+    /// Whether a client of `project` may connect to `uri` now, by the project's outbound grants (asked before every
+    /// attempt of a handler's client, so a grant removed by a deploy stops its reconnects).
+    fn may_connect(&self, project: &str, uri: &str) -> Result<(), ConnError>;
     /// `conn` has ended for good and its onclose has run: whatever the host keeps for it (channel memberships) goes.
     fn ended(&self, conn: &Arc<Conn>);
 }

@@ -103,6 +103,14 @@ where
                     alive.check(conn);
                     continue;
                 }
+                // A timer the handler armed: its event comes between the others, never during one.
+                () = until(conn.next_timer()) => {
+                    if let Some((id, payload, due)) = app.hub().take_due_timer(conn) {
+                        app.metrics().timer_fired(due.elapsed());
+                        app.dispatch(conn, EventKind::Timer { id, payload }).await;
+                    }
+                    continue;
+                }
             }
         } else {
             // Closing: wait a bounded time for the peer's close frame and the end of the stream.
@@ -182,6 +190,14 @@ where
     }
     let ended = if conn.closed_by_host() { Ended::ByHost } else { Ended::ByPeer };
     (outbox, ended)
+}
+
+/// Resolves at `at`, or never when there is no `at`.
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Ends a connection for good: it leaves the hub, then its handler sees onclose, then the host forgets it.

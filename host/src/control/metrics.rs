@@ -108,8 +108,8 @@ fn duration_histogram() -> Histogram {
 /// The event metrics of one handler (see [`Metrics::handler_events`]).
 #[derive(Debug, Clone)]
 pub struct HandlerEvents {
-    events: [Counter; 4],
-    durations: [Histogram; 4],
+    events: [Counter; 6],
+    durations: [Histogram; 6],
 }
 
 impl HandlerEvents {
@@ -120,6 +120,8 @@ impl HandlerEvents {
             Method::OnMessage => 1,
             Method::OnError => 2,
             Method::OnClose => 3,
+            Method::OnTimer => 4,
+            Method::OnAlarm => 5,
         };
         self.events[i].inc();
         self.durations[i].observe(elapsed.as_secs_f64());
@@ -154,6 +156,8 @@ pub struct Metrics {
     project_wait: HistogramFamily<ProjectLabels>,
     quota_refusals: Family<QuotaLabels, Counter>,
     pauses: Family<PauseLabels, Counter>,
+    kv_calls: Family<KvLabels, Counter>,
+    timer_lateness: Histogram,
 }
 
 /// What a handler on this host did to a connection on another host (`send`, `close`).
@@ -167,6 +171,14 @@ struct RoutedLabels {
 struct QuotaLabels {
     project: String,
     quota: &'static str,
+}
+
+/// A call on a project's store and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KvLabels {
+    project: String,
+    op: &'static str,
+    outcome: &'static str,
 }
 
 /// A project and one of its handlers.
@@ -229,6 +241,8 @@ impl Metrics {
             project_seconds: Family::default(),
             project_wait: Family::new_with_constructor(wait_histogram),
             quota_refusals: Family::default(),
+            kv_calls: Family::default(),
+            timer_lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             pauses: Family::default(),
         };
         registry.register(
@@ -331,6 +345,17 @@ impl Metrics {
             metrics.project_wait.clone(),
         );
         registry.register(
+            "timer_lateness_seconds",
+            "How late timers fired: from when each was due to when its connection's session took it (0.1 ms to 3.3 s)",
+            metrics.timer_lateness.clone(),
+        );
+        registry.register(
+            "kv_calls",
+            "Calls on projects' key-value stores by handlers and the admin API, by project, operation and outcome (ok, \
+             invalid, limit, conflict, unavailable)",
+            metrics.kv_calls.clone(),
+        );
+        registry.register(
             "quota_refusals",
             "Things a project's quota refused, by project and quota (resident-instances, clients, connections)",
             metrics.quota_refusals.clone(),
@@ -341,6 +366,11 @@ impl Metrics {
             metrics.pauses.clone(),
         );
         Self { registry, ..metrics }
+    }
+
+    /// A timer fired `late` after it was due.
+    pub fn timer_fired(&self, late: Duration) {
+        self.timer_lateness.observe(late.as_secs_f64());
     }
 
     /// A project's quota `quota` refused something.
@@ -443,7 +473,8 @@ impl Metrics {
     /// event costs an atomic add and a histogram observation, not four label lookups and their strings.
     pub fn handler_events(&self, handler: &str) -> HandlerEvents {
         let of = |method: Method| EventLabels { handler: handler.to_owned(), method: method.as_str().to_owned() };
-        let methods = [Method::OnOpen, Method::OnMessage, Method::OnError, Method::OnClose];
+        let methods =
+            [Method::OnOpen, Method::OnMessage, Method::OnError, Method::OnClose, Method::OnTimer, Method::OnAlarm];
         HandlerEvents {
             events: methods.map(|method| self.events.get_or_create(&of(method)).clone()),
             durations: methods.map(|method| self.handler_duration.get_or_create(&of(method)).clone()),
@@ -610,6 +641,12 @@ impl Observer for Metrics {
 
     fn paused(&self, project: &str, handler: &str) {
         self.pauses.get_or_create(&PauseLabels { project: project.to_owned(), handler: handler.to_owned() }).inc();
+    }
+}
+
+impl crate::store::StoreObserver for Metrics {
+    fn called(&self, project: &str, op: &'static str, outcome: &'static str) {
+        self.kv_calls.get_or_create(&KvLabels { project: project.to_owned(), op, outcome }).inc();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The admin API (`/admin/v1`, JSON, on its own listener): list endpoints, handlers and connections; deploy and remove
 //! handlers and descriptors; close connections; create outbound clients; list channels and their members and publish
-//! to them. Every request carries the bearer token when one is set.
+//! to them; projects' stores and configuration are in `admin_store.rs`. Every request carries the bearer token when
+//! one is set.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use wasmsock_wire::descriptor::Descriptor;
 use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Reconnect};
 
+pub use super::api_error::ApiError;
 use super::listener::Peer;
 use crate::app::App;
 use crate::cluster::Shared;
@@ -25,29 +27,6 @@ use crate::control::metrics::CONTENT_TYPE;
 
 /// The largest component the admin API accepts. componentize-py components are about 18 MB; 64 MiB leaves room.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
-
-/// An error as JSON, `{"error": "..."}`, with a message a person can act on.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
-    }
-
-    fn refused(err: anyhow::Error) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{err:#}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
 
 /// The admin router. With a token, every request must carry `Authorization: Bearer <token>`.
 pub fn router(app: Arc<App>, token: Option<String>) -> Router {
@@ -64,6 +43,7 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/publish", axum::routing::post(publish))
         .route("/admin/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
+        .merge(super::admin_store::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
         .with_state(app.clone());
@@ -249,13 +229,15 @@ async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) 
         max: Duration::from_millis(new.reconnect_max_ms.unwrap_or(30_000).max(initial)),
         max_attempts: None,
     });
-    let conn = app.create_client(&new.uri, &new.handler, ClientOptions { reconnect }).map_err(|err| {
-        let status = match err {
-            ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ConnError::Closed | ConnError::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError::new(status, err.to_string())
-    })?;
+    let conn = app
+        .create_client(&new.uri, &new.handler, ClientOptions { reconnect, ..ClientOptions::default() })
+        .map_err(|err| {
+            let status = match err {
+                ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                ConnError::Closed | ConnError::Limit(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, err.to_string())
+        })?;
     Ok(Json(json!({ "client": conn.info() })))
 }
 

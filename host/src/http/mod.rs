@@ -2,6 +2,8 @@
 //! console page) and the admin API with `/metrics`. They do HTTP work only, then hand a socket to the connection layer.
 
 pub mod admin;
+mod admin_store;
+mod api_error;
 pub mod console;
 pub mod listener;
 mod message;

@@ -19,6 +19,9 @@ wasmtime::component::bindgen!({
         "wasmsock:websockets/kv.increment-with-ttl": async | trappable,
         "wasmsock:websockets/kv.list-keys": async | trappable,
         "wasmsock:websockets/kv.get-usage": async | trappable,
+        "wasmsock:websockets/timers.set-alarm": async | trappable,
+        "wasmsock:websockets/timers.cancel-alarm": async | trappable,
+        "wasmsock:websockets/timers.list-alarms": async | trappable,
         "wasi:keyvalue/store.open": trappable,
         "wasi:keyvalue/store.[method]bucket.get": async | trappable,
         "wasi:keyvalue/store.[method]bucket.set": async | trappable,
@@ -38,7 +41,7 @@ wasmtime::component::bindgen!({
     },
     with: {
         "wasmsock:websockets/websockets.websocket-client": crate::runtime::state::ClientRef,
-        "wasi:keyvalue/store.bucket": crate::runtime::host_kv::BucketRef,
-        "wasi:keyvalue/atomics.cas": crate::runtime::host_kv::CasRef,
+        "wasi:keyvalue/store.bucket": crate::runtime::state::BucketRef,
+        "wasi:keyvalue/atomics.cas": crate::runtime::state::CasRef,
     },
 });

@@ -15,6 +15,8 @@ impl From<Method> for wit::Method {
             Method::OnMessage => wit::Method::Onmessage,
             Method::OnError => wit::Method::Onerror,
             Method::OnClose => wit::Method::Onclose,
+            // `method` predates timers: their events are messages without one (`timers.get-event` tells them apart).
+            Method::OnTimer | Method::OnAlarm => wit::Method::Onmessage,
         }
     }
 }
@@ -90,6 +92,7 @@ impl From<wit::ClientOptions> for ClientOptions {
                 max: Duration::from_millis(policy.max_delay_ms.max(policy.initial_delay_ms).into()),
                 max_attempts: policy.max_attempts,
             }),
+            ..ClientOptions::default()
         }
     }
 }

@@ -476,7 +476,7 @@ impl Runtime {
     /// Counts how a call ended towards its handler's pause; logs and reports a pause it starts. Only the events a
     /// pause holds back (onopen, onmessage) count as successes: an onerror that answers a timeout does not clear it.
     fn settle<T>(&self, handler: &Handler, method: Method, result: &Result<T, CallError>) {
-        let counts = matches!(method, Method::OnOpen | Method::OnMessage);
+        let counts = matches!(method, Method::OnOpen | Method::OnMessage | Method::OnTimer);
         let ran_out = match result {
             Ok(_) if counts => Some(false),
             Ok(_) => None,

@@ -15,24 +15,13 @@ use super::bindings::wasi::config::store as config;
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::bindings::wasmsock::websockets::kv as wit;
 use super::services::{KvFuture, KvService};
-use super::state::State;
+use super::state::{BucketRef, CasRef, State};
 
 /// The only store name a handler opens: its project's store.
 const DEFAULT_STORE: &str = "default";
 
 /// How many store handles (buckets and CAS handles) one handler call may hold at once; past this the call traps.
 const MAX_STORE_HANDLES: usize = 1_000;
-
-/// The host side of a guest's `bucket`: its project's store (the project is the handler's, so nothing is kept here).
-#[derive(Debug)]
-pub struct BucketRef;
-
-/// The host side of a guest's `cas`: a key and what it held (with its revision) when the handle was made.
-#[derive(Debug)]
-pub struct CasRef {
-    key: String,
-    read: Option<Entry>,
-}
 
 impl State {
     /// Starts `call` on the store for the handler's project; the future borrows nothing and waits off the clock.
@@ -118,12 +107,21 @@ impl store::Host for State {
 }
 
 impl store::HostBucket for State {
-    async fn get(&mut self, _: Resource<BucketRef>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+    async fn get(
+        &mut self,
+        _: Resource<BucketRef>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let entry = self.store_call(|kv, project| kv.get(project, &key)).await;
         Ok(entry.map(|entry| entry.map(|entry| entry.value)).map_err(Into::into))
     }
 
-    async fn set(&mut self, _: Resource<BucketRef>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), store::Error>> {
+    async fn set(
+        &mut self,
+        _: Resource<BucketRef>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
         let put = self.store_call(|kv, project| kv.put(project, &key, value, PutOptions::default())).await;
         Ok(put.map(|_| ()).map_err(Into::into))
     }
@@ -162,7 +160,11 @@ impl atomics::Host for State {
         Ok(self.store_call(|kv, project| kv.increment(project, &key, delta, None)).await.map_err(Into::into))
     }
 
-    async fn swap(&mut self, cas: Resource<atomics::Cas>, value: Vec<u8>) -> wasmtime::Result<Result<(), atomics::CasError>> {
+    async fn swap(
+        &mut self,
+        cas: Resource<atomics::Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
         let CasRef { key, read } = self.table.delete(cas)?;
         self.store_handles = self.store_handles.saturating_sub(1);
         // Written only if the key's revision is still the one read (or it is still absent): no A-B-A.
@@ -183,7 +185,11 @@ impl atomics::Host for State {
 }
 
 impl atomics::HostCas for State {
-    async fn new(&mut self, _: Resource<BucketRef>, key: String) -> wasmtime::Result<Result<Resource<CasRef>, store::Error>> {
+    async fn new(
+        &mut self,
+        _: Resource<BucketRef>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<CasRef>, store::Error>> {
         match self.store_call(|kv, project| kv.get(project, &key)).await {
             Ok(read) => Ok(Ok(self.push_store_handle(CasRef { key, read })?)),
             Err(err) => Ok(Err(err.into())),
@@ -218,7 +224,11 @@ impl batch::Host for State {
         Ok(self.store_call(|kv, project| kv.set_many(project, key_values)).await.map_err(Into::into))
     }
 
-    async fn delete_many(&mut self, _: Resource<BucketRef>, keys: Vec<String>) -> wasmtime::Result<Result<(), store::Error>> {
+    async fn delete_many(
+        &mut self,
+        _: Resource<BucketRef>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
         Ok(self.store_call(|kv, project| kv.delete_many(project, keys)).await.map_err(Into::into))
     }
 }
@@ -229,7 +239,12 @@ impl wit::Host for State {
         Ok(entry.map(|entry| entry.map(Into::into)).map_err(Into::into))
     }
 
-    async fn put(&mut self, key: String, value: Vec<u8>, options: wit::PutOptions) -> wasmtime::Result<Result<u64, wit::Error>> {
+    async fn put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        options: wit::PutOptions,
+    ) -> wasmtime::Result<Result<u64, wit::Error>> {
         let options = PutOptions::from(options);
         Ok(self.store_call(|kv, project| kv.put(project, &key, value, options)).await.map_err(Into::into))
     }
@@ -290,7 +305,9 @@ mod tests {
     #[test]
     fn store_errors_keep_their_kind_in_both_interfaces() {
         assert!(matches!(wit::Error::from(KvError::Conflict(Some(7))), wit::Error::Conflict(Some(7))));
-        assert!(matches!(wit::Error::from(KvError::Limit("keys (1)".into())), wit::Error::Limit(text) if text == "keys (1)"));
+        assert!(
+            matches!(wit::Error::from(KvError::Limit("keys (1)".into())), wit::Error::Limit(text) if text == "keys (1)")
+        );
         match store::Error::from(KvError::Limit("keys (1)".into())) {
             store::Error::Other(text) => assert_eq!(text, "limit: keys (1)"),
             other => panic!("{other:?}"),

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmsock_wire::channel::MembersPage;
-use wasmsock_wire::kv::{ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
+use wasmsock_wire::kv::{Alarm, ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnLimits, EventKind, Frame};
 
 /// A live connection as a handler's imports see it: who it is, its limits, and sending to it and closing it.
@@ -93,6 +93,17 @@ pub trait HostServices: Send + Sync + 'static {
     /// One page of the members of `channel` of `project`, over every live host of the cluster (this host's alone when
     /// it runs alone).
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey;
+    /// Arms a timer on `conn` (a connection of `project`): an `ontimer` event with `payload` after `delay`, counted
+    /// against the project's quota of timers; its id.
+    fn set_timer(
+        &self,
+        project: &str,
+        conn: &dyn Connection,
+        delay: std::time::Duration,
+        payload: Vec<u8>,
+    ) -> Result<u64, ConnError>;
+    /// Cancels the timer `id` of `conn`; whether it was armed.
+    fn cancel_timer(&self, project: &str, conn: &dyn Connection, id: u64) -> bool;
     /// The key-value store of every project (each call names the project).
     fn kv(&self) -> &dyn KvService;
     /// `project`'s configuration as it is now.
@@ -125,4 +136,10 @@ pub trait KvService: Send + Sync + 'static {
     fn delete_many(&self, project: &str, keys: Vec<String>) -> KvFuture<()>;
     /// The project's use of its store against its quotas.
     fn usage(&self, project: &str) -> KvFuture<Usage>;
+    /// Sets (replaces) the project's alarm `alarm.name`, within the project's quota of alarms.
+    fn set_alarm(&self, project: &str, alarm: Alarm) -> KvFuture<()>;
+    /// Cancels the project's alarm `name`; whether it was set.
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool>;
+    /// The project's alarms, soonest first.
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>>;
 }

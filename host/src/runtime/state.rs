@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use wasmsock_wire::kv::Entry;
+
 use super::services::{Connection, Event, HostServices};
 use crate::budget::{Holding, Kind as BudgetKind};
 use crate::fair::{Pause, Turn};
@@ -17,6 +19,17 @@ use crate::fair::{Pause, Turn};
 #[derive(Debug)]
 pub struct ClientRef {
     pub(super) conn: Arc<dyn Connection>,
+}
+
+/// The host side of a guest's `bucket`: its project's store (the project is the handler's, so nothing is kept here).
+#[derive(Debug)]
+pub struct BucketRef;
+
+/// The host side of a guest's `cas`: a key and what it held (with its revision) when the handle was made.
+#[derive(Debug)]
+pub struct CasRef {
+    pub(super) key: String,
+    pub(super) read: Option<Entry>,
 }
 
 /// The store data of one handler instance: WASI, the event it handles and the connections it can reach.

@@ -3,62 +3,53 @@
 //! option, applies the project's quotas and implements the runtime's `KvService`; a backend only keeps what it is
 //! given, each project apart.
 
+mod backend;
 pub mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use wasmsock_wire::ProjectQuotas;
 use wasmsock_wire::kv::{
-    self, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, Usage, check_batch, check_key,
-    check_prefix, page_size,
+    self, Alarm, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, Usage, check_batch,
+    check_key, check_prefix, page_size,
 };
 
 use crate::runtime::{KvFuture, KvService};
 
+pub use backend::Backend;
 pub use sqlite::{Durability, Sqlite};
 
 /// Where `wasmsock serve` keeps its data unless `--data` says otherwise: this folder under the plugins root (a dot
 /// folder is never a project, and the plugins watcher skips it).
 pub const DEFAULT_DATA_DIR: &str = ".wasmsock-data";
 
-/// What keeps the data: both backends implement it. The [`Store`] in front has checked every key, prefix, option and
-/// batch size; a backend keeps each project apart, applies the quotas it is given inside the write, and gives every
-/// write a revision never used before in the project's store.
-pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
-    /// The value of `key` with its revision and expiry; none when absent or expired.
-    fn get(&self, project: &str, key: &str) -> KvFuture<Option<Entry>>;
-    /// Writes `value` at `key` under `options` within `quotas`; the new revision.
-    fn put(&self, project: &str, key: &str, value: Vec<u8>, options: PutOptions, quotas: KvQuotas) -> KvFuture<u64>;
-    /// Removes `key`, only at `revision` when given (else `conflict`); an absent key removed unconditionally is fine.
-    fn delete(&self, project: &str, key: &str, revision: Option<u64>) -> KvFuture<()>;
-    /// Adds `delta` to the decimal number at `key` (0 when absent) atomically; a key it creates gets `ttl_seconds`.
-    fn increment(&self, project: &str, key: &str, delta: i64, ttl_seconds: Option<u32>, quotas: KvQuotas)
-    -> KvFuture<i64>;
-    /// Up to `limit` live keys starting with `prefix`, in byte order, after `after` when given.
-    fn list(&self, project: &str, prefix: &str, after: Option<&str>, limit: usize) -> KvFuture<KeysPage>;
-    /// Sets every key (all or none where the backend can; in order otherwise).
-    fn set_many(&self, project: &str, entries: Vec<(String, Vec<u8>)>, quotas: KvQuotas) -> KvFuture<()>;
-    /// Removes every key.
-    fn delete_many(&self, project: &str, keys: Vec<String>) -> KvFuture<()>;
-    /// Keys and bytes the project's store holds.
-    fn usage(&self, project: &str) -> KvFuture<(u64, u64)>;
-    /// The project's configuration now (kept in memory, current with every host's changes).
-    fn config(&self, project: &str) -> Arc<ConfigSnapshot>;
-    /// Sets a configuration value (a checked name and value); `limit` past
-    /// [`wasmsock_wire::limits::DEFAULT_CONFIG_MAX_KEYS`] names.
-    fn set_config(&self, project: &str, key: &str, value: ConfigValue) -> KvFuture<()>;
-    /// Removes a configuration value; whether it was set.
-    fn unset_config(&self, project: &str, key: &str) -> KvFuture<bool>;
-    /// Where the data is, for the log and `/admin/v1/store`.
-    fn describe(&self) -> String;
-}
-
 /// Every project's store and configuration, in front of the backend in use.
 pub struct Store {
     backend: OnceLock<Arc<dyn Backend>>,
     /// Where the embedded store opens when nothing chose a backend before the first call.
     default_dir: PathBuf,
-    quotas: Arc<dyn Fn(&str) -> KvQuotas + Send + Sync>,
+    quotas: Arc<dyn Fn(&str) -> ProjectQuotas + Send + Sync>,
+    observer: OnceLock<Arc<dyn StoreObserver>>,
+    /// Woken when an alarm is set, so the alarm loop can look again for the soonest one.
+    alarm_notice: Arc<tokio::sync::Notify>,
+}
+
+/// Told of every store call a handler or the operator makes (the metrics implement it).
+pub trait StoreObserver: Send + Sync + 'static {
+    /// A call `op` on `project`'s store ended with `outcome` (`ok`, `invalid`, `limit`, `conflict`, `unavailable`).
+    fn called(&self, project: &str, op: &'static str, outcome: &'static str);
+}
+
+/// The outcome of a store call, as the metrics name it.
+fn outcome<T>(result: &Result<T, KvError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(KvError::Invalid(_)) => "invalid",
+        Err(KvError::Limit(_)) => "limit",
+        Err(KvError::Conflict(_)) => "conflict",
+        Err(KvError::Unavailable(_)) => "unavailable",
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -70,8 +61,8 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store whose quotas per project come from `quotas`; until a backend is chosen ([`Store::open_embedded`],
     /// [`Store::use_backend`]) the first call opens the embedded store in `default_dir`.
-    pub fn new(default_dir: PathBuf, quotas: Arc<dyn Fn(&str) -> KvQuotas + Send + Sync>) -> Self {
-        Self { backend: OnceLock::new(), default_dir, quotas }
+    pub fn new(default_dir: PathBuf, quotas: Arc<dyn Fn(&str) -> ProjectQuotas + Send + Sync>) -> Self {
+        Self { backend: OnceLock::new(), default_dir, quotas, observer: OnceLock::new(), alarm_notice: Arc::default() }
     }
 
     /// Opens the embedded store in `dir` with `durability` and uses it (at start, before any handler runs).
@@ -109,7 +100,38 @@ impl Store {
     }
 
     fn quotas(&self, project: &str) -> KvQuotas {
-        (self.quotas)(project)
+        KvQuotas::from(&(self.quotas)(project))
+    }
+
+    /// When the soonest alarm of any project is due (milliseconds since the Unix epoch).
+    pub async fn next_alarm(&self) -> Result<Option<i64>, KvError> {
+        self.backend()?.next_alarm().await
+    }
+
+    /// Takes up to `limit` alarms due at `now_ms` off the store, with their projects (see [`Backend::take_due_alarms`]).
+    pub async fn take_due_alarms(&self, now_ms: i64, limit: usize) -> Result<Vec<(String, Alarm)>, KvError> {
+        self.backend()?.take_due_alarms(now_ms, limit).await
+    }
+
+    /// Resolves when an alarm is set from now on.
+    pub async fn alarm_set(&self) {
+        self.alarm_notice.notified().await;
+    }
+
+    /// Tells `observer` of every call from now on (once; a second observer is ignored).
+    pub fn observe(&self, observer: Arc<dyn StoreObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// `call`, counted by the observer when it ends.
+    fn observed<T: Send + 'static>(&self, project: &str, op: &'static str, call: KvFuture<T>) -> KvFuture<T> {
+        let Some(observer) = self.observer.get().cloned() else { return call };
+        let project = project.to_owned();
+        Box::pin(async move {
+            let result = call.await;
+            observer.called(&project, op, outcome(&result));
+            result
+        })
     }
 
     /// Sets `project`'s configuration value `key` (checked first).
@@ -143,67 +165,117 @@ macro_rules! checked {
 
 impl KvService for Store {
     fn get(&self, project: &str, key: &str) -> KvFuture<Option<Entry>> {
-        checked!(self, check_key(key), |backend| backend.get(project, key))
+        let call = { checked!(self, check_key(key), |backend| backend.get(project, key)) };
+        self.observed(project, "get", call)
     }
 
     fn put(&self, project: &str, key: &str, value: Vec<u8>, options: PutOptions) -> KvFuture<u64> {
-        let check = check_key(key).and_then(|()| check_ttl(options.ttl_seconds));
-        let quotas = self.quotas(project);
-        checked!(self, check, |backend| backend.put(project, key, value, options, quotas))
+        let call = {
+            let check = check_key(key).and_then(|()| check_ttl(options.ttl_seconds));
+            let quotas = self.quotas(project);
+            checked!(self, check, |backend| backend.put(project, key, value, options, quotas))
+        };
+        self.observed(project, "put", call)
     }
 
     fn delete(&self, project: &str, key: &str, revision: Option<u64>) -> KvFuture<()> {
-        checked!(self, check_key(key), |backend| backend.delete(project, key, revision))
+        let call = { checked!(self, check_key(key), |backend| backend.delete(project, key, revision)) };
+        self.observed(project, "delete", call)
     }
 
     fn increment(&self, project: &str, key: &str, delta: i64, ttl_seconds: Option<u32>) -> KvFuture<i64> {
-        let check = check_key(key).and_then(|()| check_ttl(ttl_seconds));
-        let quotas = self.quotas(project);
-        checked!(self, check, |backend| backend.increment(project, key, delta, ttl_seconds, quotas))
+        let call = {
+            let check = check_key(key).and_then(|()| check_ttl(ttl_seconds));
+            let quotas = self.quotas(project);
+            checked!(self, check, |backend| backend.increment(project, key, delta, ttl_seconds, quotas))
+        };
+        self.observed(project, "increment", call)
     }
 
     fn list(&self, project: &str, prefix: &str, after: Option<&str>, limit: u32) -> KvFuture<KeysPage> {
-        let check = check_prefix(prefix).and_then(|()| after.map_or(Ok(()), check_key)).and_then(|()| page_size(limit));
-        match check {
-            Ok(limit) => checked!(self, Ok(()), |backend| backend.list(project, prefix, after, limit)),
-            Err(err) => failed(err),
-        }
+        let call = {
+            let check =
+                check_prefix(prefix).and_then(|()| after.map_or(Ok(()), check_key)).and_then(|()| page_size(limit));
+            match check {
+                Ok(limit) => checked!(self, Ok(()), |backend| backend.list(project, prefix, after, limit)),
+                Err(err) => failed(err),
+            }
+        };
+        self.observed(project, "list", call)
     }
 
     fn get_many(&self, project: &str, keys: Vec<String>) -> KvFuture<Vec<Option<Vec<u8>>>> {
-        let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
-        checked!(self, check, |backend| {
-            let (backend, project) = (backend.clone(), project.to_owned());
-            Box::pin(async move {
-                let mut values = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    values.push(backend.get(&project, key).await?.map(|entry| entry.value));
-                }
-                Ok(values)
+        let call = {
+            let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
+            checked!(self, check, |backend| {
+                let (backend, project) = (backend.clone(), project.to_owned());
+                Box::pin(async move {
+                    let mut values = Vec::with_capacity(keys.len());
+                    for key in &keys {
+                        values.push(backend.get(&project, key).await?.map(|entry| entry.value));
+                    }
+                    Ok(values)
+                })
             })
-        })
+        };
+        self.observed(project, "get-many", call)
     }
 
     fn set_many(&self, project: &str, entries: Vec<(String, Vec<u8>)>) -> KvFuture<()> {
-        let check = check_batch(entries.len()).and_then(|()| entries.iter().try_for_each(|(key, _)| check_key(key)));
-        let quotas = self.quotas(project);
-        checked!(self, check, |backend| backend.set_many(project, entries, quotas))
+        let call = {
+            let check =
+                check_batch(entries.len()).and_then(|()| entries.iter().try_for_each(|(key, _)| check_key(key)));
+            let quotas = self.quotas(project);
+            checked!(self, check, |backend| backend.set_many(project, entries, quotas))
+        };
+        self.observed(project, "set-many", call)
     }
 
     fn delete_many(&self, project: &str, keys: Vec<String>) -> KvFuture<()> {
-        let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
-        checked!(self, check, |backend| backend.delete_many(project, keys))
+        let call = {
+            let check = check_batch(keys.len()).and_then(|()| keys.iter().try_for_each(|key| check_key(key)));
+            checked!(self, check, |backend| backend.delete_many(project, keys))
+        };
+        self.observed(project, "delete-many", call)
     }
 
     fn usage(&self, project: &str) -> KvFuture<Usage> {
-        let quotas = self.quotas(project);
-        checked!(self, Ok::<(), KvError>(()), |backend| {
-            let usage = backend.usage(project);
-            Box::pin(async move {
-                let (keys, bytes) = usage.await?;
-                Ok(quotas.usage(keys, bytes))
+        let call = {
+            let quotas = self.quotas(project);
+            checked!(self, Ok::<(), KvError>(()), |backend| {
+                let usage = backend.usage(project);
+                Box::pin(async move {
+                    let (keys, bytes) = usage.await?;
+                    Ok(quotas.usage(keys, bytes))
+                })
             })
-        })
+        };
+        self.observed(project, "usage", call)
+    }
+
+    fn set_alarm(&self, project: &str, alarm: Alarm) -> KvFuture<()> {
+        let max = (self.quotas)(project).alarms;
+        let call = checked!(self, Ok::<(), KvError>(()), |backend| backend.set_alarm(project, alarm, max));
+        // The alarm loop looks for the soonest alarm again once this one is stored.
+        let stored = self.alarm_notice.clone();
+        let call: KvFuture<()> = Box::pin(async move {
+            let result = call.await;
+            if result.is_ok() {
+                stored.notify_one();
+            }
+            result
+        });
+        self.observed(project, "set-alarm", call)
+    }
+
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool> {
+        let call = checked!(self, Ok::<(), KvError>(()), |backend| backend.cancel_alarm(project, name));
+        self.observed(project, "cancel-alarm", call)
+    }
+
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>> {
+        let call = checked!(self, Ok::<(), KvError>(()), |backend| backend.list_alarms(project));
+        self.observed(project, "list-alarms", call)
     }
 }
 
@@ -237,6 +309,12 @@ mod tests {
     use super::*;
 
     fn store(dir: &std::path::Path, quotas: KvQuotas) -> Store {
+        let quotas = ProjectQuotas {
+            kv_keys: quotas.keys,
+            kv_bytes: quotas.bytes,
+            kv_value_bytes: quotas.value_bytes,
+            ..ProjectQuotas::default()
+        };
         let store = Store::new(dir.to_path_buf(), Arc::new(move |_: &str| quotas));
         store.open_embedded(dir.to_path_buf(), Durability::Normal).unwrap();
         store
@@ -395,7 +473,10 @@ mod tests {
         assert!(store.list("p", "", None, 10).await.unwrap().keys.is_empty());
         // An expired counter starts again.
         assert_eq!(store.increment("p", "window", 1, Some(1)).await.unwrap(), 1);
-        assert!(matches!(store.put("p", "k", vec![], PutOptions { ttl_seconds: Some(0), ..options }).await, Err(KvError::Invalid(_))));
+        assert!(matches!(
+            store.put("p", "k", vec![], PutOptions { ttl_seconds: Some(0), ..options }).await,
+            Err(KvError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

@@ -14,11 +14,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Transaction, param
 use tokio::sync::oneshot;
 
 use wasmsock_wire::kv::{
-    Condition, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, parse_counter,
+    Alarm, Condition, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, parse_counter,
 };
 use wasmsock_wire::limits::DEFAULT_CONFIG_MAX_KEYS;
 
-use super::Backend;
+use super::backend::Backend;
 use crate::runtime::KvFuture;
 
 /// The file the embedded store keeps everything in, under the data directory.
@@ -73,6 +73,7 @@ enum Answer {
     Number(i64),
     Done,
     Was(bool),
+    Alarms(Vec<(String, Alarm)>),
 }
 
 /// The writer thread's own state.
@@ -114,6 +115,11 @@ CREATE TABLE IF NOT EXISTS usage (project TEXT PRIMARY KEY, keys INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS config (
     project TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, secret INTEGER NOT NULL, PRIMARY KEY (project, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    project TEXT NOT NULL, name TEXT NOT NULL, handler TEXT NOT NULL, due INTEGER NOT NULL, payload BLOB NOT NULL,
+    PRIMARY KEY (project, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alarms_due ON alarms (due);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', 1), ('revision', 0);
 ";
@@ -136,9 +142,14 @@ impl Sqlite {
         let revision: i64 = conn
             .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |row| row.get(0))
             .with_context(|| format!("reading the last revision of {}", path.display()))?;
-        let configs = Arc::new(RwLock::new(load_configs(&conn).with_context(|| format!("reading {}", path.display()))?));
+        let configs =
+            Arc::new(RwLock::new(load_configs(&conn).with_context(|| format!("reading {}", path.display()))?));
         let (writes, queue) = std::sync::mpsc::sync_channel(DEFAULT_WRITE_QUEUE);
-        let writer = Writer { revision: u64::try_from(revision).unwrap_or(0), configs: configs.clone(), config_changes: Vec::new() };
+        let writer = Writer {
+            revision: u64::try_from(revision).unwrap_or(0),
+            configs: configs.clone(),
+            config_changes: Vec::new(),
+        };
         std::thread::Builder::new()
             .name("wasmsock-store".to_owned())
             .spawn(move || write_loop(conn, queue, writer))
@@ -325,9 +336,8 @@ fn sweep(conn: &mut Connection, writer: &Writer) {
                 "SELECT project, key, length(CAST(key AS BLOB)) + length(value) FROM kv
                  WHERE expires IS NOT NULL AND expires <= ?1 LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now_ms(), SWEEP_BATCH as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
+            let rows = stmt
+                .query_map(params![now_ms(), SWEEP_BATCH as i64], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         for (project, key, size) in &expired {
@@ -636,6 +646,100 @@ impl Backend for Sqlite {
                 Ok(Answer::Was(removed > 0))
             },
             |answer| matches!(answer, Answer::Was(true)),
+        )
+    }
+
+    fn set_alarm(&self, project: &str, alarm: Alarm, max: u32) -> KvFuture<()> {
+        let project = project.to_owned();
+        self.write(
+            move |tx, _| {
+                let others: i64 = tx
+                    .query_row(
+                        "SELECT count(*) FROM alarms WHERE project = ?1 AND name != ?2",
+                        params![project, alarm.name],
+                        |row| row.get(0),
+                    )
+                    .map_err(db_error)?;
+                if others >= i64::from(max) {
+                    return Err(KvError::Limit(format!("alarms ({max}): the project has {others} set")));
+                }
+                tx.execute(
+                    "INSERT INTO alarms (project, name, handler, due, payload) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (project, name) DO UPDATE SET handler = ?3, due = ?4, payload = ?5",
+                    params![project, alarm.name, alarm.handler, alarm.due_ms, alarm.payload],
+                )
+                .map_err(db_error)?;
+                Ok(Answer::Done)
+            },
+            |_| (),
+        )
+    }
+
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        self.write(
+            move |tx, _| {
+                let removed = tx
+                    .execute("DELETE FROM alarms WHERE project = ?1 AND name = ?2", params![project, name])
+                    .map_err(db_error)?;
+                Ok(Answer::Was(removed > 0))
+            },
+            |answer| matches!(answer, Answer::Was(true)),
+        )
+    }
+
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>> {
+        let project = project.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, handler, due, payload FROM alarms WHERE project = ?1 ORDER BY due, name")
+                .map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![project], |row| {
+                    Ok(Alarm { name: row.get(0)?, handler: row.get(1)?, due_ms: row.get(2)?, payload: row.get(3)? })
+                })
+                .map_err(db_error)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+        })
+    }
+
+    fn next_alarm(&self) -> KvFuture<Option<i64>> {
+        self.read(|conn| conn.query_row("SELECT min(due) FROM alarms", [], |row| row.get(0)).map_err(db_error))
+    }
+
+    fn take_due_alarms(&self, now_ms: i64, limit: usize) -> KvFuture<Vec<(String, Alarm)>> {
+        self.write(
+            move |tx, _| {
+                let due: Vec<(String, Alarm)> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT project, name, handler, due, payload FROM alarms WHERE due <= ?1
+                             ORDER BY due, project, name LIMIT ?2",
+                        )
+                        .map_err(db_error)?;
+                    let rows = stmt
+                        .query_map(params![now_ms, limit as i64], |row| {
+                            let alarm = Alarm {
+                                name: row.get(1)?,
+                                handler: row.get(2)?,
+                                due_ms: row.get(3)?,
+                                payload: row.get(4)?,
+                            };
+                            Ok((row.get(0)?, alarm))
+                        })
+                        .map_err(db_error)?;
+                    rows.collect::<rusqlite::Result<_>>().map_err(db_error)?
+                };
+                for (project, alarm) in &due {
+                    tx.execute("DELETE FROM alarms WHERE project = ?1 AND name = ?2", params![project, alarm.name])
+                        .map_err(db_error)?;
+                }
+                Ok(Answer::Alarms(due))
+            },
+            |answer| match answer {
+                Answer::Alarms(due) => due,
+                _ => Vec::new(),
+            },
         )
     }
 

@@ -20,6 +20,9 @@ pub enum Lang {
 
 /// The WIT contract every project builds against.
 const WIT: &str = include_str!("../../../../wit/websockets.wit");
+/// The WASI packages the contract imports (`wasi:keyvalue`, `wasi:config`).
+const WIT_KEYVALUE: &str = include_str!("../../../../wit/deps/keyvalue/keyvalue.wit");
+const WIT_CONFIG: &str = include_str!("../../../../wit/deps/config/config.wit");
 
 const README: &str = include_str!("README.md.tmpl");
 
@@ -65,6 +68,8 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
     let mut files = vec![
         (PathBuf::from(format!("{name}.websocket")), format!("{descriptor}\n")),
         (PathBuf::from("wit/websockets.wit"), WIT.to_owned()),
+        (PathBuf::from("wit/deps/keyvalue/keyvalue.wit"), WIT_KEYVALUE.to_owned()),
+        (PathBuf::from("wit/deps/config/config.wit"), WIT_CONFIG.to_owned()),
         (PathBuf::from(".gitignore"), GITIGNORE.to_owned()),
     ];
     let (source, needs, build, imports) = match lang {
