@@ -4,7 +4,8 @@
 //! both, listings page in byte order, quotas answer `limit`, a backend opened later sees everything, configuration set
 //! through one reaches the other's snapshot, and calls answer `unavailable` at once without a broker and work once it
 //! comes. Through real `wasmsock serve --nats` processes and the kv example: increments on two hosts, read by a third
-//! started later, and kept across a broker restart.
+//! started later, and kept across a broker restart; alarms fire on exactly one host, and on another when the host that
+//! set one dies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -345,4 +346,52 @@ async fn hosts_share_the_store_and_a_broker_restart_keeps_it() {
     }
     assert_eq!(command(&mut ws1, "incr visits").await, "13");
     assert_eq!(command(&mut ws3, "entry doc").await, format!("{revision} first"));
+}
+
+/// The messages a session receives within `window`.
+async fn gather(ws: &mut Ws, window: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let until = tokio::time::Instant::now() + window;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, futures_util::StreamExt::next(ws)).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            got.push(text.to_string());
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn an_alarm_fires_on_exactly_one_host_and_outlives_the_host_that_set_it() {
+    let Some(nats) = NatsServer::start().await else { return };
+    let plugins = Plugins::new().handler("app/probe", "timer-probe").endpoint("probe", "app/probe");
+    let (mut one, two) = (serve(&plugins, &nats, "a1").await, serve(&plugins, &nats, "a2").await);
+    // A listener on each host, in the channel every alarm event publishes to (a publish reaches both hosts).
+    let (mut listen1, mut listen2) = (connect(&one.url("probe")).await, connect(&two.url("probe")).await);
+    assert_eq!(command(&mut listen1, "listen").await, "listening");
+    assert_eq!(command(&mut listen2, "listen").await, "listening");
+    let mut driver = connect(&one.url("probe")).await;
+    for i in 0..5 {
+        assert_eq!(command(&mut driver, &format!("alarm tick{i} 400 p{i}")).await, "ok");
+    }
+    let mut other = connect(&two.url("probe")).await;
+    eventually("host two's index lists the five alarms", async || {
+        command(&mut other, "alarms").await.split(',').count() == 5
+    })
+    .await;
+    // Each alarm fired once in the cluster: every listener sees each of the five exactly once.
+    for (host, listener) in [("one", &mut listen1), ("two", &mut listen2)] {
+        let mut got = gather(listener, Duration::from_secs(3)).await;
+        got.sort();
+        let expected: Vec<String> = (0..5)
+            .map(|i| format!(r#"alarm tick{i} p{i} send=Error::Invalid("an onalarm event has no current connection")"#))
+            .collect();
+        assert_eq!(got, expected, "host {host}'s listener");
+    }
+    // Set through host one, which is then killed: host two fires it.
+    assert_eq!(command(&mut driver, "alarm later 1500 kept").await, "ok");
+    one.child.kill().await.unwrap();
+    let got = gather(&mut listen2, Duration::from_secs(6)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("alarm later kept"), "{got:?}");
+    assert_eq!(command(&mut other, "alarms").await, "");
 }

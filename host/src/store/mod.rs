@@ -5,6 +5,7 @@
 
 mod backend;
 pub mod nats;
+mod nats_alarms;
 pub mod sqlite;
 
 use std::path::PathBuf;

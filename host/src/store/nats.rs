@@ -19,6 +19,8 @@
 //!   follows it (a headers-only ordered consumer: key, size and removal of every message) and counts its own writes
 //!   at once. Exact on one host; across hosts two writes in flight at the same moment on different hosts may both
 //!   pass, so a quota can be overshot by the writes in flight (each still within `value-bytes`).
+//! - Alarms: one bucket for every project's alarms, followed by every host (`nats_alarms.rs`); a due alarm fires on
+//!   the one host whose delete at its revision wins.
 //! - Every broker failure is `unavailable`; no call waits longer than [`DEFAULT_KV_CALL_TIMEOUT`], and while the
 //!   broker is not connected calls answer `unavailable` at once.
 
@@ -31,12 +33,13 @@ use futures_util::StreamExt as _;
 use tokio::sync::OnceCell;
 
 use wasmsock_wire::kv::{
-    Condition, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, bucket_name,
+    Alarm, Condition, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, bucket_name,
     config_bucket_name, config_entry_key, escape_key, parse_config_entry_key, parse_counter, unescape_key,
 };
 use wasmsock_wire::limits::{DEFAULT_CONFIG_MAX_KEYS, DEFAULT_KV_INCREMENT_RETRIES};
 
 use super::backend::Backend;
+use super::nats_alarms::Alarms;
 use crate::runtime::KvFuture;
 
 /// The longest one store call may take on the broker, retries included: past it the call is `unavailable` (a handler
@@ -83,6 +86,9 @@ struct Inner {
     config: Arc<Configs>,
     /// Stops following the configuration when the backend is dropped.
     follower: tokio::task::JoinHandle<()>,
+    /// Every project's alarms, and the task following them.
+    alarms: Arc<Alarms>,
+    alarm_follower: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -94,6 +100,7 @@ impl std::fmt::Debug for Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.follower.abort();
+        self.alarm_follower.abort();
     }
 }
 
@@ -279,7 +286,17 @@ impl Inner {
                 tracing::warn!("the cluster's configuration is not read yet: handlers may see it late");
             }
         }
-        Self { client, jetstream, cluster: cluster.to_owned(), buckets: Mutex::new(HashMap::new()), config, follower }
+        let (alarms, alarm_follower) = Alarms::start(client.clone(), jetstream.clone(), cluster);
+        Self {
+            client,
+            jetstream,
+            cluster: cluster.to_owned(),
+            buckets: Mutex::new(HashMap::new()),
+            config,
+            follower,
+            alarms,
+            alarm_follower,
+        }
     }
 
     /// `unavailable` at once while the broker is not connected.
@@ -974,6 +991,29 @@ impl Backend for Nats {
             me.config.apply(&key, revision, None);
             Ok(true)
         })
+    }
+
+    fn set_alarm(&self, project: &str, alarm: Alarm, max: u32) -> KvFuture<()> {
+        let (alarms, project) = (self.0.alarms.clone(), project.to_owned());
+        Inner::bounded(async move { alarms.set(&project, alarm, max).await })
+    }
+
+    fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool> {
+        let (alarms, project, name) = (self.0.alarms.clone(), project.to_owned(), name.to_owned());
+        Inner::bounded(async move { alarms.cancel(&project, &name).await })
+    }
+
+    fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>> {
+        Box::pin(std::future::ready(Ok(self.0.alarms.list(project))))
+    }
+
+    fn next_alarm(&self) -> KvFuture<Option<i64>> {
+        Box::pin(std::future::ready(Ok(self.0.alarms.next())))
+    }
+
+    fn take_due_alarms(&self, now_ms: i64, limit: usize) -> KvFuture<Vec<(String, Alarm)>> {
+        let alarms = self.0.alarms.clone();
+        Inner::bounded(async move { alarms.take_due(now_ms, limit).await })
     }
 
     fn describe(&self) -> String {
