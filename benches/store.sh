@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What a store call costs a handler (issue 29): the kv example (`plugins/examples/kv`, per-event) answering `get`,
 # `incr` and `set` against the echo example answering a message of the same size and the kv example answering
-# `config nothing` (its own cost without a store call: it reads the configuration, which is in memory), on one host, with the embedded
-# store at each durability (`--store-sync normal`, the default, and `full`). Each phase is `wasmsock bench --mode
+# `config nothing` (its own cost without a store call: it reads the configuration, which is in memory), on one host,
+# with the embedded store at each durability (`--store-sync normal`, the default, and `full`). Each phase is `wasmsock bench --mode
 # spin`: CONNECTIONS connections each send the command and wait for its reply, over and over, for PHASE_SECS; the
 # figures are replies per second and the host's CPU per reply (from /proc/PID/stat around the phase). Rounds are
 # interleaved (every durability and operation once, then again); a fresh host per durability and round, its data
