@@ -33,6 +33,7 @@ pub mod bindings {
 }
 
 pub mod kv;
+pub mod timers;
 pub mod variables;
 
 /// Exports `fn on_event()` (or any path to a function taking nothing) as the handler's `on-event`.
