@@ -60,7 +60,8 @@ async function quickjsWit(wit, work) {
   await writeFile(
     join(dir, "handler-quickjs.wit"),
     `package ${pkg};\n\nworld handler-quickjs {\n  include handler;\n` +
-      `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n}\n`,
+      `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n` +
+      `  import wasi:random/random@${WASI_VERSION};\n}\n`,
   );
   // The contract's own dependencies (wasi:keyvalue, wasi:config), then the WASI packages the prelude needs.
   await cp(join(wit, "deps"), join(dir, "deps"), { recursive: true });
@@ -147,8 +148,15 @@ async function bundle(input, outfile, engine, prelude, work) {
   let entry = input;
   if (prelude !== undefined) {
     // The prelude's globals exist before the handler's module runs: ES modules run in the order they are imported.
+    // Every event tells the prelude first (it seeds what must differ per instance at the instance's first event).
     entry = join(work, "entry.js");
-    await writeFile(entry, `import ${JSON.stringify(prelude)};\nexport * from ${JSON.stringify(input)};\n`);
+    await writeFile(
+      entry,
+      `import { instanceStarts } from ${JSON.stringify(prelude)};\n` +
+        `import { onEvent as handlerOnEvent } from ${JSON.stringify(input)};\n` +
+        `export * from ${JSON.stringify(input)};\n` +
+        `export function onEvent() {\n  instanceStarts();\n  return handlerOnEvent();\n}\n`,
+    );
   }
   const result = await build({
     entryPoints: [entry],

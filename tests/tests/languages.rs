@@ -907,6 +907,34 @@ async fn javascript_globals_work_the_same_on_quickjs_and_spidermonkey() {
     }
 }
 
+#[tokio::test]
+async fn every_instance_draws_its_own_random_numbers_in_javascript_and_python() {
+    let host = host();
+    for (language, endpoint, _) in SCRIPT_RECORDERS {
+        // The recorders run per event: every command is a fresh instance of a build-time snapshot.
+        let mut ws = host.connect(endpoint).await;
+        let mut draws = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let reply = command(&mut ws, "random").await;
+            let mut words = reply.split(' ');
+            assert_eq!(words.next(), Some("random"), "{language}: {reply}");
+            let value: f64 = words.next().unwrap().parse().unwrap();
+            assert!((0.0..1.0).contains(&value), "{language}: {reply}");
+            if language.starts_with("JavaScript") {
+                let uuid = words.next().unwrap();
+                let groups: Vec<&str> = uuid.split('-').collect();
+                assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{language}: {uuid}");
+                assert!(groups[2].starts_with('4') && "89ab".contains(&groups[3][..1]), "{language}: v4 {uuid}");
+                assert_eq!(words.next(), Some("2"), "{language}: getRandomValues");
+                draws.insert(uuid.to_owned());
+            }
+            draws.insert(value.to_string());
+        }
+        let expected = if language.starts_with("JavaScript") { 8 } else { 4 };
+        assert_eq!(draws.len(), expected, "{language}: instances drew the same numbers: {draws:?}");
+    }
+}
+
 /// Prints, for each language's echo plugin, the component's size, the time the host takes to compile it, and the mean
 /// time of a round trip through the host (one event: a fresh instance, the call, the send, plus the client's own
 /// WebSocket work). Figures only, never asserted.

@@ -199,6 +199,9 @@ function command(text) {
         return `decode failed: ${err.name}`;
       }
     }
+    case "random":
+      // Math.random and the Web Crypto calls (a fresh instance per event: each must draw its own).
+      return `random ${Math.random()} ${crypto.randomUUID()} ${crypto.getRandomValues(new Uint32Array(2)).length}`;
     case "log":
       console.log(`stdout ${rest}`);
       console.error(`stderr ${rest}`);

@@ -145,6 +145,11 @@ def command(text: str) -> str:
     verb, _, rest = text.partition(" ")
     if verb == "echo":
         return rest
+    if verb == "random":
+        import random
+
+        return f"random {random.random()}"
+
     if verb == "clients":
         return "clients " + ";".join(describe(info) for info in websockets.get_clients())
     if verb == "connect-send":
