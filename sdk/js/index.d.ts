@@ -341,3 +341,50 @@ export const variables: {
   /** Every value, as `[name, value]` pairs in name order. */
   getAll(): [string, string][];
 };
+
+/** What the current event is, the kinds `getMethod()` cannot name included (it calls them `"onmessage"`). */
+export type EventKind = "onopen" | "onmessage" | "onerror" | "onclose" | "ontimer" | "onalarm";
+
+/** Why a timer or an alarm was not set. */
+export class TimerError extends Error {
+  readonly kind: "closed" | "invalid" | "limit" | "conflict" | "unavailable";
+  readonly detail: string;
+}
+
+/** A timer that fired (`ontimer`). */
+export interface FiredTimer {
+  id: number;
+  payload: Uint8Array;
+  payloadText: string;
+}
+
+/** An alarm that fired (`onalarm`). */
+export interface FiredAlarm {
+  name: string;
+  payload: Uint8Array;
+  payloadText: string;
+}
+
+/** An alarm of the project. */
+export interface Alarm {
+  name: string;
+  handler: string;
+  dueInMs: number;
+  payload: Uint8Array;
+}
+
+/** Timers on the current connection and alarms of the project. */
+export const timers: {
+  getEvent(): EventKind;
+  isOnTimer(): boolean;
+  isOnAlarm(): boolean;
+  /** Arms a timer on the current connection; its id. */
+  setTimer(delayMs: number, payload?: string | Bytes): number;
+  cancelTimer(id: number): boolean;
+  getTimer(): FiredTimer | undefined;
+  /** Sets (replaces) the project's alarm `name`, kept across restarts, fired once on one host. */
+  setAlarm(name: string, delayMs: number, payload?: string | Bytes): void;
+  cancelAlarm(name: string): boolean;
+  listAlarms(): Alarm[];
+  getAlarm(): FiredAlarm | undefined;
+};

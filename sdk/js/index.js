@@ -19,9 +19,10 @@ import * as wit from "wasmsock:websockets/websockets@0.1.3";
 import { bytes, witCall } from "./wit-values.js";
 import * as kv from "./kv.js";
 import * as variables from "./variables.js";
+import { TimerError, timers } from "./timers.js";
 
 export { KvError } from "./kv.js";
-export { kv, variables };
+export { kv, timers, TimerError, variables };
 
 /**
  * Why a call on a connection did not happen: the WIT `error` variant as an exception.

@@ -908,6 +908,20 @@ async fn javascript_globals_work_the_same_on_quickjs_and_spidermonkey() {
 }
 
 #[tokio::test]
+async fn timers_fire_in_javascript_and_python_as_in_rust() {
+    let host = host();
+    for (language, endpoint, _) in SCRIPT_RECORDERS {
+        let mut ws = host.connect(endpoint).await;
+        assert_eq!(command(&mut ws, "timer 60 second").await, "armed 1", "{language}");
+        assert_eq!(command(&mut ws, "timer 20 first").await, "armed 2", "{language}");
+        assert_eq!(text(&mut ws).await, "fired 2 first", "{language}");
+        assert_eq!(text(&mut ws).await, "fired 1 second", "{language}");
+        let refused = command(&mut ws, "timer 0 never").await;
+        assert!(refused.starts_with("error invalid:") && refused.contains(" 0"), "{language}: {refused}");
+    }
+}
+
+#[tokio::test]
 async fn every_instance_draws_its_own_random_numbers_in_javascript_and_python() {
     let host = host();
     for (language, endpoint, _) in SCRIPT_RECORDERS {

@@ -11,8 +11,9 @@ A handler is a module with a function ``on_event()``; ``sdk/python/build.py`` tu
             websockets.send(websockets.get_message())
 """
 
-from wasmsock import kv, variables, websockets
+from wasmsock import kv, timers, variables, websockets
 from wasmsock.kv import KvError
+from wasmsock.timers import TimerError
 from wasmsock.websockets import (
     ClientInfo,
     ClientOptions,
@@ -28,6 +29,8 @@ from wasmsock.websockets import (
 
 __all__ = [
     "kv",
+    "timers",
+    "TimerError",
     "variables",
     "websockets",
     "KvError",

@@ -18,7 +18,7 @@
 //! `kv_command` lists them), with the same replies.
 //! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` or `KvError` message).
 
-import { kv, variables, websockets } from "wasmsock";
+import { kv, timers, variables, websockets } from "wasmsock";
 
 /**
  * The handler name this component is installed as (the handler of the connection whose event this is): its outbound
@@ -30,6 +30,12 @@ function self() {
 
 /** Called by the host once per event. */
 export function onEvent() {
+  if (timers.isOnTimer()) {
+    // A timer armed with `timer MS TEXT`: its own reply, not an observer report.
+    const fired = timers.getTimer();
+    websockets.send(`fired ${fired.id} ${fired.payloadText}`);
+    return;
+  }
   const me = websockets.currentClient().info();
   report(me);
   if (websockets.isOnMessage() && me.direction === "inbound" && !me.uri.includes("observer")) {
@@ -197,6 +203,14 @@ function command(text) {
         return `decoded ${JSON.stringify(text)} ${again}`;
       } catch (err) {
         return `decode failed: ${err.name}`;
+      }
+    }
+    case "timer": {
+      const [ms, text] = split(rest);
+      try {
+        return `armed ${timers.setTimer(Number(ms), text)}`;
+      } catch (err) {
+        return `error ${err.kind}: ${err.detail}`;
       }
     }
     case "random":

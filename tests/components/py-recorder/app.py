@@ -27,9 +27,11 @@ from wasmsock import (
     KvError,
     Method,
     ReconnectPolicy,
+    TimerError,
     WebsocketClient,
     WebsocketError,
     kv,
+    timers,
     variables,
     websockets,
 )
@@ -49,6 +51,11 @@ _METHODS = {
 
 def on_event() -> None:
     """Called by the host once per event."""
+    if timers.is_on_timer():
+        # A timer armed with `timer MS TEXT`: its own reply, not an observer report.
+        fired = timers.get_timer()
+        websockets.send(f"fired {fired.id} {fired.payload.decode()}")
+        return
     me = websockets.current_client().info()
     report(me)
     if websockets.is_on_message() and me.direction == Direction.INBOUND and "observer" not in me.uri:
@@ -145,6 +152,12 @@ def command(text: str) -> str:
     verb, _, rest = text.partition(" ")
     if verb == "echo":
         return rest
+    if verb == "timer":
+        ms, _, text = rest.partition(" ")
+        try:
+            return f"armed {timers.set_timer(int(ms), text)}"
+        except TimerError as err:
+            return f"error {err.kind}: {err.detail}"
     if verb == "random":
         import random
 

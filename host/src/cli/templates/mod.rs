@@ -29,6 +29,12 @@ const README: &str = include_str!("README.md.tmpl");
 const RUST_CARGO: &str = include_str!("Cargo.toml.tmpl");
 const RUST_SDK_CARGO: &str = include_str!("sdk-Cargo.toml.tmpl");
 const RUST_SDK: &str = include_str!("../../../../sdk/rust/src/lib.rs");
+/// The Rust SDK's other modules, copied as they are.
+const RUST_SDK_MODULES: [(&str, &str); 3] = [
+    ("kv.rs", include_str!("../../../../sdk/rust/src/kv.rs")),
+    ("variables.rs", include_str!("../../../../sdk/rust/src/variables.rs")),
+    ("timers.rs", include_str!("../../../../sdk/rust/src/timers.rs")),
+];
 const RUST_HANDLER: &str = include_str!("../../../../plugins/examples/echo/src/lib.rs");
 /// The wit-bindgen the SDK is built with here (the workspace's `wit-bindgen` requirement).
 const WIT_BINDGEN: &str = "0.61";
@@ -39,11 +45,24 @@ const JS_BUILD: &str = include_str!("../../../../sdk/js/build.mjs");
 const JS_SDK: &str = include_str!("../../../../sdk/js/index.js");
 const JS_SDK_TYPES: &str = include_str!("../../../../sdk/js/index.d.ts");
 const JS_QUICKJS_GLOBALS: &str = include_str!("../../../../sdk/js/quickjs-globals.js");
+/// The JavaScript SDK's other modules, copied as they are.
+const JS_SDK_MODULES: [(&str, &str); 4] = [
+    ("kv.js", include_str!("../../../../sdk/js/kv.js")),
+    ("variables.js", include_str!("../../../../sdk/js/variables.js")),
+    ("timers.js", include_str!("../../../../sdk/js/timers.js")),
+    ("wit-values.js", include_str!("../../../../sdk/js/wit-values.js")),
+];
 const JS_HANDLER: &str = include_str!("../../../../plugins/examples/js-echo/handler.js");
 
 const PY_BUILD: &str = include_str!("../../../../sdk/python/build.py");
 const PY_SDK_INIT: &str = include_str!("../../../../sdk/python/wasmsock/__init__.py");
 const PY_SDK: &str = include_str!("../../../../sdk/python/wasmsock/websockets.py");
+/// The Python SDK's other modules, copied as they are.
+const PY_SDK_MODULES: [(&str, &str); 3] = [
+    ("kv.py", include_str!("../../../../sdk/python/wasmsock/kv.py")),
+    ("timers.py", include_str!("../../../../sdk/python/wasmsock/timers.py")),
+    ("variables.py", include_str!("../../../../sdk/python/wasmsock/variables.py")),
+];
 const PY_SDK_NET_INIT: &str = include_str!("../../../../sdk/python/sdk/__init__.py");
 const PY_SDK_NET: &str = include_str!("../../../../sdk/python/sdk/net.py");
 const PY_HANDLER: &str = include_str!("../../../../plugins/examples/py-echo/app.py");
@@ -80,6 +99,9 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             files.push(("wasmsock-sdk/Cargo.toml".into(), RUST_SDK_CARGO.replace("{{wit_bindgen}}", WIT_BINDGEN)));
             // The SDK's bindings point at the repository's wit/; here it is the project's.
             files.push(("wasmsock-sdk/src/lib.rs".into(), RUST_SDK.replace("\"../../wit\"", "\"../wit\"")));
+            for (module, text) in RUST_SDK_MODULES {
+                files.push((Path::new("wasmsock-sdk/src").join(module), text.to_owned()));
+            }
             (
                 "src/lib.rs",
                 "It needs Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`).".to_owned(),
@@ -103,6 +125,9 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             files.push(("sdk/index.js".into(), JS_SDK.to_owned()));
             files.push(("sdk/index.d.ts".into(), JS_SDK_TYPES.to_owned()));
             files.push(("sdk/quickjs-globals.js".into(), JS_QUICKJS_GLOBALS.to_owned()));
+            for (module, text) in JS_SDK_MODULES {
+                files.push((Path::new("sdk").join(module), text.to_owned()));
+            }
             (
                 "handler.js",
                 "It needs Node.js 20 or later with npm; `npm install` fetches esbuild and the two engines' builders, \
@@ -121,6 +146,9 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             files.push(("sdk/build.py".into(), PY_BUILD.to_owned()));
             files.push(("sdk/wasmsock/__init__.py".into(), PY_SDK_INIT.to_owned()));
             files.push(("sdk/wasmsock/websockets.py".into(), PY_SDK.to_owned()));
+            for (module, text) in PY_SDK_MODULES {
+                files.push((Path::new("sdk/wasmsock").join(module), text.to_owned()));
+            }
             files.push(("sdk/sdk/__init__.py".into(), PY_SDK_NET_INIT.to_owned()));
             files.push(("sdk/sdk/net.py".into(), PY_SDK_NET.to_owned()));
             (
@@ -224,6 +252,38 @@ mod tests {
         let package: serde_json::Value =
             serde_json::from_str(&js.iter().find(|(p, _)| p == Path::new("package.json")).unwrap().1).unwrap();
         assert_eq!(package["dependencies"]["@bytecodealliance/componentize-js"], "0.23.0");
+    }
+
+    #[test]
+    fn every_file_of_each_sdk_and_of_wit_is_in_its_projects() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+        let listed = |dir: &str, ext: &str| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(repo.join(dir))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(ext))
+                .collect();
+            names.sort();
+            names
+        };
+        let cases = [
+            (Lang::Rust, "sdk/rust/src", ".rs", "wasmsock-sdk/src"),
+            (Lang::Js, "sdk/js", ".js", "sdk"),
+            (Lang::Python, "sdk/python/wasmsock", ".py", "sdk/wasmsock"),
+        ];
+        for (lang, dir, ext, into) in cases {
+            let files = files("p", lang, "e").unwrap();
+            for name in listed(dir, ext) {
+                let path = Path::new(into).join(&name);
+                assert!(files.iter().any(|(p, _)| *p == path), "{dir}/{name} is not in a new {lang:?} project");
+            }
+            for (dir, into) in [("wit/deps/keyvalue", "wit/deps/keyvalue"), ("wit/deps/config", "wit/deps/config")] {
+                for name in listed(dir, ".wit") {
+                    let path = Path::new(into).join(&name);
+                    assert!(files.iter().any(|(p, _)| *p == path), "{dir}/{name} is not in a new {lang:?} project");
+                }
+            }
+        }
     }
 
     #[test]
