@@ -911,7 +911,7 @@ mod tests {
         let cases = [
             ("localhost:9000", "missing scheme"),
             ("//localhost:9000", "missing scheme"),
-            ("http://localhost:80", "unsupported scheme"),
+            ("ftp://localhost:80", "unsupported scheme"),
             ("ws://localhost:9000/path", "path"),
             ("ws://localhost:9000?x=1", "query"),
             ("ws://localhost:9000#f", "fragment"),
