@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What a store call costs a handler (issue 29): the kv example (`plugins/examples/kv`, per-event) answering `get`,
-# `incr` and `set` against the echo example answering a message of the same size, on one host, with the embedded
-# store at each durability (`--store-sync normal`, the default, and `full`). Each phase is `wasmsock bench --mode
+# `incr` and `set` against the echo example answering a message of the same size and the kv example answering
+# `config nothing` (its own cost without a store call: it reads the configuration, which is in memory), on one host,
+# with the embedded store at each durability (`--store-sync normal`, the default, and `full`). Each phase is `wasmsock bench --mode
 # spin`: CONNECTIONS connections each send the command and wait for its reply, over and over, for PHASE_SECS; the
 # figures are replies per second and the host's CPU per reply (from /proc/PID/stat around the phase). Rounds are
 # interleaved (every durability and operation once, then again); a fresh host per durability and round, its data
@@ -77,6 +78,7 @@ for round in $(seq 1 "$ROUNDS"); do
         # Seed the key `get` reads (its value as long as the echo's message).
         phase "$round" "$sync" seed "$base/kv" "set k 0123456789"
         phase "$round" "$sync" echo "$base/echo" "get 0123456789"
+        phase "$round" "$sync" config "$base/kv" "config nothing"
         phase "$round" "$sync" get "$base/kv" "get k"
         phase "$round" "$sync" incr "$base/kv" "incr n"
         phase "$round" "$sync" set "$base/kv" "set k 0123456789"
@@ -92,7 +94,7 @@ def rate(r): return r["replies"] / r["seconds"]
 def cpu_us(r): return r["host_ticks"] / r["ticks_per_sec"] * 1e6 / max(r["replies"], 1)
 print("per round: replies/s, host CPU µs per reply, replies/s as a ratio to the echo's, CPU per reply as a ratio to the echo's")
 for sync in dict.fromkeys(r["sync"] for r in rows):
-    for op in ["echo", "get", "incr", "set"]:
+    for op in ["echo", "config", "get", "incr", "set"]:
         cells = []
         for round_ in sorted({r["round"] for r in rows}):
             r = next(x for x in rows if x["sync"] == sync and x["op"] == op and x["round"] == round_)

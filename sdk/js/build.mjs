@@ -6,7 +6,8 @@
 //! Run with `node sdk/js/build.mjs handler.js -o handler.wasm` (or `npm run build -- handler.js -o handler.wasm` in
 //! `sdk/js`). Options: `--engine quickjs|spidermonkey`, `--wit DIR` (default: the `wit/` beside this SDK),
 //! `--bundle FILE` (keep the bundled module there, for reading). The handler must `export function onEvent()`; it
-//! may `import { websockets } from "wasmsock"` or, as a Dirigible handler does, `from "sdk/net"` (both are this SDK).
+//! may `import { websockets, kv, variables } from "wasmsock"` or, as a Dirigible handler does, `from "sdk/net"` (both
+//! are this SDK); `@spinframework/spin-kv` and `@spinframework/spin-variables` are its `kv` and `variables`.
 
 import { existsSync } from "node:fs";
 import { copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -59,7 +60,8 @@ async function quickjsWit(wit, work) {
   await writeFile(
     join(dir, "handler-quickjs.wit"),
     `package ${pkg};\n\nworld handler-quickjs {\n  include handler;\n` +
-      `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n}\n`,
+      `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n` +
+      `  import wasi:random/random@${WASI_VERSION};\n}\n`,
   );
   // The contract's own dependencies (wasi:keyvalue, wasi:config), then the WASI packages the prelude needs.
   await cp(join(wit, "deps"), join(dir, "deps"), { recursive: true });
@@ -138,15 +140,23 @@ function parseArgs(argv) {
 }
 
 /**
- * Bundles `input` with the SDK (and the engine's `prelude` first, if any) into one ES module at `outfile`; the WIT
- * imports stay external for the engine. Fails if the handler does not export `onEvent`.
+ * Bundles `input` with the SDK (and the engine's `prelude` first, if any) into one ES module at `outfile`, with
+ * `WASMSOCK_ENGINE` the name of `engine`; the WIT imports stay external for the engine. Fails if the handler does
+ * not export `onEvent`.
  */
-async function bundle(input, outfile, prelude, work) {
+async function bundle(input, outfile, engine, prelude, work) {
   let entry = input;
   if (prelude !== undefined) {
     // The prelude's globals exist before the handler's module runs: ES modules run in the order they are imported.
+    // Every event tells the prelude first (it seeds what must differ per instance at the instance's first event).
     entry = join(work, "entry.js");
-    await writeFile(entry, `import ${JSON.stringify(prelude)};\nexport * from ${JSON.stringify(input)};\n`);
+    await writeFile(
+      entry,
+      `import { instanceStarts } from ${JSON.stringify(prelude)};\n` +
+        `import { onEvent as handlerOnEvent } from ${JSON.stringify(input)};\n` +
+        `export * from ${JSON.stringify(input)};\n` +
+        `export function onEvent() {\n  instanceStarts();\n  return handlerOnEvent();\n}\n`,
+    );
   }
   const result = await build({
     entryPoints: [entry],
@@ -155,9 +165,17 @@ async function bundle(input, outfile, prelude, work) {
     format: "esm",
     platform: "neutral",
     target: "es2022",
-    // "sdk/net" is the module an Eclipse Dirigible handler imports its websockets from.
-    alias: { wasmsock: join(sdkDir, "index.js"), "sdk/net": join(sdkDir, "index.js") },
+    // "sdk/net" is the module an Eclipse Dirigible handler imports its websockets from; Spin's key-value and
+    // variables packages are this SDK's `kv` and `variables`, so a Spin handler's imports work unchanged.
+    alias: {
+      wasmsock: join(sdkDir, "index.js"),
+      "sdk/net": join(sdkDir, "index.js"),
+      "@spinframework/spin-kv": join(sdkDir, "kv.js"),
+      "@spinframework/spin-variables": join(sdkDir, "variables.js"),
+    },
     external: ["wasmsock:*", "wasi:*"],
+    // The engine, for the few places where its bindings differ (`kv.js`: 64-bit integers).
+    define: { WASMSOCK_ENGINE: JSON.stringify(engine) },
     metafile: true,
     logLevel: "warning",
   });
@@ -177,7 +195,7 @@ async function main() {
   try {
     const bundled = join(work, "handler.bundle.js");
     const engine = ENGINES[args.engine];
-    await bundle(resolve(args.input), bundled, engine.prelude, work);
+    await bundle(resolve(args.input), bundled, args.engine, engine.prelude, work);
     if (args.bundle) await copyFile(bundled, args.bundle);
     const component = await engine.componentize(bundled, resolve(args.wit), work);
     await writeFile(args.out, component);

@@ -1,5 +1,6 @@
 //! TypeScript declarations of the JavaScript SDK (`index.js`): the `websockets` object, `WebsocketClient` and
-//! `WebsocketError`, with the WIT types as JavaScript sees them.
+//! `WebsocketError`, the project's store (`kv`, `KvError`) and configuration (`variables`), with the WIT types as
+//! JavaScript sees them.
 
 /** The kind of event the handler is being called for. */
 export type Method = "onopen" | "onmessage" | "onerror" | "onclose";
@@ -214,3 +215,129 @@ export interface Websockets {
 /** The websockets API. */
 export const websockets: Websockets;
 export default websockets;
+
+/** The kinds of `KvError`. */
+export type KvErrorKind =
+  | "no-such-store"
+  | "access-denied"
+  | "invalid"
+  | "limit"
+  | "conflict"
+  | "unavailable"
+  | "json"
+  | "other";
+
+/** Why a store call did not happen: thrown by every store call the host refuses. The message is `kind: detail`. */
+export class KvError extends Error {
+  constructor(kind: KvErrorKind, detail?: string, revision?: number | null);
+  /** What went wrong. */
+  readonly kind: KvErrorKind;
+  /** The host's text (which quota, which check); empty for `no-such-store` and `access-denied`. */
+  readonly detail: string;
+  /** For a `conflict`, the key's current revision; `null` when the key is absent (and for other kinds). */
+  readonly revision: number | null;
+}
+
+/** A value and what the store keeps beside it. */
+export interface KvEntry {
+  /** The value as stored. */
+  value: Uint8Array;
+  /** Changes on every write of the key and is never reused in the project's store. */
+  revision: number;
+  /** Milliseconds until the key expires; `null` without a time to live. */
+  expiresInMs: number | null;
+}
+
+/** Options of `Store.put`. */
+export interface PutOptions {
+  /** Write always (the default), only when the key is absent, or only when its revision is this number. */
+  condition?: "always" | "absent" | number;
+  /** Remove the key this many seconds after the write; absent: keep it (and clear an earlier time to live). */
+  ttlSeconds?: number;
+}
+
+/** Options of `Store.list`. */
+export interface ListOptions {
+  /** The `next` of the page before; absent for the first page. */
+  after?: string | null;
+  /** At most this many keys, 1 to 1000 (default 100). */
+  limit?: number;
+}
+
+/** One page of keys, in byte order. */
+export interface KeysPage {
+  /** At most the `limit` asked for. */
+  keys: string[];
+  /** Pass this as `after` for the following page; `null` when this page is the last. */
+  next: string | null;
+}
+
+/** The project's use of its store against its quotas. */
+export interface KvUsage {
+  keys: number;
+  bytes: number;
+  maxKeys: number;
+  maxBytes: number;
+  maxValueBytes: number;
+}
+
+/** A key's value as read at one moment, to be replaced only if the key has not been written since. */
+export interface Cas {
+  /** The value read; `null` when the key was absent. @throws {KvError} */
+  current(): Uint8Array | null;
+  /** Writes `value` if the key is unchanged since the read: `true`; `false` when it changed. @throws {KvError} */
+  swap(value: string | Bytes): boolean;
+}
+
+/** The project's key-value store (Spin's `Store`). Every method throws a `KvError` when the host refuses. */
+export interface Store {
+  /** The value of `key`; `null` when it is absent. */
+  get(key: string): Uint8Array | null;
+  /** The value of `key` decoded as UTF-8; `null` when it is absent. */
+  getText(key: string): string | null;
+  /** Sets `key` (a string as UTF-8, binary data as it is, any other value as its JSON). */
+  set(key: string, value: string | Bytes | unknown): void;
+  /** Deletes `key` (an absent key is fine). */
+  delete(key: string): void;
+  /** Whether `key` holds a value. */
+  exists(key: string): boolean;
+  /** Every key, in byte order. */
+  getKeys(): string[];
+  /** The value of `key` parsed as JSON; `null` when it is absent. */
+  getJson(key: string): unknown;
+  /** Sets `key` to `value`'s JSON. */
+  setJson(key: string, value: unknown): void;
+  /** Adds `delta` (default 1) to the number at `key` (0 when absent), atomically; the new value. */
+  increment(key: string, delta?: number | bigint): number;
+  /** Reads `key` for a compare-and-swap. */
+  cas(key: string): Cas;
+  /** The value of `key` with its revision and expiry; `null` when absent. */
+  getEntry(key: string): KvEntry | null;
+  /** Writes `value` when the condition holds; the new revision (a `conflict` error otherwise). */
+  put(key: string, value: string | Bytes | unknown, options?: PutOptions): number;
+  /** Deletes `key` only at `revision` (a `conflict` error otherwise). */
+  deleteIf(key: string, revision: number | bigint): void;
+  /** `increment`, giving a key it creates `ttlSeconds` to live. */
+  incrementWithTtl(key: string, delta: number | bigint, ttlSeconds?: number | null): number;
+  /** One page of the keys starting with `prefix`. */
+  list(prefix?: string, options?: ListOptions): KeysPage;
+  /** How much of its quotas the project's store uses. */
+  usage(): KvUsage;
+}
+
+/** The project's key-value store, as Spin's `@spinframework/spin-kv` (which `build.mjs` resolves to it). */
+export const kv: {
+  /** Opens the project's store. */
+  openDefault(): Store;
+  /** Opens the store named `label`; only `"default"` exists. @throws {KvError} `no-such-store` */
+  open(label: string): Store;
+  KvError: typeof KvError;
+};
+
+/** The project's configuration, as Spin's `@spinframework/spin-variables` (which `build.mjs` resolves to it). */
+export const variables: {
+  /** The value of `name`; `null` when the project has none. */
+  get(name: string): string | null;
+  /** Every value, as `[name, value]` pairs in name order. */
+  getAll(): [string, string][];
+};

@@ -1,5 +1,6 @@
 //! The JavaScript SDK for wasmsock handlers: the Dirigible-style `websockets` object and the `WebsocketClient` class
-//! over the `wasmsock:websockets` WIT imports, with WIT errors turned into thrown `WebsocketError`s.
+//! over the `wasmsock:websockets` WIT imports, with WIT errors turned into thrown `WebsocketError`s; and the project's
+//! key-value store (`kv`, from `kv.js`) and configuration (`variables`, from `variables.js`).
 //!
 //! A handler is an ES module that imports this one and exports `onEvent()`; `build.mjs` bundles the two and turns
 //! them into a component (QuickJS or SpiderMonkey). It imports it as `"wasmsock"` or, as a Dirigible handler does, as
@@ -14,6 +15,13 @@
 //!     }
 
 import * as wit from "wasmsock:websockets/websockets@0.1.3";
+
+import { bytes, witCall } from "./wit-values.js";
+import * as kv from "./kv.js";
+import * as variables from "./variables.js";
+
+export { KvError } from "./kv.js";
+export { kv, variables };
 
 /**
  * Why a call on a connection did not happen: the WIT `error` variant as an exception.
@@ -34,20 +42,9 @@ export class WebsocketError extends Error {
   }
 }
 
-/**
- * Runs a WIT call whose result may be an error; the bindings of both engines throw an `Error` whose `payload` is the
- * variant (`{tag, val}`), which becomes a `WebsocketError`. Anything else is rethrown unchanged.
- */
+/** Runs a WIT call whose result may be an error, throwing the error as a `WebsocketError`. */
 function call(fn) {
-  try {
-    return fn();
-  } catch (err) {
-    const payload = err && err.payload;
-    if (payload && typeof payload.tag === "string") {
-      throw new WebsocketError(payload.tag, payload.val ?? "");
-    }
-    throw err;
-  }
+  return witCall(fn, (payload) => new WebsocketError(payload.tag, payload.val ?? ""));
 }
 
 /**
@@ -68,18 +65,6 @@ function infoRecord(info) {
 /** Whether `data` is binary: a `Uint8Array` or another typed-array view, or an `ArrayBuffer`. */
 function isBinary(data) {
   return data instanceof ArrayBuffer || ArrayBuffer.isView(data);
-}
-
-/**
- * Turns `Uint8Array`, `ArrayBuffer`, a typed-array view or an array of bytes into a `Uint8Array`; `what` names the
- * call in the `TypeError` for anything else.
- */
-function bytes(data, what = "sendBinary") {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  if (Array.isArray(data)) return Uint8Array.from(data);
-  throw new TypeError(`${what} takes a Uint8Array, an ArrayBuffer, a typed array or an array of bytes`);
 }
 
 /** An attachment as bytes: a string as its UTF-8 bytes, binary data as it is, `null`/`undefined` as none. */

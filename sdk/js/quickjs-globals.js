@@ -1,14 +1,92 @@
 //! What a handler on QuickJS gets that componentize-qjs does not give it and SpiderMonkey (componentize-js) does:
 //! `console` (its lines go to the host log, as on SpiderMonkey: `log`/`info`/`debug` on stdout, `warn`/`error`/
-//! `trace` on stderr), and UTF-8 `TextEncoder` and `TextDecoder`. `build.mjs --engine quickjs` runs this module before
-//! the handler's; each global is defined only when the engine lacks it.
+//! `trace` on stderr), UTF-8 `TextEncoder` and `TextDecoder`, `crypto.getRandomValues` and `crypto.randomUUID`, and a
+//! `Math.random` seeded in every instance. `build.mjs --engine quickjs` runs this module before the handler's and
+//! calls [`instanceStarts`] before every event; each global is defined only when the engine lacks it.
 //!
-//! Not provided on QuickJS (a handler that needs them builds with `--engine spidermonkey`): `setTimeout`, `crypto`,
-//! `URL`, `URLSearchParams`, `structuredClone`, `fetch`, and `TextDecoder`'s `stream` option and encodings other than
-//! UTF-8.
+//! Why `Math.random` is replaced: componentize-qjs runs the module at build time and snapshots the heap, QuickJS's
+//! generator state included, so every instance drew the same numbers. Here it is a xoshiro128** generator seeded from
+//! `wasi:random` at the first event of each instance (and, for a handler that draws at build time, then too).
+//!
+//! Not provided on QuickJS (a handler that needs them builds with `--engine spidermonkey`): `setTimeout`, `URL`,
+//! `URLSearchParams`, `structuredClone`, `fetch`, `crypto.subtle`, and `TextDecoder`'s `stream` option and encodings
+//! other than UTF-8.
 
 import { getStderr } from "wasi:cli/stderr@0.2.12";
 import { getStdout } from "wasi:cli/stdout@0.2.12";
+import { getRandomBytes } from "wasi:random/random@0.2.12";
+
+/** The most bytes one `crypto.getRandomValues` call fills (the Web Crypto limit). */
+const MAX_RANDOM_VALUES = 65536;
+
+/** `n` bytes from the host's secure random source. */
+function randomBytes(n) {
+  return Uint8Array.from(getRandomBytes(n));
+}
+
+/** The generator's state (four 32-bit words), none until seeded. */
+let state = null;
+/** Whether this instance has seeded the generator at runtime (false in the build-time snapshot). */
+let started = false;
+
+function seed() {
+  state = new Uint32Array(randomBytes(16).buffer);
+  if (state.every((word) => word === 0)) state[0] = 1;
+}
+
+const rotl = (x, k) => (x << k) | (x >>> (32 - k));
+
+/** The next 32 bits of xoshiro128** (Blackman and Vigna). */
+function next32() {
+  const result = Math.imul(rotl(Math.imul(state[1], 5), 7), 9) >>> 0;
+  const t = state[1] << 9;
+  state[2] ^= state[0];
+  state[3] ^= state[1];
+  state[1] ^= state[2];
+  state[0] ^= state[3];
+  state[2] ^= t;
+  state[3] = rotl(state[3], 11);
+  return result;
+}
+
+Math.random = function random() {
+  if (state === null) seed();
+  // 53 random bits, as a double in [0, 1).
+  return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992;
+};
+
+/** Called by the build's entry before every event: seeds `Math.random` once per instance, at runtime. */
+export function instanceStarts() {
+  if (!started) {
+    started = true;
+    seed();
+  }
+}
+
+if (globalThis.crypto === undefined) {
+  globalThis.crypto = {
+    /** Fills an integer typed array with secure random values and returns it. */
+    getRandomValues(array) {
+      const integer = array instanceof Int8Array || array instanceof Uint8Array || array instanceof Uint8ClampedArray ||
+        array instanceof Int16Array || array instanceof Uint16Array || array instanceof Int32Array ||
+        array instanceof Uint32Array || array instanceof BigInt64Array || array instanceof BigUint64Array;
+      if (!integer) throw new TypeError("crypto.getRandomValues takes an integer typed array");
+      if (array.byteLength > MAX_RANDOM_VALUES) {
+        throw new RangeError(`crypto.getRandomValues fills at most ${MAX_RANDOM_VALUES} bytes at once`);
+      }
+      new Uint8Array(array.buffer, array.byteOffset, array.byteLength).set(randomBytes(array.byteLength));
+      return array;
+    },
+    /** A random (version 4) UUID. */
+    randomUUID() {
+      const b = randomBytes(16);
+      b[6] = (b[6] & 0x0f) | 0x40;
+      b[8] = (b[8] & 0x3f) | 0x80;
+      const hex = Array.from(b, (byte) => byte.toString(16).padStart(2, "0")).join("");
+      return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+    },
+  };
+}
 
 /** The most one `blocking-write-and-flush` call takes (WASI 0.2 guarantees 4096 bytes). */
 const WRITE_CHUNK = 4096;

@@ -1,7 +1,8 @@
 //! Handlers in JavaScript and Python next to Rust, through one shared in-process host, JavaScript on both of its
 //! engines (QuickJS, the default, and SpiderMonkey): one table of echo cases run against the Rust, JavaScript and
 //! Python echo plugins; one table of channel and attachment cases run against the recorder in each language, whose
-//! replies must be the same; all four events through the recorder in each language;
+//! replies must be the same; one table of key-value store and configuration cases, likewise, with a handler of
+//! another project that cannot see the keys; all four events through the recorder in each language;
 //! the JavaScript chat's rooms; handlers that import the SDK as a Dirigible handler does (`sdk/net`, `sdk.net`);
 //! outbound clients made by JavaScript and Python handlers, with and without a reconnect policy; a thrown exception
 //! reported in the host log and costing only its own event; and (ignored) the per-event cost of each language.
@@ -49,6 +50,9 @@ const SEEDS: [(&str, &str, &str); 3] = [
     ("Python", "py-seed", "tests/py-seed"),
 ];
 
+/// The recorder installed in a project of its own (the recorders are all in project `tests`).
+const OUTSIDER: &str = "outsider/recorder";
+
 /// The host every test of this file uses: compiling the JavaScript and Python components takes seconds each.
 fn host() -> &'static SharedHost {
     static HOST: OnceLock<SharedHost> = OnceLock::new();
@@ -66,6 +70,8 @@ fn host() -> &'static SharedHost {
         for (_, endpoint, handler) in SEEDS {
             plugins = plugins.handler(handler, handler.trim_start_matches("tests/")).endpoint(endpoint, handler);
         }
+        // A handler of another project, to try the store cases' keys from outside their project.
+        plugins = plugins.handler(OUTSIDER, "recorder").endpoint("outsider-rec", OUTSIDER);
         SharedHost::start(plugins)
     })
 }
@@ -416,6 +422,187 @@ async fn every_channel_and_attachment_case_replies_the_same_in_rust_javascript_a
     }
 }
 
+/// One step of the store and configuration cases.
+#[derive(Debug, Clone, Copy)]
+enum KvStep {
+    /// Sends a command and reads its reply. Patterns: `{k}` is this language's key prefix (the recorders share their
+    /// project's store), `{long}` a 513-byte key; in a reply `{new-rev}` is any number, kept as `{rev}` for the steps
+    /// after it (each larger than the one before: revisions are never reused), and a pattern ending in `…` matches
+    /// any rest (which must still be the same in every language).
+    Ask(&'static str, &'static str),
+    /// Waits this many milliseconds (for a time to live to run out).
+    Sleep(u64),
+}
+
+use KvStep::Sleep;
+
+/// The JSON the store cases write and read back: keys in sorted order and no spaces, as every language prints it.
+const KV_JSON: &str = r#"{"a":[1,2.5,null],"n":-3,"s":"héllo ✓"}"#;
+
+/// The key-value store and configuration cases, in order: each step may depend on the ones before.
+const KV_CASES: &[KvStep] = &[
+    // Get, set, exists, delete; an empty value is a value; deleting an absent key is fine.
+    KvStep::Ask("kv-get {k}a", "none"),
+    KvStep::Ask("kv-exists {k}a", "false"),
+    KvStep::Ask("kv-set {k}a héllo wörld ✓", "ok"),
+    KvStep::Ask("kv-get {k}a", "value héllo wörld ✓"),
+    KvStep::Ask("kv-exists {k}a", "true"),
+    KvStep::Ask("kv-set {k}b ", "ok"),
+    KvStep::Ask("kv-get {k}b", "value "),
+    KvStep::Ask("kv-del {k}b", "ok"),
+    KvStep::Ask("kv-get {k}b", "none"),
+    KvStep::Ask("kv-del {k}b", "ok"),
+    // Every key (getKeys pages through the store), and pages of keys by prefix.
+    KvStep::Ask("kv-set {k}list-2 x", "ok"),
+    KvStep::Ask("kv-set {k}list-1 x", "ok"),
+    KvStep::Ask("kv-set {k}list-3 x", "ok"),
+    KvStep::Ask("kv-keys {k}list-", "keys {k}list-1,{k}list-2,{k}list-3"),
+    KvStep::Ask("kv-list {k}list- 2 -", "keys {k}list-1,{k}list-2 next {k}list-2"),
+    KvStep::Ask("kv-list {k}list- 2 {k}list-2", "keys {k}list-3 next -"),
+    KvStep::Ask("kv-list {k}nothing- 10 -", "keys - next -"),
+    KvStep::Ask("kv-list {k}list- 0 -", "error invalid: …"),
+    // Counters: decimal text, negative deltas (which SpiderMonkey's bindings cannot pass: the SDK writes them at a
+    // revision instead); a value that is not a number is refused; a window counter keeps its time to live.
+    KvStep::Ask("kv-incr {k}n 5", "5"),
+    KvStep::Ask("kv-incr {k}n -7", "-2"),
+    KvStep::Ask("kv-get {k}n", "value -2"),
+    KvStep::Ask("kv-incr {k}neg -4", "-4"),
+    KvStep::Ask("kv-incr {k}max 9007199254740991", "9007199254740991"),
+    KvStep::Ask("kv-incr {k}a 1", "error invalid: …"),
+    KvStep::Ask("kv-incr-ttl {k}rate 1 60", "1"),
+    KvStep::Ask("kv-incr-ttl {k}rate 1 60", "2"),
+    KvStep::Ask("kv-entry {k}rate", "entry 2 rev {new-rev} ttl yes"),
+    KvStep::Ask("kv-incr-ttl {k}rate -3 60", "-1"),
+    KvStep::Ask("kv-entry {k}rate", "entry -1 rev {new-rev} ttl yes"),
+    // Compare-and-swap: a swap after another write fails, and the other write stays.
+    KvStep::Ask("kv-cas {k}c first", "read - swapped true"),
+    KvStep::Ask("kv-cas {k}c second", "read first swapped true"),
+    KvStep::Ask("kv-cas-race {k}c third other", "read second swapped false"),
+    KvStep::Ask("kv-get {k}c", "value other"),
+    // Conditional writes and deletes by revision; a conflict names the key's current revision.
+    KvStep::Ask("kv-put {k}p v1 absent -", "rev {new-rev}"),
+    KvStep::Ask("kv-put {k}p v2 absent -", "error conflict: the key's revision is {rev}"),
+    KvStep::Ask("kv-entry {k}p", "entry v1 rev {rev} ttl no"),
+    KvStep::Ask("kv-put {k}p v2 {rev} -", "rev {new-rev}"),
+    KvStep::Ask("kv-put {k}p v3 1 -", "error conflict: the key's revision is {rev}"),
+    KvStep::Ask("kv-del-if {k}p 1", "error conflict: the key's revision is {rev}"),
+    KvStep::Ask("kv-get {k}p", "value v2"),
+    KvStep::Ask("kv-del-if {k}p {rev}", "ok"),
+    KvStep::Ask("kv-entry {k}p", "none"),
+    KvStep::Ask("kv-put {k}p v4 {rev} -", "error conflict: the key's revision is none (absent)"),
+    KvStep::Ask("kv-put {k}p v5 absent -", "rev {new-rev}"),
+    // A time to live: shown in the entry, cleared by a write without one; 0 is refused; a key past it is gone.
+    KvStep::Ask("kv-ttl {k}t v 60", "ok"),
+    KvStep::Ask("kv-entry {k}t", "entry v rev {new-rev} ttl yes"),
+    KvStep::Ask("kv-set {k}t w", "ok"),
+    KvStep::Ask("kv-entry {k}t", "entry w rev {new-rev} ttl no"),
+    KvStep::Ask("kv-ttl {k}t v 0", "error invalid: …"),
+    KvStep::Ask("kv-put {k}gone v always 1", "rev {new-rev}"),
+    KvStep::Ask("kv-get {k}gone", "value v"),
+    // Quotas and checks: the largest value fits, one byte more is a limit error naming the quota; a long key.
+    KvStep::Ask("kv-set-size {k}big 131072", "ok"),
+    KvStep::Ask("kv-set-size {k}big 131073", "error limit: value-bytes (131072): the value has 131073"),
+    KvStep::Ask("kv-get {long}", "error invalid: a key has at most 512 bytes, this one 513"),
+    KvStep::Ask("kv-set {long} x", "error invalid: a key has at most 512 bytes, this one 513"),
+    KvStep::Ask("kv-del {k}big", "ok"),
+    KvStep::Ask("kv-usage", "usage has-keys true max-keys 10000 max-bytes 67108864 max-value-bytes 131072"),
+    // JSON written and read back (Spin's setJson/getJson), stored as its text.
+    KvStep::Ask("kv-json-set {k}j {json}", "ok"),
+    KvStep::Ask("kv-json-get {k}j", "json {json}"),
+    KvStep::Ask("kv-get {k}j", "value {json}"),
+    KvStep::Ask("kv-json-get {k}nothing", "none"),
+    // Only the project's own store opens.
+    KvStep::Ask("kv-open default", "ok"),
+    KvStep::Ask("kv-open other", "error no-such-store"),
+    // The project's configuration, secrets included.
+    KvStep::Ask("config greeting", "config hello, world ✓"),
+    KvStep::Ask("config missing", "none"),
+    KvStep::Ask("config-all", "config greeting=hello, world ✓,token=s3cret"),
+    // The key with one second to live is gone after it.
+    Sleep(1_100),
+    KvStep::Ask("kv-get {k}gone", "none"),
+    KvStep::Ask("kv-exists {k}gone", "false"),
+    KvStep::Ask("kv-entry {k}gone", "none"),
+];
+
+/// Runs [`KV_CASES`] against one language's recorder; returns the transcript (`command | reply`, with this run's
+/// key prefix and revisions as placeholders).
+async fn kv_transcript(host: &SharedHost, language: &str, endpoint: &str) -> Vec<String> {
+    let prefix = format!("kv-{}-", language.to_lowercase());
+    let long = "k".repeat(513);
+    let mut rev: Option<u64> = None;
+    let mut ws = host.connect(endpoint).await;
+    let mut transcript = Vec::new();
+    for (i, step) in KV_CASES.iter().enumerate() {
+        let (command, pattern) = match *step {
+            KvStep::Ask(command, pattern) => (command, pattern),
+            Sleep(ms) => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                continue;
+            }
+        };
+        let expand = |text: &str, rev: Option<u64>| {
+            let text = text.replace("{k}", &prefix).replace("{long}", &long).replace("{json}", KV_JSON);
+            match rev {
+                Some(rev) => text.replace("{rev}", &rev.to_string()),
+                None => text,
+            }
+        };
+        let reply = self::command(&mut ws, &expand(command, rev)).await;
+        let expected = expand(pattern, rev);
+        let ok = match expected.split_once("{new-rev}") {
+            Some((before, after)) => {
+                let number = reply.strip_prefix(before).and_then(|rest| rest.strip_suffix(after));
+                match number.and_then(|n| n.parse::<u64>().ok()) {
+                    Some(new) => {
+                        assert!(rev.is_none_or(|old| new > old), "{language}, step {i}: revision {new} after {rev:?}");
+                        rev = Some(new);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            None => matches(&expected, &reply),
+        };
+        assert!(ok, "{language}, step {i} {command:?}: expected {}, got {}", shorten(&expected), shorten(&reply));
+        let heard = if pattern.ends_with('…') { reply.replace(&prefix, "{k}") } else { pattern.to_owned() };
+        transcript.push(format!("{command} | {heard}"));
+    }
+    ws.close(Some(bye())).await.unwrap();
+    assert!(close_frame(&mut ws).await.is_some(), "{language}");
+    transcript
+}
+
+#[tokio::test]
+async fn every_store_and_configuration_case_replies_the_same_in_rust_javascript_and_python() {
+    let host = host();
+    for (key, value, secret) in [("greeting", "hello, world ✓", false), ("token", "s3cret", true)] {
+        let value = wasmsock::wire::kv::ConfigValue::new(value.to_owned(), secret);
+        host.app.store.set_config("tests", key, value).await.unwrap();
+    }
+    let mut transcripts = Vec::new();
+    for (language, endpoint, _) in RECORDERS {
+        transcripts.push((language, kv_transcript(host, language, endpoint).await));
+    }
+    let (reference, expected) = &transcripts[0];
+    for (language, transcript) in &transcripts[1..] {
+        assert_eq!(transcript, expected, "{language} against {reference}");
+    }
+
+    // A handler of another project sees none of it: not the keys, not the configuration; its own key of the same
+    // name is its own.
+    let mut outsider = host.connect("outsider-rec").await;
+    assert_eq!(command(&mut outsider, "kv-get kv-rust-a").await, "none");
+    assert_eq!(command(&mut outsider, "kv-keys kv-").await, "keys -");
+    assert_eq!(command(&mut outsider, "kv-list kv- 10 -").await, "keys - next -");
+    assert_eq!(command(&mut outsider, "config greeting").await, "none");
+    assert_eq!(command(&mut outsider, "config-all").await, "config -");
+    assert_eq!(command(&mut outsider, "kv-set kv-rust-a outsider's").await, "ok");
+    assert_eq!(command(&mut outsider, "kv-get kv-rust-a").await, "value outsider's");
+    let mut insider = host.connect("rec").await;
+    assert_eq!(command(&mut insider, "kv-get kv-rust-a").await, "value héllo wörld ✓");
+}
+
 #[tokio::test]
 async fn all_four_events_reach_the_recorder_in_every_language() {
     let host = host();
@@ -717,6 +904,34 @@ async fn javascript_globals_work_the_same_on_quickjs_and_spidermonkey() {
         }
         ws.close(Some(bye())).await.unwrap();
         assert!(close_frame(&mut ws).await.is_some(), "{language}");
+    }
+}
+
+#[tokio::test]
+async fn every_instance_draws_its_own_random_numbers_in_javascript_and_python() {
+    let host = host();
+    for (language, endpoint, _) in SCRIPT_RECORDERS {
+        // The recorders run per event: every command is a fresh instance of a build-time snapshot.
+        let mut ws = host.connect(endpoint).await;
+        let mut draws = std::collections::HashSet::new();
+        for _ in 0..4 {
+            let reply = command(&mut ws, "random").await;
+            let mut words = reply.split(' ');
+            assert_eq!(words.next(), Some("random"), "{language}: {reply}");
+            let value: f64 = words.next().unwrap().parse().unwrap();
+            assert!((0.0..1.0).contains(&value), "{language}: {reply}");
+            if language.starts_with("JavaScript") {
+                let uuid = words.next().unwrap();
+                let groups: Vec<&str> = uuid.split('-').collect();
+                assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{language}: {uuid}");
+                assert!(groups[2].starts_with('4') && "89ab".contains(&groups[3][..1]), "{language}: v4 {uuid}");
+                assert_eq!(words.next(), Some("2"), "{language}: getRandomValues");
+                draws.insert(uuid.to_owned());
+            }
+            draws.insert(value.to_string());
+        }
+        let expected = if language.starts_with("JavaScript") { 8 } else { 4 };
+        assert_eq!(draws.len(), expected, "{language}: instances drew the same numbers: {draws:?}");
     }
 }
 

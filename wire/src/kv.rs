@@ -293,6 +293,24 @@ pub fn unescape_key(escaped: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The name of a cluster's configuration bucket on the broker: `<cluster>_config` (every project's configuration, one
+/// bucket; a project's key-value bucket is `<cluster>_kv_…`, so the two cannot meet).
+pub fn config_bucket_name(cluster: &str) -> String {
+    format!("{cluster}_config")
+}
+
+/// The key of `project`'s configuration value `name` in the configuration bucket: the project in hex, `.`, the name
+/// escaped as [`escape_key`] does (a name may hold `.`, which separates the broker's tokens).
+pub fn config_entry_key(project: &str, name: &str) -> String {
+    format!("{}.{}", crate::cluster::hex(project.as_bytes()), escape_key(name))
+}
+
+/// The project and name that [`config_entry_key`] made `key` of; none for anything else.
+pub fn parse_config_entry_key(key: &str) -> Option<(String, String)> {
+    let (project, name) = key.split_once('.')?;
+    Some((crate::cluster::unhex(project)?, unescape_key(name)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +395,15 @@ mod tests {
         assert_eq!(bucket_name("wasmsock", "chat"), "wasmsock_kv_63686174");
         assert_ne!(bucket_name("c", "a_b"), bucket_name("c", "a-b"));
         assert!(bucket_name("c", "ü .*>").bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    }
+
+    #[test]
+    fn configuration_keys_name_their_project_and_come_back() {
+        assert_eq!(config_bucket_name("c"), "c_config");
+        let key = config_entry_key("chat.v2", "a.b");
+        assert_eq!(key, "636861742e7632.a=2Eb");
+        assert_eq!(parse_config_entry_key(&key), Some(("chat.v2".to_owned(), "a.b".to_owned())));
+        assert_eq!(parse_config_entry_key("zz.a"), None);
+        assert_eq!(parse_config_entry_key("nodot"), None);
     }
 }

@@ -121,13 +121,17 @@ impl App {
     }
 
     /// Joins a cluster: from now on this host's channels are listened to on the broker while they have members here,
-    /// and what is published here goes to the other hosts too.
+    /// what is published here goes to the other hosts too, and handlers' keys and configuration are kept on the
+    /// broker's JetStream KV (the store must not be open yet).
     pub async fn join_cluster(self: &Arc<Self>, options: ClusterOptions) -> anyhow::Result<Arc<Cluster>> {
         let local: Weak<dyn Local> = Arc::downgrade(self) as Weak<dyn Local>;
         let cluster = Cluster::start(options, local).await?;
         if !self.hub.set_host(cluster.host_id()) {
             anyhow::bail!("this host is in a cluster already");
         }
+        // Handlers' data and configuration live on the broker, for every host: chosen before any handler runs.
+        let nats = crate::store::Nats::start(cluster.client(), cluster.name()).await;
+        self.store.use_backend(Arc::new(nats))?;
         self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
         if cluster.deploys().is_some() {
             // Catch up before serving: whatever the cluster serves, this host serves too.

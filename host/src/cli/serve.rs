@@ -367,6 +367,12 @@ impl ServeArgs {
             tracing::error!("{err:#}");
         }
         if let Some(url) = &self.nats {
+            if let Some(data) = &self.data {
+                tracing::warn!(
+                    "--data {} is not used with --nats: handlers' keys and configuration are kept on the broker",
+                    data.display()
+                );
+            }
             let host_id = self.host_id.clone().unwrap_or_else(crate::cluster::generated_host_id);
             let options = crate::cluster::ClusterOptions {
                 url: url.clone(),

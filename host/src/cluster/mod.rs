@@ -287,6 +287,11 @@ impl Cluster {
         &self.options.name
     }
 
+    /// The broker connection (connected or still trying), for the rooms that keep data on the broker (the store).
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
     /// Whether `host` is this host or one heard from within [`DEFAULT_PEER_TIMEOUT`].
     pub fn is_alive(&self, host: &str) -> bool {
         host == self.options.host_id

@@ -135,8 +135,8 @@ impl Conn {
         self.timers.lock().ok()?.as_ref()?.next_due()
     }
 
-    /// Its soonest timer if it is due now (taken off: it fires once).
-    fn take_due_timer(&self) -> Option<(u64, Bytes)> {
+    /// Its soonest timer if it is due now (taken off: it fires once), with when it was due.
+    fn take_due_timer(&self) -> Option<(u64, Bytes, Instant)> {
         self.timers.lock().ok()?.as_mut()?.take_due(Instant::now())
     }
 
@@ -776,8 +776,8 @@ impl Hub {
         cancelled
     }
 
-    /// Takes `conn`'s soonest timer if it is due: its id and payload, to fire now.
-    pub fn take_due_timer(&self, conn: &Conn) -> Option<(u64, Bytes)> {
+    /// Takes `conn`'s soonest timer if it is due: its id, payload and when it was due, to fire now.
+    pub fn take_due_timer(&self, conn: &Conn) -> Option<(u64, Bytes, Instant)> {
         let due = conn.take_due_timer()?;
         self.timers_gone(project_of(&conn.spec.handler), 1);
         Some(due)

@@ -105,7 +105,8 @@ where
                 }
                 // A timer the handler armed: its event comes between the others, never during one.
                 () = until(conn.next_timer()) => {
-                    if let Some((id, payload)) = app.hub().take_due_timer(conn) {
+                    if let Some((id, payload, due)) = app.hub().take_due_timer(conn) {
+                        app.metrics().timer_fired(due.elapsed());
                         app.dispatch(conn, EventKind::Timer { id, payload }).await;
                     }
                     continue;

@@ -47,13 +47,13 @@ impl Timers {
         self.armed.first().map(|armed| armed.at)
     }
 
-    /// The soonest timer, if it is due at `now`: its id and payload.
-    pub fn take_due(&mut self, now: Instant) -> Option<(u64, Bytes)> {
+    /// The soonest timer, if it is due at `now`: its id, payload and when it was due.
+    pub fn take_due(&mut self, now: Instant) -> Option<(u64, Bytes, Instant)> {
         if self.armed.first()?.at > now {
             return None;
         }
         let armed = self.armed.remove(0);
-        Some((armed.id, armed.payload))
+        Some((armed.id, armed.payload, armed.at))
     }
 
     /// How many are armed.
@@ -76,8 +76,8 @@ mod tests {
         assert!(timers.cancel(gone));
         assert!(!timers.cancel(gone));
         let now = Instant::now();
-        assert_eq!(timers.take_due(now), Some((a, Bytes::from_static(b"a"))));
-        assert_eq!(timers.take_due(now), Some((b, Bytes::from_static(b"b"))));
+        assert_eq!(timers.take_due(now).map(|(id, payload, _)| (id, payload)), Some((a, Bytes::from_static(b"a"))));
+        assert_eq!(timers.take_due(now).map(|(id, payload, _)| (id, payload)), Some((b, Bytes::from_static(b"b"))));
         assert_eq!(timers.take_due(now), None, "the late one is not due");
         assert!(timers.next_due().is_some_and(|at| at > now));
         assert!(timers.cancel(late) && timers.len() == 0);

@@ -157,6 +157,7 @@ pub struct Metrics {
     quota_refusals: Family<QuotaLabels, Counter>,
     pauses: Family<PauseLabels, Counter>,
     kv_calls: Family<KvLabels, Counter>,
+    timer_lateness: Histogram,
 }
 
 /// What a handler on this host did to a connection on another host (`send`, `close`).
@@ -241,6 +242,7 @@ impl Metrics {
             project_wait: Family::new_with_constructor(wait_histogram),
             quota_refusals: Family::default(),
             kv_calls: Family::default(),
+            timer_lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             pauses: Family::default(),
         };
         registry.register(
@@ -343,6 +345,11 @@ impl Metrics {
             metrics.project_wait.clone(),
         );
         registry.register(
+            "timer_lateness_seconds",
+            "How late timers fired: from when each was due to when its connection's session took it (0.1 ms to 3.3 s)",
+            metrics.timer_lateness.clone(),
+        );
+        registry.register(
             "kv_calls",
             "Calls on projects' key-value stores by handlers and the admin API, by project, operation and outcome (ok, \
              invalid, limit, conflict, unavailable)",
@@ -359,6 +366,11 @@ impl Metrics {
             metrics.pauses.clone(),
         );
         Self { registry, ..metrics }
+    }
+
+    /// A timer fired `late` after it was due.
+    pub fn timer_fired(&self, late: Duration) {
+        self.timer_lateness.observe(late.as_secs_f64());
     }
 
     /// A project's quota `quota` refused something.

@@ -20,7 +20,8 @@ use super::state::{BucketRef, CasRef, State};
 /// The only store name a handler opens: its project's store.
 const DEFAULT_STORE: &str = "default";
 
-/// How many store handles (buckets and CAS handles) one handler call may hold at once; past this the call traps.
+/// How many store handles (buckets and CAS handles) one instance may hold at once (a kept instance keeps the ones it
+/// has not dropped between events); past this the call traps.
 const MAX_STORE_HANDLES: usize = 1_000;
 
 impl State {
@@ -36,7 +37,7 @@ impl State {
     fn push_store_handle<T: Send + 'static>(&mut self, value: T) -> wasmtime::Result<Resource<T>> {
         if self.store_handles >= MAX_STORE_HANDLES {
             return Err(wasmtime::Error::msg(format!(
-                "handler {} holds more than {MAX_STORE_HANDLES} store handles in one call",
+                "handler {} holds more than {MAX_STORE_HANDLES} store handles at once",
                 self.handler
             )));
         }

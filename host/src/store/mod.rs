@@ -4,6 +4,8 @@
 //! given, each project apart.
 
 mod backend;
+pub mod nats;
+mod nats_alarms;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use wasmsock_wire::kv::{
 use crate::runtime::{KvFuture, KvService};
 
 pub use backend::Backend;
+pub use nats::Nats;
 pub use sqlite::{Durability, Sqlite};
 
 /// Where `wasmsock serve` keeps its data unless `--data` says otherwise: this folder under the plugins root (a dot

@@ -1,5 +1,6 @@
 """The Python SDK for wasmsock handlers: ``websockets`` (the Dirigible-style API in Python style), ``WebsocketClient``
-and ``WebsocketError``, over the ``wasmsock:websockets`` WIT imports that componentize-py generates at build time.
+and ``WebsocketError``, the project's key-value store (``kv``, with ``KvError``) and configuration (``variables``),
+over the WIT imports that componentize-py generates at build time.
 
 A handler is a module with a function ``on_event()``; ``sdk/python/build.py`` turns it into a component::
 
@@ -10,7 +11,8 @@ A handler is a module with a function ``on_event()``; ``sdk/python/build.py`` tu
             websockets.send(websockets.get_message())
 """
 
-from wasmsock import websockets
+from wasmsock import kv, variables, websockets
+from wasmsock.kv import KvError
 from wasmsock.websockets import (
     ClientInfo,
     ClientOptions,
@@ -25,7 +27,10 @@ from wasmsock.websockets import (
 )
 
 __all__ = [
+    "kv",
+    "variables",
     "websockets",
+    "KvError",
     "ClientInfo",
     "ClientOptions",
     "ConnectionState",

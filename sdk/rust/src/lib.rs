@@ -1,5 +1,6 @@
-//! The Rust SDK for wasmsock handlers: the Dirigible-style `websockets` API over the WIT imports, and [`handler!`],
-//! which exports a plain `fn on_event()` as the component's `on-event`.
+//! The Rust SDK for wasmsock handlers: the Dirigible-style `websockets` API over the WIT imports, the project's
+//! key-value store ([`kv`]) and configuration ([`variables`]) named as Spin's, and [`handler!`], which exports a plain
+//! `fn on_event()` as the component's `on-event`.
 //!
 //! ```ignore
 //! use wasmsock_sdk::websockets;
@@ -32,6 +33,10 @@ pub mod bindings {
         generate_all,
     });
 }
+
+pub mod kv;
+pub mod timers;
+pub mod variables;
 
 /// Exports `fn on_event()` (or any path to a function taking nothing) as the handler's `on-event`.
 #[macro_export]

@@ -14,9 +14,11 @@
 //! (`attachment TEXT`, `attachment -`). A channel is the word after the verb (or ID); TEXT is the rest of the line.
 //! JavaScript globals: `decode HEX [fatal]` (the bytes through `TextDecoder` and back through `TextEncoder`: `decoded
 //! JSON-TEXT HEX`, or `decode failed: ERROR-NAME`), `log TEXT` (`console.log` and `console.error` of it: `logged`).
-//! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` message).
+//! The store and configuration commands (`kv-…`, `config NAME`, `config-all`) are the Rust recorder's (its
+//! `kv_command` lists them), with the same replies.
+//! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` or `KvError` message).
 
-import { websockets } from "wasmsock";
+import { kv, variables, websockets } from "wasmsock";
 
 /**
  * The handler name this component is installed as (the handler of the connection whose event this is): its outbound
@@ -197,6 +199,9 @@ function command(text) {
         return `decode failed: ${err.name}`;
       }
     }
+    case "random":
+      // Math.random and the Web Crypto calls (a fresh instance per event: each must draw its own).
+      return `random ${Math.random()} ${crypto.randomUUID()} ${crypto.getRandomValues(new Uint32Array(2)).length}`;
     case "log":
       console.log(`stdout ${rest}`);
       console.error(`stderr ${rest}`);
@@ -260,6 +265,110 @@ function command(text) {
       return attachment(websockets.getAttachmentText());
     case "client-attachment":
       return withClient(rest, (client) => attachment(client.getAttachmentText()));
+    default:
+      if (verb.startsWith("kv-") || verb.startsWith("config")) {
+        return reply(() => kvCommand(verb, rest), (text) => text);
+      }
+      return `unknown command ${JSON.stringify(verb)}`;
+  }
+}
+
+/** What `get` gave, checked to be `null` or a `Uint8Array` (on both engines), as text. */
+function shown(value, format) {
+  if (value === null) return "none";
+  if (!(value instanceof Uint8Array)) return `not a Uint8Array: ${String(value)}`;
+  return format(new TextDecoder().decode(value));
+}
+
+/** A time to live in seconds, or `undefined` for `-`. */
+function seconds(word) {
+  return word === undefined || word === "-" ? undefined : Number(word);
+}
+
+/** The store and configuration commands, replying as the Rust recorder's `kv_command` does. */
+function kvCommand(verb, rest) {
+  const store = kv.openDefault();
+  const [key, value] = split(rest);
+  const words = rest.split(" ");
+  switch (verb) {
+    case "kv-set":
+      store.set(key, value);
+      return "ok";
+    case "kv-get":
+      return shown(store.get(key), (text) => `value ${text}`);
+    case "kv-del":
+      store.delete(key);
+      return "ok";
+    case "kv-exists":
+      return String(store.exists(key));
+    case "kv-keys":
+      return `keys ${joined(store.getKeys().filter((k) => k.startsWith(key)))}`;
+    case "kv-list": {
+      const [prefix, limit, after] = words;
+      const page = store.list(prefix, { limit: Number(limit), after: after === "-" ? undefined : after });
+      return `keys ${joined(page.keys)} next ${page.next ?? "-"}`;
+    }
+    case "kv-incr":
+      return String(store.increment(words[0], Number(words[1])));
+    case "kv-incr-ttl":
+      return String(store.incrementWithTtl(words[0], Number(words[1]), seconds(words[2])));
+    case "kv-cas":
+    case "kv-cas-race": {
+      const cas = store.cas(words[0]);
+      const read = shown(cas.current(), (text) => text);
+      if (verb === "kv-cas-race") store.set(words[0], words[2]);
+      return `read ${read === "none" ? "-" : read} swapped ${cas.swap(words[1])}`;
+    }
+    case "kv-put": {
+      const [k, v, when, ttl] = words;
+      const condition = when === "always" || when === "absent" ? when : Number(when);
+      return `rev ${store.put(k, v, { condition, ttlSeconds: seconds(ttl) })}`;
+    }
+    case "kv-ttl":
+      store.put(words[0], words[1], { ttlSeconds: Number(words[2]) });
+      return "ok";
+    case "kv-entry": {
+      const entry = store.getEntry(key);
+      if (entry === null) return "none";
+      const text = new TextDecoder().decode(entry.value);
+      return `entry ${text} rev ${entry.revision} ttl ${entry.expiresInMs === null ? "no" : "yes"}`;
+    }
+    case "kv-del-if":
+      store.deleteIf(words[0], Number(words[1]));
+      return "ok";
+    case "kv-set-size":
+      store.set(words[0], new Uint8Array(Number(words[1])).fill(0x61));
+      return "ok";
+    case "kv-usage": {
+      const usage = store.usage();
+      return (
+        `usage has-keys ${usage.keys > 0} max-keys ${usage.maxKeys} max-bytes ${usage.maxBytes} ` +
+        `max-value-bytes ${usage.maxValueBytes}`
+      );
+    }
+    case "kv-json-set": {
+      let json;
+      try {
+        json = JSON.parse(value);
+      } catch (err) {
+        return `bad json ${err.message}`;
+      }
+      store.setJson(key, json);
+      return "ok";
+    }
+    case "kv-json-get": {
+      const json = store.getJson(key);
+      return json === null ? "none" : `json ${JSON.stringify(json)}`;
+    }
+    case "kv-open":
+      kv.open(rest);
+      return "ok";
+    case "config": {
+      const found = variables.get(rest);
+      return found === null ? "none" : `config ${found}`;
+    }
+    case "config-all":
+      return `config ${joined(variables.getAll().map(([name, v]) => `${name}=${v}`))}`;
     default:
       return `unknown command ${JSON.stringify(verb)}`;
   }

@@ -11,10 +11,12 @@ in join order, ``channels -``), ``publish CH TEXT``, ``publish-skip CH TEXT`` (s
 ID|-``, ``members - next -``), ``client-join ID CH``, ``client-leave ID CH``, ``client-channels ID`` (``none`` for no
 such client), ``set-attachment TEXT``, ``set-attachment-size N`` (N bytes of ``a``), ``clear-attachment``,
 ``attachment`` and ``client-attachment ID`` (``attachment TEXT``, ``attachment -``). A channel is the word after the
-verb (or ID); TEXT is the rest of the line. A refused call replies ``error <kind>: <detail>`` (the SDK's
-``WebsocketError`` message).
+verb (or ID); TEXT is the rest of the line. The store and configuration commands (``kv-…``, ``config NAME``,
+``config-all``) are the Rust recorder's (its ``kv_command`` lists them), with the same replies. A refused call replies
+``error <kind>: <detail>`` (the SDK's ``WebsocketError`` or ``KvError`` message).
 """
 
+import json
 from typing import Callable, List, Optional, TypeVar
 
 from wasmsock import (
@@ -22,10 +24,13 @@ from wasmsock import (
     ClientOptions,
     ConnectionState,
     Direction,
+    KvError,
     Method,
     ReconnectPolicy,
     WebsocketClient,
     WebsocketError,
+    kv,
+    variables,
     websockets,
 )
 
@@ -140,6 +145,11 @@ def command(text: str) -> str:
     verb, _, rest = text.partition(" ")
     if verb == "echo":
         return rest
+    if verb == "random":
+        import random
+
+        return f"random {random.random()}"
+
     if verb == "clients":
         return "clients " + ";".join(describe(info) for info in websockets.get_clients())
     if verb == "connect-send":
@@ -229,4 +239,97 @@ def command(text: str) -> str:
         return attachment(websockets.get_attachment_text())
     if verb == "client-attachment":
         return with_client(rest, lambda client: attachment(client.get_attachment_text()))
+    if verb.startswith("kv-") or verb.startswith("config"):
+        try:
+            return kv_command(verb, rest)
+        except KvError as err:
+            return f"error {err}"
+    return f"unknown command {verb!r}"
+
+
+def shown(value: Optional[bytes]) -> str:
+    """A value as text (UTF-8), ``-`` for none."""
+    return "-" if value is None else value.decode("utf-8", errors="replace")
+
+
+def seconds(word: str) -> Optional[int]:
+    """A time to live in seconds, or ``None`` for ``-``."""
+    return None if word == "-" else int(word)
+
+
+def kv_command(verb: str, rest: str) -> str:
+    """The store and configuration commands, replying as the Rust recorder's ``kv_command`` does."""
+    store = kv.open_default()
+    key, _, value = rest.partition(" ")
+    words = rest.split(" ") + ["", "", "", ""]
+    if verb == "kv-set":
+        store.set(key, value)
+        return "ok"
+    if verb == "kv-get":
+        found = store.get(key)
+        return "none" if found is None else f"value {shown(found)}"
+    if verb == "kv-del":
+        store.delete(key)
+        return "ok"
+    if verb == "kv-exists":
+        return "true" if store.exists(key) else "false"
+    if verb == "kv-keys":
+        return f"keys {joined([k for k in store.get_keys() if k.startswith(key)])}"
+    if verb == "kv-list":
+        after = None if words[2] == "-" else words[2]
+        page = store.list(words[0], after=after, limit=int(words[1]))
+        return f"keys {joined(page.keys)} next {page.next or '-'}"
+    if verb == "kv-incr":
+        return str(store.increment(words[0], int(words[1])))
+    if verb == "kv-incr-ttl":
+        return str(store.increment_with_ttl(words[0], int(words[1]), seconds(words[2])))
+    if verb in ("kv-cas", "kv-cas-race"):
+        cas = store.cas(words[0])
+        read = shown(cas.current())
+        if verb == "kv-cas-race":
+            store.set(words[0], words[2])
+        return f"read {read} swapped {'true' if cas.swap(words[1]) else 'false'}"
+    if verb == "kv-put":
+        condition = words[2] if words[2] in ("always", "absent") else int(words[2])
+        return f"rev {store.put(words[0], words[1], condition=condition, ttl_seconds=seconds(words[3]))}"
+    if verb == "kv-ttl":
+        store.put(words[0], words[1], ttl_seconds=int(words[2]))
+        return "ok"
+    if verb == "kv-entry":
+        entry = store.get_entry(key)
+        if entry is None:
+            return "none"
+        ttl = "no" if entry.expires_in_ms is None else "yes"
+        return f"entry {shown(entry.value)} rev {entry.revision} ttl {ttl}"
+    if verb == "kv-del-if":
+        store.delete_if(words[0], int(words[1]))
+        return "ok"
+    if verb == "kv-set-size":
+        store.set(words[0], b"a" * int(words[1]))
+        return "ok"
+    if verb == "kv-usage":
+        usage = store.usage()
+        has_keys = "true" if usage.keys > 0 else "false"
+        return (
+            f"usage has-keys {has_keys} max-keys {usage.max_keys} max-bytes {usage.max_bytes} "
+            f"max-value-bytes {usage.max_value_bytes}"
+        )
+    if verb == "kv-json-set":
+        try:
+            parsed = json.loads(value)
+        except ValueError as err:
+            return f"bad json {err}"
+        store.set_json(key, parsed)
+        return "ok"
+    if verb == "kv-json-get":
+        found = store.get_json(key)
+        return "none" if found is None else f"json {json.dumps(found, ensure_ascii=False, separators=(',', ':'))}"
+    if verb == "kv-open":
+        kv.open(rest)
+        return "ok"
+    if verb == "config":
+        found_config = variables.get(rest)
+        return "none" if found_config is None else f"config {found_config}"
+    if verb == "config-all":
+        return f"config {joined([f'{name}={v}' for name, v in variables.get_all()])}"
     return f"unknown command {verb!r}"

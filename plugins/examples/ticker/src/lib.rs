@@ -4,7 +4,7 @@
 //! its own (it runs per event). `stop` cancels the armed timer (its id is kept in the session's attachment); any
 //! other text is answered `echo TEXT`, in order with the ticks.
 
-use wasmsock_sdk::bindings::wasmsock::websockets::timers::{self, EventKind};
+use wasmsock_sdk::timers::{self, EventKind};
 use wasmsock_sdk::websockets;
 
 /// The interval when the URI does not give one, and the shortest allowed.
@@ -12,7 +12,7 @@ const DEFAULT_EVERY_MS: u32 = 1000;
 const MIN_EVERY_MS: u32 = 10;
 
 fn on_event() {
-    match timers::get_event() {
+    match timers::event() {
         EventKind::Onopen => arm(every(), 1),
         EventKind::Ontimer => {
             let Some(fired) = timers::get_timer() else { return };

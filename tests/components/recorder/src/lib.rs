@@ -6,7 +6,8 @@
 //! `publish-skip CH TEXT`, `publish-binary CH TEXT`, `members CH LIMIT AFTER|-`, `survey-members CH LIMIT AFTER|-`
 //! (`members ID,ID next ID|- missing HOST,HOST|-`), `survey-clients` (`clients ID,ID missing HOST,HOST|-`), `client-join ID CH`,
 //! `client-leave ID CH`, `client-channels ID`, `set-attachment TEXT`, `set-attachment-size N`, `clear-attachment`,
-//! `attachment`, `client-attachment ID`) reply exactly as the JavaScript and Python recorders do; a refusal is
+//! `attachment`, `client-attachment ID`) and the store and configuration commands (`kv-…`, `config NAME`,
+//! `config-all`; see `kv_command`) reply exactly as the JavaScript and Python recorders do; a refusal is
 //! `error <kind>: <detail>`.
 
 #![allow(clippy::print_stderr)]
@@ -209,7 +210,9 @@ fn command(text: &str) -> String {
             }
             format!("burst done, {refused} refused")
         }
-        _ => channel_command(verb, rest).unwrap_or_else(|| format!("unknown command {verb:?}")),
+        _ => channel_command(verb, rest)
+            .or_else(|| kv_command(verb, rest))
+            .unwrap_or_else(|| format!("unknown command {verb:?}")),
     }
 }
 
@@ -302,6 +305,122 @@ fn channel_command(verb: &str, rest: &str) -> Option<String> {
         },
         _ => return None,
     })
+}
+
+/// The store and configuration commands, replying exactly as the JavaScript and Python recorders do:
+/// `kv-set K V`, `kv-del K`, `kv-ttl K V SECONDS`, `kv-del-if K REV`, `kv-set-size K N` (N bytes of `a`),
+/// `kv-json-set K JSON`, `kv-open NAME` (each `ok`); `kv-get K` (`value V`, `none`); `kv-exists K` (`true`, `false`);
+/// `kv-keys PREFIX` (every key, those with the prefix: `keys a,b`, `keys -`); `kv-list PREFIX LIMIT AFTER|-`
+/// (`keys a,b next K|-`); `kv-incr K N`, `kv-incr-ttl K N SECONDS` (the new value); `kv-cas K NEW` (`read OLD|-
+/// swapped true|false`); `kv-cas-race K NEW OTHER` (the same, with `OTHER` written between the read and the swap);
+/// `kv-put K V always|absent|REV -|TTL` (`rev N`); `kv-entry K` (`entry V rev N ttl yes|no`, `none`); `kv-usage`
+/// (`usage has-keys true|false max-keys N max-bytes N max-value-bytes N`); `kv-json-get K` (`json TEXT`, `none`);
+/// `config NAME` (`config V`, `none`); `config-all` (`config a=1,b=2`, `config -`). A key and a word are single
+/// words; a value is the rest of the line.
+fn kv_command(verb: &str, rest: &str) -> Option<String> {
+    use wasmsock_sdk::kv::{PutOptions, Store};
+    use wasmsock_sdk::variables;
+
+    if !(verb.starts_with("kv-") || verb.starts_with("config")) {
+        return None;
+    }
+    let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
+    let words: Vec<&str> = rest.split(' ').collect();
+    let word = |i: usize| words.get(i).copied().unwrap_or_default();
+    let number = |i: usize| word(i).parse::<i64>().unwrap_or_default();
+    let ttl = |text: &str| text.parse::<u32>().ok();
+    let text = |data: Vec<u8>| String::from_utf8_lossy(&data).into_owned();
+    let store = match Store::open_default() {
+        Ok(store) => store,
+        Err(err) => return Some(format!("error {err}")),
+    };
+    let outcome: Result<String, wasmsock_sdk::kv::Error> = match verb {
+        "kv-set" => store.set(key, value.as_bytes()).map(|()| "ok".into()),
+        "kv-get" => store.get(key).map(|found| found.map_or_else(|| "none".into(), |v| format!("value {}", text(v)))),
+        "kv-del" => store.delete(key).map(|()| "ok".into()),
+        "kv-exists" => store.exists(key).map(|found| found.to_string()),
+        "kv-keys" => store.get_keys().map(|keys| {
+            let mine: Vec<String> = keys.into_iter().filter(|k| k.starts_with(key)).collect();
+            format!("keys {}", names(&mine))
+        }),
+        "kv-list" => {
+            let after = Some(word(2)).filter(|after| *after != "-");
+            store
+                .list(word(0), after, word(1).parse().unwrap_or(0))
+                .map(|page| format!("keys {} next {}", names(&page.keys), page.next.as_deref().unwrap_or("-")))
+        }
+        "kv-incr" => store.increment(word(0), number(1)).map(|n| n.to_string()),
+        "kv-incr-ttl" => store.increment_with_ttl(word(0), number(1), ttl(word(2))).map(|n| n.to_string()),
+        "kv-cas" | "kv-cas-race" => store.cas(word(0)).and_then(|cas| {
+            let read = cas.current()?.map_or_else(|| "-".into(), text);
+            if verb == "kv-cas-race" {
+                store.set(word(0), word(2).as_bytes())?;
+            }
+            Ok(format!("read {read} swapped {}", cas.swap(word(1).as_bytes())?))
+        }),
+        "kv-put" => {
+            let options = match word(2) {
+                "always" => PutOptions::always(),
+                "absent" => PutOptions::if_absent(),
+                revision => PutOptions::if_revision(revision.parse().unwrap_or(0)),
+            };
+            let options = match ttl(word(3)) {
+                Some(seconds) => options.ttl(seconds),
+                None => options,
+            };
+            store.put(word(0), word(1).as_bytes(), options).map(|revision| format!("rev {revision}"))
+        }
+        "kv-ttl" => store
+            .put(word(0), word(1).as_bytes(), PutOptions::always().ttl(ttl(word(2)).unwrap_or(0)))
+            .map(|_| "ok".into()),
+        "kv-entry" => store.get_entry(key).map(|entry| match entry {
+            Some(entry) => format!(
+                "entry {} rev {} ttl {}",
+                text(entry.value),
+                entry.revision,
+                if entry.expires_in_ms.is_some() { "yes" } else { "no" }
+            ),
+            None => "none".into(),
+        }),
+        "kv-del-if" => store.delete_if(word(0), word(1).parse().unwrap_or(0)).map(|()| "ok".into()),
+        "kv-set-size" => store.set(word(0), &vec![b'a'; word(1).parse().unwrap_or(0)]).map(|()| "ok".into()),
+        "kv-usage" => store.usage().map(|usage| {
+            format!(
+                "usage has-keys {} max-keys {} max-bytes {} max-value-bytes {}",
+                usage.keys > 0,
+                usage.max_keys,
+                usage.max_bytes,
+                usage.max_value_bytes
+            )
+        }),
+        "kv-json-set" => match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(json) => store.set_json(key, &json).map(|()| "ok".into()),
+            Err(err) => Ok(format!("bad json {err}")),
+        },
+        "kv-json-get" => store.get_json::<serde_json::Value>(key).map(|json| match json {
+            Some(json) => format!("json {json}"),
+            None => "none".into(),
+        }),
+        "kv-open" => Store::open(rest).map(|_| "ok".into()),
+        "config" => {
+            return Some(match variables::get(rest) {
+                Ok(Some(value)) => format!("config {value}"),
+                Ok(None) => "none".into(),
+                Err(err) => format!("error {err:?}"),
+            });
+        }
+        "config-all" => {
+            return Some(match variables::get_all() {
+                Ok(all) => {
+                    let pairs: Vec<String> = all.into_iter().map(|(name, value)| format!("{name}={value}")).collect();
+                    format!("config {}", names(&pairs))
+                }
+                Err(err) => format!("error {err:?}"),
+            });
+        }
+        _ => return None,
+    };
+    Some(outcome.unwrap_or_else(|err| format!("error {err}")))
 }
 
 wasmsock_sdk::handler!(on_event);
