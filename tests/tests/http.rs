@@ -214,6 +214,8 @@ async fn a_project_has_at_most_its_quota_of_requests_in_flight() {
     let mut other_project = host.connect("granted").await;
     send(&mut first, &format!("GET {}", late.url("/"))).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Answered while the first waits: a handler waiting for a response holds no execution slot (the test's runtime
+    // has one worker, so one slot; before runtime/host_poll.rs this got the first's 200 after 1.5 s).
     assert_eq!(ask(&mut second, &format!("GET {}", quick.url("/"))).await, "error ConnectionLimitReached");
     // Another project has its own quota.
     assert!(ask(&mut other_project, &format!("GET {}", quick.url("/"))).await.starts_with("200 GET"));

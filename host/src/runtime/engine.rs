@@ -21,6 +21,7 @@ use wasmsock_wire::limits::{EPOCH_TICK, EndpointLimits, Limits};
 
 use super::bindings;
 use super::guest_log;
+use super::host_poll;
 use super::host_http::{HttpHooks, NetworkClock};
 use super::services::{Event, HostServices};
 use super::state::{MemoryCap, State, Stop};
@@ -257,6 +258,10 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        // wasi:io/poll again, over wasmtime-wasi's: a guest waiting gives its execution slot back meanwhile.
+        linker.allow_shadowing(true);
+        host_poll::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking wasi:io/poll")?;
+        linker.allow_shadowing(false);
         // Only the outgoing side of wasi:http (and its types): every request goes through `host_http`'s hook.
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)

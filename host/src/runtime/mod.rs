@@ -11,6 +11,7 @@ mod engine;
 mod guest_log;
 mod host;
 mod host_http;
+mod host_poll;
 mod host_kv;
 mod host_timers;
 mod instances;

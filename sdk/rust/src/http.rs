@@ -59,7 +59,11 @@ impl std::fmt::Display for Error {
         match self {
             Self::Url(why) => write!(f, "bad URL: {why}"),
             Self::Header(why) => write!(f, "bad header: {why}"),
-            Self::Http(code) => write!(f, "{code:?}"),
+            // The code's name as the WIT variant's (`HttpRequestDenied`), without the type wasip2's Debug puts before it.
+            Self::Http(code) => {
+                let name = format!("{code:?}");
+                f.write_str(name.strip_prefix("ErrorCode::").unwrap_or(&name))
+            }
             Self::Body(why) => write!(f, "body failed: {why}"),
         }
     }
@@ -83,6 +87,12 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &[u8])], body: &[u8]) 
     let fields = Fields::new();
     for (name, value) in headers {
         fields.append(name, value).map_err(|err| Error::Header(format!("{name}: {err:?}")))?;
+    }
+    // The body's length is known: declared, so it goes out with `content-length` rather than chunked (which some
+    // servers refuse), unless the caller declared it.
+    if !body.is_empty() && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-length")) {
+        let length = body.len().to_string();
+        fields.append("content-length", length.as_bytes()).map_err(|err| Error::Header(format!("content-length: {err:?}")))?;
     }
     let outgoing = OutgoingRequest::new(fields);
     let unsupported = |what: &str| Error::Url(format!("the host does not accept this {what}"));
