@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use http_body_util::BodyExt as _;
 use wasmsock_wire::descriptor::project_of;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::services::{HostServices, HttpBodyError, HttpFailure};
-use super::state::State;
 
 /// The time a call spends with outbound HTTP requests in flight, given back to its deadline and wall-clock bound.
 ///
@@ -127,12 +126,6 @@ fn error_code(failure: HttpFailure) -> HttpError {
         HttpFailure::ResponseTooLarge(cap) => HttpError::HttpResponseBodySize(Some(cap)),
         HttpFailure::Quota(_) => HttpError::ConnectionLimitReached,
         HttpFailure::Protocol(_) => HttpError::HttpProtocolError,
-    }
-}
-
-impl WasiHttpView for State {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 
