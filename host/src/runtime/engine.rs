@@ -21,8 +21,8 @@ use wasmsock_wire::limits::{EPOCH_TICK, EndpointLimits, Limits};
 
 use super::bindings;
 use super::guest_log;
-use super::host_poll;
 use super::host_http::{HttpHooks, NetworkClock};
+use super::host_poll;
 use super::services::{Event, HostServices};
 use super::state::{MemoryCap, State, Stop};
 use crate::budget::{Budget, Holding, Kind as BudgetKind, Scope};

@@ -2,7 +2,6 @@
 //! `send_request` hook handing every request to the host ([`HostServices::send_http`], which holds it to the
 //! project's grants and quotas) and the time the request takes kept off the handler's clock.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -88,7 +87,7 @@ impl WasiHttpHooks for HttpHooks {
         let pending = self.services.send_http(project_of(&handler), http::Request::from_parts(parts, body));
         let in_flight = self.clock.enter();
         Box::new(async move {
-            let result = Pin::from(Box::pin(pending)).await;
+            let result = pending.await;
             drop(in_flight);
             match result {
                 Ok(response) => {

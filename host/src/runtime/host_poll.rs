@@ -56,5 +56,8 @@ impl HasData for HasWaiting {
 
 /// Links `wasi:io/poll` (the linker must allow shadowing wasmtime-wasi's).
 pub(super) fn add_to_linker(linker: &mut Linker<State>) -> wasmtime::Result<()> {
-    poll::add_to_linker::<State, HasWaiting>(linker, |state| Waiting { turn: state.turn.clone(), table: &mut state.table })
+    poll::add_to_linker::<State, HasWaiting>(linker, |state| Waiting {
+        turn: state.turn.clone(),
+        table: &mut state.table,
+    })
 }

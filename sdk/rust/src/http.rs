@@ -92,7 +92,9 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &[u8])], body: &[u8]) 
     // servers refuse), unless the caller declared it.
     if !body.is_empty() && !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-length")) {
         let length = body.len().to_string();
-        fields.append("content-length", length.as_bytes()).map_err(|err| Error::Header(format!("content-length: {err:?}")))?;
+        fields
+            .append("content-length", length.as_bytes())
+            .map_err(|err| Error::Header(format!("content-length: {err:?}")))?;
     }
     let outgoing = OutgoingRequest::new(fields);
     let unsupported = |what: &str| Error::Url(format!("the host does not accept this {what}"));
