@@ -98,6 +98,47 @@ pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an outbound client may take to connect and finish its handshake.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a handler's outbound HTTP request may take to resolve its host and connect (TCP and TLS): long enough for
+/// a distant server, short enough that a black-holed address fails while the handler can still answer its peer.
+pub const DEFAULT_HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a handler's outbound HTTP request may take in all, from the call to the last byte of the response body.
+/// The wait is not counted against the handler's deadline (it runs nothing), so this is what bounds it.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest response body a handler's outbound HTTP request may receive, in bytes. The host reads the whole body
+/// before the handler sees the response (so the time it takes is off the handler's clock): this caps the host memory
+/// one request holds. Larger: the request fails with `HTTP-response-body-size`.
+pub const DEFAULT_HTTP_MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+/// Outbound HTTP requests one project may have in flight at once, over all its handlers; one more fails at once with
+/// `connection-limit-reached`. With the response cap it bounds a project's memory in responses (64 MiB).
+pub const DEFAULT_PROJECT_HTTP_REQUESTS: usize = 16;
+
+/// The limits of handlers' outbound HTTP requests (see the `DEFAULT_HTTP_*` constants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// See [`DEFAULT_HTTP_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// See [`DEFAULT_HTTP_TIMEOUT`].
+    pub timeout: Duration,
+    /// See [`DEFAULT_HTTP_MAX_RESPONSE_BYTES`].
+    pub max_response_bytes: usize,
+    /// See [`DEFAULT_PROJECT_HTTP_REQUESTS`].
+    pub project_requests: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_HTTP_CONNECT_TIMEOUT,
+            timeout: DEFAULT_HTTP_TIMEOUT,
+            max_response_bytes: DEFAULT_HTTP_MAX_RESPONSE_BYTES,
+            project_requests: DEFAULT_PROJECT_HTTP_REQUESTS,
+        }
+    }
+}
+
 /// How much a guest may write to stdout and stderr per event before the rest is dropped from the log.
 pub const DEFAULT_GUEST_LOG_BYTES: usize = 16 << 10;
 
@@ -565,6 +606,8 @@ pub struct Limits {
     pub endpoint_memory_share: u8,
     /// See [`DEFAULT_MEMORY_WAIT`].
     pub memory_wait: Duration,
+    /// Handlers' outbound HTTP requests; see [`HttpLimits`].
+    pub http: HttpLimits,
 }
 
 impl Default for Limits {
@@ -605,6 +648,7 @@ impl Default for Limits {
             project_memory_share: DEFAULT_PROJECT_MEMORY_SHARE,
             endpoint_memory_share: DEFAULT_ENDPOINT_MEMORY_SHARE,
             memory_wait: DEFAULT_MEMORY_WAIT,
+            http: HttpLimits::default(),
         }
     }
 }

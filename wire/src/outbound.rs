@@ -1,4 +1,5 @@
-//! The outbound allow-list: which `ws://`/`wss://` destinations a handler's project may open with `create-websocket`.
+//! The outbound allow-list: which `ws://`/`wss://` destinations a handler's project may open with `create-websocket`,
+//! and which `http://`/`https://` destinations it may send requests to through `wasi:http`.
 //!
 //! Modelled on Spin's `allowed_outbound_hosts` (Spin crate `outbound-networking`,
 //! `AllowedHostConfig::parse`; Spin docs "Granting HTTP Permissions to Components"), but
@@ -9,7 +10,7 @@
 //!
 //! ```text
 //! grant   = scheme "://" host [ ":" port ] [ "/" ]
-//! scheme  = "ws" | "wss" | "*"                  ; case-insensitive; "*" = ws or wss
+//! scheme  = "ws" | "wss" | "http" | "https" | "*" ; case-insensitive; "*" = ws or wss (never http)
 //! host    = "*." domain                         ; one or more labels below domain, never domain itself
 //!         | domain                              ; exact DNS name
 //!         | ipv4                                ; four decimal octets, e.g. 127.0.0.1
@@ -18,8 +19,11 @@
 //! domain  = label *( "." label ) [ "." ]        ; label = 1..=63 of [a-z0-9_-]; at most 253 chars
 //! ```
 //!
-//! * Without a port the scheme's default applies (`ws` 80, `wss` 443); `*://` has no default, so
-//!   it needs an explicit port (or `:*`), as in Spin.
+//! * Without a port the scheme's default applies (`ws` and `http` 80, `wss` and `https` 443); `*://` has no
+//!   default, so it needs an explicit port (or `:*`), as in Spin.
+//! * `*://` keeps meaning `ws` or `wss`, as it did before HTTP grants existed: widening it would have granted HTTP to
+//!   every descriptor written for WebSockets. HTTP is granted only by an `http://` or `https://` grant, and a
+//!   WebSocket client only by a `ws://`, `wss://` or `*://` one.
 //! * `self` is an ordinary DNS name here, not Spin's self-request shortcut.
 //! * Leading/trailing whitespace is trimmed; scheme and host are lower-cased; one trailing dot of
 //!   a DNS name is dropped; a lone trailing `/` is accepted (Spin does the same).
@@ -47,7 +51,7 @@
 //! stripped, IP literals as `std::net` addresses) and the effective port.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use http::Uri;
@@ -79,28 +83,24 @@ impl GrantError {
     }
 }
 
-/// A WebSocket scheme a connection can actually use.
+/// A scheme a connection can actually use: a WebSocket client's or an HTTP request's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
     Ws,
     Wss,
+    Http,
+    Https,
 }
 
 impl Scheme {
     fn parse(text: &str) -> Option<Self> {
-        if text.eq_ignore_ascii_case("ws") {
-            Some(Self::Ws)
-        } else if text.eq_ignore_ascii_case("wss") {
-            Some(Self::Wss)
-        } else {
-            None
-        }
+        [Self::Ws, Self::Wss, Self::Http, Self::Https].into_iter().find(|s| text.eq_ignore_ascii_case(s.as_str()))
     }
 
     fn default_port(self) -> u16 {
         match self {
-            Self::Ws => 80,
-            Self::Wss => 443,
+            Self::Ws | Self::Http => 80,
+            Self::Wss | Self::Https => 443,
         }
     }
 
@@ -108,6 +108,34 @@ impl Scheme {
         match self {
             Self::Ws => "ws",
             Self::Wss => "wss",
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    fn is_websocket(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
+    }
+}
+
+/// What an outbound destination is for: the schemes it may have follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A WebSocket client (`create-websocket`): `ws` or `wss`.
+    WebSocket,
+    /// An HTTP request (`wasi:http/outgoing-handler`): `http` or `https`.
+    Http,
+}
+
+impl Protocol {
+    fn admits(self, scheme: Scheme) -> bool {
+        scheme.is_websocket() == (self == Self::WebSocket)
+    }
+
+    fn schemes(self) -> &'static str {
+        match self {
+            Self::WebSocket => "ws or wss",
+            Self::Http => "http or https",
         }
     }
 }
@@ -234,7 +262,7 @@ impl Grant {
         let fail = |reason: &str| GrantError::new(text, reason);
         let trimmed = text.trim();
         let Some((scheme_text, rest)) = trimmed.split_once("://") else {
-            return Err(fail("missing scheme; write ws://, wss:// or *:// before the host"));
+            return Err(fail("missing scheme; write ws://, wss://, http://, https:// or *:// before the host"));
         };
         let scheme = if scheme_text == "*" {
             SchemePattern::Any
@@ -242,7 +270,9 @@ impl Grant {
             match Scheme::parse(scheme_text) {
                 Some(s) => SchemePattern::Exact(s),
                 None => {
-                    return Err(fail(&format!("unsupported scheme {scheme_text:?}; only ws, wss and * are allowed")));
+                    return Err(fail(&format!(
+                        "unsupported scheme {scheme_text:?}; only ws, wss, http, https and * are allowed"
+                    )));
                 }
             }
         };
@@ -280,7 +310,7 @@ impl Grant {
     /// Whether this grant admits the destination.
     pub fn allows(&self, dest: &Destination) -> bool {
         let scheme_ok = match self.scheme {
-            SchemePattern::Any => true,
+            SchemePattern::Any => dest.scheme.is_websocket(),
             SchemePattern::Exact(s) => s == dest.scheme,
         };
         let host_ok = match &self.host {
@@ -409,14 +439,20 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// Vets a connector URI and extracts what it would connect to. The `Err` says why the URI
+    /// Vets a WebSocket connector URI and extracts what it would connect to. The `Err` says why the URI
     /// is refused regardless of grants (userinfo, `%`, odd numeric host, bad authority, ...).
     pub fn from_uri(uri: &Uri) -> Result<Self, String> {
+        Self::from_uri_for(uri, Protocol::WebSocket)
+    }
+
+    /// [`Destination::from_uri`] for a destination of `protocol`: its scheme must be one of that protocol's.
+    pub fn from_uri_for(uri: &Uri, protocol: Protocol) -> Result<Self, String> {
+        let expected = protocol.schemes();
         let Some(scheme_text) = uri.scheme_str() else {
-            return Err(format!("refused outbound URI {uri}: it has no scheme (expected ws:// or wss://)"));
+            return Err(format!("refused outbound URI {uri}: it has no scheme (expected {expected})"));
         };
-        let Some(scheme) = Scheme::parse(scheme_text) else {
-            return Err(format!("refused outbound URI {uri}: scheme {scheme_text:?} is not ws or wss"));
+        let Some(scheme) = Scheme::parse(scheme_text).filter(|s| protocol.admits(*s)) else {
+            return Err(format!("refused outbound URI {uri}: scheme {scheme_text:?} is not {expected}"));
         };
         let Some(authority) = uri.authority() else {
             return Err(format!("refused outbound URI {uri}: it has no host"));
@@ -458,9 +494,84 @@ impl Destination {
         &self.connect_host
     }
 
-    /// The effective port: the explicit one, or 80 for ws and 443 for wss.
+    /// The effective port: the explicit one, or 80 for ws and http, 443 for wss and https.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether the connection is made over TLS (`wss`, `https`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.scheme, Scheme::Wss | Scheme::Https)
+    }
+
+    /// The IP address the URI names literally, if its host is one.
+    pub fn literal_ip(&self) -> Option<IpAddr> {
+        match self.host {
+            Host::V4(ip) => Some(IpAddr::V4(ip)),
+            Host::V6(ip) => Some(IpAddr::V6(ip)),
+            Host::Name(_) => None,
+        }
+    }
+
+    /// The host as a DNS name or address text without brackets, for resolving and for TLS server names.
+    pub fn host_name(&self) -> String {
+        match &self.host {
+            Host::V4(ip) => ip.to_string(),
+            Host::V6(ip) => ip.to_string(),
+            Host::Name(name) => name.clone(),
+        }
+    }
+}
+
+/// Why an address a name resolved to may not be connected to unless it is granted by itself: what kind of inside
+/// address it is. `None` for a public address.
+///
+/// Covered: unspecified, loopback, private (RFC 1918, IPv6 unique local `fc00::/7`), link-local (`169.254.0.0/16`,
+/// `fe80::/10`), shared address space (`100.64.0.0/10`), broadcast and multicast, the "this network" block
+/// `0.0.0.0/8`, and IPv4 addresses written in IPv6 (`::ffff:a.b.c.d`, `::a.b.c.d`), judged as the IPv4 address.
+pub fn inside_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => inside_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return inside_v4(v4);
+            }
+            let first = v6.segments()[0];
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_loopback() {
+                Some("loopback")
+            } else if first & 0xfe00 == 0xfc00 {
+                Some("private (unique local)")
+            } else if first & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if let Some(v4) = v6.to_ipv4().filter(|_| v6.segments()[..6].iter().all(|s| *s == 0)) {
+                inside_v4(v4) // IPv4-compatible ::a.b.c.d
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn inside_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip.is_unspecified() || a == 0 {
+        Some("unspecified")
+    } else if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_private() {
+        Some("private")
+    } else if ip.is_link_local() {
+        Some("link-local")
+    } else if a == 100 && (b & 0xc0) == 64 {
+        Some("shared address space")
+    } else if ip.is_broadcast() || ip.is_multicast() {
+        Some("broadcast or multicast")
+    } else {
+        None
     }
 }
 
@@ -533,6 +644,37 @@ impl AllowList {
         let parsed = parse_destination(uri)?;
         self.check(&parsed)?;
         Ok(parsed)
+    }
+
+    /// Allows an HTTP request to `uri` (the URI the connector uses) only if it is sound and some `http://` or
+    /// `https://` grant admits it; what it would connect to. The `Err` names the missing grant or why the URI is
+    /// refused outright. The addresses its host resolves to are checked apart, by [`AllowList::check_address`].
+    pub fn check_http(&self, uri: &Uri) -> Result<Destination, String> {
+        let dest = Destination::from_uri_for(uri, Protocol::Http)?;
+        if self.grants.iter().any(|g| g.allows(&dest)) {
+            Ok(dest)
+        } else {
+            Err(format!("no grant for {dest} (add \"{dest}\" to {SETTING})"))
+        }
+    }
+
+    /// Whether `dest`'s host may be connected to at `ip`, an address it resolved to: a public address may; an inside
+    /// one ([`inside_address`]) only when a grant names that very address for `dest`'s scheme and port (a grant of
+    /// a name never covers the inside addresses the name resolves to). The `Err` says what is missing.
+    pub fn check_address(&self, dest: &Destination, ip: IpAddr) -> Result<(), String> {
+        let Some(kind) = inside_address(ip) else { return Ok(()) };
+        let host = match ip {
+            IpAddr::V4(v4) => Host::V4(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(Host::V6(v6), Host::V4),
+        };
+        let literal = Destination { host, connect_host: String::new(), ..dest.clone() };
+        if self.grants.iter().any(|g| matches!(g.host, HostPattern::Exact(_)) && g.allows(&literal)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{} resolves to {ip}, a {kind} address, which no grant names (add \"{literal}\" to {SETTING} to allow it)",
+            dest.host
+        ))
     }
 }
 
@@ -769,7 +911,7 @@ mod tests {
         let cases = [
             ("localhost:9000", "missing scheme"),
             ("//localhost:9000", "missing scheme"),
-            ("http://localhost:80", "unsupported scheme"),
+            ("ftp://localhost:80", "unsupported scheme"),
             ("ws://localhost:9000/path", "path"),
             ("ws://localhost:9000?x=1", "query"),
             ("ws://localhost:9000#f", "fragment"),
@@ -926,5 +1068,64 @@ mod tests {
                 "ws://localhost:00080",
             ]
         );
+    }
+
+    #[test]
+    fn http_grants_admit_only_http_and_keep_every_refusal() {
+        let l = list(&["http://127.0.0.1:*", "https://api.example.com", "*://ws.example.com:*"]);
+        let check = |uri: &str| l.check_http(&uri.parse::<Uri>().unwrap());
+        assert_eq!(check("http://127.0.0.1:8080/x?y").unwrap().port(), 8080);
+        assert_eq!(check("https://api.example.com/v1").unwrap().port(), 443);
+        assert!(check("https://api.example.com/").unwrap().is_tls());
+        assert!(check("http://api.example.com/").unwrap_err().starts_with("no grant for http://api.example.com:80"));
+        assert!(check("https://api.example.com:8443/").unwrap_err().contains("no grant"));
+        assert!(check("http://localhost:8080/").unwrap_err().contains("no grant"));
+        // `*://` stays WebSocket-only; HTTP grants do not admit WebSocket clients.
+        assert!(check("http://ws.example.com:80/").unwrap_err().contains("no grant"));
+        assert!(l.authorize("ws://127.0.0.1:9000").unwrap_err().contains("no grant"));
+        assert!(check("ws://127.0.0.1:9000").unwrap_err().contains("is not http or https"));
+        let err = check("http://user:pw@127.0.0.1:8080/").unwrap_err();
+        assert!(err.contains("userinfo") && !err.contains("pw"), "{err}");
+        assert!(check("http://127.1:8080/").unwrap_err().contains("numeric"));
+        assert!(check("http://127.0.0.1:0/").unwrap_err().contains("port"));
+        assert_eq!(Grant::parse("HTTPS://Api.Example.com").unwrap().to_string(), "https://api.example.com:443");
+        assert_eq!(Grant::parse("http://a.example.com").unwrap().to_string(), "http://a.example.com:80");
+    }
+
+    #[test]
+    fn inside_addresses_need_a_grant_of_their_own() {
+        for (ip, kind) in [
+            ("127.0.0.1", "loopback"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("192.168.1.1", "private"),
+            ("169.254.169.254", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("100.64.0.1", "shared address space"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fd00::1", "private (unique local)"),
+            ("fe80::1", "link-local"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:10.0.0.1", "private"),
+        ] {
+            assert_eq!(inside_address(ip.parse().unwrap()), Some(kind), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
+            assert_eq!(inside_address(ip.parse().unwrap()), None, "{ip}");
+        }
+        let l = list(&["http://app.example.com:*", "http://127.0.0.1:8080"]);
+        let dest = l.check_http(&"http://app.example.com:8080/".parse::<Uri>().unwrap()).unwrap();
+        assert!(l.check_address(&dest, "93.184.216.34".parse().unwrap()).is_ok());
+        assert!(l.check_address(&dest, "127.0.0.1".parse().unwrap()).is_ok(), "the address itself is granted");
+        let err = l.check_address(&dest, "10.0.0.1".parse().unwrap()).unwrap_err();
+        assert!(err.contains("private") && err.contains("http://10.0.0.1:8080"), "{err}");
+        let other_port = l.check_http(&"http://app.example.com:9090/".parse::<Uri>().unwrap()).unwrap();
+        let err = l.check_address(&other_port, "127.0.0.1".parse().unwrap()).unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        // A name grant never covers the inside addresses the name resolves to.
+        let names = list(&["http://localhost:8080"]);
+        let dest = names.check_http(&"http://localhost:8080/".parse::<Uri>().unwrap()).unwrap();
+        assert!(names.check_address(&dest, "127.0.0.1".parse().unwrap()).is_err());
     }
 }

@@ -12,7 +12,9 @@ use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Fram
 use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
 use crate::control::metrics::Metrics;
-use crate::runtime::{CallError, Connection, Event, Gathered, HostServices, Lookup, MembersSurvey, Survey};
+use crate::runtime::{
+    CallError, Connection, Event, Gathered, HostServices, HttpFuture, HttpRequestBody, Lookup, MembersSurvey, Survey,
+};
 
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
@@ -213,6 +215,11 @@ impl HostServices for App {
             .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))?;
         let conn = self.create_client(uri, handler, ClientOptions { grants: true, ..options })?;
         Ok(conn)
+    }
+
+    fn send_http(&self, project: &str, request: http::Request<HttpRequestBody>) -> HttpFuture {
+        // The grants as they are now: a deploy removing one stops the next request.
+        self.fetcher.send(project, self.registry.grants(project), request)
     }
 
     fn join(&self, project: &str, conn: &dyn Connection, channel: &str) -> Result<(), ConnError> {

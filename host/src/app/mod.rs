@@ -45,6 +45,8 @@ pub struct App {
     cluster: OnceLock<Arc<Cluster>>,
     /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
     outbound_tls: Arc<rustls::ClientConfig>,
+    /// Handlers' outbound HTTP requests (`https` verified with `outbound_tls`).
+    fetcher: crate::conn::fetch::Fetcher,
     me: Weak<App>,
 }
 
@@ -105,6 +107,7 @@ impl App {
             registry,
             hub,
             channels: Channels::new(limits.max_channels_per_connection),
+            fetcher: crate::conn::fetch::Fetcher::new(limits.http, outbound_tls.clone()),
             store,
             cluster: OnceLock::new(),
             limits,

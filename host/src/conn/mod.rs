@@ -3,6 +3,7 @@
 //! that implements it nor the HTTP side that accepts inbound sessions.
 
 pub mod client;
+pub mod fetch;
 pub mod hub;
 mod queue;
 pub mod session;

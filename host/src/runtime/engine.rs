@@ -15,11 +15,14 @@ use wasmsock_wire::{EventKind, Method};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use wasmsock_wire::limits::{EPOCH_TICK, EndpointLimits, Limits};
 
 use super::bindings;
 use super::guest_log;
+use super::host_http::{HttpHooks, NetworkClock};
+use super::host_poll;
 use super::services::{Event, HostServices};
 use super::state::{MemoryCap, State, Stop};
 use crate::budget::{Budget, Holding, Kind as BudgetKind, Scope};
@@ -255,6 +258,14 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        // wasi:io/poll again, over wasmtime-wasi's: a guest waiting gives its execution slot back meanwhile.
+        linker.allow_shadowing(true);
+        host_poll::add_to_linker(&mut linker).map_err(anyhow::Error::from).context("linking wasi:io/poll")?;
+        linker.allow_shadowing(false);
+        // Only the outgoing side of wasi:http (and its types): every request goes through `host_http`'s hook.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:http")?;
         bindings::Handler::add_to_linker::<State, wasmtime::component::HasSelf<State>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the websockets interface")?;
@@ -572,6 +583,7 @@ impl Runtime {
                 state.event = event;
                 state.config = None;
                 state.yielded.store(0, Ordering::Release);
+                state.network.store(0, Ordering::Release);
                 state.memory.hit = false;
                 if let Some(fuel) = state.call_fuel {
                     resident.store.set_fuel(fuel).map_err(|err| CallError::Instantiate {
@@ -636,8 +648,17 @@ impl Runtime {
         let (call_deadline, call_fuel) = (limits.handler_deadline, self.fuel.and(limits.fuel));
         // The deadlines count from when the call got its execution slot.
         let (call_wall, now) = (limits.handler_wall, turn.started());
+        let (yielded, network) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let http_hooks = HttpHooks {
+            handler: Arc::clone(&handler.name),
+            services: services.clone(),
+            clock: NetworkClock::new(yielded.clone(), network.clone()),
+        };
         let state = State {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks,
+            network,
             table: ResourceTable::new(),
             memory: MemoryCap::new(limits.handler_memory.min(self.memory_cap), self.instance_budget(handler)),
             event,
@@ -651,7 +672,7 @@ impl Runtime {
             turn: Some(turn),
             pause: handler.pause.clone(),
             stop: None,
-            yielded: Arc::new(AtomicU64::new(0)),
+            yielded,
             handles: 0,
             store_handles: 0,
             config: None,
@@ -672,7 +693,7 @@ impl Runtime {
             if now >= state.deadline + yielded {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if now >= state.wall_deadline {
+            if now >= state.wall_deadline + Duration::from_nanos(state.network.load(Ordering::Acquire)) {
                 state.stop = Some(Stop::Wall);
                 return Ok(UpdateDeadline::Interrupt);
             }

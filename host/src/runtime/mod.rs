@@ -10,7 +10,9 @@ mod convert;
 mod engine;
 mod guest_log;
 mod host;
+mod host_http;
 mod host_kv;
+mod host_poll;
 mod host_timers;
 mod instances;
 mod services;
@@ -18,4 +20,7 @@ mod state;
 
 pub use engine::{CallError, Handler, Resident, Runtime};
 pub use instances::Instances;
-pub use services::{Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Survey};
+pub use services::{
+    Connection, Event, Gathered, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody, KvFuture,
+    KvService, Lookup, MembersSurvey, Survey,
+};

@@ -106,6 +106,12 @@ pub trait HostServices: Send + Sync + 'static {
     fn cancel_timer(&self, project: &str, conn: &dyn Connection, id: u64) -> bool;
     /// The key-value store of every project (each call names the project).
     fn kv(&self) -> &dyn KvService;
+    /// Sends a handler's outbound HTTP request for `project`, held to that project's grants and quotas; the whole
+    /// response, or why there is none. A host that sends none refuses every request (the default).
+    fn send_http(&self, project: &str, request: http::Request<HttpRequestBody>) -> HttpFuture {
+        let _ = (project, request);
+        Box::pin(std::future::ready(Err(HttpFailure::Denied("this host sends no outbound HTTP".into()))))
+    }
     /// `project`'s configuration as it is now.
     fn config(&self, project: &str) -> Arc<ConfigSnapshot>;
 }
@@ -142,4 +148,51 @@ pub trait KvService: Send + Sync + 'static {
     fn cancel_alarm(&self, project: &str, name: &str) -> KvFuture<bool>;
     /// The project's alarms, soonest first.
     fn list_alarms(&self, project: &str) -> KvFuture<Vec<Alarm>>;
+}
+
+/// The body of a handler's outbound HTTP request, streamed from the guest as it writes it.
+pub type HttpRequestBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, HttpBodyError>;
+
+/// The guest's request body failed (it was aborted or broke its declared length).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the request body failed: {0}")]
+pub struct HttpBodyError(pub String);
+
+/// A handler's outbound HTTP request under way: the response with its whole body (at most the host's cap), or why
+/// there is none. It borrows nothing, so the runtime can await it off the handler's clock.
+pub type HttpFuture = Pin<Box<dyn Future<Output = Result<http::Response<bytes::Bytes>, HttpFailure>> + Send + 'static>>;
+
+/// Why a handler's outbound HTTP request got no response. Each maps to a `wasi:http` error code; the text is logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpFailure {
+    /// No grant admits the destination, or the URI is refused outright (userinfo, odd host, scheme...).
+    #[error("request denied: {0}")]
+    Denied(String),
+    /// The name resolves only to inside addresses (loopback, private, link-local...) that no grant names.
+    #[error("destination address prohibited: {0}")]
+    AddressProhibited(String),
+    /// The name does not resolve.
+    #[error("DNS lookup failed: {0}")]
+    Dns(String),
+    /// Resolving and connecting took longer than the connect timeout.
+    #[error("connecting took longer than {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    /// The server refused the connection.
+    #[error("connection refused: {0}")]
+    ConnectionRefused(String),
+    /// The TLS handshake failed (an untrusted certificate, a wrong name...).
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// The whole exchange took longer than the total timeout.
+    #[error("no complete response within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The response body is larger than the cap (in bytes).
+    #[error("the response body is larger than {0} bytes")]
+    ResponseTooLarge(u64),
+    /// The project has as many requests in flight as its quota allows.
+    #[error("{0}")]
+    Quota(String),
+    /// The connection broke, or the server spoke something other than HTTP/1.1.
+    #[error("HTTP exchange failed: {0}")]
+    Protocol(String),
 }

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use wasmsock_wire::kv::Entry;
 
+use super::host_http::HttpHooks;
 use super::services::{Connection, Event, HostServices};
 use crate::budget::{Holding, Kind as BudgetKind};
 use crate::fair::{Pause, Turn};
@@ -48,6 +50,12 @@ pub struct State {
     /// deadline moves out by as much, so it bounds the handler's own running time, not how busy the rest of the host
     /// is or how long another host takes to answer (that wait has its own bound).
     pub(super) yielded: Arc<AtomicU64>,
+    /// Nanoseconds the call has spent waiting for outbound HTTP requests (bounded by their own timeouts): added to
+    /// `yielded` and to the wall-clock bound.
+    pub(super) network: Arc<AtomicU64>,
+    /// `wasi:http`'s state and the hooks that send its requests through the host.
+    pub(super) http: WasiHttpCtx,
+    pub(super) http_hooks: HttpHooks,
     pub(super) handles: usize,
     /// The store handles (buckets, CAS handles) the call holds.
     pub(super) store_handles: usize,
@@ -76,6 +84,13 @@ pub(super) enum Stop {
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+// Here rather than in `host_http` (which owns the hooks), so that the state file is not imported back by it.
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 

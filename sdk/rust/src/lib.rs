@@ -18,6 +18,8 @@
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` in `target/wasm32-wasip2/release/` is the
 //! handler component.
 
+pub mod http;
+
 /// The generated bindings of the `wasmsock:websockets` WIT package. Use [`websockets`] instead.
 #[doc(hidden)]
 #[allow(missing_docs, unsafe_code)]
