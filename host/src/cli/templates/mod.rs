@@ -30,7 +30,8 @@ const RUST_CARGO: &str = include_str!("Cargo.toml.tmpl");
 const RUST_SDK_CARGO: &str = include_str!("sdk-Cargo.toml.tmpl");
 const RUST_SDK: &str = include_str!("../../../../sdk/rust/src/lib.rs");
 /// The Rust SDK's other modules, copied as they are.
-const RUST_SDK_MODULES: [(&str, &str); 3] = [
+const RUST_SDK_MODULES: [(&str, &str); 4] = [
+    ("http.rs", include_str!("../../../../sdk/rust/src/http.rs")),
     ("kv.rs", include_str!("../../../../sdk/rust/src/kv.rs")),
     ("variables.rs", include_str!("../../../../sdk/rust/src/variables.rs")),
     ("timers.rs", include_str!("../../../../sdk/rust/src/timers.rs")),
@@ -38,6 +39,8 @@ const RUST_SDK_MODULES: [(&str, &str); 3] = [
 const RUST_HANDLER: &str = include_str!("../../../../plugins/examples/echo/src/lib.rs");
 /// The wit-bindgen the SDK is built with here (the workspace's `wit-bindgen` requirement).
 const WIT_BINDGEN: &str = "0.61";
+/// The `wasip2` crate the Rust SDK's HTTP helper uses, as the workspace pins it.
+const WASIP2: &str = "1.0.4";
 
 const JS_PACKAGE: &str = include_str!("package.json.tmpl");
 const JS_SDK_PACKAGE: &str = include_str!("../../../../sdk/js/package.json");
@@ -96,7 +99,7 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             let artifact = name.replace('-', "_");
             files.push(("Cargo.toml".into(), RUST_CARGO.replace("{{name}}", name)));
             files.push(("src/lib.rs".into(), RUST_HANDLER.to_owned()));
-            files.push(("wasmsock-sdk/Cargo.toml".into(), RUST_SDK_CARGO.replace("{{wit_bindgen}}", WIT_BINDGEN)));
+            files.push(("wasmsock-sdk/Cargo.toml".into(), RUST_SDK_CARGO.replace("{{wit_bindgen}}", WIT_BINDGEN).replace("{{wasip2}}", WASIP2)));
             // The SDK's bindings point at the repository's wit/; here it is the project's.
             files.push(("wasmsock-sdk/src/lib.rs".into(), RUST_SDK.replace("\"../../wit\"", "\"../wit\"")));
             for (module, text) in RUST_SDK_MODULES {
@@ -307,6 +310,7 @@ mod tests {
     fn pinned_versions_match_the_repository() {
         let workspace = include_str!("../../../../Cargo.toml");
         assert!(workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")), "update WIT_BINDGEN");
+        assert!(workspace.contains(&format!("wasip2 = \"{WASIP2}\"")), "update WASIP2");
         assert!(PY_BUILD.contains(&format!("COMPONENTIZE_PY = \"{COMPONENTIZE_PY}\"")), "update COMPONENTIZE_PY");
     }
 
