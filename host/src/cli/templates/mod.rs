@@ -99,7 +99,10 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             let artifact = name.replace('-', "_");
             files.push(("Cargo.toml".into(), RUST_CARGO.replace("{{name}}", name)));
             files.push(("src/lib.rs".into(), RUST_HANDLER.to_owned()));
-            files.push(("wasmsock-sdk/Cargo.toml".into(), RUST_SDK_CARGO.replace("{{wit_bindgen}}", WIT_BINDGEN).replace("{{wasip2}}", WASIP2)));
+            files.push((
+                "wasmsock-sdk/Cargo.toml".into(),
+                RUST_SDK_CARGO.replace("{{wit_bindgen}}", WIT_BINDGEN).replace("{{wasip2}}", WASIP2),
+            ));
             // The SDK's bindings point at the repository's wit/; here it is the project's.
             files.push(("wasmsock-sdk/src/lib.rs".into(), RUST_SDK.replace("\"../../wit\"", "\"../wit\"")));
             for (module, text) in RUST_SDK_MODULES {
