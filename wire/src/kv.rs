@@ -208,6 +208,12 @@ pub fn check_config_value(value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Milliseconds since the Unix epoch: how the stores keep expiry times and alarms' due times.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// One project's configuration at one moment, by name.
 pub type ConfigSnapshot = std::collections::BTreeMap<String, ConfigValue>;
 

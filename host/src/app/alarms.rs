@@ -3,10 +3,11 @@
 //! stand-in current connection answers every call on it with `invalid`.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use wasmsock_wire::descriptor::{Lifecycle, project_of};
 use wasmsock_wire::kv::Alarm;
+use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::limits::{DEFAULT_ALARM_POLL, DEFAULT_ALARMS_PER_PASS};
 use wasmsock_wire::{ClientInfo, ConnError, ConnLimits, ConnState, Direction, EventKind, Method};
 
@@ -59,11 +60,6 @@ impl Connection for NoConnection {
     fn set_attachment(&self, _data: Option<Vec<u8>>) -> Result<(), ConnError> {
         Err(ConnError::Invalid(NO_CONNECTION.to_owned()))
     }
-}
-
-fn now_ms() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl App {

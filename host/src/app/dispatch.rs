@@ -209,10 +209,7 @@ impl HostServices for App {
         // Checked on the URI as parsed by the parser the connector uses (never by string prefix): userinfo, odd
         // numeric hosts and anything no grant of the project names are refused, naming the grant that is missing.
         crate::conn::client::check_uri(uri)?;
-        self.registry
-            .grants(project)
-            .authorize(uri)
-            .map_err(|err| ConnError::Invalid(format!("project {project:?} may not connect there: {err}")))?;
+        ConnHost::may_connect(self, project, uri)?;
         let conn = self.create_client(uri, handler, ClientOptions { grants: true, ..options })?;
         Ok(conn)
     }

@@ -1,9 +1,10 @@
 //! The `timers` imports: the kind of the current event (the kinds `get-method` cannot name included), timers armed on
 //! the current connection, which come back as `ontimer` events on it, and the project's alarms, kept in its store.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use wasmsock_wire::descriptor::project_of;
+use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::kv::{Alarm, KvError};
 use wasmsock_wire::limits::{
     DEFAULT_MAX_ALARM_DELAY_MS, DEFAULT_MAX_ALARM_NAME, DEFAULT_MAX_TIMER_DELAY_MS, DEFAULT_MAX_TIMER_PAYLOAD,
@@ -123,10 +124,4 @@ fn check_alarm(name: &str, delay_ms: u64, payload: &[u8]) -> Result<(), KvError>
         )));
     }
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }

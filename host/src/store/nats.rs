@@ -26,12 +26,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt as _;
 use tokio::sync::OnceCell;
 
+use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::kv::{
     Alarm, Condition, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, bucket_name,
     config_bucket_name, config_entry_key, escape_key, parse_config_entry_key, parse_counter, unescape_key,
@@ -238,11 +239,6 @@ impl From<KvError> for Refused {
     fn from(err: KvError) -> Self {
         Refused::Failed(err)
     }
-}
-
-fn now_ms() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> KvError {

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Transaction, params};
 use tokio::sync::oneshot;
 
+use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::kv::{
     Alarm, Condition, ConfigSnapshot, ConfigValue, Entry, KeysPage, KvError, KvQuotas, PutOptions, parse_counter,
 };
@@ -83,11 +84,6 @@ struct Writer {
     configs: Arc<RwLock<HashMap<String, Arc<ConfigSnapshot>>>>,
     /// Configuration changes of the batch, applied to the snapshots once it is committed.
     config_changes: Vec<(String, String, Option<ConfigValue>)>,
-}
-
-fn now_ms() -> i64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn db_error(err: rusqlite::Error) -> KvError {
