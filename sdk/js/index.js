@@ -14,7 +14,7 @@
 //!       }
 //!     }
 
-import * as wit from "wasmsock:websockets/websockets@0.1.3";
+import * as wit from "wasmsock:websockets/websockets@0.1.4";
 
 import { bytes, witCall } from "./wit-values.js";
 import * as kv from "./kv.js";

@@ -15,7 +15,7 @@
 
 import * as atomics from "wasi:keyvalue/atomics@0.2.0-draft2";
 import * as wasi from "wasi:keyvalue/store@0.2.0-draft2";
-import * as wit from "wasmsock:websockets/kv@0.1.3";
+import * as wit from "wasmsock:websockets/kv@0.1.4";
 
 import { bytes, witCall } from "./wit-values.js";
 

@@ -12,7 +12,7 @@
 //!       }
 //!     }
 
-import * as wit from "wasmsock:websockets/timers@0.1.3";
+import * as wit from "wasmsock:websockets/timers@0.1.4";
 
 import { bytes, witCall } from "./wit-values.js";
 
@@ -57,6 +57,14 @@ export const timers = {
   /** The kind of the event: `"onopen"`, `"onmessage"`, `"onerror"`, `"onclose"`, `"ontimer"` or `"onalarm"`. */
   getEvent() {
     return wit.getEvent();
+  },
+
+  /**
+   * How long the instance running the event lives: `"per-event"` (nothing in it reaches a later event),
+   * `"per-connection"` (this connection's later events) or `"shared"` (every connection's).
+   */
+  getLifecycle() {
+    return wit.getLifecycle();
   },
 
   /** Whether the event is a timer of the current connection firing. */

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmsock_wire::descriptor::project_of;
+use wasmsock_wire::descriptor::{Lifecycle, project_of};
 use wasmsock_wire::{EventKind, Method};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
@@ -526,7 +526,7 @@ impl Runtime {
             Self::check_pause(handler, &event)?;
         }
         let result = async {
-            let (mut store, log) = self.store(handler, event, services, turn)?;
+            let (mut store, log) = self.store(handler, Lifecycle::PerEvent, event, services, turn)?;
             let instance = self.instantiate(handler, &mut store).await?;
             let result = instance.call_on_event(&mut store).await;
             result.map_err(|err| self.call_error(&handler.name, &store, &log, err))
@@ -538,10 +538,12 @@ impl Runtime {
 
     /// Runs one event through the instance kept in `kept`, first creating it (taking a resident slot) when there is
     /// none or it is of another version of the handler. A failed call drops the instance: the next event gets a
-    /// fresh one. The deadline and memory cap apply to each call as to a per-event one.
+    /// fresh one. The deadline and memory cap apply to each call as to a per-event one. `lifecycle` is what the guest
+    /// is told (`get-lifecycle`): `per-connection` or `shared`.
     pub async fn call_resident(
         &self,
         kept: &mut Option<Resident>,
+        lifecycle: Lifecycle,
         handler: &Handler,
         event: Event,
         services: Arc<dyn HostServices>,
@@ -551,7 +553,7 @@ impl Runtime {
         }
         Self::check_pause(handler, &event)?;
         let method = event.kind.method();
-        let result = self.run_resident(kept, handler, event, services).await;
+        let result = self.run_resident(kept, lifecycle, handler, event, services).await;
         self.settle(handler, method, &result);
         result
     }
@@ -559,6 +561,7 @@ impl Runtime {
     async fn run_resident(
         &self,
         kept: &mut Option<Resident>,
+        lifecycle: Lifecycle,
         handler: &Handler,
         event: Event,
         services: Arc<dyn HostServices>,
@@ -606,7 +609,7 @@ impl Runtime {
                     limit: self.max_resident,
                 })?;
                 let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
-                let (mut store, log) = self.store(handler, event, services, turn)?;
+                let (mut store, log) = self.store(handler, lifecycle, event, services, turn)?;
                 let instance = self.instantiate(handler, &mut store).await?;
                 kept.insert(Resident { store, instance, handler_id: handler.id, log, _slot: slot, _place: place })
             }
@@ -629,10 +632,11 @@ impl Runtime {
         self.budget.holding(BudgetKind::Instances, handler.budget.clone(), 0)
     }
 
-    /// A store for one instance of `handler`, with its limits set, handling `event`.
+    /// A store for one instance of `handler` living as `lifecycle` says, with its limits set, handling `event`.
     fn store(
         &self,
         handler: &Handler,
+        lifecycle: Lifecycle,
         event: Event,
         services: Arc<dyn HostServices>,
         turn: Arc<Turn>,
@@ -662,6 +666,7 @@ impl Runtime {
             table: ResourceTable::new(),
             memory: MemoryCap::new(limits.handler_memory.min(self.memory_cap), self.instance_budget(handler)),
             event,
+            lifecycle,
             handler: Arc::clone(&handler.name),
             services,
             deadline: now + call_deadline,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmsock_wire::descriptor::project_of;
+use wasmsock_wire::descriptor::{Lifecycle, project_of};
 use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::kv::{Alarm, KvError};
 use wasmsock_wire::limits::{
@@ -24,6 +24,14 @@ impl wit::Host for State {
             EventKind::Close => wit::EventKind::Onclose,
             EventKind::Timer { .. } => wit::EventKind::Ontimer,
             EventKind::Alarm { .. } => wit::EventKind::Onalarm,
+        })
+    }
+
+    fn get_lifecycle(&mut self) -> wasmtime::Result<wit::Lifecycle> {
+        Ok(match self.lifecycle {
+            Lifecycle::PerEvent => wit::Lifecycle::PerEvent,
+            Lifecycle::PerConnection => wit::Lifecycle::PerConnection,
+            Lifecycle::Shared => wit::Lifecycle::Shared,
         })
     }
 

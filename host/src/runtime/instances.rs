@@ -110,7 +110,7 @@ impl Instances {
             Lifecycle::Shared => kept(&self.shared, handler.name()),
         };
         let mut taken = kept.take().await;
-        runtime.call_resident(&mut taken.resident, handler, event, services).await
+        runtime.call_resident(&mut taken.resident, lifecycle, handler, event, services).await
     }
 
     /// Drops the per-connection instance of connection `id` (its onclose has run).

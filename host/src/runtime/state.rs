@@ -9,6 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use wasmsock_wire::descriptor::Lifecycle;
 use wasmsock_wire::kv::Entry;
 
 use super::host_http::HttpHooks;
@@ -40,6 +41,8 @@ pub struct State {
     pub(super) table: ResourceTable,
     pub(super) memory: MemoryCap,
     pub(super) event: Event,
+    /// How long this instance lives (what `get-lifecycle` answers).
+    pub(super) lifecycle: Lifecycle,
     pub(super) handler: Arc<str>,
     pub(super) services: Arc<dyn HostServices>,
     pub(super) deadline: Instant,

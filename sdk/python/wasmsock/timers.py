@@ -21,7 +21,7 @@ from componentize_py_types import Err
 from wit_world.imports import timers as _wit
 
 __all__ = ["Alarm", "FiredAlarm", "FiredTimer", "TimerError", "cancel_alarm", "cancel_timer", "get_alarm",
-           "get_event", "get_timer", "is_on_alarm", "is_on_timer", "list_alarms", "set_alarm", "set_timer"]
+           "get_event", "get_lifecycle", "get_timer", "is_on_alarm", "is_on_timer", "list_alarms", "set_alarm", "set_timer"]
 
 _T = TypeVar("_T")
 
@@ -86,6 +86,19 @@ def get_event() -> str:
     """The kind of the event: ``"onopen"``, ``"onmessage"``, ``"onerror"``, ``"onclose"``, ``"ontimer"`` or
     ``"onalarm"``."""
     return _KINDS[_wit.get_event()]
+
+
+_LIFECYCLES = {
+    _wit.Lifecycle.PER_EVENT: "per-event",
+    _wit.Lifecycle.PER_CONNECTION: "per-connection",
+    _wit.Lifecycle.SHARED: "shared",
+}
+
+
+def get_lifecycle() -> str:
+    """How long the instance running the event lives: ``"per-event"`` (nothing in it reaches a later event),
+    ``"per-connection"`` (this connection's later events) or ``"shared"`` (every connection's)."""
+    return _LIFECYCLES[_wit.get_lifecycle()]
 
 
 def is_on_timer() -> bool:

@@ -16,7 +16,7 @@
 
 use crate::bindings::wasmsock::websockets::timers as wit;
 
-pub use wit::{Alarm, EventKind, FiredAlarm, FiredTimer};
+pub use wit::{Alarm, EventKind, FiredAlarm, FiredTimer, Lifecycle};
 
 /// An error of the store the alarms are kept in (`invalid`, `limit`, `conflict`, `unavailable`).
 pub use crate::bindings::wasmsock::websockets::kv::Error as AlarmError;
@@ -26,6 +26,12 @@ pub use crate::bindings::wasmsock::websockets::websockets::Error as TimerError;
 /// What the current event is, the kinds `get_method()` cannot name (`Ontimer`, `Onalarm`) included.
 pub fn event() -> EventKind {
     wit::get_event()
+}
+
+/// How long the instance running the current event lives: whether what it keeps in memory is there at a later
+/// event (`PerConnection`: this connection's; `Shared`: every connection's; `PerEvent`: never).
+pub fn lifecycle() -> Lifecycle {
+    wit::get_lifecycle()
 }
 
 /// Whether the current event is a timer of the current connection firing.
