@@ -376,6 +376,8 @@ export interface Alarm {
 /** Timers on the current connection and alarms of the project. */
 export const timers: {
   getEvent(): EventKind;
+  /** How long the instance running the event lives: whether what it keeps in memory is there at a later event. */
+  getLifecycle(): "per-event" | "per-connection" | "shared";
   isOnTimer(): boolean;
   isOnAlarm(): boolean;
   /** Arms a timer on the current connection; its id. */
