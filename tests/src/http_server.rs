@@ -1,12 +1,12 @@
 //! A raw HTTP/1.1 server on 127.0.0.1 port 0 for the outbound HTTP tests: echoes what it was asked, answers big, late
-//! or never, and counts the connections it accepted.
+//! or never, over TLS when asked, and counts the connections it accepted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 
 /// What the local server does with a request.
 #[derive(Clone, Copy)]
@@ -31,6 +31,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(mode: Mode) -> Self {
+        Self::start_with(mode, None).await
+    }
+
+    /// The server over TLS with `tls` (its certificate and key): `https://`.
+    pub async fn start_tls(mode: Mode, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(mode, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(mode: Mode, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -38,7 +47,15 @@ impl Server {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, mode));
+                match tls.clone() {
+                    None => drop(tokio::spawn(serve(stream, mode))),
+                    Some(acceptor) => drop(tokio::spawn(async move {
+                        // A client that refuses the certificate ends the handshake: nothing to serve.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve(stream, mode).await;
+                        }
+                    })),
+                }
             }
         });
         Self { port, accepted }
@@ -54,7 +71,7 @@ impl Server {
 }
 
 /// Serves requests on one connection (keep-alive) until it closes.
-async fn serve(mut stream: TcpStream, mode: Mode) {
+async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, mode: Mode) {
     let mut buffer = Vec::new();
     loop {
         let (head, body) = loop {

@@ -1,8 +1,8 @@
 //! Outbound HTTP (`wasi:http`) through the fetch example (`plugins/examples/fetch`, Rust, `wasmsock_sdk::http`): GET
 //! and POST to a local HTTP/1.1 server on 127.0.0.1 port 0; refusals (an ungranted host, another port, userinfo, a
 //! name resolving to loopback that no grant names as an address), an oversized response, a server that never
-//! answers (no handler timeout meanwhile), the per-project quota of requests in flight; and an ignored test printing
-//! the CPU of one request against the native `reqwest` client.
+//! answers (no handler timeout meanwhile), a name that does not resolve, the per-project quota of requests in
+//! flight; and an ignored test printing the CPU of one request against the native `reqwest` client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -78,6 +78,20 @@ async fn ungranted_hosts_ports_userinfo_and_inside_addresses_are_refused_before_
     let mut ws2 = host2.connect("granted").await;
     assert!(ask(&mut ws2, &format!("GET http://localhost:{}/", other.port)).await.starts_with("200 GET"));
     host2.stop().await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_dns_error_and_the_handler_goes_on() {
+    // `.invalid` never resolves (RFC 6761); granted, so the refusal is the resolver's.
+    let server = Server::start(Mode::Echo).await;
+    let local = format!("http://127.0.0.1:{}", server.port);
+    let host = host(Limits::default(), &["http://no-such-host.invalid:*", &local]).await;
+    let mut ws = host.connect("granted").await;
+    let reply = ask(&mut ws, "GET http://no-such-host.invalid:8080/").await;
+    assert!(reply.starts_with("error DnsError") || reply.starts_with("error DnsTimeout"), "{reply}");
+    // The connection's next request runs as usual.
+    assert_eq!(ask(&mut ws, &format!("GET {}", server.url("/after"))).await, "200 GET /after ");
     host.stop().await;
 }
 
