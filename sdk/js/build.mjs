@@ -20,8 +20,8 @@ import { build } from "esbuild";
 const sdkDir = dirname(fileURLToPath(import.meta.url));
 
 /**
- * WASI features of SpiderMonkey that handlers do not use: `http` (its `fetch` does not settle within a synchronous
- * event: `no-fetch.js` says so instead) and `fetch-event` (serving HTTP); stdio stays, so errors reach the log.
+ * WASI features of SpiderMonkey that handlers do not use: `http` (its `fetch` never settles within a synchronous
+ * event: `fetch.js` replaces it) and `fetch-event` (serving HTTP); stdio stays, so errors reach the log.
  */
 const DISABLED_FEATURES = ["http", "fetch-event"];
 
@@ -170,21 +170,25 @@ function bundleOptions(entry, outfile, engine) {
 }
 
 /**
- * What the handler (with everything it imports) uses that the build adds only on demand: `fetch` (`no-fetch.js`) and
- * `setTimeout`/`setInterval` (`timeouts.js`). Read from the bundled code without comments, so a
+ * What the handler (with everything it imports) uses that the build adds only on demand, `fetch` (`fetch.js`) and
+ * `setTimeout`/`setInterval` (`timeouts.js`), and whether it waits for promises (which never settle on QuickJS). Read from the bundled code without comments, so a
  * word in a comment does not count.
  */
 async function usesOf(input, engine, work) {
   const outfile = join(work, "scan.js");
   await build({ ...bundleOptions(input, outfile, engine), legalComments: "none", metafile: false });
   const code = await readFile(outfile, "utf8");
-  return { fetch: /\bfetch\b/.test(code), timeouts: /\bset(Timeout|Interval)\b/.test(code) };
+  return {
+    fetch: /\bfetch\b/.test(code),
+    timeouts: /\bset(Timeout|Interval)\b/.test(code),
+    promises: /\bawait\b|\.then\(/.test(code),
+  };
 }
 
 /**
  * Bundles `input` with the SDK into one ES module at `outfile`, with `WASMSOCK_ENGINE` the name of `engine`; the WIT
  * imports stay external for the engine. An entry module runs first what the handler needs from the SDK beyond its
- * imports (the engine's `prelude`, and `no-fetch.js` and `timeouts.js` when `uses` says so) and calls their per-event
+ * imports (the engine's `prelude`, and `fetch.js` and `timeouts.js` when `uses` says so) and calls their per-event
  * hooks before
  * the handler's `onEvent`. Fails if the handler does not export `onEvent`.
  */
@@ -197,9 +201,12 @@ async function bundle(input, outfile, engine, prelude, uses, work) {
     lines.push(`import { instanceStarts } from ${JSON.stringify(prelude)};`);
     hooks.push("  instanceStarts();");
   }
-  if (uses.fetch) {
-    console.warn("build.mjs: warning: this handler calls fetch, which JavaScript handlers do not have yet (it throws)");
-    lines.push(`import ${JSON.stringify(join(sdkDir, "no-fetch.js"))};`);
+  if (uses.fetch) lines.push(`import ${JSON.stringify(join(sdkDir, "fetch.js"))};`);
+  if (engine === "quickjs" && (uses.fetch || uses.promises)) {
+    console.warn(
+      "build.mjs: warning: QuickJS runs no promise jobs within an event: a then or an await never continues, and " +
+        'fetch throws; use http.get/post/request from "wasmsock", or --engine spidermonkey',
+    );
   }
   if (uses.timeouts) {
     lines.push(`import { timeoutFired } from ${JSON.stringify(join(sdkDir, "timeouts.js"))};`);

@@ -390,3 +390,29 @@ export const timers: {
   listAlarms(): Alarm[];
   getAlarm(): FiredAlarm | undefined;
 };
+
+/** Why an outbound HTTP request got no response: `code` names the `wasi:http` error code (`HttpRequestDenied`, ...). */
+export class HttpError extends Error {
+  readonly code: string;
+  readonly detail: string;
+}
+
+/** An outbound HTTP response, read whole. */
+export interface HttpResponse {
+  status: number;
+  ok: boolean;
+  headers: { get(name: string): string | null; has(name: string): boolean; entries(): IterableIterator<[string, string]> };
+  body: Uint8Array;
+  url: string;
+  text(): string;
+  json(): unknown;
+}
+
+type HttpHeaders = Record<string, string> | Array<[string, string]>;
+
+/** Outbound HTTP under the endpoint's grants, synchronous on both engines; throws `HttpError`. */
+export const http: {
+  request(method: string, url: string, headers?: HttpHeaders, body?: string | Bytes): HttpResponse;
+  get(url: string, headers?: HttpHeaders): HttpResponse;
+  post(url: string, body?: string | Bytes, headers?: HttpHeaders): HttpResponse;
+};

@@ -10,7 +10,7 @@
 //!
 //! Not provided on QuickJS (a handler that needs them builds with `--engine spidermonkey`): `URL`, `URLSearchParams`,
 //! `structuredClone`, `crypto.subtle`, and `TextDecoder`'s `stream` option and encodings other than UTF-8.
-//! `setTimeout` and `setInterval` come from `timeouts.js` and `fetch` from `no-fetch.js`, on both engines.
+//! `setTimeout` and `setInterval` come from `timeouts.js` and `fetch` from `fetch.js` (`http` from `http.js`), on both engines.
 
 import { getStderr } from "wasi:cli/stderr@0.2.12";
 import { getStdout } from "wasi:cli/stdout@0.2.12";

@@ -13,14 +13,15 @@
 //! `set-attachment-size N` (N bytes of `a`), `clear-attachment`, `attachment` and `client-attachment ID`
 //! (`attachment TEXT`, `attachment -`). A channel is the word after the verb (or ID); TEXT is the rest of the line.
 //! `fetch METHOD URL [BODY]` (through `fetch`, sending `x-recorder: js`: `fetched STATUS CONTENT-TYPE BODY` or `error
-//! CODE`), `timeout MS TEXT` and `interval MS N` (through `setTimeout` and `setInterval`), `lifecycle`.
+//! CODE`), `http METHOD URL [BODY]` (the same through `http.request`), `timeout MS TEXT` and `interval MS N` (through
+//! `setTimeout` and `setInterval`), `lifecycle`.
 //! JavaScript globals: `decode HEX [fatal]` (the bytes through `TextDecoder` and back through `TextEncoder`: `decoded
 //! JSON-TEXT HEX`, or `decode failed: ERROR-NAME`), `log TEXT` (`console.log` and `console.error` of it: `logged`).
 //! The store and configuration commands (`kv-…`, `config NAME`, `config-all`) are the Rust recorder's (its
 //! `kv_command` lists them), with the same replies.
 //! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` or `KvError` message).
 
-import { kv, timers, variables, websockets } from "wasmsock";
+import { http, kv, timers, variables, websockets } from "wasmsock";
 
 /**
  * The handler name this component is installed as (the handler of the connection whose event this is): its outbound
@@ -225,6 +226,17 @@ function command(text) {
           .catch((err) => `error ${err.code ?? err.message}`)
           .then((line) => websockets.send(line));
         return "";
+      } catch (err) {
+        return `error ${err.code ?? err.message}`;
+      }
+    }
+    case "http": {
+      // `http METHOD URL [BODY]`: the same through `http.request`, synchronous on both engines.
+      const [method, tail] = split(rest);
+      const [url, body] = split(tail);
+      try {
+        const response = http.request(method, url, { "x-recorder": "js" }, body === "" ? undefined : body);
+        return `fetched ${response.status} ${response.headers.get("content-type")} ${response.text()}`;
       } catch (err) {
         return `error ${err.code ?? err.message}`;
       }

@@ -54,9 +54,10 @@ const JS_SDK: &str = include_str!("../../../../sdk/js/index.js");
 const JS_SDK_TYPES: &str = include_str!("../../../../sdk/js/index.d.ts");
 const JS_QUICKJS_GLOBALS: &str = include_str!("../../../../sdk/js/quickjs-globals.js");
 /// The JavaScript SDK's other modules, copied as they are.
-const JS_SDK_MODULES: [(&str, &str); 6] = [
+const JS_SDK_MODULES: [(&str, &str); 7] = [
     ("kv.js", include_str!("../../../../sdk/js/kv.js")),
-    ("no-fetch.js", include_str!("../../../../sdk/js/no-fetch.js")),
+    ("fetch.js", include_str!("../../../../sdk/js/fetch.js")),
+    ("http.js", include_str!("../../../../sdk/js/http.js")),
     ("timeouts.js", include_str!("../../../../sdk/js/timeouts.js")),
     ("variables.js", include_str!("../../../../sdk/js/variables.js")),
     ("timers.js", include_str!("../../../../sdk/js/timers.js")),
