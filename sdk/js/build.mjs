@@ -194,8 +194,9 @@ async function usesOf(input, engine, work) {
  */
 async function bundle(input, outfile, engine, prelude, uses, work) {
   // The modules imported first run first: ES modules run in the order they are imported.
-  const lines = [];
-  const hooks = [];
+  // The SDK forgets the last event's answers first (event.js).
+  const lines = [`import { eventStarts } from ${JSON.stringify(join(sdkDir, "event.js"))};`];
+  const hooks = ["  eventStarts();"];
   if (prelude !== undefined) {
     // It seeds what must differ per instance at the instance's first event.
     lines.push(`import { instanceStarts } from ${JSON.stringify(prelude)};`);

@@ -16,6 +16,7 @@
 
 import * as wit from "wasmsock:websockets/websockets@0.1.4";
 
+import { currentMethod, eventData } from "./event.js";
 import { bytes, witCall } from "./wit-values.js";
 import * as kv from "./kv.js";
 import * as variables from "./variables.js";
@@ -203,42 +204,44 @@ function checkEngine(engine) {
 export const websockets = {
   /** The kind of the event being handled: `"onopen"`, `"onmessage"`, `"onerror"` or `"onclose"`. */
   getMethod() {
-    return wit.getMethod();
+    return currentMethod();
   },
 
   /** The text of the message being handled; `undefined` for binary messages and other events. */
   getMessage() {
-    return some(wit.getMessage());
+    return eventData("text");
   },
 
   /** The bytes of the binary message being handled (`Uint8Array`); `undefined` for text messages and other events. */
   getBinaryMessage() {
-    return some(wit.getBinaryMessage());
+    const data = eventData("binary");
+    if (data === undefined) return undefined;
+    return data instanceof Uint8Array ? data : Uint8Array.from(data);
   },
 
   /** What went wrong, in an onerror event; `undefined` otherwise. */
   getError() {
-    return some(wit.getError());
+    return eventData("error");
   },
 
   /** Whether the event is onopen. */
   isOnOpen() {
-    return wit.getMethod() === "onopen";
+    return currentMethod() === "onopen";
   },
 
   /** Whether the event is onmessage. */
   isOnMessage() {
-    return wit.getMethod() === "onmessage";
+    return currentMethod() === "onmessage";
   },
 
   /** Whether the event is onerror. */
   isOnError() {
-    return wit.getMethod() === "onerror";
+    return currentMethod() === "onerror";
   },
 
   /** Whether the event is onclose. */
   isOnClose() {
-    return wit.getMethod() === "onclose";
+    return currentMethod() === "onclose";
   },
 
   /** The connection the event belongs to. */

@@ -20,6 +20,8 @@ from typing import Callable, List, Optional, TypeVar, Union
 from componentize_py_types import Err
 from wit_world.imports import timers as _wit
 
+from wasmsock import _event
+
 __all__ = ["Alarm", "FiredAlarm", "FiredTimer", "TimerError", "cancel_alarm", "cancel_timer", "get_alarm",
            "get_event", "get_lifecycle", "get_timer", "is_on_alarm", "is_on_timer", "list_alarms", "set_alarm", "set_timer"]
 
@@ -85,7 +87,7 @@ class Alarm:
 def get_event() -> str:
     """The kind of the event: ``"onopen"``, ``"onmessage"``, ``"onerror"``, ``"onclose"``, ``"ontimer"`` or
     ``"onalarm"``."""
-    return _KINDS[_wit.get_event()]
+    return _KINDS[_event.current().kind]
 
 
 _LIFECYCLES = {
@@ -103,12 +105,12 @@ def get_lifecycle() -> str:
 
 def is_on_timer() -> bool:
     """Whether the event is a timer of the current connection firing."""
-    return _wit.get_event() == _wit.EventKind.ONTIMER
+    return _event.current().kind == _wit.EventKind.ONTIMER
 
 
 def is_on_alarm() -> bool:
     """Whether the event is an alarm of the project firing (there is no current connection)."""
-    return _wit.get_event() == _wit.EventKind.ONALARM
+    return _event.current().kind == _wit.EventKind.ONALARM
 
 
 def _payload(payload: Union[str, bytes, None]) -> bytes:
@@ -131,7 +133,7 @@ def cancel_timer(timer_id: int) -> bool:
 
 def get_timer() -> Optional[FiredTimer]:
     """The timer of an ``ontimer`` event; ``None`` for other events."""
-    fired = _wit.get_timer()
+    fired = _event.data(_event.Timer)
     return None if fired is None else FiredTimer(fired.id, bytes(fired.payload))
 
 
@@ -155,5 +157,5 @@ def list_alarms() -> List[Alarm]:
 
 def get_alarm() -> Optional[FiredAlarm]:
     """The alarm of an ``onalarm`` event; ``None`` for other events."""
-    fired = _wit.get_alarm()
+    fired = _event.data(_event.Alarm)
     return None if fired is None else FiredAlarm(fired.name, bytes(fired.payload))

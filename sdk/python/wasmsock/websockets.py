@@ -10,6 +10,8 @@ from typing import Callable, List, Optional, TypeVar, Union
 
 from componentize_py_types import Err
 from wit_world.imports import websockets as _wit
+
+from wasmsock import _event
 from wit_world.imports.websockets import (
     ClientInfo,
     ClientOptions,
@@ -194,42 +196,42 @@ def _client(resource: Optional[_wit.WebsocketClient]) -> Optional[WebsocketClien
 
 def get_method() -> Method:
     """The kind of the event being handled."""
-    return _wit.get_method()
+    return _event.method()
 
 
 def get_message() -> Optional[str]:
     """The text of the message being handled; ``None`` for binary messages and other events."""
-    return _wit.get_message()
+    return _event.data(_event.Text)
 
 
 def get_binary_message() -> Optional[bytes]:
     """The bytes of the binary message being handled; ``None`` for text messages and other events."""
-    return _wit.get_binary_message()
+    return _event.data(_event.Binary)
 
 
 def get_error() -> Optional[str]:
     """What went wrong, in an onerror event; ``None`` otherwise."""
-    return _wit.get_error()
+    return _event.data(_event.Error)
 
 
 def is_on_open() -> bool:
     """Whether the event is onopen."""
-    return _wit.get_method() == Method.ONOPEN
+    return _event.method() == Method.ONOPEN
 
 
 def is_on_message() -> bool:
     """Whether the event is onmessage."""
-    return _wit.get_method() == Method.ONMESSAGE
+    return _event.method() == Method.ONMESSAGE
 
 
 def is_on_error() -> bool:
     """Whether the event is onerror."""
-    return _wit.get_method() == Method.ONERROR
+    return _event.method() == Method.ONERROR
 
 
 def is_on_close() -> bool:
     """Whether the event is onclose."""
-    return _wit.get_method() == Method.ONCLOSE
+    return _event.method() == Method.ONCLOSE
 
 
 def current_client() -> WebsocketClient:
