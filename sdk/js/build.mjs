@@ -194,9 +194,8 @@ async function usesOf(input, engine, work) {
  */
 async function bundle(input, outfile, engine, prelude, uses, work) {
   // The modules imported first run first: ES modules run in the order they are imported.
-  // The SDK forgets the last event's answers first (event.js).
-  const lines = [`import { eventStarts } from ${JSON.stringify(join(sdkDir, "event.js"))};`];
-  const hooks = ["  eventStarts();"];
+  const lines = [];
+  const hooks = [];
   if (prelude !== undefined) {
     // It seeds what must differ per instance at the instance's first event.
     lines.push(`import { instanceStarts } from ${JSON.stringify(prelude)};`);

@@ -16,7 +16,6 @@
 
 import * as wit from "wasmsock:websockets/websockets@0.1.4";
 
-import { currentMethod, eventData } from "./event.js";
 import { bytes, witCall } from "./wit-values.js";
 import * as kv from "./kv.js";
 import * as variables from "./variables.js";
@@ -204,44 +203,42 @@ function checkEngine(engine) {
 export const websockets = {
   /** The kind of the event being handled: `"onopen"`, `"onmessage"`, `"onerror"` or `"onclose"`. */
   getMethod() {
-    return currentMethod();
+    return wit.getMethod();
   },
 
   /** The text of the message being handled; `undefined` for binary messages and other events. */
   getMessage() {
-    return eventData("text");
+    return some(wit.getMessage());
   },
 
   /** The bytes of the binary message being handled (`Uint8Array`); `undefined` for text messages and other events. */
   getBinaryMessage() {
-    const data = eventData("binary");
-    if (data === undefined) return undefined;
-    return data instanceof Uint8Array ? data : Uint8Array.from(data);
+    return some(wit.getBinaryMessage());
   },
 
   /** What went wrong, in an onerror event; `undefined` otherwise. */
   getError() {
-    return eventData("error");
+    return some(wit.getError());
   },
 
   /** Whether the event is onopen. */
   isOnOpen() {
-    return currentMethod() === "onopen";
+    return wit.getMethod() === "onopen";
   },
 
   /** Whether the event is onmessage. */
   isOnMessage() {
-    return currentMethod() === "onmessage";
+    return wit.getMethod() === "onmessage";
   },
 
   /** Whether the event is onerror. */
   isOnError() {
-    return currentMethod() === "onerror";
+    return wit.getMethod() === "onerror";
   },
 
   /** Whether the event is onclose. */
   isOnClose() {
-    return currentMethod() === "onclose";
+    return wit.getMethod() === "onclose";
   },
 
   /** The connection the event belongs to. */

@@ -12,7 +12,6 @@
 import * as wit from "wasmsock:websockets/timers@0.1.4";
 import * as ws from "wasmsock:websockets/websockets@0.1.4";
 
-import { currentEvent, eventData } from "./event.js";
 import { TimerError } from "./timers.js";
 
 /** The payload prefix of the timers armed here. */
@@ -64,7 +63,7 @@ function schedule(fn, ms, args, interval) {
         "its ontimer event",
     );
   }
-  if (currentEvent().kind === "onalarm") {
+  if (wit.getEvent() === "onalarm") {
     throw new TimerError("invalid", "setTimeout needs a connection, and an alarm's event has none");
   }
   const handle = ++lastHandle;
@@ -109,15 +108,15 @@ export function clearInterval(handle) {
  */
 export function timeoutFired() {
   if (waiting.size === 0) return false;
-  const event = currentEvent().kind;
+  const event = wit.getEvent();
   if (event === "onclose") {
     const id = currentId();
     for (const [handle, entry] of waiting) if (entry.connection === id) waiting.delete(handle);
     return false;
   }
   if (event !== "ontimer") return false;
-  const fired = eventData("timer");
-  if (fired === undefined) return false;
+  const fired = wit.getTimer();
+  if (fired === undefined || fired === null) return false;
   const text = decoder.decode(Uint8Array.from(fired.payload));
   if (!text.startsWith(PREFIX)) return false;
   const handle = Number(text.slice(PREFIX.length));

@@ -14,7 +14,6 @@
 
 import * as wit from "wasmsock:websockets/timers@0.1.4";
 
-import { currentEvent, eventData } from "./event.js";
 import { bytes, witCall } from "./wit-values.js";
 
 /** Whether the engine's bindings take and give 64-bit integers as `bigint` (SpiderMonkey) rather than `number`. */
@@ -57,7 +56,7 @@ function millis(name, value, wide) {
 export const timers = {
   /** The kind of the event: `"onopen"`, `"onmessage"`, `"onerror"`, `"onclose"`, `"ontimer"` or `"onalarm"`. */
   getEvent() {
-    return currentEvent().kind;
+    return wit.getEvent();
   },
 
   /**
@@ -70,12 +69,12 @@ export const timers = {
 
   /** Whether the event is a timer of the current connection firing. */
   isOnTimer() {
-    return currentEvent().kind === "ontimer";
+    return wit.getEvent() === "ontimer";
   },
 
   /** Whether the event is an alarm of the project firing (there is no current connection). */
   isOnAlarm() {
-    return currentEvent().kind === "onalarm";
+    return wit.getEvent() === "onalarm";
   },
 
   /**
@@ -97,8 +96,8 @@ export const timers = {
 
   /** The timer of an `ontimer` event: `{id, payload, payloadText}`; `undefined` for other events. */
   getTimer() {
-    const fired = eventData("timer");
-    if (fired === undefined) return undefined;
+    const fired = wit.getTimer();
+    if (fired === undefined || fired === null) return undefined;
     const payload = Uint8Array.from(fired.payload);
     return { id: Number(fired.id), payload, payloadText: decoder.decode(payload) };
   },
@@ -130,8 +129,8 @@ export const timers = {
 
   /** The alarm of an `onalarm` event: `{name, payload, payloadText}`; `undefined` for other events. */
   getAlarm() {
-    const fired = eventData("alarm");
-    if (fired === undefined) return undefined;
+    const fired = wit.getAlarm();
+    if (fired === undefined || fired === null) return undefined;
     const payload = Uint8Array.from(fired.payload);
     return { name: fired.name, payload, payloadText: decoder.decode(payload) };
   },

@@ -1,6 +1,5 @@
 //! The `timers` imports: the kind of the current event (the kinds `get-method` cannot name included), timers armed on
-//! the current connection, which come back as `ontimer` events on it, and the project's alarms, kept in its store;
-//! and the `events` import, the current event whole in one call.
+//! the current connection, which come back as `ontimer` events on it, and the project's alarms, kept in its store.
 
 use std::time::Duration;
 
@@ -10,46 +9,22 @@ use wasmsock_wire::kv::{Alarm, KvError};
 use wasmsock_wire::limits::{
     DEFAULT_MAX_ALARM_DELAY_MS, DEFAULT_MAX_ALARM_NAME, DEFAULT_MAX_TIMER_DELAY_MS, DEFAULT_MAX_TIMER_PAYLOAD,
 };
-use wasmsock_wire::{ConnError, EventKind, Payload};
+use wasmsock_wire::{ConnError, EventKind};
 
-use super::bindings::wasmsock::websockets::events;
 use super::bindings::wasmsock::websockets::timers as wit;
 use super::bindings::wasmsock::websockets::websockets::Error;
 use super::state::State;
 
-impl events::Host for State {
-    fn get_current(&mut self) -> wasmtime::Result<events::Event> {
-        let data = match &self.event.kind {
-            EventKind::Open | EventKind::Close => events::EventData::None,
-            EventKind::Message(Payload::Text(text)) => events::EventData::Text(text.as_str().to_owned()),
-            EventKind::Message(Payload::Binary(data)) => events::EventData::Binary(data.to_vec()),
-            EventKind::Error(text) => events::EventData::Error(text.clone()),
-            EventKind::Timer { id, payload } => {
-                events::EventData::Timer(wit::FiredTimer { id: *id, payload: payload.to_vec() })
-            }
-            EventKind::Alarm { name, payload } => {
-                events::EventData::Alarm(wit::FiredAlarm { name: name.clone(), payload: payload.to_vec() })
-            }
-        };
-        Ok(events::Event { kind: event_kind(&self.event.kind), data })
-    }
-}
-
-/// The WIT kind of an event.
-fn event_kind(kind: &EventKind) -> wit::EventKind {
-    match kind {
-        EventKind::Open => wit::EventKind::Onopen,
-        EventKind::Message(_) => wit::EventKind::Onmessage,
-        EventKind::Error(_) => wit::EventKind::Onerror,
-        EventKind::Close => wit::EventKind::Onclose,
-        EventKind::Timer { .. } => wit::EventKind::Ontimer,
-        EventKind::Alarm { .. } => wit::EventKind::Onalarm,
-    }
-}
-
 impl wit::Host for State {
     fn get_event(&mut self) -> wasmtime::Result<wit::EventKind> {
-        Ok(event_kind(&self.event.kind))
+        Ok(match &self.event.kind {
+            EventKind::Open => wit::EventKind::Onopen,
+            EventKind::Message(_) => wit::EventKind::Onmessage,
+            EventKind::Error(_) => wit::EventKind::Onerror,
+            EventKind::Close => wit::EventKind::Onclose,
+            EventKind::Timer { .. } => wit::EventKind::Ontimer,
+            EventKind::Alarm { .. } => wit::EventKind::Onalarm,
+        })
     }
 
     fn get_lifecycle(&mut self) -> wasmtime::Result<wit::Lifecycle> {

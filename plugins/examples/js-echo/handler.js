@@ -8,7 +8,7 @@ export function onEvent() {
   if (!websockets.isOnMessage()) {
     return;
   }
-  // The SDK asks the host for the event once (its kind and message together) and answers these calls from it.
+  // The binary payload is asked for only when the message is not text: one host call fewer per text message.
   const text = websockets.getMessage();
   try {
     if (text !== undefined) {

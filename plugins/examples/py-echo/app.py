@@ -10,7 +10,7 @@ def on_event() -> None:
     """Called by the host once per event."""
     if not websockets.is_on_message():
         return
-    # The SDK asks the host for the event once (its kind and message together) and answers these calls from it.
+    # The binary payload is asked for only when the message is not text: one host call fewer per text message.
     text = websockets.get_message()
     try:
         if text is not None:

@@ -20,8 +20,6 @@ from typing import Callable, List, Optional, TypeVar, Union
 from componentize_py_types import Err
 from wit_world.imports import timers as _wit
 
-from wasmsock import _event
-
 __all__ = ["Alarm", "FiredAlarm", "FiredTimer", "TimerError", "cancel_alarm", "cancel_timer", "get_alarm",
            "get_event", "get_lifecycle", "get_timer", "is_on_alarm", "is_on_timer", "list_alarms", "set_alarm", "set_timer"]
 
@@ -87,7 +85,7 @@ class Alarm:
 def get_event() -> str:
     """The kind of the event: ``"onopen"``, ``"onmessage"``, ``"onerror"``, ``"onclose"``, ``"ontimer"`` or
     ``"onalarm"``."""
-    return _KINDS[_event.current().kind]
+    return _KINDS[_wit.get_event()]
 
 
 _LIFECYCLES = {
@@ -105,12 +103,12 @@ def get_lifecycle() -> str:
 
 def is_on_timer() -> bool:
     """Whether the event is a timer of the current connection firing."""
-    return _event.current().kind == _wit.EventKind.ONTIMER
+    return _wit.get_event() == _wit.EventKind.ONTIMER
 
 
 def is_on_alarm() -> bool:
     """Whether the event is an alarm of the project firing (there is no current connection)."""
-    return _event.current().kind == _wit.EventKind.ONALARM
+    return _wit.get_event() == _wit.EventKind.ONALARM
 
 
 def _payload(payload: Union[str, bytes, None]) -> bytes:
@@ -133,7 +131,7 @@ def cancel_timer(timer_id: int) -> bool:
 
 def get_timer() -> Optional[FiredTimer]:
     """The timer of an ``ontimer`` event; ``None`` for other events."""
-    fired = _event.data(_event.Timer)
+    fired = _wit.get_timer()
     return None if fired is None else FiredTimer(fired.id, bytes(fired.payload))
 
 
@@ -157,5 +155,5 @@ def list_alarms() -> List[Alarm]:
 
 def get_alarm() -> Optional[FiredAlarm]:
     """The alarm of an ``onalarm`` event; ``None`` for other events."""
-    fired = _event.data(_event.Alarm)
+    fired = _wit.get_alarm()
     return None if fired is None else FiredAlarm(fired.name, bytes(fired.payload))

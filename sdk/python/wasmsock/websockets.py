@@ -10,8 +10,6 @@ from typing import Callable, List, Optional, TypeVar, Union
 
 from componentize_py_types import Err
 from wit_world.imports import websockets as _wit
-
-from wasmsock import _event
 from wit_world.imports.websockets import (
     ClientInfo,
     ClientOptions,
@@ -196,42 +194,42 @@ def _client(resource: Optional[_wit.WebsocketClient]) -> Optional[WebsocketClien
 
 def get_method() -> Method:
     """The kind of the event being handled."""
-    return _event.method()
+    return _wit.get_method()
 
 
 def get_message() -> Optional[str]:
     """The text of the message being handled; ``None`` for binary messages and other events."""
-    return _event.data(_event.Text)
+    return _wit.get_message()
 
 
 def get_binary_message() -> Optional[bytes]:
     """The bytes of the binary message being handled; ``None`` for text messages and other events."""
-    return _event.data(_event.Binary)
+    return _wit.get_binary_message()
 
 
 def get_error() -> Optional[str]:
     """What went wrong, in an onerror event; ``None`` otherwise."""
-    return _event.data(_event.Error)
+    return _wit.get_error()
 
 
 def is_on_open() -> bool:
     """Whether the event is onopen."""
-    return _event.method() == Method.ONOPEN
+    return _wit.get_method() == Method.ONOPEN
 
 
 def is_on_message() -> bool:
     """Whether the event is onmessage."""
-    return _event.method() == Method.ONMESSAGE
+    return _wit.get_method() == Method.ONMESSAGE
 
 
 def is_on_error() -> bool:
     """Whether the event is onerror."""
-    return _event.method() == Method.ONERROR
+    return _wit.get_method() == Method.ONERROR
 
 
 def is_on_close() -> bool:
     """Whether the event is onclose."""
-    return _event.method() == Method.ONCLOSE
+    return _wit.get_method() == Method.ONCLOSE
 
 
 def current_client() -> WebsocketClient:

@@ -63,15 +63,6 @@ pub mod websockets {
         Method, PublishOptions, ReconnectPolicy, WebsocketClient,
     };
 
-    pub use crate::bindings::wasmsock::websockets::events::{Event, EventData};
-
-    /// The current event whole, in one host call: its kind and what came with it (the message, the error, the timer
-    /// or the alarm). A handler that reads the message anyway saves the calls that `is_on_message`, `get_message` and
-    /// `get_binary_message` make one at a time.
-    pub fn current_event() -> Event {
-        crate::bindings::wasmsock::websockets::events::get_current()
-    }
-
     /// The kind of the event being handled (`getMethod()`).
     pub fn get_method() -> Method {
         wit::get_method()

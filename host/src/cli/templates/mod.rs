@@ -54,8 +54,7 @@ const JS_SDK: &str = include_str!("../../../../sdk/js/index.js");
 const JS_SDK_TYPES: &str = include_str!("../../../../sdk/js/index.d.ts");
 const JS_QUICKJS_GLOBALS: &str = include_str!("../../../../sdk/js/quickjs-globals.js");
 /// The JavaScript SDK's other modules, copied as they are.
-const JS_SDK_MODULES: [(&str, &str); 8] = [
-    ("event.js", include_str!("../../../../sdk/js/event.js")),
+const JS_SDK_MODULES: [(&str, &str); 7] = [
     ("kv.js", include_str!("../../../../sdk/js/kv.js")),
     ("fetch.js", include_str!("../../../../sdk/js/fetch.js")),
     ("http.js", include_str!("../../../../sdk/js/http.js")),
@@ -70,8 +69,7 @@ const PY_BUILD: &str = include_str!("../../../../sdk/python/build.py");
 const PY_SDK_INIT: &str = include_str!("../../../../sdk/python/wasmsock/__init__.py");
 const PY_SDK: &str = include_str!("../../../../sdk/python/wasmsock/websockets.py");
 /// The Python SDK's other modules, copied as they are.
-const PY_SDK_MODULES: [(&str, &str); 5] = [
-    ("_event.py", include_str!("../../../../sdk/python/wasmsock/_event.py")),
+const PY_SDK_MODULES: [(&str, &str); 4] = [
     ("http.py", include_str!("../../../../sdk/python/wasmsock/http.py")),
     ("kv.py", include_str!("../../../../sdk/python/wasmsock/kv.py")),
     ("timers.py", include_str!("../../../../sdk/python/wasmsock/timers.py")),
