@@ -51,6 +51,9 @@ const KEPT_JS_RECORDERS: [(&str, &str, &str); 2] = [
     (JS_SPIDERMONKEY, "js-rec-sm-kept", "tests/js-recorder-spidermonkey"),
 ];
 
+/// The Python recorder on a `per-connection` endpoint.
+const KEPT_PY_RECORDER: (&str, &str, &str) = ("Python", "py-rec-kept", "tests/py-recorder");
+
 /// The recorders written with the JavaScript and Python SDKs.
 const SCRIPT_RECORDERS: [(&str, &str, &str); 3] = [RECORDERS[1], RECORDERS[2], RECORDERS[3]];
 
@@ -79,7 +82,7 @@ fn host() -> &'static SharedHost {
             plugins = plugins.handler(handler, component).endpoint_granted(endpoint, handler, &[LOOPBACK, HTTP_LOOPBACK]);
         }
         // The JavaScript recorders again on endpoints whose instance lives as long as the connection (`setTimeout`).
-        for (_, endpoint, handler) in KEPT_JS_RECORDERS {
+        for (_, endpoint, handler) in KEPT_JS_RECORDERS.iter().chain([&KEPT_PY_RECORDER]) {
             plugins = plugins.endpoint_with(endpoint, handler, serde_json::json!({ "instance": "per-connection", "allowed-outbound-hosts": [LOOPBACK, HTTP_LOOPBACK] }));
         }
         for (_, endpoint, handler) in SEEDS {
@@ -1025,6 +1028,22 @@ async fn set_timeout_and_set_interval_run_their_callbacks_where_the_instance_out
                 "{language}: {refused}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn every_event_of_a_kept_instance_reads_its_own_event() {
+    // A kept instance keeps whatever its SDK holds between events: each event must still read its own message and timer.
+    let host = host();
+    for (language, endpoint, _) in KEPT_JS_RECORDERS.iter().chain([&KEPT_PY_RECORDER]) {
+        let mut ws = host.connect(endpoint).await;
+        assert_eq!(command(&mut ws, "echo one").await, "one", "{language}");
+        assert_eq!(command(&mut ws, "echo two").await, "two", "{language}");
+        assert_eq!(command(&mut ws, "timer 10 first").await, "armed 1", "{language}");
+        assert_eq!(text(&mut ws).await, "fired 1 first", "{language}");
+        assert_eq!(command(&mut ws, "timer 10 second").await, "armed 2", "{language}");
+        assert_eq!(text(&mut ws).await, "fired 2 second", "{language}");
+        assert_eq!(command(&mut ws, "echo three").await, "three", "{language}");
     }
 }
 

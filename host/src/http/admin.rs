@@ -21,6 +21,7 @@ use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Reconnect};
 
 pub use super::api_error::ApiError;
 use super::listener::Peer;
+use super::secret::same_secret;
 use crate::app::App;
 use crate::cluster::Shared;
 use crate::control::metrics::CONTENT_TYPE;
@@ -90,15 +91,6 @@ async fn require_token(State(token): State<Arc<str>>, request: Request, next: Ne
         )
         .into_response(),
     }
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-pub(super) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    if given.len() != expected.len() {
-        return false;
-    }
-    let diff = given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | std::hint::black_box(a ^ b));
-    diff == 0
 }
 
 /// `GET /metrics`: every metric in the OpenMetrics text format (behind the token like the rest of this listener).
@@ -347,17 +339,4 @@ async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> R
         .publish(&publish.project, &publish.channel, &frame, None)
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
     Ok(Json(json!({ "project": publish.project, "channel": publish.channel, "queued": queued })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_compare_by_content_and_length() {
-        assert!(same_secret(b"s3cret", b"s3cret"));
-        assert!(!same_secret(b"s3creT", b"s3cret"));
-        assert!(!same_secret(b"s3cret!", b"s3cret"));
-        assert!(!same_secret(b"", b"s3cret"));
-    }
 }

@@ -8,6 +8,7 @@ pub mod console;
 pub mod dashboard;
 pub mod listener;
 mod message;
+mod secret;
 pub mod server;
 
 pub use server::{AdminListener, serve, serve_tls};

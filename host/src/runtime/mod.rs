@@ -12,6 +12,7 @@ mod guest_log;
 mod host;
 mod host_http;
 mod host_kv;
+mod host_outbound;
 mod host_poll;
 mod host_timers;
 mod instances;
@@ -19,8 +20,24 @@ mod services;
 mod state;
 
 pub use engine::{CallError, Handler, Resident, Runtime};
+
+/// The engine that runs handlers, as `wasmsock --version` names it (its major version is the workspace's, tested).
+pub const ENGINE: &str = "wasmtime 48";
 pub use instances::Instances;
 pub use services::{
     Connection, Event, Gathered, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody, KvFuture,
     KvService, Lookup, MembersSurvey, Survey,
 };
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn the_engine_named_is_the_one_the_workspace_builds_with() {
+        let workspace = include_str!("../../../Cargo.toml");
+        let pinned = workspace.lines().find_map(|line| line.strip_prefix("wasmtime = ")).unwrap();
+        let major = pinned.trim_matches(|c: char| !c.is_ascii_digit()).split('.').next().unwrap();
+        assert_eq!(super::ENGINE, format!("wasmtime {major}"), "{pinned}");
+    }
+}

@@ -54,7 +54,7 @@ pub async fn login(State(token): State<Option<Arc<str>>>, Form(login): Form<Logi
     let Some(token) = token else {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, "/dashboard")]).into_response();
     };
-    if !super::admin::same_secret(login.token.as_bytes(), token.as_bytes()) {
+    if !super::secret::same_secret(login.token.as_bytes(), token.as_bytes()) {
         tracing::warn!("a wrong admin token was given to the dashboard's sign-in");
         return login_form(true);
     }
