@@ -15,6 +15,7 @@ use wasmsock::runtime::{
     Connection, Event, Gathered, HostServices, KvFuture, KvService, Lookup, MembersSurvey, Runtime, Survey,
 };
 use wasmsock::wire::channel::MembersPage;
+use wasmsock::wire::descriptor::Lifecycle;
 use wasmsock::wire::kv::{Alarm, ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock::wire::{
     ClientInfo, ClientOptions, ConnError, ConnLimits, ConnState, Direction, EventKind, Frame, Payload,
@@ -210,7 +211,8 @@ fn main() -> anyhow::Result<()> {
                     for _ in 0..n {
                         let event = Event { conn: conn.clone(), kind: kind.clone() };
                         if *keep {
-                            rt.call_resident(&mut kept, handler, event, services.clone()).await?;
+                            rt.call_resident(&mut kept, Lifecycle::PerConnection, handler, event, services.clone())
+                                .await?;
                         } else {
                             rt.call(handler, event, services.clone()).await?;
                         }
