@@ -143,6 +143,21 @@ pub struct ServeArgs {
     /// The largest value one key may hold, in bytes. `project.json`: `quotas.kv-value-bytes`.
     #[arg(long, default_value_t = limits::DEFAULT_KV_MAX_VALUE_BYTES, value_parser = clap::value_parser!(u32).range(1..))]
     pub kv_max_value_bytes: u32,
+    /// How many publications each channel keeps in its history, for every project that does not say
+    /// (`project.json`: `quotas.history-size`); 0, the default, keeps none: history is opt-in.
+    #[arg(long, default_value_t = limits::DEFAULT_HISTORY_SIZE, value_parser = clap::value_parser!(u32).range(..=i64::from(limits::MAX_HISTORY_SIZE)))]
+    pub history_size: u32,
+    /// How long a publication stays in its channel's history, in seconds. `project.json`:
+    /// `quotas.history-ttl-seconds`.
+    #[arg(long, default_value_t = limits::DEFAULT_HISTORY_TTL_SECONDS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_ttl_seconds: u32,
+    /// How many channels of one project may keep history at once. `project.json`: `quotas.history-channels`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_HISTORY_CHANNELS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_channels: u32,
+    /// The bytes of messages one project's channel histories may hold in all. `project.json`:
+    /// `quotas.history-bytes`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_HISTORY_BYTES, value_parser = at_least_one())]
+    pub history_max_bytes: u64,
     /// Where handlers' keys and values and the projects' configuration are kept (default: .wasmsock-data under
     /// --plugins). Not used with --nats: the cluster keeps them on the broker.
     #[arg(long, env = "WASMSOCK_DATA", value_name = "DIR")]
@@ -313,6 +328,10 @@ impl ServeArgs {
                 kv_keys: self.kv_max_keys,
                 kv_bytes: self.kv_max_bytes,
                 kv_value_bytes: self.kv_max_value_bytes,
+                history_size: self.history_size,
+                history_ttl_seconds: self.history_ttl_seconds,
+                history_channels: self.history_channels,
+                history_bytes: self.history_max_bytes,
             },
             memory_budget: match self.memory_budget_mib {
                 Some(mib) => mib << 20,

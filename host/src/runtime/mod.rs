@@ -21,6 +21,6 @@ mod state;
 pub use engine::{CallError, Handler, Resident, Runtime};
 pub use instances::Instances;
 pub use services::{
-    Connection, Event, Gathered, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody, KvFuture,
-    KvService, Lookup, MembersSurvey, Survey,
+    Connection, Event, Gathered, HistoryFuture, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody,
+    KvFuture, KvService, Lookup, MembersSurvey, Survey,
 };

@@ -1,0 +1,213 @@
+//! Channel history and recovery through the chat example on one host: a member that drops while 100 messages are
+//! published resumes with all of them once and in order while a publisher keeps sending through the resume; a
+//! position older than the history or of another epoch is reported as not recovered with what the history has; another
+//! project's channel of the same name is untouched; a project without history gets bare messages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use wasmsock_tests::*;
+
+/// The chat example in project `examples` (keeping `size` publications per channel) and in project `other` (keeping
+/// 100), and in project `plain`, which keeps no history.
+fn plugins(size: u32) -> Plugins {
+    Plugins::new()
+        .handler("examples/chat", "chat")
+        .endpoint("chat", "examples/chat")
+        .file("examples/project.json", format!(r#"{{"quotas": {{"history-size": {size}}}}}"#))
+        .handler("other/chat", "chat")
+        .endpoint("other-chat", "other/chat")
+        .file("other/project.json", r#"{"quotas": {"history-size": 100}}"#)
+        .handler("plain/chat", "chat")
+        .endpoint("plain-chat", "plain/chat")
+}
+
+/// The next text message as JSON.
+async fn json(ws: &mut Ws) -> Value {
+    let text = text(ws).await;
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+}
+
+/// The status a `recover=1` session receives after joining: (recovered, epoch, top offset).
+fn status(value: &Value) -> Option<(bool, String, u64)> {
+    Some((value["recovered"].as_bool()?, value["epoch"].as_str()?.to_owned(), value["offset"].as_u64()?))
+}
+
+/// An envelope's (offset, epoch, data).
+fn envelope(value: &Value) -> (u64, String, String) {
+    let offset = value["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {value}"));
+    (offset, value["epoch"].as_str().unwrap().to_owned(), value["data"].as_str().unwrap().to_owned())
+}
+
+/// Reads a `recover=1` session until its status and `count` envelopes have arrived (in whatever order the status
+/// falls among them): the status and the envelopes in arrival order.
+async fn resume(ws: &mut Ws, count: usize) -> ((bool, String, u64), Vec<(u64, String, String)>) {
+    let (mut found, mut envelopes) = (None, Vec::new());
+    while found.is_none() || envelopes.len() < count {
+        let value = json(ws).await;
+        match status(&value) {
+            Some(status) => {
+                assert!(found.is_none(), "a second status: {value}");
+                found = Some(status);
+            }
+            None => envelopes.push(envelope(&value)),
+        }
+    }
+    (found.unwrap(), envelopes)
+}
+
+/// A chat session that publishes: every line sent to it is published to its room; what it receives (it is a member
+/// too) is read and counted by a task, so its queue never fills.
+struct Publisher {
+    sink: futures_util::stream::SplitSink<Ws, Message>,
+    received: Arc<AtomicUsize>,
+}
+
+impl Publisher {
+    async fn open(url: &str) -> Self {
+        let (sink, mut stream) = connect(url).await.split();
+        let received = Arc::new(AtomicUsize::new(0));
+        let counter = received.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                if message.is_text() {
+                    counter.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        });
+        Self { sink, received }
+    }
+
+    async fn say(&mut self, text: &str) {
+        self.sink.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Waits until it has received `count` messages of its room (so that every one of them has an offset).
+    async fn heard(&self, count: usize) {
+        let received = self.received.clone();
+        eventually(&format!("the publisher hears {count} messages"), move || received.load(Ordering::Acquire) >= count)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_member_that_drops_resumes_with_every_missed_message_once_and_in_order_while_others_publish() {
+    const BEFORE: u64 = 10;
+    const MISSED: u64 = 100;
+    const DURING: u64 = 200;
+    let host = TestHost::start(plugins(1_000)).await;
+    let mut member = host.connect("chat?room=r&recover=1").await;
+    let (recovered, epoch, top) = status(&json(&mut member).await).unwrap();
+    assert_eq!((recovered, top), (true, 0), "a new room is at offset 0");
+    let mut publisher = Publisher::open(&host.url("chat?room=r")).await;
+    for i in 1..=BEFORE {
+        publisher.say(&format!("before {i}")).await;
+    }
+    for i in 1..=BEFORE {
+        assert_eq!(envelope(&json(&mut member).await), (i, epoch.clone(), format!("before {i}")));
+    }
+    member.close(None).await.unwrap();
+    drop(member);
+
+    for i in 1..=MISSED {
+        publisher.say(&format!("missed {i}")).await;
+    }
+    publisher.heard((BEFORE + MISSED) as usize).await;
+    // Keeps publishing, paced, through the resume.
+    let publishing = tokio::spawn(async move {
+        for i in 1..=DURING {
+            publisher.say(&format!("during {i}")).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        publisher
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut resumed = host.connect(&format!("chat?room=r&recover=1&since={BEFORE}&epoch={epoch}")).await;
+    let ((recovered, same_epoch, top_at_join), envelopes) = resume(&mut resumed, (MISSED + DURING) as usize).await;
+    let publisher = publishing.await.unwrap();
+    assert!(recovered, "the position was in the history");
+    assert_eq!(same_epoch, epoch);
+    assert!(
+        top_at_join > BEFORE + MISSED && top_at_join < BEFORE + MISSED + DURING,
+        "the resume happened while the publisher was sending (top {top_at_join})"
+    );
+    // Every offset after the position exactly once, in order, each with the message published at it.
+    let offsets: Vec<u64> = envelopes.iter().map(|(offset, _, _)| *offset).collect();
+    let expected: Vec<u64> = (BEFORE + 1..=BEFORE + MISSED + DURING).collect();
+    assert_eq!(offsets, expected);
+    for (offset, at_epoch, data) in &envelopes {
+        assert_eq!(at_epoch, &epoch);
+        let want = if *offset <= BEFORE + MISSED {
+            format!("missed {}", offset - BEFORE)
+        } else {
+            format!("during {}", offset - BEFORE - MISSED)
+        };
+        assert_eq!(data, &want, "offset {offset}");
+    }
+    // And nothing more: the next message is the next offset.
+    drop(publisher);
+    let mut late = Publisher::open(&host.url("chat?room=r")).await;
+    late.say("after").await;
+    let next = envelope(&json(&mut resumed).await);
+    assert_eq!(next, (BEFORE + MISSED + DURING + 1, epoch, "after".to_owned()));
+}
+
+#[tokio::test]
+async fn a_position_older_than_the_history_or_of_another_epoch_is_not_recovered_and_gets_what_is_kept() {
+    let host = TestHost::start(plugins(5)).await;
+    let mut first = host.connect("chat?room=small&recover=1").await;
+    let (_, epoch, _) = status(&json(&mut first).await).unwrap();
+    let mut publisher = Publisher::open(&host.url("chat?room=small")).await;
+    for i in 1..=10 {
+        publisher.say(&format!("m{i}")).await;
+    }
+    publisher.heard(10).await;
+
+    for since in [format!("since=2&epoch={epoch}"), "since=8&epoch=another".to_owned()] {
+        let mut late = host.connect(&format!("chat?room=small&recover=1&{since}")).await;
+        let ((recovered, at_epoch, top), envelopes) = resume(&mut late, 5).await;
+        assert!(!recovered, "{since}: not complete");
+        assert_eq!((at_epoch.as_str(), top), (epoch.as_str(), 10));
+        let kept: Vec<(u64, String)> = envelopes.into_iter().map(|(offset, _, data)| (offset, data)).collect();
+        assert_eq!(kept, (6..=10).map(|i| (i, format!("m{i}"))).collect::<Vec<_>>(), "{since}: what is kept");
+    }
+    // A position at the top is complete and sends nothing before the live messages.
+    let mut current = host.connect(&format!("chat?room=small&recover=1&since=10&epoch={epoch}")).await;
+    assert_eq!(status(&json(&mut current).await), Some((true, epoch.clone(), 10)));
+    publisher.say("m11").await;
+    assert_eq!(envelope(&json(&mut current).await), (11, epoch, "m11".to_owned()));
+}
+
+#[tokio::test]
+async fn another_projects_channel_of_the_same_name_is_untouched_and_a_project_without_history_gets_bare_messages() {
+    let host = TestHost::start(plugins(100)).await;
+    let mut ours = Publisher::open(&host.url("chat?room=same")).await;
+    for i in 1..=3 {
+        ours.say(&format!("ours {i}")).await;
+    }
+    ours.heard(3).await;
+    let mut theirs = host.connect("other-chat?room=same&recover=1&since=0&epoch=x").await;
+    let (recovered, their_epoch, top) = status(&json(&mut theirs).await).unwrap();
+    assert_eq!((recovered, top), (false, 0), "project other's `same` has no publications (and another epoch)");
+    let mut them = Publisher::open(&host.url("other-chat?room=same")).await;
+    them.say("theirs").await;
+    assert_eq!(envelope(&json(&mut theirs).await), (1, their_epoch.clone(), "theirs".to_owned()));
+    let mut ours_late = host.connect("chat?room=same&recover=1&since=0&epoch=x").await;
+    let ((_, our_epoch, top), envelopes) = resume(&mut ours_late, 3).await;
+    assert_eq!(top, 3);
+    assert_ne!(our_epoch, their_epoch, "each stream has its own epoch");
+    assert_eq!(envelopes.iter().map(|(_, _, data)| data.as_str()).collect::<Vec<_>>(), ["ours 1", "ours 2", "ours 3"]);
+
+    // Without history: the messages are bare, and a position cannot be recovered.
+    let mut plain = host.connect("plain-chat?room=same&recover=1&since=3&epoch=x").await;
+    assert_eq!(status(&json(&mut plain).await), Some((false, String::new(), 0)));
+    let mut plain_publisher = Publisher::open(&host.url("plain-chat?room=same")).await;
+    plain_publisher.say("bare").await;
+    assert_eq!(text(&mut plain).await, "bare");
+}
