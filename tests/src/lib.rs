@@ -185,6 +185,18 @@ pub async fn connect(url: &str) -> Ws {
     ws
 }
 
+/// Runs the real `wasmsock` with `args` against the admin API at `admin` (`host:port`): whether it succeeded, its
+/// stdout and its stderr.
+pub fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
+    let out =
+        std::process::Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The next data or close message (pings and pongs skipped); panics after [`WAIT`].
 pub async fn next(ws: &mut Ws) -> Option<Message> {
     loop {

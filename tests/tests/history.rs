@@ -1,7 +1,9 @@
 //! Channel history and recovery through the chat example on one host: a member that drops while 100 messages are
 //! published resumes with all of them once and in order while a publisher keeps sending through the resume; a
 //! position older than the history or of another epoch is reported as not recovered with what the history has; another
-//! project's channel of the same name is untouched; a project without history gets bare messages.
+//! project's channel of the same name is untouched; a project without history gets bare messages; and against the real
+//! binary, `serve --history-size` for every project, `wasmsock publish` answering offsets, `wasmsock channels` showing a
+//! channel's top offset and epoch, and `wasmsock history` printing its messages in pages.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -210,4 +212,57 @@ async fn another_projects_channel_of_the_same_name_is_untouched_and_a_project_wi
     let mut plain_publisher = Publisher::open(&host.url("plain-chat?room=same")).await;
     plain_publisher.say("bare").await;
     assert_eq!(text(&mut plain).await, "bare");
+}
+
+#[tokio::test]
+async fn the_cli_publishes_with_offsets_lists_top_and_epoch_and_prints_a_channels_history() {
+    // History for every project from the host's flag; `plain` turns it off in its project.json.
+    let plugins = Plugins::new()
+        .handler("examples/chat", "chat")
+        .endpoint("chat", "examples/chat")
+        .handler("plain/chat", "chat")
+        .endpoint("plain-chat", "plain/chat")
+        .file("plain/project.json", r#"{"quotas": {"history-size": 0}}"#);
+    let host = BinaryHost::start(&plugins, &["--history-size", "50"]).await;
+    let admin = host.admin.clone();
+    let mut member = connect(&host.url("chat?room=lobby&recover=1")).await;
+    let (_, epoch, _) = status(&json(&mut member).await).unwrap();
+    for i in 1..=3 {
+        let (ok, out, err) = cli(&admin, &["publish", "examples/lobby", &format!("line {i}"), "--json"]);
+        assert!(ok, "{err}");
+        let answer: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(answer["offset"], i, "{answer}");
+        assert_eq!(answer["epoch"], epoch.as_str());
+        assert_eq!(envelope(&json(&mut member).await), (i, epoch.clone(), format!("line {i}")));
+    }
+    let (ok, out, _) = cli(&admin, &["publish", "examples/lobby", "line 4"]);
+    assert!(ok && out.contains(&format!("at offset 4 of epoch {epoch}")), "{out}");
+    let (ok, out, _) = cli(&admin, &["publish", "plain/lobby", "no history", "--json"]);
+    assert!(ok && !out.contains("offset"), "{out}");
+
+    let (ok, out, err) = cli(&admin, &["channels", "--json"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let lobby = listed["channels"].as_array().unwrap().iter().find(|c| c["project"] == "examples").unwrap().clone();
+    assert_eq!(lobby["top"], 4, "{listed}");
+    assert_eq!(lobby["epoch"], epoch.as_str());
+    assert_eq!(lobby["members"], 1);
+    let (ok, out, _) = cli(&admin, &["channels"]);
+    assert!(ok && out.contains("TOP") && out.contains(&epoch), "{out}");
+
+    let (ok, out, err) = cli(&admin, &["history", "examples/lobby", "--limit", "3", "--json"]);
+    assert!(ok, "{err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    let texts: Vec<&str> =
+        page["publications"].as_array().unwrap().iter().map(|p| p["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["line 1", "line 2", "line 3"]);
+    assert_eq!((page["next"].as_u64(), page["complete"].as_bool()), (Some(3), Some(true)));
+    let (ok, out, _) = cli(&admin, &["history", "examples/lobby", "--since", "3", "--epoch", &epoch]);
+    assert!(ok && out.contains("line 4") && !out.contains("line 3") && !out.contains("more:"), "{out}");
+    let (ok, out, _) = cli(&admin, &["history", "examples/lobby", "--limit", "2"]);
+    assert!(ok && out.contains(&format!("more: wasmsock history examples/lobby --since 2 --epoch {epoch}")), "{out}");
+    let (ok, out, _) = cli(&admin, &["history", "examples/lobby", "--since", "1", "--epoch", "old"]);
+    assert!(ok && out.contains("not complete"), "{out}");
+    let (ok, _, err) = cli(&admin, &["history", "plain/lobby"]);
+    assert!(!ok && err.contains("keeps no channel history"), "{err}");
 }

@@ -101,6 +101,15 @@ pub fn envelope(position: &StreamPosition, frame: &Frame) -> Frame {
     Frame::Text(text.into())
 }
 
+/// A kept message as JSON, for listings: `("text", "TEXT")` or `("binary", "BASE64")`.
+pub fn message_json(frame: &Frame) -> (&'static str, serde_json::Value) {
+    match frame {
+        Frame::Binary(data) => ("binary", base64(data).into()),
+        Frame::Text(text) => ("text", text.as_str().into()),
+        _ => ("text", serde_json::Value::Null),
+    }
+}
+
 /// Standard base64 with padding (RFC 4648 §4).
 fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
