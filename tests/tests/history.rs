@@ -3,7 +3,9 @@
 //! position older than the history or of another epoch is reported as not recovered with what the history has; another
 //! project's channel of the same name is untouched; a project without history gets bare messages; and against the real
 //! binary, `serve --history-size` for every project, `wasmsock publish` answering offsets, `wasmsock channels` showing a
-//! channel's top offset and epoch, and `wasmsock history` printing its messages in pages.
+//! channel's top offset and epoch, and `wasmsock history` printing its messages in pages; the journal keeping the
+//! history and its epoch over a clean restart, and every acknowledged publication over `kill -9` (under a new epoch,
+//! so that a position from before is not recovered).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -265,4 +267,58 @@ async fn the_cli_publishes_with_offsets_lists_top_and_epoch_and_prints_a_channel
     assert!(ok && out.contains("not complete"), "{out}");
     let (ok, _, err) = cli(&admin, &["history", "plain/lobby"]);
     assert!(!ok && err.contains("keeps no channel history"), "{err}");
+}
+
+/// The publications `wasmsock history` prints for `channel` as JSON: (epoch, texts by offset).
+fn history_of(admin: &str, channel: &str) -> (String, Vec<(u64, String)>) {
+    let (ok, out, err) = cli(admin, &["history", channel, "--json"]);
+    assert!(ok, "{err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    let kept = page["publications"].as_array().unwrap().iter();
+    let kept = kept.map(|p| (p["offset"].as_u64().unwrap(), p["text"].as_str().unwrap().to_owned())).collect();
+    (page["epoch"].as_str().unwrap().to_owned(), kept)
+}
+
+#[tokio::test]
+async fn the_journal_keeps_history_and_epoch_over_a_clean_restart_and_every_acknowledged_publication_over_kill_9() {
+    let plugins = Plugins::new().handler("examples/chat", "chat").endpoint("chat", "examples/chat");
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--history-size", "100", "--data", data.path().to_str().unwrap()];
+    let mut host = BinaryHost::start(&plugins, &args).await;
+    for i in 1..=5 {
+        let (ok, _, err) = cli(&host.admin, &["publish", "examples/lobby", &format!("m{i}")]);
+        assert!(ok, "{err}");
+    }
+    let (epoch, kept) = history_of(&host.admin, "examples/lobby");
+    assert_eq!(kept.len(), 5);
+    // A clean stop (SIGTERM drains and closes the journal).
+    let pid = host.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::timeout(WAIT, host.child.wait()).await.expect("the host stops on SIGTERM").unwrap();
+
+    let mut host = BinaryHost::start(&plugins, &args).await;
+    assert_eq!(history_of(&host.admin, "examples/lobby"), (epoch.clone(), kept.clone()), "kept with its epoch");
+    let mut resumed = connect(&host.url(&format!("chat?room=lobby&recover=1&since=2&epoch={epoch}"))).await;
+    let ((recovered, _, top), envelopes) = resume(&mut resumed, 3).await;
+    assert!(recovered && top == 5, "a position from before a clean restart is recovered");
+    assert_eq!(envelopes.iter().map(|(offset, _, _)| *offset).collect::<Vec<_>>(), [3, 4, 5]);
+    drop(resumed);
+
+    // Acknowledged publications (the CLI's publish returns once the journal has them), then SIGKILL.
+    for i in 6..=8 {
+        let (ok, _, err) = cli(&host.admin, &["publish", "examples/lobby", &format!("m{i}")]);
+        assert!(ok, "{err}");
+    }
+    host.child.kill().await.unwrap();
+    let host = BinaryHost::start(&plugins, &args).await;
+    let (new_epoch, after_kill) = history_of(&host.admin, "examples/lobby");
+    assert_eq!(after_kill, (1..=8).map(|i| (i, format!("m{i}"))).collect::<Vec<_>>(), "none acknowledged is lost");
+    assert_ne!(new_epoch, epoch, "after a crash the stream has a new epoch");
+    let mut late = connect(&host.url(&format!("chat?room=lobby&recover=1&since=8&epoch={epoch}"))).await;
+    let ((recovered, at_epoch, _), envelopes) = resume(&mut late, 8).await;
+    assert!(!recovered, "a position from before the crash is not claimed as recovered");
+    assert_eq!(at_epoch, new_epoch);
+    assert_eq!(envelopes.len(), 8, "what the history keeps is sent");
+    let (ok, out, _) = cli(&host.admin, &["publish", "examples/lobby", "m9", "--json"]);
+    assert!(ok && out.contains(r#""offset":9"#), "offsets go on from the top: {out}");
 }

@@ -239,7 +239,15 @@ impl HostServices for App {
     }
 
     fn publish_with(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> HistoryFuture<Published> {
-        Box::pin(std::future::ready(App::publish_with(self, project, channel, &frame, skip)))
+        let published = App::publish_with(self, project, channel, &frame, skip);
+        // Answered once the publication is in the journal: an acknowledged one survives the host being killed.
+        let committed = published.as_ref().is_ok_and(|p| p.position.is_some()).then(|| self.history.committed());
+        Box::pin(async move {
+            if let Some(committed) = committed {
+                committed.await;
+            }
+            published
+        })
     }
 
     fn history(

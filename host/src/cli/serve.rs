@@ -158,7 +158,8 @@ pub struct ServeArgs {
     /// `quotas.history-bytes`.
     #[arg(long, default_value_t = limits::DEFAULT_PROJECT_HISTORY_BYTES, value_parser = at_least_one())]
     pub history_max_bytes: u64,
-    /// Where handlers' keys and values and the projects' configuration are kept (default: .wasmsock-data under
+    /// Where handlers' keys and values, the projects' configuration and channel history are kept (default:
+    /// .wasmsock-data under
     /// --plugins). Not used with --nats: the cluster keeps them on the broker.
     #[arg(long, env = "WASMSOCK_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -402,7 +403,8 @@ impl ServeArgs {
             app.join_cluster(options).await?;
         } else {
             let data = self.data.clone().unwrap_or_else(|| self.plugins.join(crate::store::DEFAULT_DATA_DIR));
-            app.store.open_embedded(data, self.store_sync).context("--data")?;
+            app.store.open_embedded(data.clone(), self.store_sync).context("--data")?;
+            app.history.open_journal(&data, self.store_sync).context("--data")?;
         }
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
@@ -441,7 +443,10 @@ impl ServeArgs {
             app.create_client(&uri, &handler, wasmsock_wire::ClientOptions::default())
                 .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
         }
-        crate::http::serve_tls(app, listener, tls, admin, shutdown_signal()).await
+        let served = crate::http::serve_tls(app.clone(), listener, tls, admin, shutdown_signal()).await;
+        // After the last publish: the history's journal is written and marked clean, so a restart keeps its epochs.
+        app.history.close().await;
+        served
     }
 }
 

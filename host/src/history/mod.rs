@@ -8,12 +8,19 @@
 //! position on the connection and adds it to the channel. So every publication is either in what the join sends
 //! (it was queued before) or reaches the connection as a member (after), never both and never neither.
 //!
-//! Streams live in memory and are per host process: a stream's epoch is made when it is first used and is new after
-//! a restart, so a position from before a restart is reported as not recovered (never silently wrong).
+//! Streams live in memory; `wasmsock serve` also writes them to a journal ([`journal`]) in the data directory, so a
+//! restart reads them back with their epochs. A stream's epoch is made when it is first used; after a crash every
+//! stream gets a new one (the last publications queued for the journal may be missing though members got them, so
+//! their offsets must not be given again in the same epoch), and a position from before it is reported as not
+//! recovered, never silently wrong.
+
+mod journal;
+
+pub use journal::HISTORY_FILE;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmsock_wire::channel::check_channel;
 use wasmsock_wire::history::{HistoryPage, Publication, Published, Recovery, StreamPosition, continue_from, envelope};
@@ -24,6 +31,8 @@ use wasmsock_wire::{ConnError, Frame, ProjectQuotas};
 use crate::channels::Channels;
 use crate::conn::Conn;
 use crate::control::metrics::Metrics;
+use crate::store::Durability;
+use journal::{Journal, Op};
 
 /// What a project may keep, looked up per call (the host's flags with the project's `project.json` over them).
 pub type QuotasOf = Arc<dyn Fn(&str) -> ProjectQuotas + Send + Sync>;
@@ -113,6 +122,8 @@ pub struct History {
     quotas: QuotasOf,
     /// Makes each epoch this process gives unique, with the time it was given.
     epochs: AtomicU64,
+    /// Where streams are written, once opened (`wasmsock serve`); without one they live in memory only.
+    journal: OnceLock<Journal>,
 }
 
 impl std::fmt::Debug for History {
@@ -124,7 +135,70 @@ impl std::fmt::Debug for History {
 impl History {
     /// No history yet; what each project may keep comes from `quotas`.
     pub fn new(quotas: QuotasOf) -> Self {
-        Self { streams: Mutex::default(), usage: Mutex::default(), quotas, epochs: AtomicU64::new(0) }
+        Self {
+            streams: Mutex::default(),
+            usage: Mutex::default(),
+            quotas,
+            epochs: AtomicU64::new(0),
+            journal: OnceLock::new(),
+        }
+    }
+
+    /// Opens the journal in `dir` and reads its streams back (at start, before any handler runs): with their epochs
+    /// when the host before stopped cleanly, each with a new epoch when it did not.
+    pub fn open_journal(&self, dir: &std::path::Path, durability: Durability) -> anyhow::Result<()> {
+        let (journal, loaded, clean) = Journal::open(dir, durability)?;
+        let mut streams = self.streams.lock().map_err(|_| anyhow::anyhow!("the history table is unusable"))?;
+        if !clean && !loaded.is_empty() {
+            tracing::warn!(
+                streams = loaded.len(),
+                "the host did not stop cleanly: every channel's history keeps its publications under a new epoch"
+            );
+        }
+        for stream in loaded {
+            let epoch = if clean { stream.epoch } else { self.new_epoch() };
+            if !clean {
+                let (project, channel, top) = (stream.project.clone(), stream.channel.clone(), stream.top);
+                journal.send(Op::Stream { project, channel, epoch: epoch.clone(), top });
+            }
+            let bytes = stream.kept.iter().map(|p| frame_bytes(&p.frame)).sum::<u64>();
+            self.account(&stream.project, |usage| {
+                usage.channels = usage.channels.saturating_add(1);
+                usage.bytes = usage.bytes.saturating_add(bytes);
+            });
+            let kept = Stream { epoch, top: stream.top, kept: stream.kept.into(), bytes };
+            streams.insert(Key { project: stream.project, name: stream.channel }, Arc::new(Mutex::new(kept)));
+        }
+        tracing::info!("channel history is kept in {}", journal.describe());
+        self.journal.set(journal).map_err(|_| anyhow::anyhow!("the history's journal is open already"))
+    }
+
+    /// Resolves once every publication kept so far is in the journal (at once without one): what a publish that
+    /// answers its position waits for, so that an acknowledged publication survives the host being killed.
+    pub fn committed(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        match self.journal.get() {
+            Some(journal) => Box::pin(journal.flush()),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
+    /// Writes what is queued and marks the journal cleanly closed (at shutdown, after the last publish).
+    pub async fn close(&self) {
+        if let Some(journal) = self.journal.get() {
+            journal.close().await;
+        }
+    }
+
+    /// Accounts for `freed` bytes trimmed from `stream` and tells the journal what it keeps now.
+    fn trimmed(&self, project: &str, channel: &str, stream: &Stream, freed: u64) {
+        if freed == 0 {
+            return;
+        }
+        self.account(project, |usage| usage.bytes = usage.bytes.saturating_sub(freed));
+        if let Some(journal) = self.journal.get() {
+            let first_kept = stream.kept.front().map_or(stream.top.saturating_add(1), |p| p.offset);
+            journal.send(Op::Trim { project: project.to_owned(), channel: channel.to_owned(), first_kept });
+        }
     }
 
     /// Whether `project`'s channels keep history.
@@ -173,18 +247,32 @@ impl History {
             freed += popped;
             over = over.saturating_sub(popped);
         }
+        self.trimmed(project, channel, &stream, freed);
         if over > 0 {
-            self.account(project, |usage| usage.bytes = usage.bytes.saturating_sub(freed));
             return Err(ConnError::Limit(format!(
                 "project {project:?}'s channel histories hold {} bytes, the most they may (quotas.history-bytes)",
                 quotas.history_bytes
             )));
         }
-        stream.top = stream.top.saturating_add(1);
-        let position = StreamPosition { offset: stream.top, epoch: stream.epoch.clone() };
-        stream.kept.push_back(Publication { offset: position.offset, time_ms: now, frame: frame.clone() });
+        let offset = stream.top.saturating_add(1);
+        let publication = Publication { offset, time_ms: now, frame: frame.clone() };
+        if let Some(journal) = self.journal.get() {
+            let append = Op::Append {
+                project: project.to_owned(),
+                channel: channel.to_owned(),
+                publication: publication.clone(),
+            };
+            if !journal.send(append) {
+                return Err(ConnError::Limit(
+                    "the history's journal cannot keep up (its write queue is full): not published".into(),
+                ));
+            }
+        }
+        stream.top = offset;
+        let position = StreamPosition { offset, epoch: stream.epoch.clone() };
+        stream.kept.push_back(publication);
         stream.bytes = stream.bytes.saturating_add(size);
-        self.account(project, |usage| usage.bytes = usage.bytes.saturating_sub(freed).saturating_add(size));
+        self.account(project, |usage| usage.bytes = usage.bytes.saturating_add(size));
         // Queued on the members with the stream still locked: a join from a position sees it either in the history
         // or as a member, never both.
         let queued = channels.publish_at(project, channel, frame, Some(&position), skip, metrics)?;
@@ -210,7 +298,7 @@ impl History {
         let stream = self.stream(project, channel, &quotas)?;
         let mut stream = stream.lock().map_err(|_| failing())?;
         let freed = stream.trim(now_ms(), &quotas);
-        self.account(project, |usage| usage.bytes = usage.bytes.saturating_sub(freed));
+        self.trimmed(project, channel, &stream, freed);
         let (from, complete) = continue_from(since, stream.first(), stream.top, &stream.epoch);
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let publications: Vec<Publication> =
@@ -242,7 +330,7 @@ impl History {
         let stream = self.stream(project, channel, &quotas)?;
         let mut stream = stream.lock().map_err(|_| failing())?;
         let freed = stream.trim(now_ms(), &quotas);
-        self.account(project, |usage| usage.bytes = usage.bytes.saturating_sub(freed));
+        self.trimmed(project, channel, &stream, freed);
         let (from, recovered) = continue_from(since, stream.first(), stream.top, &stream.epoch);
         let mut sent: u32 = 0;
         for publication in stream.kept.iter().filter(|p| p.offset >= from) {
@@ -319,7 +407,12 @@ impl History {
                 )));
             }
         }
-        let stream = Arc::new(Mutex::new(Stream { epoch: self.new_epoch(), top: 0, kept: VecDeque::new(), bytes: 0 }));
+        let epoch = self.new_epoch();
+        if let Some(journal) = self.journal.get() {
+            let (project, channel) = (project.to_owned(), channel.to_owned());
+            journal.send(Op::Stream { project, channel, epoch: epoch.clone(), top: 0 });
+        }
+        let stream = Arc::new(Mutex::new(Stream { epoch, top: 0, kept: VecDeque::new(), bytes: 0 }));
         streams.insert(key, stream.clone());
         self.account(project, |usage| usage.channels = usage.channels.saturating_add(1));
         Ok(stream)
@@ -340,6 +433,9 @@ impl History {
             freed += stream.trim(now, quotas);
             let keep = !stream.kept.is_empty();
             dropped += u32::from(!keep);
+            if let (false, Some(journal)) = (keep, self.journal.get()) {
+                journal.send(Op::Forget { project: key.project.clone(), channel: key.name.clone() });
+            }
             keep
         });
         self.account(project, |usage| {
@@ -366,13 +462,14 @@ impl History {
     }
 }
 
-/// The bytes a kept message counts for.
+/// The bytes a kept message counts for: its length, and 1 for an empty one (so that trimming anything frees some).
 fn frame_bytes(frame: &Frame) -> u64 {
     let len = match frame {
         Frame::Text(text) => text.len(),
         Frame::Binary(data) => data.len(),
         _ => 0,
-    };
+    }
+    .max(1);
     u64::try_from(len).unwrap_or(u64::MAX)
 }
 

@@ -399,6 +399,9 @@ async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> R
         .publish_with(&publish.project, &publish.channel, &frame, None)
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
     let mut answer = json!({ "project": publish.project, "channel": publish.channel, "queued": published.queued });
+    if published.position.is_some() {
+        app.history.committed().await;
+    }
     if let (Some(fields), Some(position)) = (answer.as_object_mut(), published.position) {
         fields.insert("offset".into(), position.offset.into());
         fields.insert("epoch".into(), position.epoch.into());
