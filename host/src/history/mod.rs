@@ -543,6 +543,48 @@ mod tests {
         assert_eq!(rest.next, None);
     }
 
+    /// Joins from a position racing a publisher on another thread: every joiner gets every offset after its position
+    /// exactly once and in order, history then live, up to the last publication.
+    #[test]
+    fn joins_racing_a_publisher_get_every_later_offset_once_in_order() {
+        const PUBLISHES: u64 = 600;
+        let (hub, metrics, channels, history) = (Hub::new(), Metrics::new(), Channels::new(4), history(1_000, &["p"]));
+        let fanout = Fanout { channels: &channels, metrics: &metrics };
+        let first = history.publish(fanout, "p", "a", &Frame::Text("0".into()), None).unwrap().position.unwrap();
+        // Every position the joiners ask for is kept before they start.
+        for i in 1..300 {
+            history.publish(fanout, "p", "a", &Frame::Text(i.to_string().into()), None).unwrap();
+        }
+        let joined = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 300..PUBLISHES {
+                    history.publish(fanout, "p", "a", &Frame::Text(i.to_string().into()), None).unwrap();
+                }
+            });
+            let mut joined = Vec::new();
+            for k in 0..40u64 {
+                let (conn, out) = open(&hub, "p/h");
+                // Positions anywhere in what is kept, while the publisher goes on.
+                let since = StreamPosition { offset: (k * 13) % 300, epoch: first.epoch.clone() };
+                let recovery = history.join_from(fanout, "p", &conn, "a", Some(&since), false).unwrap();
+                assert!(recovery.recovered);
+                joined.push((since.offset, conn, out));
+                std::thread::yield_now();
+            }
+            joined
+        });
+        for (since, _conn, mut out) in joined {
+            let mut got = Vec::new();
+            while let Some(frame) = out.try_next() {
+                got.push(match frame {
+                    Frame::Text(text) => text.as_str().parse::<u64>().unwrap() + 1,
+                    other => panic!("{other:?}"),
+                });
+            }
+            assert_eq!(got, (since + 1..=PUBLISHES).collect::<Vec<_>>(), "joined after {since}");
+        }
+    }
+
     #[test]
     fn a_project_without_history_gets_no_offsets_and_cannot_read() {
         let (metrics, channels, history) = (Metrics::new(), Channels::new(4), history(10, &["p"]));
