@@ -1,13 +1,14 @@
 //! Channel history and recovery through the chat example on one host: a member that drops while 100 messages are
 //! published resumes with all of them once and in order while a publisher keeps sending through the resume; a
 //! position older than the history or of another epoch is reported as not recovered with what the history has; another
-//! project's channel of the same name is untouched; a project without history gets bare messages; and against the real
+//! project's channel of the same name is untouched; a project without history gets bare messages; the JavaScript chat
+//! resumes the same way (through the JavaScript SDK's `joinFrom`); and against the real
 //! binary, `serve --history-size` for every project, `wasmsock publish` answering offsets, `wasmsock channels` showing a
 //! channel's top offset and epoch, and `wasmsock history` printing its messages in pages; the journal keeping the
 //! history and its epoch over a clean restart, and every acknowledged publication over `kill -9` (under a new epoch,
-//! so that a position from before is not recovered).
+//! so that a position from before is not recovered). `history_cost` (ignored) prints what history costs.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -321,4 +322,122 @@ async fn the_journal_keeps_history_and_epoch_over_a_clean_restart_and_every_ackn
     assert_eq!(envelopes.len(), 8, "what the history keeps is sent");
     let (ok, out, _) = cli(&host.admin, &["publish", "examples/lobby", "m9", "--json"]);
     assert!(ok && out.contains(r#""offset":9"#), "offsets go on from the top: {out}");
+}
+
+#[tokio::test]
+async fn the_javascript_chat_resumes_from_a_position_in_the_same_rooms() {
+    let plugins = plugins(100).handler("examples/js-chat", "js-chat").endpoint("js-chat", "examples/js-chat");
+    let host = TestHost::start(plugins).await;
+    let mut member = host.connect("js-chat?room=js&recover=1").await;
+    let (recovered, epoch, top) = status(&json(&mut member).await).unwrap();
+    assert_eq!((recovered, top), (true, 0));
+    // The Rust chat publishes into the same room of the same project.
+    let mut publisher = Publisher::open(&host.url("chat?room=js")).await;
+    for i in 1..=3 {
+        publisher.say(&format!("m{i}")).await;
+        assert_eq!(envelope(&json(&mut member).await), (i, epoch.clone(), format!("m{i}")));
+    }
+    drop(member);
+    for i in 4..=8 {
+        publisher.say(&format!("m{i}")).await;
+    }
+    publisher.heard(8).await;
+    let mut resumed = host.connect(&format!("js-chat?room=js&recover=1&since=3&epoch={epoch}")).await;
+    let ((recovered, _, top), envelopes) = resume(&mut resumed, 5).await;
+    assert!(recovered && top == 8, "top {top}");
+    let got: Vec<(u64, String)> = envelopes.into_iter().map(|(offset, _, data)| (offset, data)).collect();
+    assert_eq!(got, (4..=8).map(|i| (i, format!("m{i}"))).collect::<Vec<_>>());
+    // A position of another epoch: not recovered, and what is kept is sent.
+    let mut other = host.connect("js-chat?room=js&recover=1&since=3&epoch=nope").await;
+    let ((recovered, _, _), envelopes) = resume(&mut other, 8).await;
+    assert!(!recovered);
+    assert_eq!(envelopes.len(), 8);
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Run with `cargo test -p wasmsock-tests --test history -- --ignored --nocapture history_cost` (add `--release` for
+/// figures of an optimised build). Prints, in interleaved rounds, the CPU of this whole process (host and clients) per
+/// publish (4,000 of them, history kept: 1,000) and per delivery through the chat example, one publisher and 10
+/// members, with history off and on (the
+/// journal open in a temp dir, as `serve` runs it), and the wall time for a member to resume 1,000 missed messages
+/// (connect with `since`, until the 1,000th envelope). Asserts nothing about time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn history_cost() {
+    const N: usize = 1_000;
+    // Publishes per cost round: four times the history kept, so trimming is part of what is measured.
+    const PUBLISHES: usize = 4 * N;
+    const MEMBERS: usize = 10;
+    const ROUNDS: usize = 5;
+    let host = TestHost::start(plugins(N as u32)).await;
+    let data = tempfile::tempdir().unwrap();
+    host.app.history.open_journal(data.path(), wasmsock::store::Durability::Normal).unwrap();
+    // `plain` keeps no history, `examples` does; the same chat handler serves both.
+    // (endpoint, what the members add to the URI, how many status lines they get first, label)
+    let cases =
+        [("plain-chat", "", 0, "off"), ("chat", "", 0, "on"), ("chat", "&recover=1", 1, "on, members in the envelope")];
+    let mut figures: Vec<[Vec<f64>; 2]> = vec![[Vec::new(), Vec::new()]; cases.len()];
+    let mut resumes = Vec::new();
+    for round in 0..=ROUNDS {
+        for (c, (endpoint, extra, statuses, _)) in cases.iter().enumerate() {
+            let room = format!("cost{round}-{c}");
+            let mut members = Vec::new();
+            for _ in 0..MEMBERS {
+                let mut member = host.connect(&format!("{endpoint}?room={room}{extra}")).await;
+                for _ in 0..*statuses {
+                    text(&mut member).await;
+                }
+                members.push(member);
+            }
+            let mut publisher = Publisher::open(&host.url(&format!("{endpoint}?room={room}"))).await;
+            let start = process_cpu();
+            for i in 0..PUBLISHES {
+                publisher.say(&format!("message {i:04} of the cost round")).await;
+            }
+            for member in &mut members {
+                for _ in 0..PUBLISHES {
+                    text(member).await;
+                }
+            }
+            publisher.heard(PUBLISHES).await;
+            let spent = (process_cpu() - start).as_secs_f64() * 1e6;
+            if round > 0 {
+                figures[c][0].push(spent / PUBLISHES as f64);
+                figures[c][1].push(spent / (PUBLISHES * (MEMBERS + 1)) as f64);
+            }
+        }
+        // Resuming 1,000 missed messages: the member left at offset 0 of this round's room.
+        let room = format!("resume{round}");
+        let mut first = host.connect(&format!("chat?room={room}&recover=1")).await;
+        let (_, epoch, _) = status(&json(&mut first).await).unwrap();
+        drop(first);
+        let mut publisher = Publisher::open(&host.url(&format!("chat?room={room}"))).await;
+        for i in 0..N {
+            publisher.say(&format!("missed {i}")).await;
+        }
+        publisher.heard(N).await;
+        let started = std::time::Instant::now();
+        let mut resumed = host.connect(&format!("chat?room={room}&recover=1&since=0&epoch={epoch}")).await;
+        let ((recovered, _, _), envelopes) = resume(&mut resumed, N).await;
+        let took = started.elapsed();
+        assert!(recovered && envelopes.len() == N);
+        if round > 0 {
+            resumes.push(took.as_secs_f64() * 1e3);
+        }
+        println!("round {round}: resume of {N} took {:.1} ms", took.as_secs_f64() * 1e3);
+    }
+    for (c, (_, _, _, history)) in cases.iter().enumerate() {
+        let [publish, delivery] = &mut figures[c];
+        println!(
+            "history {history}: CPU per publish {:.1} µs (rounds {:?}), per delivery {:.1} µs",
+            median(publish),
+            publish.iter().map(|v| v.round()).collect::<Vec<_>>(),
+            median(delivery)
+        );
+    }
+    println!("resume of {N} missed messages: median {:.1} ms (rounds {resumes:.1?})", median(&mut resumes));
 }
