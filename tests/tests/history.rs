@@ -187,6 +187,10 @@ async fn a_position_older_than_the_history_or_of_another_epoch_is_not_recovered_
     assert_eq!(status(&json(&mut current).await), Some((true, epoch.clone(), 10)));
     publisher.say("m11").await;
     assert_eq!(envelope(&json(&mut current).await), (11, epoch, "m11".to_owned()));
+    // Counted: two incomplete resumes and one recovered (the first member joined without a position).
+    let scrape = Scrape::fetch(host.admin).await;
+    assert_eq!(scrape.get(r#"wasmsock_history_resumes_total{outcome="incomplete",project="examples"}"#), 2.0);
+    assert_eq!(scrape.get(r#"wasmsock_history_resumes_total{outcome="recovered",project="examples"}"#), 1.0);
 }
 
 #[tokio::test]

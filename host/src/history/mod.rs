@@ -229,13 +229,14 @@ impl History {
         }
         let size = frame_bytes(frame);
         if size > quotas.history_bytes {
+            metrics.quota_refused(project, "history-bytes");
             return Err(ConnError::Limit(format!(
                 "a message of {size} bytes is larger than project {project:?}'s history may hold ({} bytes, \
                  quotas.history-bytes)",
                 quotas.history_bytes
             )));
         }
-        let stream = self.stream(project, channel, &quotas)?;
+        let stream = self.stream(project, channel, &quotas, Some(metrics))?;
         let mut stream = stream.lock().map_err(|_| failing())?;
         let now = now_ms();
         let mut freed = stream.trim(now, &quotas);
@@ -249,6 +250,7 @@ impl History {
         }
         self.trimmed(project, channel, &stream, freed);
         if over > 0 {
+            metrics.quota_refused(project, "history-bytes");
             return Err(ConnError::Limit(format!(
                 "project {project:?}'s channel histories hold {} bytes, the most they may (quotas.history-bytes)",
                 quotas.history_bytes
@@ -295,7 +297,7 @@ impl History {
         }
         let quotas = self.quotas_on(project)?;
         check_channel(channel).map_err(ConnError::Invalid)?;
-        let stream = self.stream(project, channel, &quotas)?;
+        let stream = self.stream(project, channel, &quotas, None)?;
         let mut stream = stream.lock().map_err(|_| failing())?;
         let freed = stream.trim(now_ms(), &quotas);
         self.trimmed(project, channel, &stream, freed);
@@ -324,10 +326,13 @@ impl History {
         let quotas = (self.quotas)(project);
         if quotas.history_size == 0 {
             channels.join_with(project, conn, channel, with_envelope, metrics)?;
+            if since.is_some() {
+                metrics.resumed(project, false);
+            }
             return Ok(Recovery { recovered: since.is_none(), ..Recovery::default() });
         }
         check_channel(channel).map_err(ConnError::Invalid)?;
-        let stream = self.stream(project, channel, &quotas)?;
+        let stream = self.stream(project, channel, &quotas, Some(metrics))?;
         let mut stream = stream.lock().map_err(|_| failing())?;
         let freed = stream.trim(now_ms(), &quotas);
         self.trimmed(project, channel, &stream, freed);
@@ -352,6 +357,9 @@ impl History {
         }
         // Still under the stream's lock: no publication can fall between the history sent and the membership.
         channels.join_with(project, conn, channel, with_envelope, metrics)?;
+        if since.is_some() {
+            metrics.resumed(project, recovered);
+        }
         Ok(Recovery { recovered, sent, epoch: stream.epoch.clone(), top: stream.top, history: true })
     }
 
@@ -392,7 +400,13 @@ impl History {
 
     /// The stream of `channel` of `project`, started (with a new epoch) when it has none, within the project's quota
     /// of channels; streams whose publications have all expired are let go first when the project is at its quota.
-    fn stream(&self, project: &str, channel: &str, quotas: &ProjectQuotas) -> Result<Arc<Mutex<Stream>>, ConnError> {
+    fn stream(
+        &self,
+        project: &str,
+        channel: &str,
+        quotas: &ProjectQuotas,
+        metrics: Option<&Metrics>,
+    ) -> Result<Arc<Mutex<Stream>>, ConnError> {
         let key = Key { project: project.to_owned(), name: channel.to_owned() };
         let mut streams = self.streams.lock().map_err(|_| failing())?;
         if let Some(stream) = streams.get(&key) {
@@ -401,6 +415,9 @@ impl History {
         if self.usage_of(project).channels >= quotas.history_channels {
             self.let_go_of_expired(&mut streams, project, quotas);
             if self.usage_of(project).channels >= quotas.history_channels {
+                if let Some(metrics) = metrics {
+                    metrics.quota_refused(project, "history-channels");
+                }
                 return Err(ConnError::Limit(format!(
                     "project {project:?} keeps history for {} channels, the most it may (quotas.history-channels)",
                     quotas.history_channels
