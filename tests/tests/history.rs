@@ -2,7 +2,8 @@
 //! published resumes with all of them once and in order while a publisher keeps sending through the resume; a
 //! position older than the history or of another epoch is reported as not recovered with what the history has; another
 //! project's channel of the same name is untouched; a project without history gets bare messages; the JavaScript chat
-//! resumes the same way (through the JavaScript SDK's `joinFrom`); and against the real
+//! resumes the same way (through the JavaScript SDK's `joinFrom`); the Rust, JavaScript and Python recorders publish
+//! with a position and read pages of history through their SDKs with the same answers; and against the real
 //! binary, `serve --history-size` for every project, `wasmsock publish` answering offsets, `wasmsock channels` showing a
 //! channel's top offset and epoch, and `wasmsock history` printing its messages in pages; the journal keeping the
 //! history and its epoch over a clean restart, and every acknowledged publication over `kill -9` (under a new epoch,
@@ -444,4 +445,65 @@ async fn history_cost() {
         );
     }
     println!("resume of {N} missed messages: median {:.1} ms (rounds {resumes:.1?})", median(&mut resumes));
+}
+
+/// Sends a command to a recorder session and returns its reply.
+async fn ask(ws: &mut Ws, command: &str) -> String {
+    send(ws, command).await;
+    text(ws).await
+}
+
+#[tokio::test]
+async fn the_three_sdks_publish_with_a_position_and_read_the_same_pages_of_history() {
+    let plugins = Plugins::new()
+        .handler("t/recorder", "recorder")
+        .endpoint("rust", "t/recorder")
+        .handler("t/js-recorder", "js-recorder")
+        .endpoint("js", "t/js-recorder")
+        .handler("t/py-recorder", "py-recorder")
+        .endpoint("py", "t/py-recorder")
+        .file("t/project.json", r#"{"quotas": {"history-size": 3}}"#)
+        .handler("u/recorder", "recorder")
+        .endpoint("none", "u/recorder");
+    let host = TestHost::start(plugins).await;
+    let mut sessions = Vec::new();
+    for endpoint in ["rust", "js", "py"] {
+        sessions.push((endpoint, host.connect(endpoint).await));
+    }
+    // Each SDK publishes in turn: the offsets go on across them (nobody is a member: queued 0).
+    let words = ["one", "two", "three", "four", "five", "six"];
+    for (i, word) in words.iter().enumerate() {
+        let (endpoint, ws) = &mut sessions[i % 3];
+        assert_eq!(ask(ws, &format!("hpublish room {word}")).await, format!("published 0 at {}", i + 1), "{endpoint}");
+    }
+    let (_, rust) = &mut sessions[0];
+    let first = ask(rust, "history room 2").await;
+    let epoch = first.split(" epoch ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+    assert_eq!(first, format!("history top 6 complete true next 5 epoch {epoch} items 4:four,5:five"));
+    let cases = [
+        ("history room 2".to_owned(), first.clone()),
+        (format!("history room 10 5 {epoch}"), format!("history top 6 complete true next - epoch {epoch} items 6:six")),
+        (
+            format!("history room 10 1 {epoch}"),
+            format!("history top 6 complete false next - epoch {epoch} items 4:four,5:five,6:six"),
+        ),
+        (
+            "history room 10 5 another".to_owned(),
+            format!("history top 6 complete false next - epoch {epoch} items 4:four,5:five,6:six"),
+        ),
+        (
+            "history room 0".to_owned(),
+            "error invalid: a page of history is 1 to 1000 publications; 0 was asked for".into(),
+        ),
+    ];
+    for (endpoint, ws) in sessions.iter_mut() {
+        for (command, want) in &cases {
+            assert_eq!(&ask(ws, command).await, want, "{endpoint}: {command}");
+        }
+    }
+    // A project without history: no position, and no history to read.
+    let mut none = host.connect("none").await;
+    assert_eq!(ask(&mut none, "hpublish room x").await, "published 0 at -");
+    let refused = ask(&mut none, "history room 10").await;
+    assert!(refused.starts_with("error invalid: project \"u\" keeps no channel history"), "{refused}");
 }
