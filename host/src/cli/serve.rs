@@ -159,12 +159,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = limits::DEFAULT_PROJECT_HISTORY_BYTES, value_parser = at_least_one())]
     pub history_max_bytes: u64,
     /// Where handlers' keys and values, the projects' configuration and channel history are kept (default:
-    /// .wasmsock-data under
-    /// --plugins). Not used with --nats: the cluster keeps them on the broker.
+    /// .wasmsock-data under --plugins). Not used with --nats: the cluster keeps keys and configuration on the broker
+    /// (and channel history in each host's memory).
     #[arg(long, env = "WASMSOCK_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// What a write acknowledged to a handler survives: `normal` survives the host being killed (kill -9), `full`
-    /// also a power loss, at the cost of a disk sync per commit.
+    /// What a write acknowledged to a handler (a store write, a publish-with to a channel with history) survives:
+    /// `normal` survives the host being killed (kill -9), `full` also a power loss, at the cost of a disk sync per
+    /// commit.
     #[arg(long, value_enum, default_value_t = crate::store::Durability::Normal)]
     pub store_sync: crate::store::Durability,
     /// The memory budget, in MiB: what messages being received, queued outbound frames and handler instances may
