@@ -211,8 +211,7 @@ fn main() -> anyhow::Result<()> {
                     for _ in 0..n {
                         let event = Event { conn: conn.clone(), kind: kind.clone() };
                         if *keep {
-                            rt.call_resident(&mut kept, Lifecycle::PerConnection, handler, event, services.clone())
-                                .await?;
+                            rt.call_resident(&mut kept, Lifecycle::Shared, handler, event, services.clone()).await?;
                         } else {
                             rt.call(handler, event, services.clone()).await?;
                         }

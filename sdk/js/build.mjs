@@ -19,7 +19,10 @@ import { build } from "esbuild";
 
 const sdkDir = dirname(fileURLToPath(import.meta.url));
 
-/** WASI features the host does not provide (wasi:http) or handlers do not use; stdio stays, so errors reach the log. */
+/**
+ * WASI features of SpiderMonkey that handlers do not use: `http` (its `fetch` never settles within a synchronous
+ * event: `fetch.js` replaces it) and `fetch-event` (serving HTTP); stdio stays, so errors reach the log.
+ */
 const DISABLED_FEATURES = ["http", "fetch-event"];
 
 const USAGE = "usage: build.mjs HANDLER.js -o OUT.wasm [--engine quickjs|spidermonkey] [--wit DIR] [--bundle FILE]";
@@ -45,7 +48,7 @@ function findModule(relative) {
 
 /**
  * A WIT directory for the QuickJS build in `work`: the contract's files, a world `handler-quickjs` that is `handler`
- * plus WASI stdout and stderr (for the prelude's `console`), and the WASI packages those need.
+ * plus WASI stdout and stderr (for the prelude's `console`) and random, and the WASI packages those need.
  */
 async function quickjsWit(wit, work) {
   const dir = join(work, "wit");
@@ -63,10 +66,12 @@ async function quickjsWit(wit, work) {
       `  import wasi:cli/stdout@${WASI_VERSION};\n  import wasi:cli/stderr@${WASI_VERSION};\n` +
       `  import wasi:random/random@${WASI_VERSION};\n}\n`,
   );
-  // The contract's own dependencies (wasi:keyvalue, wasi:config), then the WASI packages the prelude needs.
+  // The contract's own dependencies (wasi:keyvalue, wasi:config, and wasi:http with what it uses), then the other
+  // WASI packages the prelude needs.
   await cp(join(wit, "deps"), join(dir, "deps"), { recursive: true });
   const builtin = findModule(join("@bytecodealliance/jco/lib/wit/builtin", WASI_VERSION));
   for (const name of WASI_PACKAGES) {
+    if (existsSync(join(wit, "deps", name))) continue;
     await cp(join(builtin, `wasi-${name}`), join(dir, "deps", `wasi-${name}`), { recursive: true });
   }
   return dir;
@@ -139,26 +144,9 @@ function parseArgs(argv) {
   return args;
 }
 
-/**
- * Bundles `input` with the SDK (and the engine's `prelude` first, if any) into one ES module at `outfile`, with
- * `WASMSOCK_ENGINE` the name of `engine`; the WIT imports stay external for the engine. Fails if the handler does
- * not export `onEvent`.
- */
-async function bundle(input, outfile, engine, prelude, work) {
-  let entry = input;
-  if (prelude !== undefined) {
-    // The prelude's globals exist before the handler's module runs: ES modules run in the order they are imported.
-    // Every event tells the prelude first (it seeds what must differ per instance at the instance's first event).
-    entry = join(work, "entry.js");
-    await writeFile(
-      entry,
-      `import { instanceStarts } from ${JSON.stringify(prelude)};\n` +
-        `import { onEvent as handlerOnEvent } from ${JSON.stringify(input)};\n` +
-        `export * from ${JSON.stringify(input)};\n` +
-        `export function onEvent() {\n  instanceStarts();\n  return handlerOnEvent();\n}\n`,
-    );
-  }
-  const result = await build({
+/** esbuild's options for bundling `entry` into `outfile` for `engine`. */
+function bundleOptions(entry, outfile, engine) {
+  return {
     entryPoints: [entry],
     outfile,
     bundle: true,
@@ -178,7 +166,61 @@ async function bundle(input, outfile, engine, prelude, work) {
     define: { WASMSOCK_ENGINE: JSON.stringify(engine) },
     metafile: true,
     logLevel: "warning",
-  });
+  };
+}
+
+/**
+ * What the handler (with everything it imports) uses that the build adds only on demand, `fetch` (`fetch.js`) and
+ * `setTimeout`/`setInterval` (`timeouts.js`), and whether it waits for promises (which never settle on QuickJS). Read from the bundled code without comments, so a
+ * word in a comment does not count.
+ */
+async function usesOf(input, engine, work) {
+  const outfile = join(work, "scan.js");
+  await build({ ...bundleOptions(input, outfile, engine), legalComments: "none", metafile: false });
+  const code = await readFile(outfile, "utf8");
+  return {
+    fetch: /\bfetch\b/.test(code),
+    timeouts: /\bset(Timeout|Interval)\b/.test(code),
+    promises: /\bawait\b|\.then\(/.test(code),
+  };
+}
+
+/**
+ * Bundles `input` with the SDK into one ES module at `outfile`, with `WASMSOCK_ENGINE` the name of `engine`; the WIT
+ * imports stay external for the engine. An entry module runs first what the handler needs from the SDK beyond its
+ * imports (the engine's `prelude`, and `fetch.js` and `timeouts.js` when `uses` says so) and calls their per-event
+ * hooks before
+ * the handler's `onEvent`. Fails if the handler does not export `onEvent`.
+ */
+async function bundle(input, outfile, engine, prelude, uses, work) {
+  // The modules imported first run first: ES modules run in the order they are imported.
+  const lines = [];
+  const hooks = [];
+  if (prelude !== undefined) {
+    // It seeds what must differ per instance at the instance's first event.
+    lines.push(`import { instanceStarts } from ${JSON.stringify(prelude)};`);
+    hooks.push("  instanceStarts();");
+  }
+  if (uses.fetch) lines.push(`import ${JSON.stringify(join(sdkDir, "fetch.js"))};`);
+  if (engine === "quickjs" && (uses.fetch || uses.promises)) {
+    console.warn(
+      "build.mjs: warning: QuickJS runs no promise jobs within an event: a then or an await never continues, and " +
+        'fetch throws; use http.get/post/request from "wasmsock", or --engine spidermonkey',
+    );
+  }
+  if (uses.timeouts) {
+    lines.push(`import { timeoutFired } from ${JSON.stringify(join(sdkDir, "timeouts.js"))};`);
+    hooks.push("  if (timeoutFired()) return;");
+  }
+  const entry = join(work, "entry.js");
+  await writeFile(
+    entry,
+    lines.join("\n") +
+      `\nimport { onEvent as handlerOnEvent } from ${JSON.stringify(input)};\n` +
+      `export * from ${JSON.stringify(input)};\n` +
+      `export function onEvent() {\n${hooks.join("\n")}\n  return handlerOnEvent();\n}\n`,
+  );
+  const result = await build(bundleOptions(entry, outfile, engine));
   const exports = Object.values(result.metafile.outputs).flatMap((output) => output.exports);
   if (!exports.includes("onEvent")) {
     throw new Error(`${input} must export function onEvent() (it exports: ${exports.join(", ") || "nothing"})`);
@@ -195,7 +237,8 @@ async function main() {
   try {
     const bundled = join(work, "handler.bundle.js");
     const engine = ENGINES[args.engine];
-    await bundle(resolve(args.input), bundled, args.engine, engine.prelude, work);
+    const uses = await usesOf(resolve(args.input), args.engine, work);
+    await bundle(resolve(args.input), bundled, args.engine, engine.prelude, uses, work);
     if (args.bundle) await copyFile(bundled, args.bundle);
     const component = await engine.componentize(bundled, resolve(args.wit), work);
     await writeFile(args.out, component);

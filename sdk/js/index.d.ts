@@ -450,6 +450,8 @@ export interface Alarm {
 /** Timers on the current connection and alarms of the project. */
 export const timers: {
   getEvent(): EventKind;
+  /** How long the instance running the event lives: whether what it keeps in memory is there at a later event. */
+  getLifecycle(): "per-event" | "per-connection" | "shared";
   isOnTimer(): boolean;
   isOnAlarm(): boolean;
   /** Arms a timer on the current connection; its id. */
@@ -461,4 +463,30 @@ export const timers: {
   cancelAlarm(name: string): boolean;
   listAlarms(): Alarm[];
   getAlarm(): FiredAlarm | undefined;
+};
+
+/** Why an outbound HTTP request got no response: `code` names the `wasi:http` error code (`HttpRequestDenied`, ...). */
+export class HttpError extends Error {
+  readonly code: string;
+  readonly detail: string;
+}
+
+/** An outbound HTTP response, read whole. */
+export interface HttpResponse {
+  status: number;
+  ok: boolean;
+  headers: { get(name: string): string | null; has(name: string): boolean; entries(): IterableIterator<[string, string]> };
+  body: Uint8Array;
+  url: string;
+  text(): string;
+  json(): unknown;
+}
+
+type HttpHeaders = Record<string, string> | Array<[string, string]>;
+
+/** Outbound HTTP under the endpoint's grants, synchronous on both engines; throws `HttpError`. */
+export const http: {
+  request(method: string, url: string, headers?: HttpHeaders, body?: string | Bytes): HttpResponse;
+  get(url: string, headers?: HttpHeaders): HttpResponse;
+  post(url: string, body?: string | Bytes, headers?: HttpHeaders): HttpResponse;
 };

@@ -22,6 +22,7 @@ import * as variables from "./variables.js";
 import { TimerError, timers } from "./timers.js";
 
 export { KvError } from "./kv.js";
+export { HttpError, http } from "./http.js";
 export { kv, timers, TimerError, variables };
 
 /**

@@ -8,9 +8,9 @@
 //! generator state included, so every instance drew the same numbers. Here it is a xoshiro128** generator seeded from
 //! `wasi:random` at the first event of each instance (and, for a handler that draws at build time, then too).
 //!
-//! Not provided on QuickJS (a handler that needs them builds with `--engine spidermonkey`): `setTimeout`, `URL`,
-//! `URLSearchParams`, `structuredClone`, `fetch`, `crypto.subtle`, and `TextDecoder`'s `stream` option and encodings
-//! other than UTF-8.
+//! Not provided on QuickJS (a handler that needs them builds with `--engine spidermonkey`): `URL`, `URLSearchParams`,
+//! `structuredClone`, `crypto.subtle`, and `TextDecoder`'s `stream` option and encodings other than UTF-8.
+//! `setTimeout` and `setInterval` come from `timeouts.js` and `fetch` from `fetch.js` (`http` from `http.js`), on both engines.
 
 import { getStderr } from "wasi:cli/stderr@0.2.12";
 import { getStdout } from "wasi:cli/stdout@0.2.12";

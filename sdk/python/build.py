@@ -18,7 +18,8 @@ from pathlib import Path
 
 SDK_DIR = Path(__file__).resolve().parent
 DEFAULT_WIT = SDK_DIR.parent.parent / "wit"
-WORLD = "handler"
+# `handler` with `wasi:http/outgoing-handler`, for `wasmsock.http`.
+WORLD = "handler-http"
 COMPONENTIZE_PY = "0.25.1"
 
 # The entry module: the world's export class, calling the handler module's plain function. componentize-py runs the

@@ -1,7 +1,7 @@
 // Drives the wasmsock console page in headless Chromium: pick an endpoint, connect, send a message, see the echo,
 // disconnect and see the close code. Run with `node console.mjs URL [ENDPOINT]` (tests/tests/console.rs does);
 // CHROMIUM names the browser (default /usr/bin/chromium), DESCRIPTION text the endpoint's description must contain. Prints each step; exits non-zero on any failure.
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 
 const [url, endpoint = "echo"] = process.argv.slice(2);
 if (!url) {
@@ -11,22 +11,7 @@ if (!url) {
 const STEP_MS = 15_000;
 const message = `hello from chromium ${Date.now()}`;
 
-// playwright-core launches with a fresh temporary profile (--user-data-dir) of its own and --headless; the flags
-// below keep Chromium from reaching out to Google services, which are unreachable here.
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  timeout: 60_000,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-  ],
-});
+const browser = await launchChromium();
 let failed = false;
 try {
   const page = await browser.newPage();

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_docs)]
 
+pub mod http_server;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -823,4 +825,32 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The headless Chromium and the `tests/browser` directory (its `node_modules` installed) for a browser test named
+/// `test`; `None` (the test skips, loudly) where there is no Chromium at `$CHROMIUM` or `/usr/bin/chromium`, except
+/// under CI, where that fails.
+pub fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let chromium =
+        std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if !chromium.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but there is no Chromium at {} ($CHROMIUM): `apt-get install -y chromium`",
+            chromium.display()
+        );
+        eprintln!("\n!!! SKIPPED {test}: no {} !!!", chromium.display());
+        eprintln!("!!! install it with `apt-get install -y chromium` (CI fails here instead of skipping)   !!!\n");
+        return None;
+    }
+    let dir = repo_root().join("tests/browser");
+    if !dir.join("node_modules/playwright-core").is_dir() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "npm ci in {} failed", dir.display());
+    }
+    Some((chromium, dir))
 }

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,28 +45,9 @@ async fn console_off_serves_neither() {
     assert_eq!(text(&mut ws).await, "still here");
 }
 
-/// The Chromium to drive: `$CHROMIUM`, else the Debian package's `/usr/bin/chromium`.
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    path.is_file().then_some(path)
-}
-
 #[tokio::test]
 async fn a_browser_gets_an_echo_through_the_console() {
-    let Some(chromium) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but there is no Chromium at /usr/bin/chromium ($CHROMIUM): `apt-get install -y chromium`"
-        );
-        eprintln!("\n!!! SKIPPED a_browser_gets_an_echo_through_the_console: no /usr/bin/chromium !!!");
-        eprintln!("!!! install it with `apt-get install -y chromium` (CI fails here instead of skipping)   !!!\n");
-        return;
-    };
-    let dir = repo_root().join("tests/browser");
-    if !dir.join("node_modules/playwright-core").is_dir() {
-        let status = Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir).status().unwrap();
-        assert!(status.success(), "npm ci in {} failed", dir.display());
-    }
+    let Some((chromium, dir)) = browser("a_browser_gets_an_echo_through_the_console") else { return };
     let plugins = echo_plugins();
     let host = BinaryHost::start(&plugins, &[]).await;
     let url = format!("http://{}/", host.addr);

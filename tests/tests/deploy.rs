@@ -290,6 +290,19 @@ async fn the_cli_deploys_lists_closes_and_undeploys_on_a_running_host() {
     let (ok, out, err) = cli(&admin, &["deploy", project.path().to_str().unwrap()]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("handler shop/tagged version ") && out.contains("endpoint shop -> shop/tagged"), "{out}");
+    assert!(!err.contains("deploying"), "no progress lines when stderr is not a terminal: {err}");
+    // On a terminal (util-linux `script` gives it one, where installed): what is uploading and compiling, then done.
+    if std::path::Path::new("/usr/bin/script").is_file() {
+        let command = format!(
+            "{} deploy {} --name shop/again --host http://{admin}",
+            binary().display(),
+            component("tagged-v1").display()
+        );
+        let out = Command::new("/usr/bin/script").args(["-qec", &command, "/dev/null"]).output().unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shown}");
+        assert!(shown.contains("deploying shop/again (") && shown.contains(": done in "), "{shown}");
+    }
     let mut ws = connect(&host.url("shop")).await;
     send(&mut ws, "hi").await;
     assert_eq!(text(&mut ws).await, "v1:hi");

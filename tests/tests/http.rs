@@ -1,107 +1,17 @@
 //! Outbound HTTP (`wasi:http`) through the fetch example (`plugins/examples/fetch`, Rust, `wasmsock_sdk::http`): GET
 //! and POST to a local HTTP/1.1 server on 127.0.0.1 port 0; refusals (an ungranted host, another port, userinfo, a
 //! name resolving to loopback that no grant names as an address), an oversized response, a server that never
-//! answers (no handler timeout meanwhile), the per-project quota of requests in flight; and an ignored test printing
-//! the CPU of one request against the native `reqwest` client.
+//! answers (no handler timeout meanwhile), a name that does not resolve, the per-project quota of requests in
+//! flight; and an ignored test printing the CPU of one request against the native `reqwest` client.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 use wasmsock::Limits;
 use wasmsock::wire::limits::HttpLimits;
+use wasmsock_tests::http_server::{Mode, Server};
 use wasmsock_tests::*;
-
-/// What the local server does with a request.
-#[derive(Clone, Copy)]
-enum Mode {
-    /// `200` with the body `METHOD PATH BODY`.
-    Echo,
-    /// `200` with a body of this many `x`.
-    Big(usize),
-    /// Reads the request and answers `200 late` after this long.
-    Late(Duration),
-    /// Reads the request and never answers.
-    Silent,
-}
-
-/// A raw HTTP/1.1 server on 127.0.0.1 port 0; counts the connections it accepted.
-struct Server {
-    port: u16,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl Server {
-    async fn start(mode: Mode) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, mode));
-            }
-        });
-        Self { port, accepted }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-/// Serves requests on one connection (keep-alive) until it closes.
-async fn serve(mut stream: TcpStream, mode: Mode) {
-    let mut buffer = Vec::new();
-    loop {
-        let (head, body) = loop {
-            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
-                let length = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-                    .map_or(0, |v| v.parse::<usize>().unwrap());
-                if buffer.len() >= end + 4 + length {
-                    let body = buffer[end + 4..end + 4 + length].to_vec();
-                    buffer.drain(..end + 4 + length);
-                    break (head, body);
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let mut words = head.split_whitespace();
-        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        let body = match mode {
-            Mode::Echo => format!("{method} {path} {}", String::from_utf8_lossy(&body)).into_bytes(),
-            Mode::Big(n) => vec![b'x'; n],
-            Mode::Late(delay) => {
-                tokio::time::sleep(delay).await;
-                b"late".to_vec()
-            }
-            Mode::Silent => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                return;
-            }
-        };
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n", body.len());
-        if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
-            return;
-        }
-    }
-}
 
 /// A host with the fetch example on endpoint `fetch` (its own descriptor's grant, `http://127.0.0.1:*`) and, when
 /// given, endpoint `granted` running it with `grants`.
@@ -168,6 +78,20 @@ async fn ungranted_hosts_ports_userinfo_and_inside_addresses_are_refused_before_
     let mut ws2 = host2.connect("granted").await;
     assert!(ask(&mut ws2, &format!("GET http://localhost:{}/", other.port)).await.starts_with("200 GET"));
     host2.stop().await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_dns_error_and_the_handler_goes_on() {
+    // `.invalid` never resolves (RFC 6761); granted, so the refusal is the resolver's.
+    let server = Server::start(Mode::Echo).await;
+    let local = format!("http://127.0.0.1:{}", server.port);
+    let host = host(Limits::default(), &["http://no-such-host.invalid:*", &local]).await;
+    let mut ws = host.connect("granted").await;
+    let reply = ask(&mut ws, "GET http://no-such-host.invalid:8080/").await;
+    assert!(reply.starts_with("error DnsError") || reply.starts_with("error DnsTimeout"), "{reply}");
+    // The connection's next request runs as usual.
+    assert_eq!(ask(&mut ws, &format!("GET {}", server.url("/after"))).await, "200 GET /after ");
     host.stop().await;
 }
 

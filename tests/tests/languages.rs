@@ -5,7 +5,9 @@
 //! another project that cannot see the keys; all four events through the recorder in each language;
 //! the JavaScript chat's rooms; handlers that import the SDK as a Dirigible handler does (`sdk/net`, `sdk.net`);
 //! outbound clients made by JavaScript and Python handlers, with and without a reconnect policy; a thrown exception
-//! reported in the host log and costing only its own event; and (ignored) the per-event cost of each language.
+//! reported in the host log and costing only its own event; Python's and JavaScript's HTTP helpers and JavaScript's
+//! `fetch` against a local server (and `fetch` on QuickJS saying why it cannot); `setTimeout` and `setInterval` on kept instances and their error
+//! on per-event ones; and (ignored) the per-event cost of each language.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -40,6 +42,15 @@ const RECORDERS: [(&str, &str, &str); 4] = [
     ("Python", "py-rec", "tests/py-recorder"),
 ];
 
+/// The grant of plain HTTP to loopback, on every port.
+const HTTP_LOOPBACK: &str = "http://127.0.0.1:*";
+
+/// The JavaScript recorders on `per-connection` endpoints: (language, endpoint, handler).
+const KEPT_JS_RECORDERS: [(&str, &str, &str); 2] = [
+    ("JavaScript", "js-rec-kept", "tests/js-recorder"),
+    (JS_SPIDERMONKEY, "js-rec-sm-kept", "tests/js-recorder-spidermonkey"),
+];
+
 /// The recorders written with the JavaScript and Python SDKs.
 const SCRIPT_RECORDERS: [(&str, &str, &str); 3] = [RECORDERS[1], RECORDERS[2], RECORDERS[3]];
 
@@ -65,7 +76,11 @@ fn host() -> &'static SharedHost {
         }
         for (_, endpoint, handler) in RECORDERS {
             let component = handler.trim_start_matches("tests/");
-            plugins = plugins.handler(handler, component).endpoint_granted(endpoint, handler, &[LOOPBACK]);
+            plugins = plugins.handler(handler, component).endpoint_granted(endpoint, handler, &[LOOPBACK, HTTP_LOOPBACK]);
+        }
+        // The JavaScript recorders again on endpoints whose instance lives as long as the connection (`setTimeout`).
+        for (_, endpoint, handler) in KEPT_JS_RECORDERS {
+            plugins = plugins.endpoint_with(endpoint, handler, serde_json::json!({ "instance": "per-connection", "allowed-outbound-hosts": [LOOPBACK, HTTP_LOOPBACK] }));
         }
         for (_, endpoint, handler) in SEEDS {
             plugins = plugins.handler(handler, handler.trim_start_matches("tests/")).endpoint(endpoint, handler);
@@ -946,6 +961,70 @@ async fn every_instance_draws_its_own_random_numbers_in_javascript_and_python() 
         }
         let expected = if language.starts_with("JavaScript") { 8 } else { 4 };
         assert_eq!(draws.len(), expected, "{language}: instances drew the same numbers: {draws:?}");
+    }
+}
+
+#[tokio::test]
+async fn javascript_and_python_handlers_send_http_requests_under_the_grants() {
+    let host = host();
+    let server = http_server::Server::start(http_server::Mode::EchoHeader).await;
+    let mut connected = 0;
+    for (language, endpoint, _) in SCRIPT_RECORDERS {
+        let mut ws = host.connect(endpoint).await;
+        // JavaScript: `http.request` on both engines, and `fetch` on SpiderMonkey (QuickJS runs no promise jobs).
+        let verbs: &[&str] = match language {
+            "Python" => &["fetch"],
+            "JavaScript" => &["http"],
+            _ => &["http", "fetch"],
+        };
+        let tag = if language == "Python" { "py" } else { "js" };
+        for verb in verbs {
+            let get = command(&mut ws, &format!("{verb} GET {}", server.url("/status?x=1"))).await;
+            assert_eq!(get, format!("fetched 200 text/plain GET /status?x=1 x-recorder={tag} "), "{language} {verb}");
+            let post = command(&mut ws, &format!("{verb} POST {} hello there", server.url("/submit"))).await;
+            assert_eq!(post, format!("fetched 200 text/plain POST /submit x-recorder={tag} hello there"), "{language}");
+            // A loopback address that no grant names: refused before connecting.
+            let refused = command(&mut ws, &format!("{verb} GET http://127.0.0.2:{}/", server.port)).await;
+            assert_eq!(refused, "error HttpRequestDenied", "{language} {verb}");
+            connected += 2;
+        }
+        if language == "JavaScript" {
+            let refused = command(&mut ws, &format!("fetch GET {}", server.url("/"))).await;
+            assert_eq!(refused, "error Unsupported", "QuickJS: fetch throws at once rather than never settle");
+        }
+    }
+    assert_eq!(server.accepted(), connected, "each granted request connected once, no refused one did");
+}
+
+#[tokio::test]
+async fn set_timeout_and_set_interval_run_their_callbacks_where_the_instance_outlives_the_event() {
+    let host = host();
+    for (language, endpoint, _) in KEPT_JS_RECORDERS {
+        let mut ws = host.connect(endpoint).await;
+        assert_eq!(command(&mut ws, "lifecycle").await, "lifecycle per-connection", "{language}");
+        assert_eq!(command(&mut ws, "timeout 60 later").await, "timeout set", "{language}");
+        assert_eq!(command(&mut ws, "timeout 10 sooner").await, "timeout set", "{language}");
+        assert_eq!(text(&mut ws).await, "timeout sooner", "{language}");
+        assert_eq!(text(&mut ws).await, "timeout later", "{language}");
+        assert_eq!(command(&mut ws, "interval 15 3").await, "interval set", "{language}");
+        for tick in 1..=3 {
+            assert_eq!(text(&mut ws).await, format!("tick {tick}"), "{language}");
+        }
+        // Cleared after its third tick: the next message is the reply to the next command, not a fourth tick.
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        assert_eq!(command(&mut ws, "echo done").await, "done", "{language}");
+    }
+    for (language, endpoint, _) in SCRIPT_RECORDERS {
+        let mut ws = host.connect(endpoint).await;
+        assert_eq!(command(&mut ws, "lifecycle").await, "lifecycle per-event", "{language}");
+        if language.starts_with("JavaScript") {
+            let refused = command(&mut ws, "timeout 10 never").await;
+            assert!(
+                refused.starts_with("error setTimeout needs an instance that outlives the event")
+                    && refused.contains("per-event"),
+                "{language}: {refused}"
+            );
+        }
     }
 }
 

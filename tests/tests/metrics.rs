@@ -194,3 +194,53 @@ async fn a_slow_consumer_closed_for_a_full_queue_is_counted() {
     assert_eq!(after.get(key) - before.get(key), 1.0);
     host.stop().await;
 }
+
+#[tokio::test]
+async fn the_example_grafana_panels_query_metric_families_the_host_registers() {
+    // The families the host registers or its collectors describe (a family without samples yet is not in a scrape, so
+    // they are read from the code), checked against a live scrape so that the reading is right.
+    let source = std::fs::read_to_string(repo_root().join("host/src/control/metrics.rs")).unwrap();
+    let registered: std::collections::HashSet<String> = ["registry.register(", "encode_descriptor("]
+        .iter()
+        .flat_map(|marker| source.split(marker).skip(1))
+        .filter_map(|rest| rest.split('"').nth(1))
+        .map(|name| format!("wasmsock_{name}"))
+        .collect();
+    assert!(registered.len() > 20, "{registered:?}");
+    let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo");
+    let host = TestHost::start(plugins).await;
+    let mut ws = host.connect("echo").await;
+    send(&mut ws, "counted").await;
+    assert_eq!(text(&mut ws).await, "counted");
+    let scrape = reqwest::get(format!("http://{}/metrics", host.admin)).await.unwrap().text().await.unwrap();
+    let live: Vec<&str> =
+        scrape.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    assert!(live.contains(&"wasmsock_connections_open") && live.contains(&"wasmsock_handler_duration_seconds"));
+    for family in &live {
+        assert!(registered.contains(*family), "{family} is exported but was not read from the registry's code");
+    }
+    let path = repo_root().join("packaging/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for name in words.filter(|w| w.starts_with("wasmsock_")) {
+                // A counter's samples end in `_total`, a histogram's in `_bucket`, `_sum`, `_count`.
+                let family = ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix).filter(|base| registered.contains(*base)))
+                    .unwrap_or(name);
+                assert!(
+                    registered.contains(family),
+                    "panel {} queries {name}, which the host does not export",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 15, "{queried} metric references");
+    host.stop().await;
+}

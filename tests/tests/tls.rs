@@ -1,7 +1,8 @@
 //! TLS both ways, with certificates made by the test (a test CA, a server certificate it signs for `localhost` and
 //! 127.0.0.1, and a self-signed one): a `wss://` session through the host (`serve --tls-cert/--tls-key`), and
 //! outbound `wss://` clients that refuse a server signed by an unknown CA unless it is given (`serve --ca-file`) and
-//! refuse a self-signed server either way, each refusal a clear `onerror`.
+//! refuse a self-signed server either way, each refusal a clear `onerror`; and `https://` requests from a handler
+//! (the fetch example), verified against the same roots.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +16,7 @@ use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use wasmsock::Limits;
 use wasmsock::conn::tls::{client_config, server_config};
+use wasmsock_tests::http_server::{Mode, Server};
 use wasmsock_tests::*;
 
 /// The test's certificates and keys as PEM files in a temp dir.
@@ -166,4 +168,32 @@ fn bad_certificate_files_are_errors_that_name_the_file() {
     assert!(err.contains("does not match the certificate"), "{err}");
     let err = client_config(Some(&pki.key)).unwrap_err().to_string();
     assert!(err.starts_with(&format!("no certificate in {}", pki.key.display())), "{err}");
+}
+
+#[tokio::test]
+async fn https_requests_trust_the_same_roots_as_wss_clients() {
+    let pki = Pki::new();
+    let server = Server::start_tls(Mode::Echo, server_config(&pki.cert, &pki.key).unwrap()).await;
+    let url = format!("https://127.0.0.1:{}/over-tls", server.port);
+    let grant = format!("https://127.0.0.1:{}", server.port);
+    let fetch_host = |outbound| {
+        let plugins = Plugins::new().handler("p/fetch", "fetch").endpoint_granted("fetch", "p/fetch", &[&grant]);
+        TestHost::start_tls(plugins, limits(), None, outbound)
+    };
+    // Without --ca-file the test CA is unknown: refused as a certificate error, no request made.
+    let host = fetch_host(client_config(None).unwrap()).await;
+    let mut ws = host.connect("fetch").await;
+    send(&mut ws, &format!("GET {url}")).await;
+    let refused = text(&mut ws).await;
+    assert!(refused.starts_with("error TlsCertificateError"), "{refused}");
+    // A plain http:// request to the same address is not what was granted.
+    send(&mut ws, &format!("GET http://127.0.0.1:{}/", server.port)).await;
+    assert_eq!(text(&mut ws).await, "error HttpRequestDenied");
+    host.stop().await;
+    // With --ca-file: the same server answers over TLS.
+    let host = fetch_host(client_config(Some(&pki.ca)).unwrap()).await;
+    let mut ws = host.connect("fetch").await;
+    send(&mut ws, &format!("POST {url} sealed")).await;
+    assert_eq!(text(&mut ws).await, "200 POST /over-tls sealed");
+    host.stop().await;
 }

@@ -50,8 +50,10 @@ impl DeployArgs {
                 None => handler_name(component, &parsed)?,
             };
             let bytes = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
-            let answer =
-                self.remote.call(reqwest::Method::PUT, &format!("handlers/{name}"), Body::Bytes(bytes)).await?;
+            let what = format!("{name} ({:.1} MB)", bytes.len() as f64 / 1e6);
+            let route = format!("handlers/{name}");
+            let call = self.remote.call(reqwest::Method::PUT, &route, Body::Bytes(bytes));
+            let answer = with_progress(&what, call).await?;
             let version = answer["handler"]["version"].as_str().unwrap_or("-").to_owned();
             let cluster = &answer["cluster"];
             results.push(json!({"handler": name, "version": version, "from": component, "cluster": cluster}));
@@ -87,6 +89,34 @@ impl DeployArgs {
         });
         Ok(())
     }
+}
+
+/// How often the progress line is redrawn.
+const PROGRESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Awaits `step` (an upload that the host compiles before it answers: seconds for a large component), showing on a
+/// terminal's stderr what is under way and for how long; nothing when stderr is not a terminal (a script's log).
+async fn with_progress<T>(what: &str, step: impl std::future::Future<Output = T>) -> T {
+    use std::io::{IsTerminal as _, Write as _};
+    if !std::io::stderr().is_terminal() {
+        return step.await;
+    }
+    let started = std::time::Instant::now();
+    let mut step = std::pin::pin!(step);
+    let mut ticks = tokio::time::interval(PROGRESS_TICK);
+    let result = loop {
+        tokio::select! {
+            result = &mut step => break result,
+            _ = ticks.tick() => {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\rdeploying {what}: uploading and compiling, {:.1} s", started.elapsed().as_secs_f64());
+                let _ = err.flush();
+            }
+        }
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "\rdeploying {what}: done in {:.1} s{:20}", started.elapsed().as_secs_f64(), "");
+    result
 }
 
 fn collect(path: &Path, components: &mut Vec<PathBuf>, descriptors: &mut Vec<PathBuf>) -> anyhow::Result<()> {

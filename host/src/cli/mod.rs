@@ -6,6 +6,7 @@ pub mod check;
 pub mod clients;
 pub mod close;
 pub mod cluster;
+pub mod completions;
 pub mod config;
 pub mod connect;
 pub mod deploy;
@@ -14,6 +15,7 @@ pub mod kv;
 pub mod list;
 pub mod logging;
 pub mod new;
+pub mod notify;
 pub mod publish;
 pub mod remote;
 pub mod serve;
@@ -22,9 +24,12 @@ pub mod undeploy;
 
 use clap::{Parser, Subcommand};
 
+/// What `--version` prints: the host's version and the WIT contract it serves (checked against `wit/` by a test).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (WIT wasmsock:websockets@0.1.4, wasmtime 48)");
+
 /// Run WebSocket handlers compiled to WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "wasmsock", version, about, long_about = None)]
+#[command(name = "wasmsock", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -64,6 +69,8 @@ pub enum Command {
     Kv(kv::KvArgs),
     /// Set, list and remove a project's configuration and secrets (Run with `wasmsock config set examples KEY VALUE`).
     Config(config::ConfigArgs),
+    /// Print the shell completion script (Run with `wasmsock completions bash > ~/.local/share/bash-completion/completions/wasmsock`).
+    Completions(completions::CompletionsArgs),
     /// Write a ready handler project (Run with `wasmsock new my-handler --lang rust|js|python`).
     New(new::NewArgs),
     /// Load a WebSocket server on loopback: echo throughput and latency, handshakes/s, memory per idle connection.
@@ -89,7 +96,27 @@ impl Cli {
             Command::Kv(args) => args.run().await,
             Command::Config(args) => args.run().await,
             Command::New(args) => args.run().await,
+            Command::Completions(args) => args.run().await,
             Command::Bench(args) => args.run().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_version_names_the_wit_package_of_the_contract() {
+        let wit = include_str!("../../../wit/websockets.wit");
+        let package = wit.lines().find_map(|line| line.strip_prefix("package ")).unwrap().trim_end_matches(';');
+        assert!(VERSION.contains(&format!("WIT {package},")), "{VERSION} does not name {package}");
+        let workspace = include_str!("../../../Cargo.toml");
+        let wasmtime = workspace.lines().find_map(|line| line.strip_prefix("wasmtime = ")).unwrap();
+        let major = wasmtime.trim_matches(|c: char| !c.is_ascii_digit()).split('.').next().unwrap();
+        assert!(VERSION.ends_with(&format!("wasmtime {major})")), "{VERSION} against {wasmtime}");
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")));
     }
 }

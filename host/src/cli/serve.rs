@@ -444,6 +444,8 @@ impl ServeArgs {
             app.create_client(&uri, &handler, wasmsock_wire::ClientOptions::default())
                 .map_err(|err| anyhow::anyhow!("--connect {uri}={handler}: {err}"))?;
         }
+        // Listening: a service manager waiting for readiness (systemd's `Type=notify`) may go on.
+        super::notify::notify(&format!("READY=1\nSTATUS=serving {} endpoints on {scheme}://{addr}", endpoints.len()));
         let served = crate::http::serve_tls(app.clone(), listener, tls, admin, shutdown_signal()).await;
         // After the last publish: the history's journal is written and marked clean, so a restart keeps its epochs.
         app.history.close().await;
@@ -522,6 +524,7 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("signal received; draining connections");
+    super::notify::notify("STOPPING=1\nSTATUS=draining connections");
 }
 
 #[cfg(test)]

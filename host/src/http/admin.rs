@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -45,16 +45,20 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/publish", axum::routing::post(publish))
         .route("/admin/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
+        .route("/dashboard", get(super::dashboard::page))
         .merge(super::admin_store::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin route; see /admin/v1/endpoints") })
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_COMPONENT_BYTES))
         .with_state(app.clone());
-    let api = match token {
-        Some(token) => api.layer(middleware::from_fn_with_state(Arc::<str>::from(token), require_token)),
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    let api = match &token {
+        Some(token) => api.layer(middleware::from_fn_with_state(token.clone(), require_token)),
         None => api,
     };
-    // Outside the token: a load balancer's health check carries none, and the answer reveals nothing.
-    let api = Router::new().route("/healthz", get(healthz)).with_state(app).merge(api);
+    // Outside the token: a load balancer's health check carries none, and the answer reveals nothing; the dashboard's
+    // sign-in checks the token itself.
+    let login = Router::new().route("/dashboard/login", post(super::dashboard::login)).with_state(token);
+    let api = Router::new().route("/healthz", get(healthz)).with_state(app).merge(login).merge(api);
     // Outermost: a request whose head has arrived lifts its connection's handshake deadline, so a slow upload of a
     // large component is not cut while a client that never finishes its request head is (slowloris).
     api.layer(middleware::from_fn(head_arrived))
@@ -66,12 +70,20 @@ async fn head_arrived(ConnectInfo(peer): ConnectInfo<Peer>, request: Request, ne
 }
 
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
-    let given = request
+    let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    match given {
+    // The dashboard's cookie is good for reading only: a page elsewhere cannot make this listener change anything.
+    let reading = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    let cookie = if reading { super::dashboard::token_in_cookie(request.headers()) } else { None };
+    if request.uri().path() == "/dashboard"
+        && bearer.or(cookie).is_none_or(|given| !same_secret(given.as_bytes(), token.as_bytes()))
+    {
+        return super::dashboard::login_form(cookie.is_some());
+    }
+    match bearer.or(cookie) {
         Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => next.run(request).await,
         Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "wrong admin token").into_response(),
         None => ApiError::new(
@@ -83,7 +95,7 @@ async fn require_token(State(token): State<Arc<str>>, request: Request, next: Ne
 }
 
 /// Compares two secrets in time that depends only on their lengths.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     if given.len() != expected.len() {
         return false;
     }

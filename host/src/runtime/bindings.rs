@@ -26,6 +26,7 @@ wasmtime::component::bindgen!({
         "wasmsock:websockets/timers.set-alarm": async | trappable,
         "wasmsock:websockets/timers.cancel-alarm": async | trappable,
         "wasmsock:websockets/timers.list-alarms": async | trappable,
+        "wasmsock:websockets/outbound-http.send": async | trappable,
         "wasi:keyvalue/store.open": trappable,
         "wasi:keyvalue/store.[method]bucket.get": async | trappable,
         "wasi:keyvalue/store.[method]bucket.set": async | trappable,

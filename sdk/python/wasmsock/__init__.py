@@ -1,5 +1,6 @@
 """The Python SDK for wasmsock handlers: ``websockets`` (the Dirigible-style API in Python style), ``WebsocketClient``
 and ``WebsocketError``, the project's key-value store (``kv``, with ``KvError``) and configuration (``variables``),
+timers and alarms (``timers``), outbound HTTP (``http``, with ``HttpError``),
 over the WIT imports that componentize-py generates at build time.
 
 A handler is a module with a function ``on_event()``; ``sdk/python/build.py`` turns it into a component::
@@ -11,7 +12,8 @@ A handler is a module with a function ``on_event()``; ``sdk/python/build.py`` tu
             websockets.send(websockets.get_message())
 """
 
-from wasmsock import kv, timers, variables, websockets
+from wasmsock import http, kv, timers, variables, websockets
+from wasmsock.http import HttpError
 from wasmsock.kv import KvError
 from wasmsock.timers import TimerError
 from wasmsock.websockets import (
@@ -28,6 +30,8 @@ from wasmsock.websockets import (
 )
 
 __all__ = [
+    "http",
+    "HttpError",
     "kv",
     "timers",
     "TimerError",

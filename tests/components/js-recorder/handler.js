@@ -12,13 +12,16 @@
 //! `client-join ID CH`, `client-leave ID CH`, `client-channels ID` (`none` for no such client), `set-attachment TEXT`,
 //! `set-attachment-size N` (N bytes of `a`), `clear-attachment`, `attachment` and `client-attachment ID`
 //! (`attachment TEXT`, `attachment -`). A channel is the word after the verb (or ID); TEXT is the rest of the line.
+//! `fetch METHOD URL [BODY]` (through `fetch`, sending `x-recorder: js`: `fetched STATUS CONTENT-TYPE BODY` or `error
+//! CODE`), `http METHOD URL [BODY]` (the same through `http.request`), `timeout MS TEXT` and `interval MS N` (through
+//! `setTimeout` and `setInterval`), `lifecycle`.
 //! JavaScript globals: `decode HEX [fatal]` (the bytes through `TextDecoder` and back through `TextEncoder`: `decoded
 //! JSON-TEXT HEX`, or `decode failed: ERROR-NAME`), `log TEXT` (`console.log` and `console.error` of it: `logged`).
 //! The store and configuration commands (`kv-…`, `config NAME`, `config-all`) are the Rust recorder's (its
 //! `kv_command` lists them), with the same replies.
 //! A refused call replies `error <kind>: <detail>` (the SDK's `WebsocketError` or `KvError` message).
 
-import { kv, timers, variables, websockets } from "wasmsock";
+import { http, kv, timers, variables, websockets } from "wasmsock";
 
 /**
  * The handler name this component is installed as (the handler of the connection whose event this is): its outbound
@@ -213,6 +216,54 @@ function command(text) {
         return `error ${err.kind}: ${err.detail}`;
       }
     }
+    case "fetch": {
+      // `fetch METHOD URL [BODY]`: `fetched STATUS CONTENT-TYPE BODY` once the response is read, or `error CODE`.
+      const [method, tail] = split(rest);
+      const [url, body] = split(tail);
+      try {
+        fetch(url, { method, body: body === "" ? undefined : body, headers: { "x-recorder": "js" } })
+          .then(async (response) => `fetched ${response.status} ${response.headers.get("content-type")} ${await response.text()}`)
+          .catch((err) => `error ${err.code ?? err.message}`)
+          .then((line) => websockets.send(line));
+        return "";
+      } catch (err) {
+        return `error ${err.code ?? err.message}`;
+      }
+    }
+    case "http": {
+      // `http METHOD URL [BODY]`: the same through `http.request`, synchronous on both engines.
+      const [method, tail] = split(rest);
+      const [url, body] = split(tail);
+      try {
+        const response = http.request(method, url, { "x-recorder": "js" }, body === "" ? undefined : body);
+        return `fetched ${response.status} ${response.headers.get("content-type")} ${response.text()}`;
+      } catch (err) {
+        return `error ${err.code ?? err.message}`;
+      }
+    }
+    case "timeout": {
+      // `timeout MS TEXT`: `timeout set`, then `timeout TEXT` from the callback; `error MESSAGE` where it cannot.
+      const [ms, text] = split(rest);
+      try {
+        setTimeout((what) => websockets.send(`timeout ${what}`), Number(ms), text);
+        return "timeout set";
+      } catch (err) {
+        return `error ${err.message}`;
+      }
+    }
+    case "interval": {
+      // `interval MS N`: `interval set`, then `tick 1` .. `tick N` from the callback, then it clears itself.
+      const [ms, count] = split(rest);
+      let ticks = 0;
+      const handle = setInterval(() => {
+        ticks += 1;
+        websockets.send(`tick ${ticks}`);
+        if (ticks >= Number(count)) clearInterval(handle);
+      }, Number(ms));
+      return "interval set";
+    }
+    case "lifecycle":
+      return `lifecycle ${timers.getLifecycle()}`;
     case "random":
       // Math.random and the Web Crypto calls (a fresh instance per event: each must draw its own).
       return `random ${Math.random()} ${crypto.randomUUID()} ${crypto.getRandomValues(new Uint32Array(2)).length}`;

@@ -12,7 +12,9 @@ ID|-``, ``members - next -``), ``client-join ID CH``, ``client-leave ID CH``, ``
 such client), ``set-attachment TEXT``, ``set-attachment-size N`` (N bytes of ``a``), ``clear-attachment``,
 ``attachment`` and ``client-attachment ID`` (``attachment TEXT``, ``attachment -``). A channel is the word after the
 verb (or ID); TEXT is the rest of the line. The store and configuration commands (``kv-…``, ``config NAME``,
-``config-all``) are the Rust recorder's (its ``kv_command`` lists them), with the same replies. A refused call replies
+``config-all``) are the Rust recorder's (its ``kv_command`` lists them), with the same replies. ``fetch METHOD URL
+[BODY]`` (through ``wasmsock.http``, sending ``x-recorder: py``: ``fetched STATUS CONTENT-TYPE BODY`` or ``error
+CODE``), ``lifecycle``. A refused call replies
 ``error <kind>: <detail>`` (the SDK's ``WebsocketError`` or ``KvError`` message).
 """
 
@@ -24,12 +26,14 @@ from wasmsock import (
     ClientOptions,
     ConnectionState,
     Direction,
+    HttpError,
     KvError,
     Method,
     ReconnectPolicy,
     TimerError,
     WebsocketClient,
     WebsocketError,
+    http,
     kv,
     timers,
     variables,
@@ -171,6 +175,17 @@ def command(text: str) -> str:
             return f"armed {timers.set_timer(int(ms), text)}"
         except TimerError as err:
             return f"error {err.kind}: {err.detail}"
+    if verb == "fetch":
+        # `fetch METHOD URL [BODY]`: `fetched STATUS CONTENT-TYPE BODY` or `error CODE`.
+        method, _, tail = rest.partition(" ")
+        url, _, body = tail.partition(" ")
+        try:
+            response = http.request(method, url, [("x-recorder", "py")], body)
+        except HttpError as err:
+            return f"error {err.code}"
+        return f"fetched {response.status} {response.header('content-type')} {response.text()}"
+    if verb == "lifecycle":
+        return f"lifecycle {timers.get_lifecycle()}"
     if verb == "random":
         import random
 

@@ -20,9 +20,14 @@ pub enum Lang {
 
 /// The WIT contract every project builds against.
 const WIT: &str = include_str!("../../../../wit/websockets.wit");
-/// The WASI packages the contract imports (`wasi:keyvalue`, `wasi:config`).
-const WIT_KEYVALUE: &str = include_str!("../../../../wit/deps/keyvalue/keyvalue.wit");
-const WIT_CONFIG: &str = include_str!("../../../../wit/deps/config/config.wit");
+/// The WASI packages the contract's worlds import: (directory under `wit/deps`, file, contents).
+const WIT_DEPS: [(&str, &str, &str); 5] = [
+    ("keyvalue", "keyvalue.wit", include_str!("../../../../wit/deps/keyvalue/keyvalue.wit")),
+    ("config", "config.wit", include_str!("../../../../wit/deps/config/config.wit")),
+    ("http", "http.wit", include_str!("../../../../wit/deps/http/http.wit")),
+    ("io", "io.wit", include_str!("../../../../wit/deps/io/io.wit")),
+    ("clocks", "clocks.wit", include_str!("../../../../wit/deps/clocks/clocks.wit")),
+];
 
 const README: &str = include_str!("README.md.tmpl");
 
@@ -50,8 +55,11 @@ const JS_SDK: &str = include_str!("../../../../sdk/js/index.js");
 const JS_SDK_TYPES: &str = include_str!("../../../../sdk/js/index.d.ts");
 const JS_QUICKJS_GLOBALS: &str = include_str!("../../../../sdk/js/quickjs-globals.js");
 /// The JavaScript SDK's other modules, copied as they are.
-const JS_SDK_MODULES: [(&str, &str); 4] = [
+const JS_SDK_MODULES: [(&str, &str); 7] = [
     ("kv.js", include_str!("../../../../sdk/js/kv.js")),
+    ("fetch.js", include_str!("../../../../sdk/js/fetch.js")),
+    ("http.js", include_str!("../../../../sdk/js/http.js")),
+    ("timeouts.js", include_str!("../../../../sdk/js/timeouts.js")),
     ("variables.js", include_str!("../../../../sdk/js/variables.js")),
     ("timers.js", include_str!("../../../../sdk/js/timers.js")),
     ("wit-values.js", include_str!("../../../../sdk/js/wit-values.js")),
@@ -62,7 +70,8 @@ const PY_BUILD: &str = include_str!("../../../../sdk/python/build.py");
 const PY_SDK_INIT: &str = include_str!("../../../../sdk/python/wasmsock/__init__.py");
 const PY_SDK: &str = include_str!("../../../../sdk/python/wasmsock/websockets.py");
 /// The Python SDK's other modules, copied as they are.
-const PY_SDK_MODULES: [(&str, &str); 3] = [
+const PY_SDK_MODULES: [(&str, &str); 4] = [
+    ("http.py", include_str!("../../../../sdk/python/wasmsock/http.py")),
     ("kv.py", include_str!("../../../../sdk/python/wasmsock/kv.py")),
     ("timers.py", include_str!("../../../../sdk/python/wasmsock/timers.py")),
     ("variables.py", include_str!("../../../../sdk/python/wasmsock/variables.py")),
@@ -91,10 +100,11 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
     let mut files = vec![
         (PathBuf::from(format!("{name}.websocket")), format!("{descriptor}\n")),
         (PathBuf::from("wit/websockets.wit"), WIT.to_owned()),
-        (PathBuf::from("wit/deps/keyvalue/keyvalue.wit"), WIT_KEYVALUE.to_owned()),
-        (PathBuf::from("wit/deps/config/config.wit"), WIT_CONFIG.to_owned()),
         (PathBuf::from(".gitignore"), GITIGNORE.to_owned()),
     ];
+    for (dir, file, contents) in WIT_DEPS {
+        files.push((Path::new("wit/deps").join(dir).join(file), contents.to_owned()));
+    }
     let (source, needs, build, imports) = match lang {
         Lang::Rust => {
             let artifact = name.replace('-', "_");
@@ -284,9 +294,15 @@ mod tests {
                 let path = Path::new(into).join(&name);
                 assert!(files.iter().any(|(p, _)| *p == path), "{dir}/{name} is not in a new {lang:?} project");
             }
-            for (dir, into) in [("wit/deps/keyvalue", "wit/deps/keyvalue"), ("wit/deps/config", "wit/deps/config")] {
-                for name in listed(dir, ".wit") {
-                    let path = Path::new(into).join(&name);
+            let deps: Vec<String> = std::fs::read_dir(repo.join("wit/deps"))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(deps.len() >= 5, "{deps:?}");
+            for dep in deps {
+                let dir = format!("wit/deps/{dep}");
+                for name in listed(&dir, ".wit") {
+                    let path = Path::new(&dir).join(&name);
                     assert!(files.iter().any(|(p, _)| *p == path), "{dir}/{name} is not in a new {lang:?} project");
                 }
             }
