@@ -10,6 +10,7 @@
 //! - [`control`]: the registry of endpoints and handlers (deploys, the compile cache) and the metrics.
 //! - [`conn`]: the hub of live connections, one connection's session loop, outbound clients.
 //! - [`channels`]: named groups of connections per project, and the fan-out of a publish to their members.
+//! - [`history`]: channel history per project that opted in: offsets, epochs, reading and joining from a position.
 //! - [`cluster`]: hosts sharing one NATS broker act as one for channels (`serve --nats`).
 //! - [`app`]: the rooms wired into one host; where an event crosses from a connection into its handler.
 //! - [`http`]: the main listener (upgrades, the console) and the admin API.
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod conn;
 pub mod control;
 pub mod fair;
+pub mod history;
 pub mod http;
 pub mod runtime;
 pub mod store;

@@ -83,6 +83,66 @@ export interface MembersSurvey {
   missingHosts: string[];
 }
 
+/** Where a publication sits in its channel's history. */
+export interface StreamPosition {
+  /** 1 for the channel's first publication, one more for each after it. */
+  offset: number;
+  /** The stream's epoch; a position means something only in its epoch. */
+  epoch: string;
+}
+
+/** What `publishWith` did. */
+export interface Published {
+  /** How many connections on this host it was queued for. */
+  queued: number;
+  /** Its position; `undefined` when the project keeps no history. */
+  position?: StreamPosition;
+}
+
+/** A position to start after (`getHistory`, `joinFrom`): both or neither. */
+export interface SinceOptions {
+  /** The offset of the last publication already seen. */
+  since?: number;
+  /** The epoch that offset was in. */
+  epoch?: string;
+}
+
+/** One publication kept in a channel's history: `text` for a text message, `data` for a binary one. */
+export interface Publication {
+  offset: number;
+  /** When it was published, in milliseconds since the Unix epoch. */
+  timeMs: number;
+  text?: string;
+  data?: Uint8Array;
+}
+
+/** One page of a channel's history, oldest first. */
+export interface HistoryPage {
+  publications: Publication[];
+  /** The stream's epoch now. */
+  epoch: string;
+  /** The offset of the latest publication (0 when none). */
+  top: number;
+  /** Whether the page continues the position asked for with no gap. */
+  complete: boolean;
+  /** Pass as `since` (with `epoch`) for the next page; `undefined` when this page reaches the top. */
+  next?: number;
+}
+
+/** What `joinFrom` did. */
+export interface Recovery {
+  /** Whether every publication after the position was sent; when false, what the history keeps was sent. */
+  recovered: boolean;
+  /** How many publications were sent from the history before the live ones. */
+  sent: number;
+  /** The stream's epoch (empty when the project keeps no history). */
+  epoch: string;
+  /** The offset the connection is at after the history. */
+  top: number;
+  /** Whether the project keeps history at all. */
+  history: boolean;
+}
+
 /** Binary data the SDK accepts. */
 export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView | number[];
 
@@ -197,6 +257,20 @@ export interface Websockets {
   ): number;
   /** `publish` of binary data. @throws {WebsocketError} */
   publishBinary(channel: string, data: Bytes, options?: PublishOptions): number;
+  /** `publish`, answering the message's position in the channel's history. @throws {WebsocketError} */
+  publishWith(
+    channel: string,
+    message: string | Uint8Array | ArrayBuffer | ArrayBufferView,
+    options?: PublishOptions,
+  ): Published;
+  /** One page of `channel`'s history after a position (1 to 1000, default 100). @throws {WebsocketError} */
+  getHistory(channel: string, options?: SinceOptions & { limit?: number }): HistoryPage;
+  /**
+   * Joins the current connection to `channel` from a position: the history after it, then the live messages, none
+   * missed or twice; `envelope` has the host frame each as `{"offset":N,"epoch":"E","data":"TEXT"}`.
+   * @throws {WebsocketError}
+   */
+  joinFrom(channel: string, options?: SinceOptions & { envelope?: boolean }): Recovery;
   /** One page of `channel`'s members, oldest first. @throws {WebsocketError} */
   getMembers(channel: string, options?: MembersOptions): MembersPage;
   /** `getMembers` with the hosts of the cluster that did not answer in time. */

@@ -180,6 +180,25 @@ function u32(name, value) {
   return value;
 }
 
+/** Whether the engine's bindings take and give 64-bit integers as `bigint` (SpiderMonkey) rather than `number`. */
+const BIGINT_64 = typeof WASMSOCK_ENGINE !== "undefined" && WASMSOCK_ENGINE === "spidermonkey";
+
+/** A WIT 64-bit number as a `number`. */
+function num(value) {
+  return typeof value === "bigint" ? Number(value) : value;
+}
+
+/** The WIT `stream-position` of `{since, epoch}` (both needed), or `undefined` when `since` is not given. */
+function position(options) {
+  const since = options?.since;
+  if (since === undefined || since === null) return undefined;
+  const n = typeof since === "bigint" ? Number(since) : since;
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new WebsocketError("invalid", `since must be an offset (an integer from 0), not ${String(since)}`);
+  }
+  return { offset: BIGINT_64 ? BigInt(n) : n, epoch: String(options?.epoch ?? "") };
+}
+
 /** Wraps an optional WIT handle. */
 function client(resource) {
   return resource === undefined || resource === null ? undefined : new WebsocketClient(resource);
@@ -351,6 +370,54 @@ export const websockets = {
   publishBinary(channel, data, options = {}) {
     const payload = bytes(data, "publishBinary");
     return call(() => wit.publishBinary(String(channel), payload, { skipSelf: Boolean(options?.skipSelf) }));
+  },
+
+  /**
+   * `publish`, answering where the message sits in the channel's history: `{queued, position}`, with `position`
+   * `{offset, epoch}` (offset a `number`), or `undefined` when the project keeps no history.
+   */
+  publishWith(channel, message, options = {}) {
+    const publishOptions = { skipSelf: Boolean(options?.skipSelf) };
+    const published = isBinary(message)
+      ? call(() => wit.publishBinaryWith(String(channel), bytes(message, "publishWith"), publishOptions))
+      : call(() => wit.publishWith(String(channel), String(message), publishOptions));
+    const position = some(published.position);
+    return { queued: published.queued, position: position && { offset: num(position.offset), epoch: position.epoch } };
+  },
+
+  /**
+   * One page of `channel`'s history, oldest first: `{publications, epoch, top, complete, next}`, where each
+   * publication is `{offset, timeMs, text}` or `{offset, timeMs, data}` (a `Uint8Array`). `{since, epoch}` starts
+   * after that position (`complete` says whether nothing after it is missing); `limit` is 1 to 1000 (default 100).
+   */
+  getHistory(channel, options = {}) {
+    const limit = u32("limit", options?.limit ?? 100);
+    const page = call(() => wit.getHistory(String(channel), position(options), limit));
+    return {
+      publications: page.publications.map((p) => {
+        const entry = { offset: num(p.offset), timeMs: num(p.timeMs) };
+        if (p.data.tag === "text") entry.text = p.data.val;
+        else entry.data = p.data.val;
+        return entry;
+      }),
+      epoch: page.epoch,
+      top: num(page.top),
+      complete: page.complete,
+      next: some(page.next) === undefined ? undefined : num(page.next),
+    };
+  },
+
+  /**
+   * Joins the current connection to `channel` from the position `{since, epoch}`: every publication the history keeps
+   * after it is sent first, then the live ones, none missed and none twice. `{envelope: true}` has the host write each
+   * as `{"offset":N,"epoch":"E","data":"TEXT"}`. Returns `{recovered, sent, epoch, top, history}`: `recovered` is
+   * false when the history could not cover the position (then what it keeps was sent).
+   */
+  joinFrom(channel, options = {}) {
+    const joinOptions = { envelope: Boolean(options?.envelope) };
+    const recovery = call(() => wit.joinFrom(String(channel), position(options), joinOptions));
+    const { recovered, sent, epoch, history } = recovery;
+    return { recovered, sent, epoch, top: num(recovery.top), history };
   },
 
   /**

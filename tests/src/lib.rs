@@ -187,6 +187,27 @@ pub async fn connect(url: &str) -> Ws {
     ws
 }
 
+/// This process's CPU time (user + system), from `/proc/self/stat`, in steps of 10 ms: measure many operations.
+pub fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+/// Runs the real `wasmsock` with `args` against the admin API at `admin` (`host:port`): whether it succeeded, its
+/// stdout and its stderr.
+pub fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
+    let out =
+        std::process::Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The next data or close message (pings and pongs skipped); panics after [`WAIT`].
 pub async fn next(ws: &mut Ws) -> Option<Message> {
     loop {

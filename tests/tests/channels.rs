@@ -379,16 +379,6 @@ async fn a_component_built_against_the_0_1_0_contract_still_runs() {
     host.stop().await;
 }
 
-fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
-    let out =
-        std::process::Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn wasmsock_publish_and_channels_against_the_real_binary() {
     let plugins = Plugins::new().handler("examples/chat", "chat").endpoint("chat", "examples/chat");

@@ -274,15 +274,6 @@ async fn the_compile_cache_keeps_the_loaded_versions_and_the_most_recently_used_
     host.stop().await;
 }
 
-fn cli(admin: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary()).args(args).args(["--host", &format!("http://{admin}")]).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_cli_deploys_lists_closes_and_undeploys_on_a_running_host() {
     let plugins = Plugins::new();

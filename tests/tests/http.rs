@@ -149,15 +149,6 @@ async fn a_project_has_at_most_its_quota_of_requests_in_flight() {
     host.stop().await;
 }
 
-/// This process's CPU time (user + system), from `/proc/self/stat`.
-fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-}
-
 /// Run with `cargo test -p wasmsock-tests --test http -- --ignored --nocapture http_cost`. Prints, per request, the
 /// CPU of this whole process (host, server and clients) for: a native `reqwest` GET, a WebSocket round trip to the
 /// echo example (the part of a fetch that is not HTTP), and a `GET URL` through the fetch example; interleaved rounds.
@@ -182,22 +173,22 @@ async fn http_cost() {
     let mut rows: Vec<[f64; 3]> = Vec::new();
     for _ in 0..ROUNDS {
         let mut row = [0.0; 3];
-        let start = cpu();
+        let start = process_cpu();
         for _ in 0..N {
             let body = client.get(&url).send().await.unwrap().text().await.unwrap();
             assert!(body.starts_with("GET"));
         }
-        row[0] = (cpu() - start).as_secs_f64() * 1e6 / f64::from(N);
-        let start = cpu();
+        row[0] = (process_cpu() - start).as_secs_f64() * 1e6 / f64::from(N);
+        let start = process_cpu();
         for _ in 0..N {
             assert_eq!(ask(&mut echo, &command).await, command);
         }
-        row[1] = (cpu() - start).as_secs_f64() * 1e6 / f64::from(N);
-        let start = cpu();
+        row[1] = (process_cpu() - start).as_secs_f64() * 1e6 / f64::from(N);
+        let start = process_cpu();
         for _ in 0..N {
             assert!(ask(&mut fetch, &command).await.starts_with("200 GET"));
         }
-        row[2] = (cpu() - start).as_secs_f64() * 1e6 / f64::from(N);
+        row[2] = (process_cpu() - start).as_secs_f64() * 1e6 / f64::from(N);
         println!("round: reqwest {:.0} µs, ws echo {:.0} µs, ws fetch {:.0} µs", row[0], row[1], row[2]);
         rows.push(row);
     }

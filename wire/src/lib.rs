@@ -8,6 +8,7 @@ pub mod conn;
 pub mod descriptor;
 pub mod event;
 pub mod frame;
+pub mod history;
 pub mod kv;
 pub mod limits;
 pub mod outbound;

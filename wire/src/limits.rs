@@ -272,6 +272,33 @@ pub const DEFAULT_KV_PAGE: usize = 1_000;
 /// `unavailable` (each retry reads the key again).
 pub const DEFAULT_KV_INCREMENT_RETRIES: u32 = 32;
 
+/// How many publications each channel of a project keeps in its history (`serve --history-size`, or
+/// `quotas.history-size` in `project.json`): 0, history is opt-in. A project that sets it gets an offset on every
+/// publish and can read and resume its channels (see the README's "History and recovery").
+pub const DEFAULT_HISTORY_SIZE: u32 = 0;
+
+/// The most publications one channel's history may keep, whatever a project asks: one full resume is at most this
+/// many frames queued on a connection at once.
+pub const MAX_HISTORY_SIZE: u32 = 10_000;
+
+/// How long a publication stays in its channel's history, in seconds (`serve --history-ttl-seconds`,
+/// `quotas.history-ttl-seconds`): five minutes covers a phone that lost its network or a laptop that slept briefly,
+/// the case recovery is for; longer gaps are better served by reading the history as data.
+pub const DEFAULT_HISTORY_TTL_SECONDS: u32 = 300;
+
+/// How many channels of one project may keep history at once on a host (`serve --history-channels`,
+/// `quotas.history-channels`); a publish that would start one more is a `limit` error. With the default size this
+/// bounds a project's history to channels × size messages.
+pub const DEFAULT_PROJECT_HISTORY_CHANNELS: u32 = 1_000;
+
+/// The bytes of messages one project's channel histories may hold in all on a host (`serve --history-max-bytes`,
+/// `quotas.history-bytes`); past it the oldest publications of the channel being published to are trimmed first,
+/// then the publish is a `limit` error.
+pub const DEFAULT_PROJECT_HISTORY_BYTES: u64 = 64 << 20;
+
+/// The most publications one page of history returns (`get-history`, the admin API).
+pub const MAX_HISTORY_PAGE: u32 = 1_000;
+
 /// How many configuration keys one project may have (`wasmsock config set`): configuration, not data.
 pub const DEFAULT_CONFIG_MAX_KEYS: usize = 256;
 
@@ -299,6 +326,14 @@ pub struct ProjectQuotas {
     pub kv_bytes: u64,
     /// See [`DEFAULT_KV_MAX_VALUE_BYTES`].
     pub kv_value_bytes: u32,
+    /// See [`DEFAULT_HISTORY_SIZE`].
+    pub history_size: u32,
+    /// See [`DEFAULT_HISTORY_TTL_SECONDS`].
+    pub history_ttl_seconds: u32,
+    /// See [`DEFAULT_PROJECT_HISTORY_CHANNELS`].
+    pub history_channels: u32,
+    /// See [`DEFAULT_PROJECT_HISTORY_BYTES`].
+    pub history_bytes: u64,
 }
 
 impl Default for ProjectQuotas {
@@ -313,6 +348,10 @@ impl Default for ProjectQuotas {
             kv_keys: DEFAULT_KV_MAX_KEYS,
             kv_bytes: DEFAULT_KV_MAX_BYTES,
             kv_value_bytes: DEFAULT_KV_MAX_VALUE_BYTES,
+            history_size: DEFAULT_HISTORY_SIZE,
+            history_ttl_seconds: DEFAULT_HISTORY_TTL_SECONDS,
+            history_channels: DEFAULT_PROJECT_HISTORY_CHANNELS,
+            history_bytes: DEFAULT_PROJECT_HISTORY_BYTES,
         }
     }
 }
@@ -348,6 +387,18 @@ pub struct QuotaOverrides {
     /// The largest value of one key, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_value_bytes: Option<u32>,
+    /// Publications each channel keeps in its history (0: none, history off; at most [`MAX_HISTORY_SIZE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_size: Option<u32>,
+    /// How long a publication stays in its channel's history, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_ttl_seconds: Option<u32>,
+    /// Channels keeping history at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_channels: Option<u32>,
+    /// Bytes of messages kept in the project's channel histories in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_bytes: Option<u64>,
 }
 
 impl QuotaOverrides {
@@ -363,11 +414,19 @@ impl QuotaOverrides {
             ("kv-keys", self.kv_keys),
             ("kv-bytes", self.kv_bytes),
             ("kv-value-bytes", self.kv_value_bytes.map(u64::from)),
+            ("history-ttl-seconds", self.history_ttl_seconds.map(u64::from)),
+            ("history-channels", self.history_channels.map(u64::from)),
+            ("history-bytes", self.history_bytes),
         ];
         for (field, value) in positive {
             if value == Some(0) {
                 anyhow::bail!("field `quotas.{field}` must be at least 1");
             }
+        }
+        if let Some(size) = self.history_size
+            && size > MAX_HISTORY_SIZE
+        {
+            anyhow::bail!("field `quotas.history-size` is {size}; a channel keeps at most {MAX_HISTORY_SIZE}");
         }
         Ok(())
     }
@@ -384,6 +443,10 @@ impl QuotaOverrides {
             kv_keys: self.kv_keys.unwrap_or(host.kv_keys),
             kv_bytes: self.kv_bytes.unwrap_or(host.kv_bytes),
             kv_value_bytes: self.kv_value_bytes.unwrap_or(host.kv_value_bytes),
+            history_size: self.history_size.unwrap_or(host.history_size),
+            history_ttl_seconds: self.history_ttl_seconds.unwrap_or(host.history_ttl_seconds),
+            history_channels: self.history_channels.unwrap_or(host.history_channels),
+            history_bytes: self.history_bytes.unwrap_or(host.history_bytes),
         }
     }
 }

@@ -13,8 +13,10 @@ use super::App;
 use crate::conn::{Conn, ConnHost, Hub};
 use crate::control::metrics::Metrics;
 use crate::runtime::{
-    CallError, Connection, Event, Gathered, HostServices, HttpFuture, HttpRequestBody, Lookup, MembersSurvey, Survey,
+    CallError, Connection, Event, Gathered, HistoryFuture, HostServices, HttpFuture, HttpRequestBody, Lookup,
+    MembersSurvey, Survey,
 };
+use wasmsock_wire::history::{HistoryPage, Published, Recovery, StreamPosition};
 
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
@@ -234,6 +236,43 @@ impl HostServices for App {
 
     fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError> {
         App::publish(self, project, channel, &frame, skip)
+    }
+
+    fn publish_with(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> HistoryFuture<Published> {
+        let published = App::publish_with(self, project, channel, &frame, skip);
+        // Answered once the publication is in the journal: an acknowledged one survives the host being killed.
+        let committed = published.as_ref().is_ok_and(|p| p.position.is_some()).then(|| self.history.committed());
+        Box::pin(async move {
+            if let Some(committed) = committed {
+                committed.await;
+            }
+            published
+        })
+    }
+
+    fn history(
+        &self,
+        project: &str,
+        channel: &str,
+        since: Option<StreamPosition>,
+        limit: u32,
+    ) -> HistoryFuture<HistoryPage> {
+        Box::pin(std::future::ready(self.history.read(project, channel, since.as_ref(), limit)))
+    }
+
+    fn join_from(
+        &self,
+        project: &str,
+        conn: &dyn Connection,
+        channel: &str,
+        since: Option<StreamPosition>,
+        envelope: bool,
+    ) -> HistoryFuture<Recovery> {
+        let joined = match self.hub.get(conn.id()) {
+            Some(conn) => self.history.join_from(self.fanout(), project, &conn, channel, since.as_ref(), envelope),
+            None => Err(ConnError::Closed),
+        };
+        Box::pin(std::future::ready(joined))
     }
 
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey {

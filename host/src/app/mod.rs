@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use wasmsock_wire::history::Published;
 use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Limits};
 
 use crate::budget::Budget;
@@ -17,6 +18,7 @@ use crate::cluster::{Cluster, ClusterOptions, Local, Shared};
 use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
+use crate::history::{Fanout, History};
 use crate::runtime::{Instances, Runtime};
 use crate::store::{DEFAULT_DATA_DIR, Store};
 
@@ -41,6 +43,8 @@ pub struct App {
     pub channels: Channels,
     /// Every project's key-value store and configuration.
     pub store: Store,
+    /// The history of the channels of projects that keep one.
+    pub history: History,
     /// This host's part in a cluster, once it has joined one (`serve --nats`).
     cluster: OnceLock<Arc<Cluster>>,
     /// What outbound `wss://` clients trust (the system's roots, plus `serve --ca-file`).
@@ -100,6 +104,8 @@ impl App {
         let errors = registry.reload(&runtime).await.errors;
         let hub = Hub::with_budget(budget.clone());
         let scheduler = runtime.scheduler().clone();
+        let quotas_of = scheduler.clone();
+        let history = History::new(Arc::new(move |project: &str| quotas_of.quotas(project)));
         let store = Store::new(root.join(DEFAULT_DATA_DIR), Arc::new(move |project: &str| scheduler.quotas(project)));
         store.observe(metrics.clone());
         let app = Arc::new_cyclic(|me| App {
@@ -109,6 +115,7 @@ impl App {
             channels: Channels::new(limits.max_channels_per_connection),
             fetcher: crate::conn::fetch::Fetcher::new(limits.http, outbound_tls.clone()),
             store,
+            history,
             cluster: OnceLock::new(),
             limits,
             metrics,
@@ -238,14 +245,30 @@ impl App {
     /// the id `skip`), and sent to the other hosts of the cluster, if there is one. Returns how many of this host's
     /// connections it was queued for.
     pub fn publish(&self, project: &str, channel: &str, frame: &Frame, skip: Option<&str>) -> Result<u32, ConnError> {
-        let queued = self.channels.publish(project, channel, frame, skip, &self.metrics)?;
+        Ok(self.publish_with(project, channel, frame, skip)?.queued)
+    }
+
+    /// [`App::publish`], answering the publication's position in the channel's history (when the project keeps one).
+    pub fn publish_with(
+        &self,
+        project: &str,
+        channel: &str,
+        frame: &Frame,
+        skip: Option<&str>,
+    ) -> Result<Published, ConnError> {
+        let published = self.history.publish(self.fanout(), project, channel, frame, skip)?;
         if let Some(cluster) = self.cluster.get()
             && !cluster.publish(project, channel, frame)
         {
             self.metrics.broker_dropped();
             tracing::warn!(project, channel, "the broker queue is full: this message reaches this host's members only");
         }
-        Ok(queued)
+        Ok(published)
+    }
+
+    /// This host's channels and metrics, as history fans publications out on them.
+    pub fn fanout(&self) -> Fanout<'_> {
+        Fanout { channels: &self.channels, metrics: &self.metrics }
     }
 
     /// Whether the host is draining for shutdown (new connections are refused).

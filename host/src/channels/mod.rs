@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use wasmsock_wire::channel::{MembersPage, check_channel};
 use wasmsock_wire::descriptor::project_of;
+use wasmsock_wire::history::{StreamPosition, envelope};
 use wasmsock_wire::limits::MAX_MEMBERS_PAGE;
 use wasmsock_wire::{ConnError, ConnState, Frame};
 
@@ -22,7 +23,15 @@ struct Key {
 /// One channel: its members by connection order, so a page of members can resume after any connection.
 #[derive(Debug, Default)]
 struct Channel {
-    members: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    members: Mutex<BTreeMap<u64, Member>>,
+}
+
+/// One member of a channel: the connection, and whether it receives each publication with a position in the JSON
+/// envelope ([`envelope`]) instead of the bare message.
+#[derive(Debug, Clone)]
+struct Member {
+    conn: Arc<Conn>,
+    envelope: bool,
 }
 
 /// What the admin API lists of one channel.
@@ -83,6 +92,19 @@ impl Channels {
     /// Adds `conn` to `channel` of `project` (joining one it is in already does nothing). `invalid` for a bad name or
     /// a connection of another project, `limit` past the cap, `closed` once the connection has ended.
     pub fn join(&self, project: &str, conn: &Arc<Conn>, channel: &str, metrics: &Metrics) -> Result<(), ConnError> {
+        self.join_with(project, conn, channel, false, metrics)
+    }
+
+    /// [`Channels::join`], choosing whether the connection receives publications that have a position (a channel
+    /// with history) in the JSON envelope `{"offset":N,"epoch":"E","data":"TEXT"}`. Joining again changes only that.
+    pub fn join_with(
+        &self,
+        project: &str,
+        conn: &Arc<Conn>,
+        channel: &str,
+        envelope: bool,
+        metrics: &Metrics,
+    ) -> Result<(), ConnError> {
         check_channel(channel).map_err(ConnError::Invalid)?;
         same_project(project, conn)?;
         let key = Key { project: project.to_owned(), name: channel.to_owned() };
@@ -94,6 +116,12 @@ impl Channels {
         }
         let joined = by_conn.entry(conn.seq()).or_default();
         if joined.contains(&key) {
+            let found = self.channels.read().map_err(|_| failing())?.get(&key).cloned();
+            if let Some(found) = found
+                && let Some(member) = found.members.lock().map_err(|_| failing())?.get_mut(&conn.seq())
+            {
+                member.envelope = envelope;
+            }
             return Ok(());
         }
         if joined.len() >= self.max_per_connection {
@@ -113,7 +141,7 @@ impl Channels {
             }
             Arc::default()
         });
-        entry.members.lock().map_err(|_| failing())?.insert(conn.seq(), conn.clone());
+        entry.members.lock().map_err(|_| failing())?.insert(conn.seq(), Member { conn: conn.clone(), envelope });
         Ok(())
     }
 
@@ -190,7 +218,21 @@ impl Channels {
         skip: Option<&str>,
         metrics: &Metrics,
     ) -> Result<u32, ConnError> {
-        let queued = self.fan_out(project, channel, frame, skip)?;
+        self.publish_at(project, channel, frame, None, skip, metrics)
+    }
+
+    /// [`Channels::publish`] of a publication at `position` in the channel's history: members that joined with the
+    /// envelope receive it framed with its position.
+    pub fn publish_at(
+        &self,
+        project: &str,
+        channel: &str,
+        frame: &Frame,
+        position: Option<&StreamPosition>,
+        skip: Option<&str>,
+        metrics: &Metrics,
+    ) -> Result<u32, ConnError> {
+        let queued = self.fan_out_at(project, channel, frame, position, skip)?;
         metrics.published(project, u64::from(queued));
         Ok(queued)
     }
@@ -198,6 +240,18 @@ impl Channels {
     /// [`Channels::publish`] without counting a publish: the queueing on each member, for a message published here
     /// or on another host of the cluster.
     pub fn fan_out(&self, project: &str, channel: &str, frame: &Frame, skip: Option<&str>) -> Result<u32, ConnError> {
+        self.fan_out_at(project, channel, frame, None, skip)
+    }
+
+    /// [`Channels::fan_out`] of a publication at `position` (see [`Channels::publish_at`]).
+    pub fn fan_out_at(
+        &self,
+        project: &str,
+        channel: &str,
+        frame: &Frame,
+        position: Option<&StreamPosition>,
+        skip: Option<&str>,
+    ) -> Result<u32, ConnError> {
         check_channel(channel).map_err(ConnError::Invalid)?;
         if !frame.is_data() {
             return Err(ConnError::Invalid("only text and binary messages can be published".into()));
@@ -208,8 +262,19 @@ impl Channels {
         let mut queued: u32 = 0;
         if let Some(found) = found {
             let members = found.members.lock().map_err(|_| failing())?;
+            // Framed once for every member that asked for the envelope, only when one did.
+            let mut enveloped: Option<Frame> = None;
             for (seq, member) in members.iter() {
-                if Some(*seq) != skip && member.send(frame.clone()).is_ok() {
+                if Some(*seq) == skip {
+                    continue;
+                }
+                let sent = match position {
+                    Some(position) if member.envelope => {
+                        member.conn.send(enveloped.get_or_insert_with(|| envelope(position, frame)).clone())
+                    }
+                    _ => member.conn.send(frame.clone()),
+                };
+                if sent.is_ok() {
                     queued = queued.saturating_add(1);
                 }
             }
@@ -245,7 +310,8 @@ impl Channels {
         };
         let members = found.members.lock().map_err(|_| failing())?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let mut page: Vec<_> = members.range(start..).take(limit.saturating_add(1)).map(|(_, c)| c.info()).collect();
+        let mut page: Vec<_> =
+            members.range(start..).take(limit.saturating_add(1)).map(|(_, m)| m.conn.info()).collect();
         let next = if page.len() > limit {
             page.truncate(limit);
             page.last().map(|info| info.id.clone())
@@ -303,13 +369,16 @@ fn failing() -> ConnError {
     ConnError::Invalid("the host's channel table is unusable after a panic".into())
 }
 
+/// What the unit tests of channels and the rooms above them share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conn::{ConnSpec, Hub, Outbox};
-    use wasmsock_wire::{ConnLimits, Direction};
+pub(crate) mod testing {
+    use std::sync::Arc;
 
-    fn open(hub: &Hub, handler: &str) -> (Arc<Conn>, Outbox) {
+    use crate::conn::{Conn, ConnSpec, Hub, Outbox};
+    use wasmsock_wire::{ConnLimits, ConnState, Direction};
+
+    /// An open inbound connection of `handler` registered in `hub`, and its outbound queue.
+    pub(crate) fn open(hub: &Hub, handler: &str) -> (Arc<Conn>, Outbox) {
         let spec = ConnSpec {
             uri: "/x".into(),
             handler: handler.into(),
@@ -321,6 +390,13 @@ mod tests {
         };
         hub.register(spec, ConnState::Open)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::open;
+    use super::*;
+    use crate::conn::Hub;
 
     #[tokio::test]
     async fn publish_reaches_members_of_the_channel_in_the_project_only() {

@@ -1,5 +1,5 @@
-//! `wasmsock channels [PROJECT/CHANNEL]`: the channels of a running host with their member counts, or the members of
-//! one channel.
+//! `wasmsock channels [PROJECT/CHANNEL]`: the channels of a running host with their member counts (and, for a channel
+//! keeping history, its top offset and epoch), or the members of one channel.
 
 use clap::Args;
 
@@ -39,9 +39,11 @@ impl ChannelsArgs {
                 let channels = value["channels"].as_array().cloned().unwrap_or_default();
                 let rows = channels
                     .iter()
-                    .map(|c| ["project", "channel", "members"].iter().map(|key| field(c, key)).collect())
+                    .map(|c| {
+                        ["project", "channel", "members", "top", "epoch"].iter().map(|key| field(c, key)).collect()
+                    })
                     .collect();
-                table(&["project", "channel", "members"], rows)
+                table(&["project", "channel", "members", "top", "epoch"], rows)
             });
             return Ok(());
         };

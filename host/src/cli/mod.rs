@@ -10,6 +10,7 @@ pub mod completions;
 pub mod config;
 pub mod connect;
 pub mod deploy;
+pub mod history;
 pub mod kv;
 pub mod list;
 pub mod logging;
@@ -64,8 +65,12 @@ pub enum Command {
     Connect(connect::ConnectArgs),
     /// Publish a text message to a channel of a running host (Run with `wasmsock publish examples/lobby hello`).
     Publish(publish::PublishArgs),
-    /// List a running host's channels with their member counts, or the members of one channel.
+    /// List a running host's channels with their member counts (and the top offset and epoch of those with history),
+    /// or the members of one channel.
     Channels(channels::ChannelsArgs),
+    /// Print the publications a channel keeps in its history, with their offsets (Run with `wasmsock history
+    /// examples/lobby`).
+    History(history::HistoryArgs),
     /// List the hosts of a running host's cluster (`serve --nats`) and the broker's state.
     Cluster(cluster::ClusterArgs),
     /// Read and repair a project's key-value store on a running host (Run with `wasmsock kv list examples`).
@@ -94,6 +99,7 @@ impl Cli {
             Command::Connect(args) => args.run().await,
             Command::Publish(args) => args.run().await,
             Command::Channels(args) => args.run().await,
+            Command::History(args) => args.run().await,
             Command::Cluster(args) => args.run().await,
             Command::Kv(args) => args.run().await,
             Command::Config(args) => args.run().await,

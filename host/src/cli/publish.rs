@@ -1,4 +1,5 @@
-//! `wasmsock publish PROJECT/CHANNEL MESSAGE`: queue a text message on every member of a channel of a running host.
+//! `wasmsock publish PROJECT/CHANNEL MESSAGE`: queue a text message on every member of a channel of a running host
+//! (and keep it in the channel's history, with its offset, when the project keeps one).
 
 use clap::Args;
 use serde_json::json;
@@ -25,8 +26,13 @@ impl PublishArgs {
         let (project, channel) = split_project_channel(&self.channel).map_err(anyhow::Error::msg)?;
         let body = json!({ "project": project, "channel": channel, "message": self.message });
         let answer = self.remote.call(reqwest::Method::POST, "publish", Body::Json(body)).await?;
-        self.remote
-            .print(&answer, |value| format!("queued for {} connections in {}", field(value, "queued"), self.channel));
+        self.remote.print(&answer, |value| {
+            let mut text = format!("queued for {} connections in {}", field(value, "queued"), self.channel);
+            if value.get("offset").is_some() {
+                text.push_str(&format!(" at offset {} of epoch {}", field(value, "offset"), field(value, "epoch")));
+            }
+            text
+        });
         Ok(())
     }
 }

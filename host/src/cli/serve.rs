@@ -143,12 +143,29 @@ pub struct ServeArgs {
     /// The largest value one key may hold, in bytes. `project.json`: `quotas.kv-value-bytes`.
     #[arg(long, default_value_t = limits::DEFAULT_KV_MAX_VALUE_BYTES, value_parser = clap::value_parser!(u32).range(1..))]
     pub kv_max_value_bytes: u32,
-    /// Where handlers' keys and values and the projects' configuration are kept (default: .wasmsock-data under
-    /// --plugins). Not used with --nats: the cluster keeps them on the broker.
+    /// How many publications each channel keeps in its history, for every project that does not say
+    /// (`project.json`: `quotas.history-size`); 0, the default, keeps none: history is opt-in.
+    #[arg(long, default_value_t = limits::DEFAULT_HISTORY_SIZE, value_parser = clap::value_parser!(u32).range(..=i64::from(limits::MAX_HISTORY_SIZE)))]
+    pub history_size: u32,
+    /// How long a publication stays in its channel's history, in seconds. `project.json`:
+    /// `quotas.history-ttl-seconds`.
+    #[arg(long, default_value_t = limits::DEFAULT_HISTORY_TTL_SECONDS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_ttl_seconds: u32,
+    /// How many channels of one project may keep history at once. `project.json`: `quotas.history-channels`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_HISTORY_CHANNELS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub history_channels: u32,
+    /// The bytes of messages one project's channel histories may hold in all. `project.json`:
+    /// `quotas.history-bytes`.
+    #[arg(long, default_value_t = limits::DEFAULT_PROJECT_HISTORY_BYTES, value_parser = at_least_one())]
+    pub history_max_bytes: u64,
+    /// Where handlers' keys and values, the projects' configuration and channel history are kept (default:
+    /// .wasmsock-data under --plugins). Not used with --nats: the cluster keeps keys and configuration on the broker
+    /// (and channel history in each host's memory).
     #[arg(long, env = "WASMSOCK_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// What a write acknowledged to a handler survives: `normal` survives the host being killed (kill -9), `full`
-    /// also a power loss, at the cost of a disk sync per commit.
+    /// What a write acknowledged to a handler (a store write, a publish-with to a channel with history) survives:
+    /// `normal` survives the host being killed (kill -9), `full` also a power loss, at the cost of a disk sync per
+    /// commit.
     #[arg(long, value_enum, default_value_t = crate::store::Durability::Normal)]
     pub store_sync: crate::store::Durability,
     /// The memory budget, in MiB: what messages being received, queued outbound frames and handler instances may
@@ -313,6 +330,10 @@ impl ServeArgs {
                 kv_keys: self.kv_max_keys,
                 kv_bytes: self.kv_max_bytes,
                 kv_value_bytes: self.kv_max_value_bytes,
+                history_size: self.history_size,
+                history_ttl_seconds: self.history_ttl_seconds,
+                history_channels: self.history_channels,
+                history_bytes: self.history_max_bytes,
             },
             memory_budget: match self.memory_budget_mib {
                 Some(mib) => mib << 20,
@@ -383,7 +404,8 @@ impl ServeArgs {
             app.join_cluster(options).await?;
         } else {
             let data = self.data.clone().unwrap_or_else(|| self.plugins.join(crate::store::DEFAULT_DATA_DIR));
-            app.store.open_embedded(data, self.store_sync).context("--data")?;
+            app.store.open_embedded(data.clone(), self.store_sync).context("--data")?;
+            app.history.open_journal(&data, self.store_sync).context("--data")?;
         }
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
@@ -424,7 +446,10 @@ impl ServeArgs {
         }
         // Listening: a service manager waiting for readiness (systemd's `Type=notify`) may go on.
         super::notify::notify(&format!("READY=1\nSTATUS=serving {} endpoints on {scheme}://{addr}", endpoints.len()));
-        crate::http::serve_tls(app, listener, tls, admin, shutdown_signal()).await
+        let served = crate::http::serve_tls(app.clone(), listener, tls, admin, shutdown_signal()).await;
+        // After the last publish: the history's journal is written and marked clean, so a restart keeps its epochs.
+        app.history.close().await;
+        served
     }
 }
 

@@ -155,6 +155,7 @@ pub struct Metrics {
     project_seconds: Family<ProjectLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     project_wait: HistogramFamily<ProjectLabels>,
     quota_refusals: Family<QuotaLabels, Counter>,
+    history_resumes: Family<ResumeLabels, Counter>,
     pauses: Family<PauseLabels, Counter>,
     kv_calls: Family<KvLabels, Counter>,
     timer_lateness: Histogram,
@@ -171,6 +172,13 @@ struct RoutedLabels {
 struct QuotaLabels {
     project: String,
     quota: &'static str,
+}
+
+/// A project and how a join from a position went (`recovered`, or `incomplete`: another epoch, or trimmed).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResumeLabels {
+    project: String,
+    outcome: &'static str,
 }
 
 /// A call on a project's store and how it ended.
@@ -241,6 +249,7 @@ impl Metrics {
             project_seconds: Family::default(),
             project_wait: Family::new_with_constructor(wait_histogram),
             quota_refusals: Family::default(),
+            history_resumes: Family::default(),
             kv_calls: Family::default(),
             timer_lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             pauses: Family::default(),
@@ -361,6 +370,12 @@ impl Metrics {
             metrics.quota_refusals.clone(),
         );
         registry.register(
+            "history_resumes",
+            "Joins of a channel from a position, by project and outcome (recovered; incomplete: another epoch, or \
+             trimmed, and what was kept was sent)",
+            metrics.history_resumes.clone(),
+        );
+        registry.register(
             "handler_pauses",
             "Times a handler was paused for running out its deadline call after call, by project and handler",
             metrics.pauses.clone(),
@@ -376,6 +391,12 @@ impl Metrics {
     /// A project's quota `quota` refused something.
     pub fn quota_refused(&self, project: &str, quota: &'static str) {
         self.quota_refusals.get_or_create(&QuotaLabels { project: project.to_owned(), quota }).inc();
+    }
+
+    /// A connection of `project` joined a channel from a position: `recovered` whether the history covered it.
+    pub fn resumed(&self, project: &str, recovered: bool) {
+        let outcome = if recovered { "recovered" } else { "incomplete" };
+        self.history_resumes.get_or_create(&ResumeLabels { project: project.to_owned(), outcome }).inc();
     }
 
     /// Exports what `budget` holds (by kind and by project) and its refusals and pauses, read at each scrape: the

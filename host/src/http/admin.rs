@@ -17,6 +17,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use wasmsock_wire::descriptor::Descriptor;
+use wasmsock_wire::history::{StreamPosition, message_json};
 use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Reconnect};
 
 pub use super::api_error::ApiError;
@@ -41,6 +42,7 @@ pub fn router(app: Arc<App>, token: Option<String>) -> Router {
         .route("/admin/v1/clients", axum::routing::post(create_client))
         .route("/admin/v1/channels", get(list_channels))
         .route("/admin/v1/channels/{project}/{*channel}", get(list_members))
+        .route("/admin/v1/history/{project}/{*channel}", get(read_history))
         .route("/admin/v1/publish", axum::routing::post(publish))
         .route("/admin/v1/cluster", get(cluster))
         .route("/metrics", get(metrics))
@@ -253,9 +255,71 @@ struct ChannelsQuery {
     project: Option<String>,
 }
 
+/// The channels with members on this host and the channels keeping history here, by project then name: each with
+/// its member count, and for a channel with history its top offset, epoch and how many publications it keeps.
 async fn list_channels(State(app): State<Arc<App>>, Query(query): Query<ChannelsQuery>) -> Json<Value> {
-    Json(json!({ "channels": app.channels.list(query.project.as_deref()) }))
+    let project = query.project.as_deref();
+    let mut listed: std::collections::BTreeMap<(String, String), Value> =
+        app.channels.list(project).into_iter().map(|c| ((c.project.clone(), c.channel.clone()), json!(c))).collect();
+    for stream in app.history.list(project) {
+        let entry = listed
+            .entry((stream.project.clone(), stream.channel.clone()))
+            .or_insert_with(|| json!({"project": stream.project, "channel": stream.channel, "members": 0}));
+        if let Some(fields) = entry.as_object_mut() {
+            fields.insert("top".into(), stream.top.into());
+            fields.insert("epoch".into(), stream.epoch.into());
+            fields.insert("kept".into(), stream.kept.into());
+        }
+    }
+    Json(json!({ "channels": listed.into_values().collect::<Vec<_>>() }))
 }
+
+/// The query of `GET /admin/v1/history/{project}/{channel}`: a page of a channel's history.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// Publications after this offset (from the oldest kept when absent).
+    since: Option<u64>,
+    /// The epoch `since` was taken in; when it is not the stream's, the page says it is not complete.
+    epoch: Option<String>,
+    /// At most this many publications (1 to 1000; 100 when absent).
+    limit: Option<u32>,
+}
+
+/// One page of a channel's history: each publication's offset, time and message (`text`, or `binary` in base64).
+async fn read_history(
+    State(app): State<Arc<App>>,
+    Path((project, channel)): Path<(String, String)>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = match (query.since, query.epoch) {
+        (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
+        // An offset without an epoch is taken to be in the stream's epoch, whatever it is now.
+        (Some(offset), None) => {
+            app.history.read(&project, &channel, None, 1).ok().map(|page| StreamPosition { offset, epoch: page.epoch })
+        }
+        (None, _) => None,
+    };
+    let page = app
+        .history
+        .read(&project, &channel, since.as_ref(), query.limit.unwrap_or(DEFAULT_HISTORY_PAGE))
+        .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
+    let publications: Vec<Value> = page
+        .publications
+        .iter()
+        .map(|p| {
+            let (kind, message) = message_json(&p.frame);
+            json!({"offset": p.offset, "time_ms": p.time_ms, kind: message})
+        })
+        .collect();
+    Ok(Json(json!({
+        "project": project, "channel": channel, "epoch": page.epoch, "top": page.top, "complete": page.complete,
+        "next": page.next, "publications": publications,
+    })))
+}
+
+/// How many publications one admin page of history lists when the query does not say.
+const DEFAULT_HISTORY_PAGE: u32 = 100;
 
 /// The query of `GET /admin/v1/channels/{project}/{channel}`: a page of members.
 #[derive(Debug, serde::Deserialize)]
@@ -335,8 +399,16 @@ struct Publish {
 
 async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> Result<Json<Value>, ApiError> {
     let frame = Frame::Text(publish.message.into());
-    let queued = app
-        .publish(&publish.project, &publish.channel, &frame, None)
+    let published = app
+        .publish_with(&publish.project, &publish.channel, &frame, None)
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
-    Ok(Json(json!({ "project": publish.project, "channel": publish.channel, "queued": queued })))
+    let mut answer = json!({ "project": publish.project, "channel": publish.channel, "queued": published.queued });
+    if published.position.is_some() {
+        app.history.committed().await;
+    }
+    if let (Some(fields), Some(position)) = (answer.as_object_mut(), published.position) {
+        fields.insert("offset".into(), position.offset.into());
+        fields.insert("epoch".into(), position.epoch.into());
+    }
+    Ok(Json(answer))
 }

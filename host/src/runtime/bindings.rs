@@ -5,7 +5,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
     exports: { default: async },
-    // These may ask the other hosts of the cluster or the store; the rest never waits.
+    // These may ask the other hosts of the cluster, the store or the history's broker; the rest never waits.
     imports: {
         "wasmsock:websockets/websockets.get-client": async | trappable,
         "wasmsock:websockets/websockets.get-clients": async | trappable,
@@ -13,6 +13,10 @@ wasmtime::component::bindgen!({
         "wasmsock:websockets/websockets.survey-clients": async | trappable,
         "wasmsock:websockets/websockets.get-members": async | trappable,
         "wasmsock:websockets/websockets.survey-members": async | trappable,
+        "wasmsock:websockets/websockets.publish-with": async | trappable,
+        "wasmsock:websockets/websockets.publish-binary-with": async | trappable,
+        "wasmsock:websockets/websockets.get-history": async | trappable,
+        "wasmsock:websockets/websockets.join-from": async | trappable,
         "wasmsock:websockets/kv.get-entry": async | trappable,
         "wasmsock:websockets/kv.put": async | trappable,
         "wasmsock:websockets/kv.delete-if": async | trappable,

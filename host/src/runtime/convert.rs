@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use wasmsock_wire::channel::MembersPage;
-use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Method, Reconnect};
+use wasmsock_wire::history::{HistoryPage, Publication, Published, Recovery, StreamPosition};
+use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnState, Direction, Frame, Method, Reconnect};
 
 use super::bindings::wasmsock::websockets::websockets as wit;
 use super::services::Gathered;
@@ -51,6 +52,60 @@ impl From<ClientInfo> for wit::ClientInfo {
             direction: info.direction.into(),
             state: info.state.into(),
             protocol: info.protocol,
+        }
+    }
+}
+
+impl From<StreamPosition> for wit::StreamPosition {
+    fn from(position: StreamPosition) -> Self {
+        Self { offset: position.offset, epoch: position.epoch }
+    }
+}
+
+impl From<wit::StreamPosition> for StreamPosition {
+    fn from(position: wit::StreamPosition) -> Self {
+        Self { offset: position.offset, epoch: position.epoch }
+    }
+}
+
+impl From<Published> for wit::Published {
+    fn from(published: Published) -> Self {
+        Self { queued: published.queued, position: published.position.map(Into::into) }
+    }
+}
+
+impl From<Publication> for wit::Publication {
+    fn from(publication: Publication) -> Self {
+        let data = match publication.frame {
+            Frame::Binary(data) => wit::MessageData::Binary(data.to_vec()),
+            Frame::Text(text) => wit::MessageData::Text(text.as_str().to_owned()),
+            // Only data frames are kept.
+            _ => wit::MessageData::Binary(Vec::new()),
+        };
+        Self { offset: publication.offset, time_ms: publication.time_ms, data }
+    }
+}
+
+impl From<HistoryPage> for wit::HistoryPage {
+    fn from(page: HistoryPage) -> Self {
+        Self {
+            publications: page.publications.into_iter().map(Into::into).collect(),
+            epoch: page.epoch,
+            top: page.top,
+            complete: page.complete,
+            next: page.next,
+        }
+    }
+}
+
+impl From<Recovery> for wit::Recovery {
+    fn from(recovery: Recovery) -> Self {
+        Self {
+            recovered: recovery.recovered,
+            sent: recovery.sent,
+            epoch: recovery.epoch,
+            top: recovery.top,
+            history: recovery.history,
         }
     }
 }

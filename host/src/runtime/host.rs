@@ -46,6 +46,20 @@ impl State {
         self.services.publish(project_of(&self.handler), channel, frame, skip).map_err(Into::into)
     }
 
+    /// Publishes with a position: on a host alone the future is ready at once (awaiting it costs nothing); in a
+    /// cluster it waits for the broker's acknowledgement, off the handler's clock.
+    fn publish_with_frame(
+        &self,
+        channel: &str,
+        frame: Frame,
+        options: wit::PublishOptions,
+    ) -> impl Future<Output = Result<wit::Published, wit::Error>> + Send + 'static {
+        let skip = options.skip_self.then(|| self.event.conn.id());
+        let published = self.services.publish_with(project_of(&self.handler), channel, frame, skip);
+        let published = self.off_the_clock(published);
+        async move { published.await.map(Into::into).map_err(Into::into) }
+    }
+
     /// Every live connection of the caller's project: this host's, then the other hosts' that answered in time. The
     /// future holds no borrow of the state (which is not `Sync`).
     fn survey(&self) -> impl Future<Output = Gathered<Vec<ClientInfo>>> + Send + 'static {
@@ -237,6 +251,50 @@ impl wit::Host for State {
         options: wit::PublishOptions,
     ) -> wasmtime::Result<Result<u32, wit::Error>> {
         Ok(self.publish_frame(&channel, Frame::Binary(data.into()), options))
+    }
+
+    async fn publish_with(
+        &mut self,
+        channel: String,
+        message: String,
+        options: wit::PublishOptions,
+    ) -> wasmtime::Result<Result<wit::Published, wit::Error>> {
+        Ok(self.publish_with_frame(&channel, Frame::Text(message.into()), options).await)
+    }
+
+    async fn publish_binary_with(
+        &mut self,
+        channel: String,
+        data: Vec<u8>,
+        options: wit::PublishOptions,
+    ) -> wasmtime::Result<Result<wit::Published, wit::Error>> {
+        Ok(self.publish_with_frame(&channel, Frame::Binary(data.into()), options).await)
+    }
+
+    async fn get_history(
+        &mut self,
+        channel: String,
+        since: Option<wit::StreamPosition>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<wit::HistoryPage, wit::Error>> {
+        let page = self.services.history(project_of(&self.handler), &channel, since.map(Into::into), limit);
+        Ok(self.off_the_clock(page).await.map(Into::into).map_err(Into::into))
+    }
+
+    async fn join_from(
+        &mut self,
+        channel: String,
+        since: Option<wit::StreamPosition>,
+        options: wit::JoinOptions,
+    ) -> wasmtime::Result<Result<wit::Recovery, wit::Error>> {
+        let joined = self.services.join_from(
+            project_of(&self.handler),
+            self.event.conn.as_ref(),
+            &channel,
+            since.map(Into::into),
+            options.envelope,
+        );
+        Ok(self.off_the_clock(joined).await.map(Into::into).map_err(Into::into))
     }
 
     async fn get_members(

@@ -25,8 +25,8 @@ pub use engine::{CallError, Handler, Resident, Runtime};
 pub const ENGINE: &str = "wasmtime 48";
 pub use instances::Instances;
 pub use services::{
-    Connection, Event, Gathered, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody, KvFuture,
-    KvService, Lookup, MembersSurvey, Survey,
+    Connection, Event, Gathered, HistoryFuture, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody,
+    KvFuture, KvService, Lookup, MembersSurvey, Survey,
 };
 
 #[cfg(test)]

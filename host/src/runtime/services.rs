@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmsock_wire::channel::MembersPage;
+use wasmsock_wire::history::{HistoryPage, Published, Recovery, StreamPosition};
 use wasmsock_wire::kv::{Alarm, ConfigSnapshot, Entry, KeysPage, KvError, PutOptions, Usage};
 use wasmsock_wire::{ClientInfo, ClientOptions, ConnError, ConnLimits, EventKind, Frame};
 
@@ -45,6 +46,9 @@ pub type Survey = Pin<Box<dyn Future<Output = Gathered<Vec<ClientInfo>>> + Send 
 
 /// A page of a channel's members being gathered over the cluster.
 pub type MembersSurvey = Pin<Box<dyn Future<Output = Result<Gathered<MembersPage>, ConnError>> + Send + 'static>>;
+
+/// A history call under way (on a host alone it is ready at once; in a cluster it may wait for the broker).
+pub type HistoryFuture<T> = Pin<Box<dyn Future<Output = Result<T, ConnError>> + Send + 'static>>;
 
 /// One event for one connection's handler.
 #[derive(Debug, Clone)]
@@ -90,6 +94,41 @@ pub trait HostServices: Send + Sync + 'static {
     /// Queues `frame` on every member of `channel` of `project`, except the connection with the id `skip`; how many
     /// it was queued for.
     fn publish(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> Result<u32, ConnError>;
+    /// [`HostServices::publish`], answering the publication's position in the channel's history too (none when the
+    /// project keeps no history). The default publishes without a position.
+    fn publish_with(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> HistoryFuture<Published> {
+        let published = self.publish(project, channel, frame, skip).map(|queued| Published { queued, position: None });
+        Box::pin(std::future::ready(published))
+    }
+    /// One page of the history of `channel` of `project`: at most `limit` publications after `since`. The default
+    /// keeps no history.
+    fn history(
+        &self,
+        project: &str,
+        channel: &str,
+        since: Option<StreamPosition>,
+        limit: u32,
+    ) -> HistoryFuture<HistoryPage> {
+        let _ = (channel, since, limit);
+        let refused = ConnError::Invalid(format!("project {project:?} keeps no channel history on this host"));
+        Box::pin(std::future::ready(Err(refused)))
+    }
+    /// Adds `conn` to `channel` of `project` after queueing on it every publication kept after `since`, with no gap
+    /// and no duplicate before the live ones; with the envelope when `envelope`. The default keeps no history: it
+    /// joins, and says it recovered only when no position was asked for.
+    fn join_from(
+        &self,
+        project: &str,
+        conn: &dyn Connection,
+        channel: &str,
+        since: Option<StreamPosition>,
+        envelope: bool,
+    ) -> HistoryFuture<Recovery> {
+        let _ = envelope;
+        let joined =
+            self.join(project, conn, channel).map(|()| Recovery { recovered: since.is_none(), ..Recovery::default() });
+        Box::pin(std::future::ready(joined))
+    }
     /// One page of the members of `channel` of `project`, over every live host of the cluster (this host's alone when
     /// it runs alone).
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey;

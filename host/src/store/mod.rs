@@ -21,7 +21,7 @@ use crate::runtime::{KvFuture, KvService};
 
 pub use backend::Backend;
 pub use nats::Nats;
-pub use sqlite::{Durability, Sqlite};
+pub use sqlite::{Durability, Sqlite, create_private_dir, set_private};
 
 /// Where `wasmsock serve` keeps its data unless `--data` says otherwise: this folder under the plugins root (a dot
 /// folder is never a project, and the plugins watcher skips it).

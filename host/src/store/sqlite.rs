@@ -205,13 +205,14 @@ impl Sqlite {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// Creates `dir` (and its parents) readable by this user only.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
     set_private(dir)
 }
 
 /// Makes `path` readable and writable by this user only: it holds every project's data and secrets.
-fn set_private(path: &Path) -> anyhow::Result<()> {
+pub fn set_private(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = if path.is_dir() { 0o700 } else { 0o600 };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -3,6 +3,11 @@
 //! included, text as text and binary as binary. A room is a channel of the project: the host keeps its members, and a
 //! session leaves it by itself when it ends. The Rust `chat` example does the same in the same project (`examples`),
 //! so their sessions in one room talk to each other.
+//!
+//! Recovery, as `chat` does, when the project keeps history: with `&recover=1` every message the session receives is
+//! `{"offset": N, "epoch": "E", "data": "TEXT"}` (written by the host) and, right after joining, it receives
+//! `{"recovered": true|false, "epoch": "E", "offset": TOP}`; with `&since=N&epoch=E` it first receives every message
+//! after N of epoch E that the history keeps, then the live ones.
 
 import { websockets } from "wasmsock";
 
@@ -17,9 +22,21 @@ export function onEvent() {
     if (client.getEndpoint() === undefined) {
       return;
     }
-    const room = roomOf(client.getUri());
+    const uri = client.getUri();
+    const room = param(uri, "room") || DEFAULT_ROOM;
+    const recover = param(uri, "recover") === "1";
+    const since = param(uri, "since");
+    const epoch = param(uri, "epoch");
+    const position = since !== undefined && epoch !== undefined && /^\d+$/.test(since) ? { since: Number(since), epoch } : {};
     try {
-      websockets.join(room);
+      if (recover || position.since !== undefined) {
+        const recovery = websockets.joinFrom(room, { ...position, envelope: recover });
+        if (recover) {
+          websockets.send(JSON.stringify({ recovered: recovery.recovered, epoch: recovery.epoch, offset: recovery.top }));
+        }
+      } else {
+        websockets.join(room);
+      }
     } catch (err) {
       // A room name the host refuses (too long, spaces): tell the peer why and end the session, as `chat` does.
       try {
@@ -50,20 +67,19 @@ export function onEvent() {
 }
 
 /**
- * The `room` query parameter of a request path and query (`/websockets/service/js-chat?room=red` → `red`), URL-decoded
- * (`+` is a space); `DEFAULT_ROOM` when there is none or it is empty.
+ * The query parameter `name` of a request path and query (`/websockets/service/js-chat?room=red`, `room` → `red`),
+ * URL-decoded (`+` is a space); `undefined` when there is none.
  */
-function roomOf(uri) {
+function param(uri, name) {
   const query = uri.includes("?") ? uri.slice(uri.indexOf("?") + 1).split("#")[0] : "";
   for (const pair of query.split("&")) {
     const at = pair.indexOf("=");
     const key = at < 0 ? pair : pair.slice(0, at);
-    if (decode(key) === "room") {
-      const value = decode(at < 0 ? "" : pair.slice(at + 1));
-      return value === "" ? DEFAULT_ROOM : value;
+    if (decode(key) === name) {
+      return decode(at < 0 ? "" : pair.slice(at + 1));
     }
   }
-  return DEFAULT_ROOM;
+  return undefined;
 }
 
 /** Decodes one query component (`+` is a space); a malformed escape is kept as it is. */

@@ -16,11 +16,17 @@ from wit_world.imports.websockets import (
     ClientsSurvey,
     ConnectionState,
     Direction,
+    HistoryPage,
+    JoinOptions,
     MembersPage,
     MembersSurvey,
     Method,
+    Publication,
+    Published,
     PublishOptions,
     ReconnectPolicy,
+    Recovery,
+    StreamPosition,
 )
 
 __all__ = [
@@ -29,11 +35,16 @@ __all__ = [
     "ClientsSurvey",
     "ConnectionState",
     "Direction",
+    "HistoryPage",
     "MembersPage",
     "MembersSurvey",
     "Method",
+    "Publication",
+    "Published",
     "PublishOptions",
     "ReconnectPolicy",
+    "Recovery",
+    "StreamPosition",
     "WebsocketClient",
     "WebsocketError",
     "get_method",
@@ -58,6 +69,9 @@ __all__ = [
     "leave",
     "get_channels",
     "publish",
+    "publish_with",
+    "get_history",
+    "join_from",
     "publish_binary",
     "get_members",
     "survey_members",
@@ -326,6 +340,49 @@ def publish_binary(channel: str, data: _Bytes, skip_self: bool = False) -> int:
     """``publish`` of binary data."""
     payload = bytes(data)
     return _call(lambda: _wit.publish_binary(str(channel), payload, PublishOptions(skip_self=bool(skip_self))))
+
+
+def publish_with(channel: str, message: Union[str, _Bytes], skip_self: bool = False) -> Published:
+    """``publish``, answering where the message sits in the channel's history: ``queued`` and ``position``
+    (``StreamPosition`` with ``offset`` and ``epoch``; ``None`` when the project keeps no history).
+    """
+    options = PublishOptions(skip_self=bool(skip_self))
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        payload = bytes(message)
+        return _call(lambda: _wit.publish_binary_with(str(channel), payload, options))
+    return _call(lambda: _wit.publish_with(str(channel), str(message), options))
+
+
+def _position(since: Optional[int], epoch: Optional[str]) -> Optional[StreamPosition]:
+    """The position after offset ``since`` of ``epoch``; ``None`` when ``since`` is not given."""
+    if since is None:
+        return None
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= 0xFFFFFFFFFFFFFFFF:
+        raise WebsocketError("invalid", f"since must be an offset (an integer from 0), not {since!r}")
+    return StreamPosition(offset=since, epoch=str(epoch or ""))
+
+
+def get_history(
+    channel: str, since: Optional[int] = None, epoch: Optional[str] = None, limit: int = 100
+) -> HistoryPage:
+    """One page of ``channel``'s history after offset ``since`` of ``epoch`` (from the oldest kept when ``since`` is
+    ``None``), oldest first: ``publications`` (each ``offset``, ``time_ms`` and ``data``, a text or binary
+    ``MessageData``), ``epoch``, ``top``, ``complete`` (nothing after the position missing) and ``next``.
+    """
+    checked = _u32("limit", limit)
+    return _call(lambda: _wit.get_history(str(channel), _position(since, epoch), checked))
+
+
+def join_from(
+    channel: str, since: Optional[int] = None, epoch: Optional[str] = None, envelope: bool = False
+) -> Recovery:
+    """Joins the current connection to ``channel`` from offset ``since`` of ``epoch``: the history after it first,
+    then the live messages, none missed and none twice. ``envelope`` has the host write each message as
+    ``{"offset":N,"epoch":"E","data":"TEXT"}``. ``recovered`` is false when the history could not cover the
+    position (then what it keeps was sent).
+    """
+    position = _position(since, epoch)
+    return _call(lambda: _wit.join_from(str(channel), position, JoinOptions(envelope=bool(envelope))))
 
 
 def get_members(channel: str, after: Optional[str] = None, limit: int = 100) -> MembersPage:

@@ -1,6 +1,6 @@
-//! The Rust SDK for wasmsock handlers: the Dirigible-style `websockets` API over the WIT imports, the project's
-//! key-value store ([`kv`]) and configuration ([`variables`]) named as Spin's, and [`handler!`], which exports a plain
-//! `fn on_event()` as the component's `on-event`.
+//! The Rust SDK for wasmsock handlers: the Dirigible-style `websockets` API over the WIT imports, channel history and
+//! recovery ([`history`]), the project's key-value store ([`kv`]) and configuration ([`variables`]) named as Spin's,
+//! and [`handler!`], which exports a plain `fn on_event()` as the component's `on-event`.
 //!
 //! ```ignore
 //! use wasmsock_sdk::websockets;
@@ -34,6 +34,7 @@ pub mod bindings {
     });
 }
 
+pub mod history;
 pub mod kv;
 pub mod timers;
 pub mod variables;

@@ -277,6 +277,24 @@ function command(text) {
       return reply(() => websockets.leave(rest), (left) => `left ${left}`);
     case "channels":
       return channels(websockets.getChannels());
+    case "hpublish": {
+      const [channel, message] = split(rest);
+      return reply(
+        () => websockets.publishWith(channel, message),
+        (p) => `published ${p.queued} at ${p.position === undefined ? "-" : p.position.offset}`,
+      );
+    }
+    case "history": {
+      const [channel, limit, since, epoch] = rest.split(" ");
+      const options = { limit: Number(limit), since: since === undefined ? undefined : Number(since), epoch };
+      return reply(
+        () => websockets.getHistory(channel, options),
+        (page) => {
+          const items = page.publications.map((p) => (p.text !== undefined ? `${p.offset}:${p.text}` : `${p.offset}:b${p.data.length}`));
+          return `history top ${page.top} complete ${page.complete} next ${page.next ?? "-"} epoch ${page.epoch} items ${joined(items)}`;
+        },
+      );
+    }
     case "publish":
     case "publish-skip": {
       const [channel, message] = split(rest);

@@ -123,6 +123,19 @@ def attachment(text: Optional[str]) -> str:
     return f"attachment {'-' if text is None else text}"
 
 
+def history(page: "websockets.HistoryPage") -> str:
+    """A page of history as the Rust recorder words it."""
+    items = [
+        f"{p.offset}:{p.data.value}" if isinstance(p.data.value, str) else f"{p.offset}:b{len(p.data.value)}"
+        for p in page.publications
+    ]
+    following = "-" if page.next is None else page.next
+    return (
+        f"history top {page.top} complete {str(page.complete).lower()} next {following} epoch {page.epoch} "
+        f"items {joined(items)}"
+    )
+
+
 def reply(act: Callable[[], _T], show: Callable[[_T], str]) -> str:
     """Runs ``act`` and formats what it returns with ``show``, or ``"error <kind>: <detail>"`` if the host refused; a
     ``closed`` (which has no detail) is worded as the Rust recorder words it.
@@ -226,6 +239,17 @@ def command(text: str) -> str:
         return reply(lambda: websockets.leave(rest), left)
     if verb == "channels":
         return channels(websockets.get_channels())
+    if verb == "hpublish":
+        channel, _, message = rest.partition(" ")
+        return reply(
+            lambda: websockets.publish_with(channel, message),
+            lambda p: f"published {p.queued} at {'-' if p.position is None else p.position.offset}",
+        )
+    if verb == "history":
+        words = rest.split(" ")
+        since = int(words[2]) if len(words) > 2 else None
+        epoch = words[3] if len(words) > 3 else None
+        return reply(lambda: websockets.get_history(words[0], since=since, epoch=epoch, limit=int(words[1])), history)
     if verb in ("publish", "publish-skip"):
         channel, _, message = rest.partition(" ")
         skip_self = verb == "publish-skip"

@@ -7,8 +7,9 @@
 //! (`members ID,ID next ID|- missing HOST,HOST|-`), `survey-clients` (`clients ID,ID missing HOST,HOST|-`), `client-join ID CH`,
 //! `client-leave ID CH`, `client-channels ID`, `set-attachment TEXT`, `set-attachment-size N`, `clear-attachment`,
 //! `attachment`, `client-attachment ID`) and the store and configuration commands (`kv-…`, `config NAME`,
-//! `config-all`; see `kv_command`) reply exactly as the JavaScript and Python recorders do; a refusal is
-//! `error <kind>: <detail>`.
+//! `config-all`; see `kv_command`) and the history commands (`hpublish CH TEXT`: `published Q at OFFSET|-`;
+//! `history CH LIMIT [SINCE EPOCH]`: `history top T complete C next N|- epoch E items OFFSET:TEXT,…|-`) reply exactly
+//! as the JavaScript and Python recorders do; a refusal is `error <kind>: <detail>`.
 
 #![allow(clippy::print_stderr)]
 
@@ -249,6 +250,36 @@ fn channel_command(verb: &str, rest: &str) -> Option<String> {
         "join" => reply(websockets::join(rest), |()| "ok".into()),
         "leave" => reply(websockets::leave(rest), |left| format!("left {left}")),
         "channels" => format!("channels {}", names(&websockets::get_channels())),
+        "hpublish" => reply(wasmsock_sdk::history::publish(first, second, skip(false)), |published| {
+            let at = published.position.map_or("-".to_owned(), |p| p.offset.to_string());
+            format!("published {} at {at}", published.queued)
+        }),
+        "history" => {
+            let mut words = rest.split(' ');
+            let channel = words.next().unwrap_or_default();
+            let limit = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            let since = words.next().and_then(|n| n.parse().ok());
+            let epoch = words.next().unwrap_or_default().to_owned();
+            let since = since.map(|offset| wasmsock_sdk::history::StreamPosition { offset, epoch });
+            reply(wasmsock_sdk::history::read(channel, since.as_ref(), limit), |page| {
+                let items: Vec<String> = page
+                    .publications
+                    .into_iter()
+                    .map(|p| match p.data {
+                        wasmsock_sdk::history::MessageData::Text(text) => format!("{}:{text}", p.offset),
+                        wasmsock_sdk::history::MessageData::Binary(data) => format!("{}:b{}", p.offset, data.len()),
+                    })
+                    .collect();
+                let next = page.next.map_or("-".to_owned(), |n| n.to_string());
+                format!(
+                    "history top {} complete {} next {next} epoch {} items {}",
+                    page.top,
+                    page.complete,
+                    page.epoch,
+                    names(&items)
+                )
+            })
+        }
         "publish" => reply(websockets::publish_with(first, second, skip(false)), |n| format!("queued {n}")),
         "publish-skip" => reply(websockets::publish_with(first, second, skip(true)), |n| format!("queued {n}")),
         "publish-binary" => {
