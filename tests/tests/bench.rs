@@ -26,12 +26,26 @@ fn args(url: String, mode: Mode) -> BenchArgs {
         once: false,
         interval_ms: 0,
         timeout_ms: 10_000,
+        pipeline: false,
         json: true,
     }
 }
 
 fn echo_plugins() -> Plugins {
     Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_mode_pipelining_its_window_counts_every_message_once() {
+    let host = TestHost::start(echo_plugins()).await;
+    let report = BenchArgs { pipeline: true, in_flight: 8, count: 400, ..args(host.url("echo"), Mode::Echo) }
+        .measure()
+        .await
+        .unwrap();
+    assert_eq!(report["pipeline"], true, "{report}");
+    assert_eq!(report["completed"], 400, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

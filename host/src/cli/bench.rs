@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -150,6 +150,11 @@ pub struct BenchArgs {
     /// delivery crosses the broker.
     #[arg(long)]
     pub publisher_url: Option<String>,
+    /// Echo: write the message that replaces a reply without flushing while more replies are already read, then
+    /// flush once, as a load generator that feeds its window does (fewer system calls per message than one write
+    /// each, which shows a server's own cost per message more plainly).
+    #[arg(long)]
+    pub pipeline: bool,
     /// Print one JSON object instead of text for people.
     #[arg(long)]
     pub json: bool,
@@ -247,7 +252,8 @@ impl BenchArgs {
             .into_iter()
             .map(|ws| {
                 let (shared, payload, count, in_flight) = (shared.clone(), payload.clone(), self.count, self.in_flight);
-                tokio::spawn(echo_connection(ws, shared, payload, count, in_flight, until))
+                let window = Window { in_flight, pipeline: self.pipeline };
+                tokio::spawn(echo_connection(ws, shared, payload, count, window, until))
             })
             .collect();
         let mut latencies = Vec::new();
@@ -260,6 +266,7 @@ impl BenchArgs {
         let mut report = summary("echo", done, shared.errors.load(Ordering::Relaxed), elapsed, latencies);
         report["connections"] = json!(self.connections);
         report["in_flight"] = json!(self.in_flight);
+        report["pipeline"] = json!(self.pipeline);
         report["size"] = json!(self.size);
         add_server(&mut report, before, after, done, "server_cpu_us_per_message");
         Ok(report)
@@ -954,6 +961,15 @@ async fn open(url: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// How an echo connection keeps its messages in flight.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Messages outstanding.
+    in_flight: usize,
+    /// Flush once for the replacements of every reply already read, rather than once per message.
+    pipeline: bool,
+}
+
 /// One echo connection: keeps `in_flight` messages outstanding until the count or the time is used up, then waits
 /// (bounded) for the last replies. Returns the round-trip times in microseconds.
 async fn echo_connection(
@@ -961,9 +977,10 @@ async fn echo_connection(
     shared: Arc<Shared>,
     payload: Arc<str>,
     count: u64,
-    in_flight: usize,
+    window: Window,
     until: Instant,
 ) -> Vec<u32> {
+    let Window { in_flight, pipeline } = window;
     let mut latencies = Vec::new();
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(in_flight);
     let message = || Message::text(payload.as_ref());
@@ -978,8 +995,26 @@ async fn echo_connection(
         shared.errors.fetch_add(sent.len() as u64, Ordering::Relaxed);
         return latencies;
     }
+    // Replacements fed but not yet flushed (pipelining).
+    let mut unflushed = false;
     while let Some(&first) = sent.front() {
-        let reply = match tokio::time::timeout_at((until.max(first) + SETTLE).into(), ws.next()).await {
+        // Pipelining: a reply already read is taken without flushing; the replacements go out together when the
+        // connection has nothing more to read at once.
+        let ready = if unflushed { ws.next().now_or_never() } else { None };
+        let next = match ready {
+            Some(next) => Ok(next),
+            None => {
+                if unflushed {
+                    unflushed = false;
+                    if ws.flush().await.is_err() {
+                        shared.errors.fetch_add(sent.len() as u64, Ordering::Relaxed);
+                        return latencies;
+                    }
+                }
+                tokio::time::timeout_at((until.max(first) + SETTLE).into(), ws.next()).await
+            }
+        };
+        let reply = match next {
             Ok(Some(Ok(reply))) => reply,
             _ => {
                 // The connection failed, or the replies still owed did not come in time.
@@ -1000,10 +1035,12 @@ async fn echo_connection(
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         }
         if shared.claim(count, until) {
-            if ws.send(message()).await.is_err() {
+            let written = if pipeline { ws.feed(message()).await } else { ws.send(message()).await };
+            if written.is_err() {
                 shared.errors.fetch_add(sent.len() as u64 + 1, Ordering::Relaxed);
                 return latencies;
             }
+            unflushed = pipeline;
             sent.push_back(Instant::now());
         }
     }
@@ -1258,6 +1295,7 @@ mod tests {
             once: false,
             interval_ms: 0,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            pipeline: false,
             json: true,
         }
     }
@@ -1360,6 +1398,7 @@ mod tests {
             once: false,
             interval_ms: 0,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            pipeline: false,
             json: true,
         };
         let report = args.measure().await.unwrap();
@@ -1393,6 +1432,7 @@ mod tests {
             once: false,
             interval_ms: 0,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            pipeline: false,
             json: true,
         };
         assert!(format!("{:#}", args.measure().await.unwrap_err()).contains("--size"));
