@@ -329,6 +329,193 @@ async fn the_journal_keeps_history_and_epoch_over_a_clean_restart_and_every_ackn
     assert!(ok && out.contains(r#""offset":9"#), "offsets go on from the top: {out}");
 }
 
+/// `count` hosts of one cluster on `nats` (ids `h0`, `h1`, …) serving [`plugins`] with `size` kept per channel, from
+/// one plugins folder (a cluster serves one set of deploys).
+async fn cluster_hosts(nats: &NatsServer, size: u32, count: usize) -> (Plugins, Vec<BinaryHost>) {
+    let cluster = format!("test-{}", nats.port);
+    let plugins = plugins(size);
+    let mut hosts = Vec::new();
+    for i in 0..count {
+        let id = format!("h{i}");
+        let flags = ["--nats", &nats.url(), "--cluster-name", &cluster, "--host-id", &id, "--no-cache"];
+        hosts.push(BinaryHost::start(&plugins, &flags).await);
+    }
+    (plugins, hosts)
+}
+
+/// Reads `count` envelopes (and no status) from a `recover=1` session.
+async fn envelopes(ws: &mut Ws, count: usize) -> Vec<(u64, String, String)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let value = json(ws).await;
+        assert!(status(&value).is_none(), "a status where envelopes were expected: {value}");
+        got.push(envelope(&value));
+    }
+    got
+}
+
+/// The texts of `envelopes` that start with `prefix`, in arrival order.
+fn said(envelopes: &[(u64, String, String)], prefix: &str) -> Vec<String> {
+    envelopes.iter().filter(|(_, _, data)| data.starts_with(prefix)).map(|(_, _, data)| data.clone()).collect()
+}
+
+fn numbered(prefix: &str, count: u64) -> Vec<String> {
+    (1..=count).map(|i| format!("{prefix} {i}")).collect()
+}
+
+#[tokio::test]
+async fn across_two_hosts_a_member_resumes_on_the_other_host_and_kill_9_of_its_host_loses_nothing_acknowledged() {
+    const BEFORE: u64 = 10;
+    const MISSED: u64 = 50;
+    const DURING: u64 = 150;
+    const ACKED: u64 = 20;
+    let Some(nats) = NatsServer::start().await else { return };
+    let (_plugins, mut hosts) = cluster_hosts(&nats, 1_000, 2).await;
+    let h1 = hosts.pop().unwrap();
+    let mut h0 = hosts.pop().unwrap();
+
+    let mut member = connect(&h0.url("chat?room=r&recover=1")).await;
+    let (recovered, _, top) = status(&json(&mut member).await).unwrap();
+    assert_eq!((recovered, top), (true, 0), "a new room is at offset 0");
+    // Publishers that join from a position (`recover=1`) hear every publication after their join (a plain join is
+    // at most once while its host starts listening to the room); each also receives its status, counted in `heard`.
+    let mut far = Publisher::open(&h1.url("chat?room=r&recover=1")).await;
+    let mut near = Publisher::open(&h0.url("chat?room=r&recover=1")).await;
+    // Until h0 hears h1 (h1 listens to the room once its publisher joined): the first offsets are 1..BEFORE.
+    for i in 1..=BEFORE {
+        far.say(&format!("before {i}")).await;
+    }
+    let before = envelopes(&mut member, BEFORE as usize).await;
+    let epoch = before[0].1.clone();
+    assert!(!epoch.is_empty());
+    assert_eq!(before, (1..=BEFORE).map(|i| (i, epoch.clone(), format!("before {i}"))).collect::<Vec<_>>());
+    member.close(None).await.unwrap();
+    drop(member);
+
+    // Both hosts publish while the member is away: every host takes offsets from the one stream.
+    for i in 1..=MISSED {
+        far.say(&format!("far {i}")).await;
+        near.say(&format!("near {i}")).await;
+    }
+    far.heard((BEFORE + 2 * MISSED + 1) as usize).await;
+    near.heard((BEFORE + 2 * MISSED + 1) as usize).await;
+    let publishing = tokio::spawn(async move {
+        for i in 1..=DURING {
+            far.say(&format!("during {i}")).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        far
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The member comes back on the other host.
+    let mut resumed = connect(&h1.url(&format!("chat?room=r&recover=1&since={BEFORE}&epoch={epoch}"))).await;
+    let total = 2 * MISSED + DURING;
+    let ((recovered, same_epoch, top_at_join), got) = resume(&mut resumed, total as usize).await;
+    let far = publishing.await.unwrap();
+    assert!(recovered, "the position was in the broker's history");
+    assert_eq!(same_epoch, epoch);
+    assert!(top_at_join > BEFORE + 2 * MISSED && top_at_join < BEFORE + total, "resumed mid-publishing: {top_at_join}");
+    let offsets: Vec<u64> = got.iter().map(|(offset, _, _)| *offset).collect();
+    assert_eq!(offsets, (BEFORE + 1..=BEFORE + total).collect::<Vec<_>>(), "every offset once, in order");
+    assert!(got.iter().all(|(_, at, _)| *at == epoch));
+    assert_eq!(said(&got, "far "), numbered("far", MISSED), "each host's publishes in its order");
+    assert_eq!(said(&got, "near "), numbered("near", MISSED));
+    assert_eq!(said(&got, "during "), numbered("during", DURING));
+
+    // A member on h0 follows the room; h0 publishes, every publish heard back (kept by the broker), then dies.
+    // Joining with no position, it is first sent everything kept.
+    let mut watcher = connect(&h0.url("chat?room=r&recover=1")).await;
+    let ((_, _, top), kept) = resume(&mut watcher, (BEFORE + total) as usize).await;
+    assert_eq!(top, BEFORE + total);
+    assert_eq!(kept.iter().map(|(offset, _, _)| *offset).collect::<Vec<_>>(), (1..=top).collect::<Vec<_>>());
+    for i in 1..=ACKED {
+        near.say(&format!("acked {i}")).await;
+    }
+    near.heard((BEFORE + 2 * MISSED + DURING + ACKED + 1) as usize).await;
+    let seen = envelopes(&mut watcher, 5).await;
+    let last_seen = seen.last().unwrap().0;
+    h0.child.kill().await.unwrap();
+    drop(watcher);
+    // It comes back on h1 from the last position it saw: the rest of what h0 had acknowledged, once, in order.
+    let mut back = connect(&h1.url(&format!("chat?room=r&recover=1&since={last_seen}&epoch={epoch}"))).await;
+    let rest = (BEFORE + total + ACKED - last_seen) as usize;
+    let ((recovered, _, top), got) = resume(&mut back, rest).await;
+    assert!(recovered);
+    assert_eq!(top, BEFORE + total + ACKED, "every publication h0 acknowledged is kept");
+    assert_eq!(got.iter().map(|(offset, _, _)| *offset).collect::<Vec<_>>(), (last_seen + 1..=top).collect::<Vec<_>>());
+    assert_eq!(
+        said(&seen, "acked ").into_iter().chain(said(&got, "acked ")).collect::<Vec<_>>(),
+        numbered("acked", ACKED)
+    );
+    // The member that resumed on h1 got them live too, and the next publish continues the offsets.
+    let live = envelopes(&mut resumed, ACKED as usize).await;
+    assert_eq!(said(&live, "acked "), numbered("acked", ACKED));
+    drop(far);
+    let mut late = Publisher::open(&h1.url("chat?room=r")).await;
+    late.say("after").await;
+    assert_eq!(envelope(&json(&mut back).await), (top + 1, epoch.clone(), "after".to_owned()));
+
+    // The broker's history read through h1's admin API, in pages, from a position in the middle.
+    let (ok, out, err) = cli(&h1.admin, &["history", "examples/r", "--since", "100", "--limit", "7", "--json"]);
+    assert!(ok, "{err}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    let offsets: Vec<u64> =
+        page["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (101..=107).collect::<Vec<_>>(), "{page}");
+    assert_eq!(
+        (page["epoch"].as_str(), page["top"].as_u64(), page["next"].as_u64()),
+        (Some(epoch.as_str()), Some(top + 1), Some(107))
+    );
+}
+
+#[tokio::test]
+async fn across_hosts_a_trimmed_position_is_not_recovered_and_another_project_is_untouched() {
+    let Some(nats) = NatsServer::start().await else { return };
+    let (_plugins, hosts) = cluster_hosts(&nats, 5, 2).await;
+    let mut first = connect(&hosts[0].url("chat?room=small&recover=1")).await;
+    status(&json(&mut first).await).unwrap();
+    let mut publisher = Publisher::open(&hosts[1].url("chat?room=small")).await;
+    for i in 1..=12 {
+        publisher.say(&format!("m{i}")).await;
+    }
+    let got = envelopes(&mut first, 12).await;
+    let epoch = got[0].1.clone();
+    // Size 5: offsets 8 to 12 are kept; a position at 2 is not covered, and what is kept is sent.
+    let mut late = connect(&hosts[1].url(&format!("chat?room=small&recover=1&since=2&epoch={epoch}"))).await;
+    let ((recovered, _, top), kept) = resume(&mut late, 5).await;
+    assert!(!recovered);
+    assert_eq!(top, 12);
+    assert_eq!(kept.iter().map(|(offset, _, _)| *offset).collect::<Vec<_>>(), [8, 9, 10, 11, 12]);
+    // Another epoch is not covered either.
+    let mut other_epoch = connect(&hosts[0].url("chat?room=small&recover=1&since=11&epoch=elsewhere")).await;
+    let ((recovered, at_epoch, _), _) = resume(&mut other_epoch, 5).await;
+    assert!(!recovered);
+    assert_eq!(at_epoch, epoch);
+    // Project `other`'s room of the same name has its own offsets and none of these messages.
+    let mut other = connect(&hosts[0].url("other-chat?room=small&recover=1")).await;
+    let (recovered, _, top) = status(&json(&mut other).await).unwrap();
+    assert_eq!((recovered, top), (true, 0), "another project's channel of the same name is untouched");
+    let mut other_publisher = Publisher::open(&hosts[1].url("other-chat?room=small")).await;
+    other_publisher.say("theirs").await;
+    let (offset, other_epoch, data) = envelope(&json(&mut other).await);
+    assert_eq!((offset, data.as_str()), (1, "theirs"));
+    assert_ne!(other_epoch, epoch);
+
+    // Every host lists both channels with their top offset, epoch and what the broker keeps.
+    for host in &hosts {
+        let (ok, out, err) = cli(&host.admin, &["channels", "--json"]);
+        assert!(ok, "{err}");
+        let listed: Value = serde_json::from_str(&out).unwrap();
+        let of = |project: &str| {
+            let found = listed["channels"].as_array().unwrap().iter().find(|c| c["project"] == project);
+            let found = found.unwrap_or_else(|| panic!("{project} not listed: {listed}"));
+            (found["channel"].clone(), found["top"].clone(), found["epoch"].clone(), found["kept"].clone())
+        };
+        assert_eq!(of("examples"), ("small".into(), 12.into(), epoch.as_str().into(), 5.into()));
+        assert_eq!(of("other"), ("small".into(), 1.into(), other_epoch.as_str().into(), 1.into()));
+    }
+}
+
 #[tokio::test]
 async fn the_javascript_chat_resumes_from_a_position_in_the_same_rooms() {
     let plugins = plugins(100).handler("examples/js-chat", "js-chat").endpoint("js-chat", "examples/js-chat");

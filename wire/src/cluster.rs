@@ -18,6 +18,51 @@ pub fn channel_subject(cluster: &str, project: &str, channel: &str) -> String {
     format!("{cluster}.ch.{}.{}", hex(project.as_bytes()), hex(channel.as_bytes()))
 }
 
+/// The header that marks a binary channel message on the broker (a text message has none).
+pub const KIND_HEADER: &str = "Wasmsock-Kind";
+
+/// The headers of a publication kept in the cluster's history: its offset in the channel and the epoch of the
+/// channel's stream (see [`history_subject`]).
+pub const OFFSET_HEADER: &str = "Wasmsock-Offset";
+/// See [`OFFSET_HEADER`].
+pub const EPOCH_HEADER: &str = "Wasmsock-Epoch";
+/// The header naming the connection (`s12@h1`) a publication kept in the cluster's history is not delivered to.
+pub const SKIP_HEADER: &str = "Wasmsock-Skip";
+
+/// The subject a publication of a channel with history is kept on in the broker's JetStream:
+/// `<cluster>.hist.<hex project>.<hex channel>`. Each project's channels are one stream ([`history_stream`]) that
+/// keeps a number of messages per subject, and republishes each kept message, with its headers, on the channel's
+/// [`channel_subject`], where the hosts with members listen.
+pub fn history_subject(cluster: &str, project: &str, channel: &str) -> String {
+    format!("{cluster}.hist.{}.{}", hex(project.as_bytes()), hex(channel.as_bytes()))
+}
+
+/// The subjects of every channel of `project` in its history stream ([`history_subject`] with a wildcard).
+pub fn history_subjects(cluster: &str, project: &str) -> String {
+    format!("{cluster}.hist.{}.*", hex(project.as_bytes()))
+}
+
+/// Where the history stream of `project` republishes what it keeps: the project's channel subjects, the channel's
+/// token taken from the kept message's subject (the broker's subject mapping).
+pub fn history_republish(cluster: &str, project: &str) -> String {
+    format!("{cluster}.ch.{}.{{{{wildcard(1)}}}}", hex(project.as_bytes()))
+}
+
+/// The name of `project`'s history stream on the broker: `<cluster>_hist_<hex project>`.
+pub fn history_stream(cluster: &str, project: &str) -> String {
+    format!("{cluster}_hist_{}", hex(project.as_bytes()))
+}
+
+/// The project of a stream named by [`history_stream`] for `cluster`.
+pub fn parse_history_stream(cluster: &str, stream: &str) -> Option<String> {
+    unhex(stream.strip_prefix(cluster)?.strip_prefix("_hist_")?)
+}
+
+/// The channel of a subject made by [`history_subject`].
+pub fn parse_history_subject(subject: &str) -> Option<String> {
+    unhex(subject.rsplit_once('.')?.1)
+}
+
 /// A broker URL as logs and listings may show it: a password in it (`nats://user:secret@host`) becomes `***`.
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
@@ -67,6 +112,25 @@ pub fn unhex(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_names_round_trip_and_republish_onto_the_channel_subject() {
+        let subject = history_subject("prod", "examples", "a.b*c>d/ä");
+        assert_eq!(subject.matches('.').count(), 3, "{subject}");
+        assert_eq!(parse_history_subject(&subject).as_deref(), Some("a.b*c>d/ä"));
+        let stream = history_stream("prod", "examples");
+        assert!(!stream.contains(['.', '*', '>', ' ']), "{stream}");
+        assert_eq!(parse_history_stream("prod", &stream).as_deref(), Some("examples"));
+        assert_eq!(parse_history_stream("other", &stream), None);
+        // The wildcard token of the kept subject is the channel's token of the channel subject.
+        let republish = history_republish("prod", "examples");
+        let channel_token = subject.rsplit_once('.').unwrap().1;
+        assert_eq!(
+            republish.replace("{{wildcard(1)}}", channel_token),
+            channel_subject("prod", "examples", "a.b*c>d/ä")
+        );
+        assert_eq!(history_subjects("prod", "examples").replace('*', channel_token), subject);
+    }
 
     #[test]
     fn subjects_carry_any_channel_name_in_safe_tokens() {

@@ -239,15 +239,8 @@ impl HostServices for App {
     }
 
     fn publish_with(&self, project: &str, channel: &str, frame: Frame, skip: Option<&str>) -> HistoryFuture<Published> {
-        let published = App::publish_with(self, project, channel, &frame, skip);
-        // Answered once the publication is in the journal: an acknowledged one survives the host being killed.
-        let committed = published.as_ref().is_ok_and(|p| p.position.is_some()).then(|| self.history.committed());
-        Box::pin(async move {
-            if let Some(committed) = committed {
-                committed.await;
-            }
-            published
-        })
+        // Answered once the publication is kept (journal or broker): an acknowledged one survives the host's death.
+        self.publish_positioned(project, channel, &frame, skip)
     }
 
     fn history(
@@ -257,7 +250,7 @@ impl HostServices for App {
         since: Option<StreamPosition>,
         limit: u32,
     ) -> HistoryFuture<HistoryPage> {
-        Box::pin(std::future::ready(self.history.read(project, channel, since.as_ref(), limit)))
+        self.read_history(project, channel, since, limit)
     }
 
     fn join_from(
@@ -268,11 +261,7 @@ impl HostServices for App {
         since: Option<StreamPosition>,
         envelope: bool,
     ) -> HistoryFuture<Recovery> {
-        let joined = match self.hub.get(conn.id()) {
-            Some(conn) => self.history.join_from(self.fanout(), project, &conn, channel, since.as_ref(), envelope),
-            None => Err(ConnError::Closed),
-        };
-        Box::pin(std::future::ready(joined))
+        App::join_from(self, project, conn.id(), channel, since, envelope)
     }
 
     fn members(&self, project: &str, channel: &str, after: Option<&str>, limit: u32) -> MembersSurvey {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use wasmsock_wire::history::Published;
+use wasmsock_wire::history::{HistoryPage, Published, Recovery, StreamPosition};
 use wasmsock_wire::{ClientOptions, Close, ConnError, Frame, Limits};
 
 use crate::budget::Budget;
@@ -19,7 +19,7 @@ use crate::conn::{Conn, Hub};
 use crate::control::metrics::Metrics;
 use crate::control::registry::{DEFAULT_CACHE_DIR, Registry, Reload, fingerprint};
 use crate::history::{Fanout, History};
-use crate::runtime::{Instances, Runtime};
+use crate::runtime::{HistoryFuture, Instances, Runtime};
 use crate::store::{DEFAULT_DATA_DIR, Store};
 
 /// Everything one host shares between its connections.
@@ -139,6 +139,8 @@ impl App {
         // Handlers' data and configuration live on the broker, for every host: chosen before any handler runs.
         let nats = crate::store::Nats::start(cluster.client(), cluster.name()).await;
         self.store.use_backend(Arc::new(nats))?;
+        // So does the history of channels, so that a member resumes on any host.
+        self.history.use_broker(cluster.client(), cluster.name(), cluster.host_id())?;
         self.cluster.set(cluster.clone()).map_err(|_| anyhow::anyhow!("this host is in a cluster already"))?;
         if cluster.deploys().is_some() {
             // Catch up before serving: whatever the cluster serves, this host serves too.
@@ -256,6 +258,13 @@ impl App {
         frame: &Frame,
         skip: Option<&str>,
     ) -> Result<Published, ConnError> {
+        if self.history.on_broker(project) {
+            // Kept and delivered (here too) by the broker's history; the position comes later, if asked for
+            // (`publish_positioned`).
+            self.history.publish_shared(project, channel, frame, skip, false)?;
+            self.metrics.published(project, 0);
+            return Ok(Published { queued: self.channels.count(project, channel), position: None });
+        }
         let published = self.history.publish(self.fanout(), project, channel, frame, skip)?;
         if let Some(cluster) = self.cluster.get()
             && !cluster.publish(project, channel, frame)
@@ -264,6 +273,79 @@ impl App {
             tracing::warn!(project, channel, "the broker queue is full: this message reaches this host's members only");
         }
         Ok(published)
+    }
+
+    /// [`App::publish_with`], answering once the publication is kept: in the journal on a host alone, on the broker
+    /// in a cluster (so that an acknowledged publication survives the host being killed).
+    pub fn publish_positioned(
+        &self,
+        project: &str,
+        channel: &str,
+        frame: &Frame,
+        skip: Option<&str>,
+    ) -> HistoryFuture<Published> {
+        if self.history.on_broker(project) {
+            let queued = self.channels.count(project, channel);
+            let answered = self.history.publish_shared(project, channel, frame, skip, true);
+            if answered.is_ok() {
+                self.metrics.published(project, 0);
+            }
+            return Box::pin(async move {
+                let Some(answered) = answered? else { return Err(ConnError::Closed) };
+                let position = answered.await.map_err(|_| ConnError::Closed)??;
+                Ok(Published { queued, position: Some(position) })
+            });
+        }
+        let published = self.publish_with(project, channel, frame, skip);
+        let committed = published.as_ref().is_ok_and(|p| p.position.is_some()).then(|| self.history.committed());
+        Box::pin(async move {
+            if let Some(committed) = committed {
+                committed.await;
+            }
+            published
+        })
+    }
+
+    /// One page of the history of `channel` of `project` (see [`History::read`]), from the broker in a cluster.
+    pub fn read_history(
+        &self,
+        project: &str,
+        channel: &str,
+        since: Option<StreamPosition>,
+        limit: u32,
+    ) -> HistoryFuture<HistoryPage> {
+        let app = match self.me.upgrade() {
+            Some(app) if self.history.on_broker(project) => app,
+            _ => return Box::pin(std::future::ready(self.history.read(project, channel, since.as_ref(), limit))),
+        };
+        let (project, channel) = (project.to_owned(), channel.to_owned());
+        Box::pin(async move { app.history.read_shared(&project, &channel, since.as_ref(), limit).await })
+    }
+
+    /// Adds the connection `conn` to `channel` of `project` after sending it what followed `since` in the channel's
+    /// history (see [`History::join_from`]); in a cluster from the broker, once this host listens to the channel.
+    pub fn join_from(
+        &self,
+        project: &str,
+        conn: &str,
+        channel: &str,
+        since: Option<StreamPosition>,
+        envelope: bool,
+    ) -> HistoryFuture<Recovery> {
+        let Some(conn) = self.hub.get(conn) else { return Box::pin(std::future::ready(Err(ConnError::Closed))) };
+        let shared = match (self.me.upgrade(), self.cluster.get()) {
+            (Some(app), Some(cluster)) if self.history.on_broker(project) => Some((app, cluster.clone())),
+            _ => None,
+        };
+        let Some((app, cluster)) = shared else {
+            let joined = self.history.join_from(self.fanout(), project, &conn, channel, since.as_ref(), envelope);
+            return Box::pin(std::future::ready(joined));
+        };
+        let (project, channel) = (project.to_owned(), channel.to_owned());
+        Box::pin(async move {
+            cluster.listening(&project, &channel).await?;
+            app.history.join_from_shared(app.fanout(), &project, &conn, &channel, since.as_ref(), envelope).await
+        })
     }
 
     /// This host's channels and metrics, as history fans publications out on them.
@@ -367,6 +449,21 @@ impl Local for App {
             Ok(queued) => self.metrics.delivered(project, u64::from(queued)),
             Err(err) => tracing::warn!(project, channel, "a message from another host was not delivered: {err}"),
         }
+    }
+
+    fn deliver_at<'a>(
+        &'a self,
+        project: &'a str,
+        channel: &'a str,
+        frame: Frame,
+        position: StreamPosition,
+        skip: Option<String>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let queued =
+                self.history.deliver_shared(self.fanout(), project, channel, &frame, position, skip.as_deref()).await;
+            self.metrics.delivered(project, u64::from(queued));
+        })
     }
 
     fn metrics(&self) -> &Metrics {

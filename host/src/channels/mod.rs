@@ -32,6 +32,9 @@ struct Channel {
 struct Member {
     conn: Arc<Conn>,
     envelope: bool,
+    /// The last publication of the channel's history it was sent when it joined (in a cluster, from the broker):
+    /// publications of that epoch up to that offset that arrive after it joined are not sent again.
+    after: Option<StreamPosition>,
 }
 
 /// What the admin API lists of one channel.
@@ -105,6 +108,21 @@ impl Channels {
         envelope: bool,
         metrics: &Metrics,
     ) -> Result<(), ConnError> {
+        self.join_after(project, conn, channel, envelope, None, metrics)
+    }
+
+    /// [`Channels::join_with`] for a connection that was sent the channel's history up to `after`: publications of
+    /// that epoch at or before it are skipped when they reach it as a member (in a cluster they may arrive from the
+    /// broker after it joined).
+    pub fn join_after(
+        &self,
+        project: &str,
+        conn: &Arc<Conn>,
+        channel: &str,
+        envelope: bool,
+        after: Option<StreamPosition>,
+        metrics: &Metrics,
+    ) -> Result<(), ConnError> {
         check_channel(channel).map_err(ConnError::Invalid)?;
         same_project(project, conn)?;
         let key = Key { project: project.to_owned(), name: channel.to_owned() };
@@ -121,6 +139,7 @@ impl Channels {
                 && let Some(member) = found.members.lock().map_err(|_| failing())?.get_mut(&conn.seq())
             {
                 member.envelope = envelope;
+                member.after = after;
             }
             return Ok(());
         }
@@ -141,7 +160,7 @@ impl Channels {
             }
             Arc::default()
         });
-        entry.members.lock().map_err(|_| failing())?.insert(conn.seq(), Member { conn: conn.clone(), envelope });
+        entry.members.lock().map_err(|_| failing())?.insert(conn.seq(), Member { conn: conn.clone(), envelope, after });
         Ok(())
     }
 
@@ -268,6 +287,12 @@ impl Channels {
                 if Some(*seq) == skip {
                     continue;
                 }
+                if let (Some(position), Some(after)) = (position, &member.after)
+                    && position.epoch == after.epoch
+                    && position.offset <= after.offset
+                {
+                    continue;
+                }
                 let sent = match position {
                     Some(position) if member.envelope => {
                         member.conn.send(enveloped.get_or_insert_with(|| envelope(position, frame)).clone())
@@ -337,6 +362,20 @@ impl Channels {
             .collect();
         list.sort_by(|a, b| (&a.project, &a.channel).cmp(&(&b.project, &b.channel)));
         list
+    }
+
+    /// How many members `channel` of `project` has on this host.
+    pub fn count(&self, project: &str, channel: &str) -> u32 {
+        let key = Key { project: project.to_owned(), name: channel.to_owned() };
+        let found = self.channels.read().ok().and_then(|channels| channels.get(&key).cloned());
+        let members = found.and_then(|channel| channel.members.lock().ok().map(|members| members.len()));
+        u32::try_from(members.unwrap_or(0)).unwrap_or(u32::MAX)
+    }
+
+    /// Whether `channel` of `project` has a member on this host.
+    pub fn has_members(&self, project: &str, channel: &str) -> bool {
+        let key = Key { project: project.to_owned(), name: channel.to_owned() };
+        self.channels.read().is_ok_and(|channels| channels.contains_key(&key))
     }
 
     /// How many channels exist, across projects.

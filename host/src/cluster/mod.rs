@@ -19,7 +19,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use wasmsock_wire::channel::MembersPage;
-use wasmsock_wire::cluster::{channel_subject, check_token, heartbeat_subject};
+use wasmsock_wire::cluster::{
+    EPOCH_HEADER, KIND_HEADER, OFFSET_HEADER, SKIP_HEADER, channel_subject, check_token, heartbeat_subject,
+};
+use wasmsock_wire::history::StreamPosition;
 use wasmsock_wire::{Bytes, ClientInfo, ConnError, Frame, Utf8Bytes};
 
 pub use broker::{BrokerAuth, BrokerState, DEFAULT_BROKER_RETRY, DEFAULT_BROKER_RETRY_MAX, Secret};
@@ -47,9 +50,6 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// A host not heard from for this long is taken out of the cluster listing (three missed heartbeats).
 pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The header that marks a binary message (a text message has none).
-const KIND_HEADER: &str = "Wasmsock-Kind";
-
 /// The headers naming the project and connection a message sent to one connection on another host is for.
 const PROJECT_HEADER: &str = "Wasmsock-Project";
 const CONN_HEADER: &str = "Wasmsock-Conn";
@@ -70,6 +70,16 @@ const HOST_HEADER: &str = "Wasmsock-Host";
 pub trait Local: Send + Sync + 'static {
     /// Queues a message from another host on this host's members of `channel` of `project`.
     fn deliver(&self, project: &str, channel: &str, frame: &Frame);
+    /// Delivers a publication kept in the cluster's history at `position` (republished by the broker's JetStream) to
+    /// this host's members of `channel` of `project`; the next message of the channel waits for it.
+    fn deliver_at<'a>(
+        &'a self,
+        project: &'a str,
+        channel: &'a str,
+        frame: Frame,
+        position: StreamPosition,
+        skip: Option<String>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
     /// The host's metrics.
     fn metrics(&self) -> &Metrics;
     /// How many connections and channels this host has now (for its heartbeat).
@@ -139,6 +149,8 @@ pub struct ClusterOptions {
 enum Change {
     Opened(String, String),
     Closed(String, String),
+    /// Listen to the channel now if this host does not yet, and answer once the broker has the subscription.
+    Listen(String, String, tokio::sync::oneshot::Sender<Result<(), ConnError>>),
 }
 
 /// This host's part in a cluster.
@@ -318,6 +330,17 @@ impl Cluster {
         let subject = channel_subject(&self.options.name, project, channel);
         self.outgoing.try_send(Outgoing { subject, to: None, frame: frame.clone() }).is_ok()
     }
+
+    /// Resolves once this host listens to `channel` of `project` on the broker and the broker has the subscription,
+    /// so that every message published to it from then on reaches this host: what a join from a position waits for
+    /// before it reads where the channel's history ends.
+    pub async fn listening(&self, project: &str, channel: &str) -> Result<(), ConnError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let listen = Change::Listen(project.to_owned(), channel.to_owned(), answer);
+        let gone = || ConnError::Limit("the cluster's broker connection is closed".into());
+        self.changes.send(listen).map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
 }
 
 impl ChannelWatch for Cluster {
@@ -397,19 +420,30 @@ async fn listen(
     let mut readers: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
     while let Some(change) = changes.recv().await {
         match change {
+            // A channel listened to already (a join from a position asked first) keeps its subscription.
+            Change::Opened(project, channel) if readers.contains_key(&(project.clone(), channel.clone())) => {}
             Change::Opened(project, channel) => {
-                let subject = channel_subject(&cluster, &project, &channel);
-                match client.subscribe(subject).await {
-                    Ok(subscriber) => {
-                        let reader = tokio::spawn(read(subscriber, project.clone(), channel.clone(), local.clone()));
-                        if let Some(old) = readers.insert((project, channel), reader) {
-                            old.abort();
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(project, channel, "cannot listen to the channel on the broker: {err}");
-                    }
+                if let Err(err) =
+                    subscribe(&client, &cluster, &mut readers, project.clone(), channel.clone(), &local).await
+                {
+                    tracing::warn!(project, channel, "cannot listen to the channel on the broker: {err}");
                 }
+            }
+            Change::Listen(project, channel, answer) => {
+                let key = (project.clone(), channel.clone());
+                let listened = if readers.contains_key(&key) {
+                    Ok(())
+                } else {
+                    subscribe(&client, &cluster, &mut readers, project, channel, &local).await
+                };
+                // The broker has the subscription once it answers a ping sent after it.
+                let listened = match listened {
+                    Ok(()) => client.flush().await.map_err(|err| err.to_string()),
+                    Err(err) => Err(err),
+                };
+                let _ = answer.send(listened.map_err(|err| {
+                    ConnError::Limit(format!("cannot listen to the channel on the cluster's broker: {err}"))
+                }));
             }
             Change::Closed(project, channel) => {
                 // Dropping the subscriber (with its task) unsubscribes.
@@ -424,7 +458,26 @@ async fn listen(
     }
 }
 
-/// Delivers the messages of one channel's subject to this host's members.
+/// Subscribes to a channel's subject and starts the task that delivers what arrives on it.
+async fn subscribe(
+    client: &async_nats::Client,
+    cluster: &str,
+    readers: &mut HashMap<(String, String), JoinHandle<()>>,
+    project: String,
+    channel: String,
+    local: &Weak<dyn Local>,
+) -> Result<(), String> {
+    let subject = channel_subject(cluster, &project, &channel);
+    let subscriber = client.subscribe(subject).await.map_err(|err| err.to_string())?;
+    let reader = tokio::spawn(read(subscriber, project.clone(), channel.clone(), local.clone()));
+    if let Some(old) = readers.insert((project, channel), reader) {
+        old.abort();
+    }
+    Ok(())
+}
+
+/// Delivers the messages of one channel's subject to this host's members: those another host published, and the
+/// publications the broker's history stream republishes with their positions, one after the other.
 async fn read(mut subscriber: async_nats::Subscriber, project: String, channel: String, local: Weak<dyn Local>) {
     while let Some(message) = subscriber.next().await {
         let Some(local) = local.upgrade() else { return };
@@ -445,7 +498,18 @@ async fn read(mut subscriber: async_nats::Subscriber, project: String, channel: 
             }
         };
         local.metrics().broker_received();
-        local.deliver(&project, &channel, &frame);
+        let header = |name: &str| message.headers.as_ref().and_then(|headers| headers.get(name)).map(|v| v.as_str());
+        let position = match (header(OFFSET_HEADER).and_then(|offset| offset.parse().ok()), header(EPOCH_HEADER)) {
+            (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch: epoch.to_owned() }),
+            _ => None,
+        };
+        match position {
+            Some(position) => {
+                let skip = header(SKIP_HEADER).map(str::to_owned);
+                local.deliver_at(&project, &channel, frame, position, skip).await;
+            }
+            None => local.deliver(&project, &channel, &frame),
+        }
     }
 }
 

@@ -8,43 +8,38 @@
 //! position on the connection and adds it to the channel. So every publication is either in what the join sends
 //! (it was queued before) or reaches the connection as a member (after), never both and never neither.
 //!
-//! Streams live in memory; `wasmsock serve` also writes them to a journal ([`journal`]) in the data directory, so a
+//! In a cluster (`serve --nats`) a project's history lives on the broker instead ([`shared`]), so that every host
+//! agrees on its offsets and a member resumes on any host.
+//!
+//! On one host, streams live in memory; `wasmsock serve` also writes them to a journal ([`journal`]) in the data directory, so a
 //! restart reads them back with their epochs. A stream's epoch is made when it is first used; after a crash every
 //! stream gets a new one (the last publications queued for the journal may be missing though members got them, so
 //! their offsets must not be given again in the same epoch), and a position from before it is reported as not
 //! recovered, never silently wrong.
 
 mod journal;
+mod shared;
+mod terms;
 
 pub use journal::HISTORY_FILE;
+pub use shared::{DEFAULT_HISTORY_CALL_TIMEOUT, DEFAULT_HISTORY_PUBLISH_QUEUE, MAX_LISTED};
+use terms::send_history;
+pub use terms::{Fanout, QuotasOf, StreamStats};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmsock_wire::channel::check_channel;
-use wasmsock_wire::history::{HistoryPage, Publication, Published, Recovery, StreamPosition, continue_from, envelope};
+use wasmsock_wire::history::{HistoryPage, Publication, Published, Recovery, StreamPosition, continue_from};
 use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::limits::MAX_HISTORY_PAGE;
 use wasmsock_wire::{ConnError, Frame, ProjectQuotas};
 
-use crate::channels::Channels;
 use crate::conn::Conn;
 use crate::control::metrics::Metrics;
 use crate::store::Durability;
 use journal::{Journal, Op};
-
-/// What a project may keep, looked up per call (the host's flags with the project's `project.json` over them).
-pub type QuotasOf = Arc<dyn Fn(&str) -> ProjectQuotas + Send + Sync>;
-
-/// The channels a publication is fanned out on and the metrics that count it, as one argument.
-#[derive(Debug, Clone, Copy)]
-pub struct Fanout<'a> {
-    /// This host's channels.
-    pub channels: &'a Channels,
-    /// The host's metrics.
-    pub metrics: &'a Metrics,
-}
 
 /// A channel's name within its project.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,21 +85,6 @@ impl Stream {
     }
 }
 
-/// What the admin API and `wasmsock channels` show of one channel's history.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct StreamStats {
-    /// The project it belongs to.
-    pub project: String,
-    /// The channel's name.
-    pub channel: String,
-    /// The offset of its latest publication.
-    pub top: u64,
-    /// The stream's epoch.
-    pub epoch: String,
-    /// How many publications it keeps now.
-    pub kept: usize,
-}
-
 /// One project's use of history on this host.
 #[derive(Debug, Default, Clone, Copy)]
 struct Usage {
@@ -124,6 +104,8 @@ pub struct History {
     epochs: AtomicU64,
     /// Where streams are written, once opened (`wasmsock serve`); without one they live in memory only.
     journal: OnceLock<Journal>,
+    /// The cluster's broker, once this host joined one: every project's history is kept there instead.
+    shared: OnceLock<Arc<shared::Shared>>,
 }
 
 impl std::fmt::Debug for History {
@@ -141,6 +123,103 @@ impl History {
             quotas,
             epochs: AtomicU64::new(0),
             journal: OnceLock::new(),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Keeps every project's history on the broker `client` is connected to from now on (this host joined
+    /// `cluster` as `host`; before any handler runs).
+    pub fn use_broker(&self, client: async_nats::Client, cluster: &str, host: &str) -> anyhow::Result<()> {
+        self.shared
+            .set(shared::Shared::new(client, cluster, host, self.quotas.clone()))
+            .map_err(|_| anyhow::anyhow!("the channel history is on a broker already"))
+    }
+
+    /// Whether `project` keeps history on the cluster's broker (this host is in a cluster and the project keeps
+    /// history): then publishing, reading and joining go through [`History::publish_shared`],
+    /// [`History::read_shared`] and [`History::join_from_shared`].
+    pub fn on_broker(&self, project: &str) -> bool {
+        self.shared.get().is_some() && self.is_on(project)
+    }
+
+    /// Publishes `frame` to `channel` of `project` through the broker's history: queued on this host to be kept after
+    /// this host's earlier publishes to the channel, and delivered to the members on every host (this one too) when
+    /// the broker republishes it. With `answer`, the receiver gets its position once the broker stored it.
+    pub fn publish_shared(
+        &self,
+        project: &str,
+        channel: &str,
+        frame: &Frame,
+        skip: Option<&str>,
+        answer: bool,
+    ) -> Result<Option<tokio::sync::oneshot::Receiver<Result<StreamPosition, ConnError>>>, ConnError> {
+        let shared = self.shared.get().ok_or_else(|| ConnError::Invalid("this host is not in a cluster".into()))?;
+        let quotas = self.quotas_on(project)?;
+        check_channel(channel).map_err(ConnError::Invalid)?;
+        if !frame.is_data() {
+            return Err(ConnError::Invalid("only text and binary messages can be published".into()));
+        }
+        let size = frame_bytes(frame);
+        if size > quotas.history_bytes {
+            return Err(ConnError::Limit(format!(
+                "a message of {size} bytes is larger than project {project:?}'s history may hold ({} bytes, \
+                 quotas.history-bytes)",
+                quotas.history_bytes
+            )));
+        }
+        shared.publish(project, channel, frame.clone(), skip, quotas, answer)
+    }
+
+    /// [`History::read`] of a history kept on the cluster's broker.
+    pub async fn read_shared(
+        &self,
+        project: &str,
+        channel: &str,
+        since: Option<&StreamPosition>,
+        limit: u32,
+    ) -> Result<HistoryPage, ConnError> {
+        let shared = self.shared.get().ok_or_else(|| ConnError::Invalid("this host is not in a cluster".into()))?;
+        if limit == 0 || limit > MAX_HISTORY_PAGE {
+            return Err(ConnError::Invalid(format!(
+                "a page of history is 1 to {MAX_HISTORY_PAGE} publications; {limit} was asked for"
+            )));
+        }
+        let quotas = self.quotas_on(project)?;
+        check_channel(channel).map_err(ConnError::Invalid)?;
+        within_call_timeout(shared.read(project, channel, since, limit, &quotas)).await
+    }
+
+    /// [`History::join_from`] of a history kept on the cluster's broker; this host must listen to the channel on the
+    /// broker already.
+    pub async fn join_from_shared(
+        &self,
+        fanout: Fanout<'_>,
+        project: &str,
+        conn: &Arc<Conn>,
+        channel: &str,
+        since: Option<&StreamPosition>,
+        with_envelope: bool,
+    ) -> Result<Recovery, ConnError> {
+        let shared = self.shared.get().ok_or_else(|| ConnError::Invalid("this host is not in a cluster".into()))?;
+        self.quotas_on(project)?;
+        check_channel(channel).map_err(ConnError::Invalid)?;
+        within_call_timeout(shared.join_from(fanout, project, conn, channel, since, with_envelope)).await
+    }
+
+    /// Delivers a publication of `channel` that the broker's history republished, at `position`, to this host's
+    /// members, in the channel's order (see [`shared`]); how many it was queued for.
+    pub async fn deliver_shared(
+        &self,
+        fanout: Fanout<'_>,
+        project: &str,
+        channel: &str,
+        frame: &Frame,
+        position: StreamPosition,
+        skip: Option<&str>,
+    ) -> u32 {
+        match self.shared.get() {
+            Some(shared) => shared.deliver(fanout, project, channel, frame, position, skip).await,
+            None => fanout.channels.fan_out_at(project, channel, frame, Some(&position), None).unwrap_or(0),
         }
     }
 
@@ -337,30 +416,23 @@ impl History {
         let freed = stream.trim(now_ms(), &quotas);
         self.trimmed(project, channel, &stream, freed);
         let (from, recovered) = continue_from(since, stream.first(), stream.top, &stream.epoch);
-        let mut sent: u32 = 0;
-        for publication in stream.kept.iter().filter(|p| p.offset >= from) {
-            let frame = if with_envelope {
-                envelope(
-                    &StreamPosition { offset: publication.offset, epoch: stream.epoch.clone() },
-                    &publication.frame,
-                )
-            } else {
-                publication.frame.clone()
-            };
-            conn.send(frame).map_err(|err| match err {
-                ConnError::Limit(why) => ConnError::Limit(format!(
-                    "the connection's queue filled after {sent} publications of the history: {why}"
-                )),
-                other => other,
-            })?;
-            sent = sent.saturating_add(1);
-        }
+        let missed = stream.kept.iter().filter(|p| p.offset >= from);
+        let sent = send_history(conn, missed, &stream.epoch, with_envelope)?;
         // Still under the stream's lock: no publication can fall between the history sent and the membership.
         channels.join_with(project, conn, channel, with_envelope, metrics)?;
         if since.is_some() {
             metrics.resumed(project, recovered);
         }
         Ok(Recovery { recovered, sent, epoch: stream.epoch.clone(), top: stream.top, history: true })
+    }
+
+    /// [`History::list`] in a cluster: the channels keeping history on the broker, whichever host published to them.
+    /// On a host alone, the same as [`History::list`].
+    pub async fn list_everywhere(&self, project: Option<&str>) -> Result<Vec<StreamStats>, ConnError> {
+        match self.shared.get() {
+            Some(shared) => within_call_timeout(shared.list(project)).await,
+            None => Ok(self.list(project)),
+        }
     }
 
     /// Every channel keeping history, with its top offset and epoch, by project then name; only `project`'s when
@@ -479,6 +551,13 @@ impl History {
     }
 }
 
+/// `call`, or a `limit` error naming the broker when it takes longer than [`DEFAULT_HISTORY_CALL_TIMEOUT`].
+async fn within_call_timeout<T>(call: impl Future<Output = Result<T, ConnError>>) -> Result<T, ConnError> {
+    tokio::time::timeout(DEFAULT_HISTORY_CALL_TIMEOUT, call).await.unwrap_or_else(|_| {
+        Err(ConnError::Limit(format!("the cluster's broker did not answer within {DEFAULT_HISTORY_CALL_TIMEOUT:?}")))
+    })
+}
+
 /// The bytes a kept message counts for: its length, and 1 for an empty one (so that trimming anything frees some).
 fn frame_bytes(frame: &Frame) -> u64 {
     let len = match frame {
@@ -497,6 +576,7 @@ fn failing() -> ConnError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::channels::Channels;
     use crate::channels::testing::open;
     use crate::conn::Hub;
 

@@ -257,11 +257,16 @@ struct ChannelsQuery {
 
 /// The channels with members on this host and the channels keeping history here, by project then name: each with
 /// its member count, and for a channel with history its top offset, epoch and how many publications it keeps.
-async fn list_channels(State(app): State<Arc<App>>, Query(query): Query<ChannelsQuery>) -> Json<Value> {
+async fn list_channels(
+    State(app): State<Arc<App>>,
+    Query(query): Query<ChannelsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let project = query.project.as_deref();
     let mut listed: std::collections::BTreeMap<(String, String), Value> =
         app.channels.list(project).into_iter().map(|c| ((c.project.clone(), c.channel.clone()), json!(c))).collect();
-    for stream in app.history.list(project) {
+    let streams = app.history.list_everywhere(project).await;
+    let streams = streams.map_err(|err| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))?;
+    for stream in streams {
         let entry = listed
             .entry((stream.project.clone(), stream.channel.clone()))
             .or_insert_with(|| json!({"project": stream.project, "channel": stream.channel, "members": 0}));
@@ -271,7 +276,7 @@ async fn list_channels(State(app): State<Arc<App>>, Query(query): Query<Channels
             fields.insert("kept".into(), stream.kept.into());
         }
     }
-    Json(json!({ "channels": listed.into_values().collect::<Vec<_>>() }))
+    Ok(Json(json!({ "channels": listed.into_values().collect::<Vec<_>>() })))
 }
 
 /// The query of `GET /admin/v1/history/{project}/{channel}`: a page of a channel's history.
@@ -296,13 +301,14 @@ async fn read_history(
         (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
         // An offset without an epoch is taken to be in the stream's epoch, whatever it is now.
         (Some(offset), None) => {
-            app.history.read(&project, &channel, None, 1).ok().map(|page| StreamPosition { offset, epoch: page.epoch })
+            let page = app.read_history(&project, &channel, None, 1).await;
+            page.ok().map(|page| StreamPosition { offset, epoch: page.epoch })
         }
         (None, _) => None,
     };
     let page = app
-        .history
-        .read(&project, &channel, since.as_ref(), query.limit.unwrap_or(DEFAULT_HISTORY_PAGE))
+        .read_history(&project, &channel, since, query.limit.unwrap_or(DEFAULT_HISTORY_PAGE))
+        .await
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
     let publications: Vec<Value> = page
         .publications
@@ -400,12 +406,10 @@ struct Publish {
 async fn publish(State(app): State<Arc<App>>, Json(publish): Json<Publish>) -> Result<Json<Value>, ApiError> {
     let frame = Frame::Text(publish.message.into());
     let published = app
-        .publish_with(&publish.project, &publish.channel, &frame, None)
+        .publish_positioned(&publish.project, &publish.channel, &frame, None)
+        .await
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()))?;
     let mut answer = json!({ "project": publish.project, "channel": publish.channel, "queued": published.queued });
-    if published.position.is_some() {
-        app.history.committed().await;
-    }
     if let (Some(fields), Some(position)) = (answer.as_object_mut(), published.position) {
         fields.insert("offset".into(), position.offset.into());
         fields.insert("epoch".into(), position.epoch.into());
