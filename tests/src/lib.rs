@@ -189,7 +189,16 @@ pub async fn connect(url: &str) -> Ws {
 
 /// This process's CPU time (user + system), from `/proc/self/stat`, in steps of 10 ms: measure many operations.
 pub fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    cpu_of("self")
+}
+
+/// The CPU time (user + system) of the process `pid` (a broker the test started), as [`process_cpu`].
+pub fn process_cpu_of(pid: u32) -> Duration {
+    cpu_of(&pid.to_string())
+}
+
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
@@ -794,6 +803,11 @@ impl NatsServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         child
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `nats://127.0.0.1:PORT`.

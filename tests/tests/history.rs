@@ -635,6 +635,101 @@ async fn history_cost() {
 }
 
 /// Sends a command to a recorder session and returns its reply.
+/// What history costs in a cluster: one in-process host joined to a real nats-server, the chat example with history
+/// off (the core NATS relay), on (JetStream) and on with members in the envelope; CPU per publish and per delivery of
+/// the test process (host and clients) and of the broker, and the time to resume 1,000 missed messages.
+#[tokio::test]
+#[ignore = "prints figures; run with --ignored --nocapture"]
+async fn cluster_history_cost() {
+    const N: usize = 1_000;
+    const PUBLISHES: usize = 2 * N;
+    const MEMBERS: usize = 10;
+    const ROUNDS: usize = 3;
+    let Some(nats) = NatsServer::start().await else { return };
+    let host = TestHost::start(plugins(N as u32)).await;
+    let options = wasmsock::cluster::ClusterOptions {
+        url: nats.url(),
+        auth: wasmsock::cluster::BrokerAuth::default(),
+        name: format!("cost-{}", nats.port),
+        host_id: "h0".into(),
+    };
+    host.app.join_cluster(options).await.unwrap();
+    let cases = [
+        ("plain-chat", "", 0, "off (core NATS relay)"),
+        ("chat", "", 0, "on (JetStream)"),
+        ("chat", "&recover=1", 1, "on (JetStream), members in the envelope"),
+    ];
+    let mut figures: Vec<[Vec<f64>; 3]> = vec![[Vec::new(), Vec::new(), Vec::new()]; cases.len()];
+    let mut resumes = Vec::new();
+    for round in 0..=ROUNDS {
+        for (c, (endpoint, extra, statuses, _)) in cases.iter().enumerate() {
+            let room = format!("cost{round}-{c}");
+            let mut members = Vec::new();
+            for _ in 0..MEMBERS {
+                let mut member = host.connect(&format!("{endpoint}?room={room}{extra}")).await;
+                for _ in 0..*statuses {
+                    text(&mut member).await;
+                }
+                members.push(member);
+            }
+            let mut publisher = Publisher::open(&host.url(&format!("{endpoint}?room={room}"))).await;
+            // The host listens to the room's subject once its first member joined, in the background.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (start, broker_start) = (process_cpu(), process_cpu_of(nats.pid()));
+            for i in 0..PUBLISHES {
+                publisher.say(&format!("message {i:04} of the cost round")).await;
+            }
+            for member in &mut members {
+                for _ in 0..PUBLISHES {
+                    text(member).await;
+                }
+            }
+            publisher.heard(PUBLISHES).await;
+            let spent = (process_cpu() - start).as_secs_f64() * 1e6;
+            let broker = (process_cpu_of(nats.pid()) - broker_start).as_secs_f64() * 1e6;
+            if round > 0 {
+                figures[c][0].push(spent / PUBLISHES as f64);
+                figures[c][1].push(spent / (PUBLISHES * (MEMBERS + 1)) as f64);
+                figures[c][2].push(broker / PUBLISHES as f64);
+            }
+        }
+        let room = format!("resume{round}");
+        let mut first = host.connect(&format!("chat?room={room}&recover=1")).await;
+        status(&json(&mut first).await).unwrap();
+        let mut publisher = Publisher::open(&host.url(&format!("chat?room={room}&recover=1"))).await;
+        for i in 0..N {
+            publisher.say(&format!("missed {i}")).await;
+        }
+        publisher.heard(N + 1).await;
+        let epoch = envelope(&json(&mut first).await).1;
+        drop(first);
+        let started = std::time::Instant::now();
+        let mut resumed = host.connect(&format!("chat?room={room}&recover=1&since=0&epoch={epoch}")).await;
+        let ((recovered, _, _), envelopes) = resume(&mut resumed, N).await;
+        let took = started.elapsed();
+        assert!(recovered && envelopes.len() == N);
+        if round > 0 {
+            resumes.push(took.as_secs_f64() * 1e3);
+        }
+        println!("round {round}: resume of {N} took {:.1} ms", took.as_secs_f64() * 1e3);
+    }
+    for (c, (_, _, _, history)) in cases.iter().enumerate() {
+        let [publish, delivery, broker] = &mut figures[c];
+        println!(
+            "history {history}: host CPU per publish {:.1} µs (rounds {:?}), per delivery {:.1} µs; broker CPU per \
+             publish {:.1} µs",
+            median(publish),
+            publish.iter().map(|v| v.round()).collect::<Vec<_>>(),
+            median(delivery),
+            median(broker)
+        );
+    }
+    println!(
+        "resume of {N} missed messages from JetStream: median {:.1} ms (rounds {resumes:.1?})",
+        median(&mut resumes)
+    );
+}
+
 async fn ask(ws: &mut Ws, command: &str) -> String {
     send(ws, command).await;
     text(ws).await

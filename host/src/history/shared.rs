@@ -40,6 +40,7 @@ use wasmsock_wire::kv::now_ms;
 use wasmsock_wire::{Bytes, ConnError, Frame, ProjectQuotas, Utf8Bytes};
 
 use super::terms::{Fanout, QuotasOf, StreamStats, send_history};
+use crate::channels::Channels;
 use crate::conn::Conn;
 
 /// The longest one history call may take on the broker (a publish's acknowledgement with its retries, a page, a
@@ -47,8 +48,10 @@ use crate::conn::Conn;
 pub const DEFAULT_HISTORY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Publications of one channel waiting on this host to be written to the broker; past it a publish is refused (a
-/// `limit` error) rather than held in memory.
-pub const DEFAULT_HISTORY_PUBLISH_QUEUE: usize = 1_024;
+/// `limit` error) rather than held in memory. A channel's publications are written one broker round trip after the
+/// other, so this is a burst of a second or more of the most one channel can take; enough for a handler that
+/// publishes thousands at once.
+pub const DEFAULT_HISTORY_PUBLISH_QUEUE: usize = 16_384;
 
 /// The most channels one listing of the cluster's history reads (one request each for its top).
 pub const MAX_LISTED: usize = 1_000;
@@ -58,6 +61,9 @@ const RACE_RETRIES: u32 = 64;
 
 /// A channel's writer with nothing to write for this long ends (a later publish starts another).
 const WRITER_IDLE: Duration = Duration::from_secs(30);
+
+/// How many channels' last delivered positions a host keeps before it lets go of those with no member here.
+const PRUNE_DELIVERED_PAST: usize = 4_096;
 
 /// The header of a JetStream publish that makes it conditional on the subject's last sequence.
 const EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
@@ -253,7 +259,7 @@ impl Shared {
     ) -> Result<Recovery, ConnError> {
         let Fanout { channels, metrics } = fanout;
         let quotas = &(self.quotas)(project);
-        let delivering = self.delivery_lock(project, channel)?;
+        let delivering = self.delivery_lock(channels, project, channel)?;
         let _delivering = delivering.lock().await;
         let stream = self.stream(project, quotas).await?;
         let subject = history_subject(&self.cluster, project, channel);
@@ -292,7 +298,7 @@ impl Shared {
         let Fanout { channels, .. } = fanout;
         // A connection of this host that published it and asked not to receive it.
         let skip = skip.filter(|id| host_of(id) == Some(self.host.as_str()));
-        let Ok(delivering) = self.delivery_lock(project, channel) else { return 0 };
+        let Ok(delivering) = self.delivery_lock(channels, project, channel) else { return 0 };
         let mut delivered = delivering.lock().await;
         let mut queued = 0;
         if let Some(last) = delivered.as_ref().filter(|last| last.epoch == position.epoch) {
@@ -358,12 +364,19 @@ impl Shared {
     }
 
     /// The lock that orders deliveries and joins of one channel on this host, with the last position delivered.
+    ///
+    /// A channel's entry goes when a publication finds no member for it here ([`Shared::deliver`]); one whose last
+    /// member left when nothing more came is let go when the table is past [`PRUNE_DELIVERED_PAST`] entries.
     fn delivery_lock(
         &self,
+        channels: &Channels,
         project: &str,
         channel: &str,
     ) -> Result<Arc<tokio::sync::Mutex<Option<StreamPosition>>>, ConnError> {
         let mut table = self.delivered.lock().map_err(|_| failing())?;
+        if table.len() > PRUNE_DELIVERED_PAST {
+            table.retain(|(project, channel), lock| Arc::strong_count(lock) > 1 || channels.has_members(project, channel));
+        }
         Ok(table.entry((project.to_owned(), channel.to_owned())).or_default().clone())
     }
 
