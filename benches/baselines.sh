@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The baselines of the performance issue (32), in interleaved rounds of one run: Bun (`Bun.serve`, uWebSockets), a
+# native axum server and Node `ws` against the host, with the server and the load generator pinned to the same core,
+# so each figure is server CPU per message at saturation. Every round runs every server once, so ratios are taken
+# between figures of the same round; benches/baselines.py prints the median, the spread and the ratios per round, and
+# marks a target met only when every round meets it.
+#   - echo: 100 connections × 10 in flight, 64-byte text, the load generator feeding its whole window and flushing
+#     once (`wasmsock bench --pipeline`); the host with the Rust echo in `shared`, `per-connection`, `per-event` and
+#     the JavaScript (QuickJS) echo in `shared` and `per-event`;
+#   - fan-out: 1,000 members and one publisher, 8 publishes in flight; Bun's topic publish, the native tokio
+#     broadcast, Node looping over its clients, the host's Rust chat in `shared` and `per-event` and the JavaScript
+#     chat in `shared`;
+#   - handshakes: 10 at a time, server CPU per open and close, the native echo and the host's Rust echo in `shared` and
+#     `per-event`.
+# Writes target/bench/baselines.jsonl and prints the tables.
+#
+# Run with: benches/baselines.sh       (about 12 minutes with the defaults; not part of CI)
+# Settings (environment): ROUNDS (3), SECONDS_PER_RUN (4), MEMBERS (1000), CPU (0): the core both the server and the
+# load generator are pinned to; CARGO_TARGET_DIR is honoured.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-4}
+MEMBERS=${MEMBERS:-1000}
+CPU=${CPU:-0}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+OUT=$ROOT/target/bench
+RESULTS=$OUT/baselines.jsonl
+BIN=$TARGET/release/wasmsock
+BUN=$ROOT/benches/node_modules/@oven/bun-linux-x64/bin/bun
+PLUGINS=$OUT/baselines-plugins
+HOST_PORT=9140
+ADMIN_PORT=9141
+NATIVE_PORT=9142
+NODE_PORT=9143
+BUN_PORT=9144
+
+log() { echo "baselines: $*" >&2; }
+
+# A room of 1,000 members plus the publisher needs more descriptors than the usual soft limit of 1,024.
+ulimit -n "$(ulimit -Hn)"
+mkdir -p "$OUT"
+: >"$RESULTS"
+
+log "building the release host, the native baselines and the guests; installing Node ws and Bun"
+cargo build --quiet --release -p wasmsock -p native-echo -p native-fanout
+cargo xtask guests
+(cd benches && npm ci --no-audit --no-fund --silent)
+"$BUN" --version >/dev/null
+
+rm -rf "$PLUGINS"
+mkdir -p "$PLUGINS/examples"
+for guest in echo js-echo chat js-chat; do cp "plugins/examples/$guest.wasm" "$PLUGINS/examples/$guest.wasm"; done
+for instance in shared per-connection per-event; do
+    printf '{"handler": "examples/echo", "endpoint": "echo-%s", "instance": "%s"}\n' "$instance" "$instance" \
+        >"$PLUGINS/examples/echo-$instance.websocket"
+    printf '{"handler": "examples/js-echo", "endpoint": "js-echo-%s", "instance": "%s"}\n' "$instance" "$instance" \
+        >"$PLUGINS/examples/js-echo-$instance.websocket"
+done
+for instance in shared per-event; do
+    printf '{"handler": "examples/chat", "endpoint": "chat-%s", "instance": "%s"}\n' "$instance" "$instance" \
+        >"$PLUGINS/examples/chat-$instance.websocket"
+done
+printf '{"handler": "examples/js-chat", "endpoint": "js-chat-shared", "instance": "shared"}\n' \
+    >"$PLUGINS/examples/js-chat-shared.websocket"
+
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+
+start() {
+    local name=$1 port=$2
+    shift 2
+    launch "$CPU" "$OUT/baselines-$name.log" "$port" "$@"
+    SERVER_PID=$STARTED
+}
+
+stop() {
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# measure ROUND KIND SERVER URL ARGS...: a 1 s unmeasured run (connections accepted, JIT and caches warm), then one
+# measured run appended to the results.
+measure() {
+    local round=$1 kind=$2 server=$3 url=$4
+    shift 4
+    taskset -c "$CPU" "$BIN" bench "$url" "$@" --count 100000000 --duration-secs 1 --json >/dev/null
+    taskset -c "$CPU" "$BIN" bench "$url" "$@" --count 100000000 --duration-secs "$SECONDS_PER_RUN" \
+        --server-pid "$SERVER_PID" --json |
+        python3 -c 'import json, sys
+r = json.load(sys.stdin)
+r.update(round=int(sys.argv[1]), kind=sys.argv[2], server=sys.argv[3])
+print(json.dumps(r))' "$round" "$kind" "$server" | tee -a "$RESULTS" >&2
+}
+
+ECHO=(--mode echo -c 100 -w 10 --size 64 --pipeline)
+FANOUT=(--mode fanout -c "$MEMBERS" -w 8 --size 64)
+CONNECT=(--mode connect -c 10)
+
+for round in $(seq 1 "$ROUNDS"); do
+    log "round $round of $ROUNDS: Bun"
+    start bun $BUN_PORT "$BUN" benches/bun-echo.js $BUN_PORT
+    measure "$round" echo bun "ws://127.0.0.1:$BUN_PORT/" "${ECHO[@]}"
+    stop
+    start bun-fanout $BUN_PORT "$BUN" benches/bun-fanout.js $BUN_PORT
+    measure "$round" fanout bun "ws://127.0.0.1:$BUN_PORT/" "${FANOUT[@]}"
+    stop
+
+    log "round $round of $ROUNDS: native axum"
+    start native $NATIVE_PORT "$TARGET/release/native-echo" "127.0.0.1:$NATIVE_PORT"
+    measure "$round" echo native "ws://127.0.0.1:$NATIVE_PORT/echo" "${ECHO[@]}"
+    measure "$round" connect native "ws://127.0.0.1:$NATIVE_PORT/echo" "${CONNECT[@]}"
+    stop
+    start native-fanout $NATIVE_PORT "$TARGET/release/native-fanout" "127.0.0.1:$NATIVE_PORT"
+    measure "$round" fanout native "ws://127.0.0.1:$NATIVE_PORT/room" "${FANOUT[@]}"
+    stop
+
+    log "round $round of $ROUNDS: Node.js ws"
+    start node $NODE_PORT node benches/node-echo.js $NODE_PORT
+    measure "$round" echo node "ws://127.0.0.1:$NODE_PORT/" "${ECHO[@]}"
+    stop
+    start node-fanout $NODE_PORT node benches/node-fanout.js $NODE_PORT
+    measure "$round" fanout node "ws://127.0.0.1:$NODE_PORT/" "${FANOUT[@]}"
+    stop
+
+    log "round $round of $ROUNDS: the host"
+    start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
+        --admin "127.0.0.1:$ADMIN_PORT"
+    base="ws://127.0.0.1:$HOST_PORT/websockets/service"
+    for instance in shared per-connection per-event; do
+        measure "$round" echo "host rust $instance" "$base/echo-$instance" "${ECHO[@]}"
+    done
+    for instance in shared per-event; do
+        measure "$round" echo "host js $instance" "$base/js-echo-$instance" "${ECHO[@]}"
+        measure "$round" connect "host rust $instance" "$base/echo-$instance" "${CONNECT[@]}"
+        measure "$round" fanout "host rust chat $instance" "$base/chat-$instance?room=bench" "${FANOUT[@]}"
+    done
+    measure "$round" fanout "host js chat shared" "$base/js-chat-shared?room=bench" "${FANOUT[@]}"
+    stop
+done
+
+python3 benches/baselines.py "$RESULTS"
