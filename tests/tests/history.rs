@@ -469,7 +469,7 @@ async fn across_two_hosts_a_member_resumes_on_the_other_host_and_kill_9_of_its_h
 }
 
 #[tokio::test]
-async fn across_hosts_a_trimmed_position_is_not_recovered_and_another_project_is_untouched() {
+async fn across_hosts_a_trimmed_position_is_not_recovered_another_project_is_untouched_and_a_broker_restart_keeps_offsets() {
     let Some(nats) = NatsServer::start().await else { return };
     let (_plugins, hosts) = cluster_hosts(&nats, 5, 2).await;
     let mut first = connect(&hosts[0].url("chat?room=small&recover=1")).await;
@@ -514,6 +514,46 @@ async fn across_hosts_a_trimmed_position_is_not_recovered_and_another_project_is
         assert_eq!(of("examples"), ("small".into(), 12.into(), epoch.as_str().into(), 5.into()));
         assert_eq!(of("other"), ("small".into(), 1.into(), other_epoch.as_str().into(), 1.into()));
     }
+
+    // Without the broker a publish with a position is refused at once, naming it; once the broker is back (its
+    // JetStream kept on disk), offsets go on in the same epoch.
+    let mut nats = nats;
+    nats.kill();
+    let admin = hosts[0].admin.clone();
+    let started = std::time::Instant::now();
+    let refused = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || {
+            // The host learns the connection is gone within its ping; until then a call may wait for its timeout.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let (ok, out, err) = cli(&admin, &["publish", "examples/small", "while away", "--json"]);
+                if !ok && err.contains("not connected") || std::time::Instant::now() > deadline {
+                    return (ok, out, err);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!refused.0 && refused.2.contains("broker is not connected"), "{refused:?} after {:?}", started.elapsed());
+    nats.restart().await;
+    let published = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (ok, out, err) = cli(&admin, &["publish", "examples/small", "back", "--json"]);
+            if ok || std::time::Instant::now() > deadline {
+                return (ok, out, err);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(published.0, "{published:?}");
+    let answer: Value = serde_json::from_str(&published.1).unwrap();
+    assert_eq!((answer["offset"].as_u64(), answer["epoch"].as_str()), (Some(13), Some(epoch.as_str())), "{answer}");
 }
 
 #[tokio::test]

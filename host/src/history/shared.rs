@@ -89,6 +89,8 @@ struct Last {
 
 /// The history of every project's channels on the broker, as this host uses it.
 pub(super) struct Shared {
+    /// The broker connection, to answer at once while it is down rather than after a timeout per call.
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     cluster: String,
     host: String,
@@ -106,9 +108,10 @@ pub(super) struct Shared {
 impl Shared {
     /// History on the broker `client` is connected to, for the hosts of `cluster`, as host `host`.
     pub(super) fn new(client: async_nats::Client, cluster: &str, host: &str, quotas: QuotasOf) -> Arc<Self> {
-        let mut jetstream = jetstream::new(client);
+        let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(DEFAULT_HISTORY_CALL_TIMEOUT);
         Arc::new_cyclic(|me| Self {
+            client,
             jetstream,
             cluster: cluster.to_owned(),
             host: host.to_owned(),
@@ -375,13 +378,22 @@ impl Shared {
     ) -> Result<Arc<tokio::sync::Mutex<Option<StreamPosition>>>, ConnError> {
         let mut table = self.delivered.lock().map_err(|_| failing())?;
         if table.len() > PRUNE_DELIVERED_PAST {
-            table.retain(|(project, channel), lock| Arc::strong_count(lock) > 1 || channels.has_members(project, channel));
+            table.retain(|(project, channel), lock| {
+                Arc::strong_count(lock) > 1 || channels.has_members(project, channel)
+            });
         }
         Ok(table.entry((project.to_owned(), channel.to_owned())).or_default().clone())
     }
 
     /// `project`'s stream, made (or changed to) what its quotas say when this host first uses it or they changed.
+    ///
+    /// Every call on the broker starts here: while the broker is not connected it answers at once.
     async fn stream(&self, project: &str, quotas: &ProjectQuotas) -> Result<stream::Stream, ConnError> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(ConnError::Limit(
+                "the cluster's broker is not connected: channel history is unavailable".into(),
+            ));
+        }
         let mut streams = self.streams.lock().await;
         if let Some((stream, made_for)) = streams.get(project)
             && same_limits(made_for, quotas)
