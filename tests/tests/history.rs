@@ -469,7 +469,8 @@ async fn across_two_hosts_a_member_resumes_on_the_other_host_and_kill_9_of_its_h
 }
 
 #[tokio::test]
-async fn across_hosts_a_trimmed_position_is_not_recovered_another_project_is_untouched_and_a_broker_restart_keeps_offsets() {
+async fn across_hosts_a_trimmed_position_is_not_recovered_another_project_is_untouched_and_a_broker_restart_keeps_offsets()
+ {
     let Some(nats) = NatsServer::start().await else { return };
     let (_plugins, hosts) = cluster_hosts(&nats, 5, 2).await;
     let mut first = connect(&hosts[0].url("chat?room=small&recover=1")).await;
