@@ -1,0 +1,427 @@
+//! permessage-deflate (issue 33) through real sockets: a compressing endpoint (`"compression": true`) and a plain one
+//! side by side, negotiated by Python `websockets`, by headless Chromium and by a raw client whose frames the test reads
+//! byte by byte; a compressed message that inflates past `max-message-size` closed with 1009 by the real binary with
+//! its peak memory measured; and the host default `serve --compression`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wasmsock_tests::*;
+
+/// The echo example on `zip` (compressing), `plain` (no compression) and `small` (compressing, 1 MiB messages at most).
+fn plugins() -> Plugins {
+    Plugins::new()
+        .handler("examples/echo", "echo")
+        .endpoint_with("zip", "examples/echo", serde_json::json!({ "compression": true }))
+        .endpoint("plain", "examples/echo")
+        .endpoint_with(
+            "small",
+            "examples/echo",
+            serde_json::json!({ "compression": { "level": 6 }, "limits": { "max-message-size": 1 << 20 } }),
+        )
+}
+
+/// A chat message of 1,024 bytes of JSON, as the benchmarks use.
+fn chat_json() -> String {
+    let words = ["hello", "there", "room", "message", "deflate", "again", "what", "about", "lunch", "today"];
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < 900 {
+        text.push_str(words[i % words.len()]);
+        text.push(' ');
+        i += 7;
+    }
+    let mut json = format!(r#"{{"type":"chat","room":"general","user":"ada","id":12345,"text":"{text}"}}"#);
+    json.truncate(1023);
+    json.push('}');
+    json
+}
+
+/// The host's answer to a raw upgrade offering `extensions` (none: no header), and the socket after it.
+async fn raw_upgrade(addr: impl std::fmt::Display, endpoint: &str, extensions: Option<&str>) -> (String, TcpStream) {
+    let mut socket = TcpStream::connect(addr.to_string()).await.unwrap();
+    let offer = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
+    let request = format!(
+        "GET /websockets/service/{endpoint} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0];
+        tokio::time::timeout(WAIT, socket.read_exact(&mut byte)).await.expect("answer in time").unwrap();
+        head.push(byte[0]);
+    }
+    (String::from_utf8(head).unwrap(), socket)
+}
+
+/// A client frame: FIN, `rsv1` for a compressed message, masked with a zero mask (the payload as it is).
+fn client_frame(opcode: u8, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | if rsv1 { 0x40 } else { 0 } | opcode];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The next server frame: its first byte (FIN, RSV1, opcode) and payload.
+async fn server_frame(socket: &mut TcpStream) -> (u8, Vec<u8>) {
+    tokio::time::timeout(WAIT, async {
+        let mut head = [0; 2];
+        socket.read_exact(&mut head).await.unwrap();
+        let len = match head[1] & 0x7f {
+            126 => u64::from(socket.read_u16().await.unwrap()),
+            127 => socket.read_u64().await.unwrap(),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; len as usize];
+        socket.read_exact(&mut payload).await.unwrap();
+        (head[0], payload)
+    })
+    .await
+    .expect("a frame in time")
+}
+
+/// Raw deflate of `chunks` as one message, as RFC 7692 7.2.1 has a sender do it: compressed, flushed with a sync
+/// flush, its final four bytes (`00 00 ff ff`) taken off.
+fn deflate_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, level: u32) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut compress = Compress::new(Compression::new(level), false);
+    let mut out = Vec::new();
+    for mut input in chunks {
+        while !input.is_empty() {
+            out.reserve(1 << 16);
+            let before = compress.total_in();
+            compress.compress_vec(input, &mut out, FlushCompress::None).unwrap();
+            input = &input[(compress.total_in() - before) as usize..];
+        }
+    }
+    loop {
+        out.reserve(1 << 16);
+        compress.compress_vec(&[], &mut out, FlushCompress::Sync).unwrap();
+        if out.len() < out.capacity() {
+            break;
+        }
+    }
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    deflate_chunks([data], 1)
+}
+
+/// A compressed message's payload inflated (the four bytes put back).
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut decompress = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(1 << 20);
+    decompress.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_compressing_endpoint_sends_compressed_frames_and_a_plain_one_does_not() {
+    let host = TestHost::start(plugins()).await;
+    let json = chat_json();
+    let browser_offer = "permessage-deflate; client_max_window_bits";
+
+    let (answer, mut socket) = raw_upgrade(host.addr, "zip", Some(browser_offer)).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    let extensions = answer.lines().find(|l| l.to_ascii_lowercase().starts_with("sec-websocket-extensions:"));
+    assert_eq!(
+        extensions.map(|l| l.split_once(':').unwrap().1.trim()),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=15"),
+        "{answer}"
+    );
+    // Uncompressed in (a client may), compressed back: RSV1 set and fewer bytes than the message.
+    socket.write_all(&client_frame(1, false, json.as_bytes())).await.unwrap();
+    let (first, payload) = server_frame(&mut socket).await;
+    assert_eq!(first, 0x80 | 0x40 | 1, "FIN, RSV1, text");
+    assert!(payload.len() < json.len() * 3 / 4, "{} bytes for {}", payload.len(), json.len());
+    assert_eq!(String::from_utf8_lossy(&inflate(&payload)), json);
+    // Compressed in: echoed; a message under the threshold goes back uncompressed.
+    socket.write_all(&client_frame(1, true, &deflate(json.as_bytes()))).await.unwrap();
+    let (first, again) = server_frame(&mut socket).await;
+    assert_eq!((first, again), (0xc1, payload), "the same message compresses the same way without context");
+    socket.write_all(&client_frame(1, true, &deflate(b"hi"))).await.unwrap();
+    assert_eq!(server_frame(&mut socket).await, (0x81, b"hi".to_vec()), "2 bytes: under the threshold");
+
+    // The plain endpoint ignores the offer and answers uncompressed.
+    let (answer, mut socket) = raw_upgrade(host.addr, "plain", Some(browser_offer)).await;
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("sec-websocket-extensions"), "{answer}");
+    socket.write_all(&client_frame(1, false, json.as_bytes())).await.unwrap();
+    assert_eq!(server_frame(&mut socket).await, (0x81, json.clone().into_bytes()));
+
+    // A compressing endpoint without an offer: uncompressed; a list whose first offer cannot be honoured: the next.
+    let (answer, mut socket) = raw_upgrade(host.addr, "zip", None).await;
+    assert!(!answer.to_ascii_lowercase().contains("sec-websocket-extensions"), "{answer}");
+    socket.write_all(&client_frame(1, false, json.as_bytes())).await.unwrap();
+    assert_eq!(server_frame(&mut socket).await.0, 0x81);
+    let list = "permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=10";
+    let (answer, _socket) = raw_upgrade(host.addr, "zip", Some(list)).await;
+    assert!(answer.contains("server_max_window_bits=10"), "{answer}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_errors_on_a_compressing_endpoint_close_with_the_rfc_codes() {
+    let host = TestHost::start(plugins()).await;
+    // Autobahn 7.3.6: a close whose reason makes it 126 bytes is answered 1002, not echoed.
+    let (_, mut socket) = raw_upgrade(host.addr, "zip", Some("permessage-deflate")).await;
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[b'a'; 124]);
+    socket.write_all(&client_frame(8, false, &payload)).await.unwrap();
+    let (first, close) = server_frame(&mut socket).await;
+    assert_eq!((first, &close[..2]), (0x88, &1002u16.to_be_bytes()[..]), "{close:?}");
+    // Invalid UTF-8 in a compressed text message: 1007.
+    let (_, mut socket) = raw_upgrade(host.addr, "zip", Some("permessage-deflate")).await;
+    socket.write_all(&client_frame(1, true, &deflate(&[0xff, 0xfe, 0xfd]))).await.unwrap();
+    let (first, close) = server_frame(&mut socket).await;
+    assert_eq!((first, &close[..2]), (0x88, &1007u16.to_be_bytes()[..]), "{close:?}");
+    // RSV1 where nothing was negotiated: 1002.
+    let (_, mut socket) = raw_upgrade(host.addr, "zip", None).await;
+    socket.write_all(&client_frame(1, true, &deflate(b"hello"))).await.unwrap();
+    let (first, close) = server_frame(&mut socket).await;
+    assert_eq!((first, &close[..2]), (0x88, &1002u16.to_be_bytes()[..]), "{close:?}");
+    host.stop().await;
+}
+
+/// `VmHWM` (peak RSS) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+    line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test]
+async fn a_compressed_message_inflating_past_the_limit_closes_1009_without_inflating_it() {
+    let plugins = plugins();
+    let host = BinaryHost::start(&plugins, &[]).await;
+    // 200 MiB of zeros compress to about 200 KB: the zip bomb, against `small`'s limit of 1 MiB.
+    let zeros = vec![0u8; 1 << 20];
+    let bomb = deflate_chunks(std::iter::repeat_n(&zeros[..], 200), 9);
+    assert!(bomb.len() < 1 << 20, "{} bytes compressed", bomb.len());
+    // Just over the limit: refused as well; at the limit: echoed.
+    let at_limit = deflate(&vec![b'a'; 1 << 20]);
+    let over_limit = deflate(&vec![b'a'; (1 << 20) + 1]);
+    let (_, mut socket) = raw_upgrade(&host.addr, "small", Some("permessage-deflate")).await;
+    socket.write_all(&client_frame(2, true, &at_limit)).await.unwrap();
+    let (first, echoed) = server_frame(&mut socket).await;
+    assert_eq!(first, 0xc2, "a 1 MiB message on a 1 MiB endpoint comes back, compressed");
+    assert!(echoed.len() < 1 << 16, "{} bytes", echoed.len());
+    socket.write_all(&client_frame(2, true, &over_limit)).await.unwrap();
+    let (first, close) = server_frame(&mut socket).await;
+    assert_eq!((first, &close[..2]), (0x88, &1009u16.to_be_bytes()[..]), "{}", String::from_utf8_lossy(&close));
+
+    let before = peak_rss(host.pid());
+    let (_, mut socket) = raw_upgrade(&host.addr, "small", Some("permessage-deflate")).await;
+    socket.write_all(&client_frame(2, true, &bomb)).await.unwrap_or_default();
+    let (first, close) = server_frame(&mut socket).await;
+    assert_eq!((first, &close[..2]), (0x88, &1009u16.to_be_bytes()[..]), "{}", String::from_utf8_lossy(&close));
+    let grew = peak_rss(host.pid()).saturating_sub(before);
+    eprintln!(
+        "deflate: a 200 MiB bomb ({} bytes compressed) raised the host's peak RSS by {} KiB",
+        bomb.len(),
+        grew >> 10
+    );
+    assert!(grew < 16 << 20, "the host's peak memory grew {grew} bytes: it inflated past the limit");
+    // The host goes on serving.
+    let mut ws = connect(&host.url("plain")).await;
+    send(&mut ws, "still here").await;
+    assert_eq!(text(&mut ws).await, "still here");
+}
+
+#[tokio::test]
+async fn serve_compression_makes_endpoints_without_the_field_compress_and_false_still_opts_out() {
+    let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("default", "examples/echo").endpoint_with(
+        "never",
+        "examples/echo",
+        serde_json::json!({ "compression": false }),
+    );
+    let limits = wasmsock::Limits { compression: true, close_timeout: Duration::from_secs(1), ..Default::default() };
+    let host = TestHost::start_with(plugins, limits).await;
+    let (answer, _) = raw_upgrade(host.addr, "default", Some("permessage-deflate")).await;
+    assert!(answer.contains("permessage-deflate; server_no_context_takeover"), "{answer}");
+    let (answer, _) = raw_upgrade(host.addr, "never", Some("permessage-deflate")).await;
+    assert!(answer.starts_with("HTTP/1.1 101") && !answer.contains("permessage-deflate"), "{answer}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_compression_value_is_refused_naming_the_file_and_the_field() {
+    let plugins = Plugins::new().handler("examples/echo", "echo").endpoint_with(
+        "bad",
+        "examples/echo",
+        serde_json::json!({ "compression": { "level": 12 } }),
+    );
+    let host = TestHost::start(plugins).await;
+    let errors = host.load_errors.join("\n");
+    assert!(errors.contains("bad.websocket") && errors.contains("compression.level"), "{errors}");
+    host.stop().await;
+}
+
+/// Runs a client program (`command`, bounded by `limit`) that prints one JSON line per URL, `zip`'s then `plain`'s,
+/// and checks them: deflate agreed with `zip` as the host answers a bare `client_max_window_bits`, nothing agreed with
+/// `plain` (`no_extension`: how the client says so), and both echoes unchanged.
+async fn check_client(mut command: tokio::process::Command, limit: Duration, no_extension: serde_json::Value) {
+    let out =
+        tokio::time::timeout(limit, command.kill_on_drop(true).output()).await.expect("the client in time").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let zip = lines[0]["extensions"].as_str().unwrap_or_default();
+    assert!(zip.starts_with("permessage-deflate; server_no_context_takeover; client_no_context_takeover"), "{stdout}");
+    assert!(zip.contains("client_max_window_bits=15"), "{stdout}");
+    assert_eq!(lines[1]["extensions"], no_extension, "{stdout}");
+    assert!(lines.iter().all(|l| l["echoed"] == true), "{stdout}");
+}
+
+/// A Python with `websockets`: `$WASMSOCK_PYTHON` (CI makes one, `.ci/run`), else `python3`; none: the test skips
+/// loudly, unless `CI` is set.
+fn python_with_websockets(test: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("WASMSOCK_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into());
+    let found = std::process::Command::new(&python).args(["-c", "import websockets"]).output();
+    if found.is_ok_and(|out| out.status.success()) {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI is set but {} has no `websockets` ($WASMSOCK_PYTHON)",
+        python.display()
+    );
+    eprintln!("\n!!! SKIPPED {test}: {} cannot import websockets (set $WASMSOCK_PYTHON) !!!\n", python.display());
+    None
+}
+
+/// Python `websockets` (its default offer, `permessage-deflate; client_max_window_bits`) against each URL: one JSON
+/// line per URL with the answer's extensions and whether a 1 KB message came back unchanged.
+const PYTHON_CLIENT: &str = r#"
+import json, sys
+from websockets.sync.client import connect
+message = sys.argv[1]
+for url in sys.argv[2:]:
+    with connect(url, open_timeout=10) as ws:
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+        ws.send(message)
+        back = ws.recv(timeout=10)
+        print(json.dumps({"url": url, "extensions": extensions, "echoed": back == message}), flush=True)
+"#;
+
+#[tokio::test]
+async fn python_websockets_negotiates_deflate_with_a_compressing_endpoint_only() {
+    let Some(python) = python_with_websockets("python_websockets_negotiates_deflate_with_a_compressing_endpoint_only")
+    else {
+        return;
+    };
+    let host = TestHost::start(plugins()).await;
+    let mut command = tokio::process::Command::new(python);
+    command.args(["-c", PYTHON_CLIENT, &chat_json(), &host.url("zip"), &host.url("plain")]);
+    check_client(command, Duration::from_secs(60), serde_json::Value::Null).await;
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn chromium_negotiates_deflate_with_a_compressing_endpoint_only() {
+    let Some((chromium, dir)) = browser("chromium_negotiates_deflate_with_a_compressing_endpoint_only") else { return };
+    let host = TestHost::start(plugins()).await;
+    let page = format!("http://{}/", host.addr);
+    let mut command = tokio::process::Command::new("node");
+    command
+        .args(["deflate.mjs", &page, &host.url("zip"), &host.url("plain")])
+        .env("CHROMIUM", &chromium)
+        .current_dir(&dir);
+    check_client(command, Duration::from_secs(120), serde_json::Value::from("")).await;
+    host.stop().await;
+}
+
+/// A TCP proxy for one connection to `upstream`, keeping what each side sent: (client to server, server to client).
+async fn recording_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Mutex<[Vec<u8>; 2]>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<[Vec<u8>; 2]>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(upstream).await.unwrap();
+        let ((mut client_read, mut client_write), (mut server_read, mut server_write)) =
+            (client.into_split(), server.into_split());
+        let up = record.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0; 64 << 10];
+            while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                up.lock().unwrap()[0].extend_from_slice(&buf[..n]);
+                if server_write.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = vec![0; 64 << 10];
+        while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+            record.lock().unwrap()[1].extend_from_slice(&buf[..n]);
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// The HTTP head of a recorded direction and the first byte of the first frame after it.
+fn head_and_first_frame(bytes: &[u8]) -> (String, Option<u8>) {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
+    (String::from_utf8_lossy(&bytes[..end]).into_owned(), bytes.get(end).copied())
+}
+
+#[tokio::test]
+async fn an_outbound_client_offers_deflate_and_compresses_to_the_hosts_own_compressing_endpoint() {
+    let plugins = Plugins::new()
+        .handler("tests/recorder", "recorder")
+        .endpoint_granted("rec", "tests/recorder", &[LOOPBACK])
+        .handler("tests/echo", "echo")
+        .endpoint("zip", "tests/echo");
+    // The host default: endpoints without the field compress, and handlers' clients offer it.
+    let limits = wasmsock::Limits { compression: true, close_timeout: Duration::from_secs(1), ..Default::default() };
+    let host = TestHost::start_with(plugins, limits).await;
+    let (proxy, seen) = recording_proxy(host.addr).await;
+    let mut observer = Observer::open(&host, "rec").await;
+    let mut driver = host.connect("rec").await;
+    let json = chat_json();
+    send(&mut driver, &format!("connect-send ws://{proxy}/websockets/service/zip {json}")).await;
+    let id = client_id(&text(&mut driver).await);
+    assert_eq!(observer.expect(&id, "onopen").await, "");
+    assert_eq!(observer.expect(&id, "onmessage").await, json, "the echo, inflated by the client");
+    let [up, down] = seen.lock().unwrap().clone();
+    let (request, first_up) = head_and_first_frame(&up);
+    let (answer, first_down) = head_and_first_frame(&down);
+    assert!(request.contains("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"), "{request}");
+    assert!(
+        answer.to_ascii_lowercase().contains(
+            "sec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=15"
+        ),
+        "{answer}"
+    );
+    assert_eq!(first_up, Some(0xc1), "the client's message: FIN, RSV1 (compressed), text");
+    assert_eq!(first_down, Some(0xc1), "the echo: compressed");
+    assert!(up.len() < request.len() + json.len(), "{} bytes up for a {} byte message", up.len(), json.len());
+    host.stop().await;
+}
