@@ -425,3 +425,143 @@ async fn an_outbound_client_offers_deflate_and_compresses_to_the_hosts_own_compr
     assert!(up.len() < request.len() + json.len(), "{} bytes up for a {} byte message", up.len(), json.len());
     host.stop().await;
 }
+
+/// User and system CPU time of process `pid`, from `/proc/PID/stat` (in steps of 10 ms).
+fn process_cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// `VmRSS` of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
+    line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+/// One connection echoing `frame` with `window` in flight until `until`; counts (messages, bytes from the server)
+/// after `from`.
+async fn pipeline(
+    mut socket: TcpStream,
+    frame: Arc<Vec<u8>>,
+    window: usize,
+    from: tokio::time::Instant,
+    until: tokio::time::Instant,
+) -> (u64, u64) {
+    let burst: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * window).collect();
+    socket.write_all(&burst).await.unwrap();
+    let (mut messages, mut bytes) = (0u64, 0u64);
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0; 64 << 10];
+    while tokio::time::Instant::now() < until {
+        let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, socket.read(&mut chunk)).await else { break };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        let mut echoed = 0;
+        while buf.len() >= at + 2 {
+            let (len, header) = match buf[at + 1] & 0x7f {
+                126 if buf.len() >= at + 4 => (u64::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])), 4),
+                127 if buf.len() >= at + 10 => (u64::from_be_bytes(buf[at + 2..at + 10].try_into().unwrap()), 10),
+                126 | 127 => break,
+                n => (u64::from(n), 2),
+            };
+            let end = at + header + len as usize;
+            if buf.len() < end {
+                break;
+            }
+            if tokio::time::Instant::now() >= from {
+                messages += 1;
+                bytes += (end - at) as u64;
+            }
+            echoed += 1;
+            at = end;
+        }
+        buf.drain(..at);
+        let more: Vec<u8> = frame.iter().copied().cycle().take(frame.len() * echoed).collect();
+        socket.write_all(&more).await.unwrap();
+    }
+    (messages, bytes)
+}
+
+/// Figures, not assertions (BENCHMARKS.md "permessage-deflate in the host"): against the real binary, 100
+/// connections × 10 in flight echoing a 1 KB chat JSON for 5 s after 1 s of warm-up, plain and compressed (the client
+/// sends it compressed, as browsers do), the host's CPU and the server's bytes on the wire per message; then 1,000
+/// idle connections, each after one echo, and the host's RSS per connection. Run in release:
+/// `cargo build --release -p wasmsock && cargo test --release -p wasmsock-tests --test deflate -- --ignored --nocapture deflate_cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures, asserts none: run with --release -- --ignored --nocapture deflate_cost"]
+async fn deflate_cost() {
+    let json = chat_json();
+    let offer = "permessage-deflate; client_max_window_bits";
+    let cases = [
+        ("plain endpoint", "plain", None, client_frame(1, false, json.as_bytes())),
+        ("compressing endpoint, client offers nothing", "zip", None, client_frame(1, false, json.as_bytes())),
+        (
+            "compressing endpoint, deflate negotiated",
+            "zip",
+            Some(offer),
+            client_frame(1, true, &deflate(json.as_bytes())),
+        ),
+    ];
+    for (label, endpoint, offer, frame) in cases {
+        let plugins = plugins();
+        let host = BinaryHost::start(&plugins, &[]).await;
+        let frame = Arc::new(frame);
+        let mut sockets = Vec::new();
+        for _ in 0..100 {
+            sockets.push(raw_upgrade(&host.addr, endpoint, offer).await.1);
+        }
+        let start = tokio::time::Instant::now();
+        let (from, until) = (start + Duration::from_secs(1), start + Duration::from_secs(6));
+        let tasks: Vec<_> =
+            sockets.into_iter().map(|s| tokio::spawn(pipeline(s, frame.clone(), 10, from, until))).collect();
+        tokio::time::sleep_until(from).await;
+        let cpu_before = process_cpu_of(host.pid());
+        tokio::time::sleep_until(until).await;
+        let cpu = process_cpu_of(host.pid()) - cpu_before;
+        let (mut messages, mut bytes) = (0, 0);
+        for task in tasks {
+            let (m, b) = task.await.unwrap();
+            messages += m;
+            bytes += b;
+        }
+        eprintln!(
+            "deflate_cost: echo 1 KB JSON, {label}: {messages} messages in 5 s, host CPU {:.2} µs/msg, \
+             server→client {:.1} B/msg on the wire (frame header included), client→server {} B/msg",
+            cpu.as_secs_f64() * 1e6 / messages as f64,
+            bytes as f64 / messages as f64,
+            frame.len()
+        );
+    }
+    for (label, endpoint, offer, frame) in [
+        ("plain", "plain", None, client_frame(1, false, json.as_bytes())),
+        ("compressed", "zip", Some(offer), client_frame(1, true, &deflate(json.as_bytes()))),
+    ] {
+        let plugins = plugins();
+        let host = BinaryHost::start(&plugins, &[]).await;
+        // One connection first, so what the first one allocates for good is not counted per connection.
+        let (_, mut warm) = raw_upgrade(&host.addr, endpoint, offer).await;
+        warm.write_all(&frame).await.unwrap();
+        server_frame(&mut warm).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss(host.pid());
+        let mut idle = Vec::new();
+        for _ in 0..1000 {
+            let (_, mut socket) = raw_upgrade(&host.addr, endpoint, offer).await;
+            socket.write_all(&frame).await.unwrap();
+            server_frame(&mut socket).await;
+            idle.push(socket);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = rss(host.pid());
+        eprintln!(
+            "deflate_cost: 1,000 idle connections, {label}, each after one 1 KB echo: {:.1} KiB per connection (RSS {} -> {} KiB)",
+            after.saturating_sub(before) as f64 / 1024.0 / 1000.0,
+            before >> 10,
+            after >> 10
+        );
+        drop(idle);
+    }
+}

@@ -41,8 +41,11 @@ pub fn options(compression: Compression, limits: &ConnLimits, read_buffer: usize
 /// What failed under yawc, for [`Deflated`] to report: yawc sees only "no more bytes yet".
 type Failure = Arc<Mutex<Option<PeerError>>>;
 
-/// Reads a socket for yawc, watching the frame headers go by. A control frame longer than 125 bytes (RFC 6455 5.5) is
-/// not handed on: yawc checks that for pings only and would echo an oversized close (Autobahn 7.3.6). A read error is
+/// Reads a socket for yawc, watching the frame headers go by. A frame that breaks the protocol in a way yawc 0.5 lets
+/// through or answers with the wrong code is not handed on: a control frame longer than 125 bytes (RFC 6455 5.5; yawc
+/// checks pings only and would echo an oversized close, Autobahn 7.3.6), a reserved opcode (yawc closes 1003, not
+/// 1002: Autobahn 4.*), a continuation with nothing to continue or a new message inside a fragmented one (yawc lets
+/// both through: Autobahn 5.9-5.18); the session closes with 1002 instead. A read error is
 /// not handed on either: yawc would answer it with its own close (1011) before the host's (1009 or 1013 from the
 /// memory budget). Both are kept for [`Deflated`], and yawc sees the socket go quiet.
 #[derive(Debug)]
@@ -93,9 +96,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             buf.put_slice(&this.prefix.split_to(n));
         }
         let Some(at) = this.watch.scan(&buf.filled()[before..]) else { return Poll::Ready(Ok(())) };
+        let broken = this.watch.broken.unwrap_or_default();
         this.fail(PeerError {
-            message: "the peer sent a control frame longer than 125 bytes".into(),
-            close: Some(Close::new(1002, "control frame too long")),
+            message: format!("the peer broke the WebSocket protocol: it sent {broken}"),
+            close: Some(Close::new(1002, "protocol error")),
         });
         if at == 0 {
             // Nothing to hand on: an empty read would read as the end of the stream.
@@ -138,15 +142,17 @@ struct HeaderWatch {
     header: [u8; 14],
     have: usize,
     skip: u64,
-    /// An oversized control frame was found: nothing after it is a frame.
-    found: bool,
+    /// A fragmented message is unfinished: only continuation and control frames may come.
+    fragmented: bool,
+    /// What broke the protocol, once found: nothing after it is a frame.
+    broken: Option<&'static str>,
 }
 
 impl HeaderWatch {
     /// Goes through the next bytes of the stream; the offset in `data` of a control frame longer than 125 bytes (0
     /// when its header began in earlier bytes), if one starts.
     fn scan(&mut self, data: &[u8]) -> Option<usize> {
-        if self.found {
+        if self.broken.is_some() {
             return Some(0);
         }
         let mut at = 0;
@@ -167,10 +173,21 @@ impl HeaderWatch {
             if self.have < 2 {
                 continue;
             }
-            let (opcode, length) = (self.header[0] & 0x0f, self.header[1] & 0x7f);
-            if opcode >= 8 && length > 125 {
-                self.found = true;
-                return Some(start.unwrap_or(0));
+            let (fin, opcode, length) = (self.header[0] & 0x80 != 0, self.header[0] & 0x0f, self.header[1] & 0x7f);
+            if self.have == 2 {
+                self.broken = match opcode {
+                    3..=7 | 11..=15 => Some("a frame with a reserved opcode"),
+                    8..=10 if length > 125 => Some("a control frame longer than 125 bytes"),
+                    0 if !self.fragmented => Some("a continuation frame with no message to continue"),
+                    1 | 2 if self.fragmented => Some("a new message before its fragmented one was finished"),
+                    _ => None,
+                };
+                if self.broken.is_some() {
+                    return Some(start.unwrap_or(0));
+                }
+                if opcode < 8 {
+                    self.fragmented = !fin;
+                }
             }
             let extended = match length {
                 126 => 2,
@@ -381,6 +398,36 @@ mod tests {
         let mut server = frame(1, 300, false);
         server.extend(header(10, 200, false));
         assert_eq!(watch.scan(&server), Some(304));
+        assert_eq!(watch.broken, Some("a control frame longer than 125 bytes"));
+    }
+
+    #[test]
+    fn reserved_opcodes_and_fragments_out_of_order_are_found() {
+        let unfinished = |opcode: u8| {
+            let mut bytes = frame(opcode, 3, true);
+            bytes[0] &= 0x7f;
+            bytes
+        };
+        let cases: [(Vec<Vec<u8>>, Option<&str>); 6] = [
+            (vec![frame(3, 0, true)], Some("a frame with a reserved opcode")),
+            (vec![frame(11, 0, true)], Some("a frame with a reserved opcode")),
+            (vec![frame(0, 5, true)], Some("a continuation frame with no message to continue")),
+            (vec![unfinished(1), frame(1, 5, true)], Some("a new message before its fragmented one was finished")),
+            // A ping between fragments, then the last fragment, then a new message: all fine.
+            (vec![unfinished(1), frame(9, 1, true), unfinished(0), frame(0, 2, true), frame(2, 4, true)], None),
+            (
+                vec![unfinished(2), frame(0, 2, true), frame(0, 2, true)],
+                Some("a continuation frame with no message to continue"),
+            ),
+        ];
+        for (frames, broken) in cases {
+            let mut watch = HeaderWatch::default();
+            let stream = frames.concat();
+            let last = frames.last().map_or(0, Vec::len);
+            let found = watch.scan(&stream);
+            assert_eq!(watch.broken, broken, "{frames:?}");
+            assert_eq!(found, broken.map(|_| stream.len() - last), "{frames:?}");
+        }
     }
 
     #[test]
