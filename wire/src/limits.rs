@@ -87,14 +87,18 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 /// and costs 4.3 µs instead of 1.6 for them.
 pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 128;
 
-/// How many deflate states (compressor or decompressor, about 330 KB each at 15-bit windows) the process keeps in its
-/// shared pool between messages; one per worker thread would be enough, since a state is only taken while one message
-/// is compressed or inflated. More are made when they are all taken at once, and dropped when given back to a full pool.
+/// How many idle deflate states the process keeps between messages, for each compression level, direction
+/// (compressor, decompressor) and window size in use: one per worker thread would be enough, since a state is taken
+/// only while one message is compressed or inflated. More are made when they are all taken at once, and dropped when
+/// given back to a full pool. A state is about 330 KB at 15-bit windows, so the usual case (level 1, 15 bits, both
+/// directions) keeps at most 8 states, about 2.6 MB, whatever the number of connections.
 pub const DEFAULT_DEFLATE_POOL: usize = 4;
 
 /// What an idle compressed connection may hold more than an uncompressed one, the budget `DEFAULT_DEFLATE_POOL` and no
 /// context takeover keep it within: 25 KB, so 10,000 idle compressed connections hold at most 250 MB for compression.
-/// Measured: 0-6 KB (benches/deflate-lab, yawc with one pool; BENCHMARKS.md "permessage-deflate in the host"). With
+/// Measured in the host: 0.5 KiB more (9.1 KiB against 8.6 per idle connection, 1,000 connections, release;
+/// BENCHMARKS.md "permessage-deflate in the host"), 0-6 KB in the lab (benches/deflate-lab). The states a message in
+/// flight borrows, and the pool's idle ones (`DEFAULT_DEFLATE_POOL`), come on top but do not grow with connections. With
 /// context takeover a connection would keep its two states for life: about 330 KB each, 3.3 GB for 10,000, which is why
 /// the host never negotiates it.
 pub const DEFAULT_COMPRESSED_IDLE_BYTES: usize = 25_000;

@@ -15,11 +15,13 @@ use wasmsock_wire::deflate::Compression;
 use wasmsock_wire::limits::DEFAULT_DEFLATE_POOL;
 use wasmsock_wire::{Bytes, Close, ConnLimits, Frame, PeerError, Utf8Bytes};
 
-/// The process's deflate states between messages: every compressed connection, inbound or outbound, takes one from
-/// here for one message and gives it back (no context takeover), so an idle connection holds none.
-fn pool() -> yawc::DeflatePool {
-    static POOL: OnceLock<yawc::DeflatePool> = OnceLock::new();
-    POOL.get_or_init(|| yawc::DeflatePool::new(DEFAULT_DEFLATE_POOL)).clone()
+/// The process's deflate states between messages, one pool per compression level (a pool drops a compressor of
+/// another level instead of reusing it): every compressed connection, inbound or outbound, takes a state for one
+/// message and gives it back (no context takeover), so an idle connection holds none.
+fn pool(level: u32) -> yawc::DeflatePool {
+    static POOLS: [OnceLock<yawc::DeflatePool>; 10] = [const { OnceLock::new() }; 10];
+    let index = usize::try_from(level).unwrap_or(0).min(POOLS.len() - 1);
+    POOLS[index].get_or_init(|| yawc::DeflatePool::new(DEFAULT_DEFLATE_POOL)).clone()
 }
 
 /// yawc's options for a connection compressing with `compression` within `limits`. The negotiation itself is the
@@ -35,7 +37,7 @@ pub fn options(compression: Compression, limits: &ConnLimits, read_buffer: usize
         .server_no_context_takeover()
         .client_no_context_takeover()
         .with_compression_threshold(compression.threshold)
-        .with_deflate_pool(pool())
+        .with_deflate_pool(pool(compression.level))
 }
 
 /// What failed under yawc, for [`Deflated`] to report: yawc sees only "no more bytes yet".
