@@ -83,6 +83,9 @@ pub struct ClientOptions {
     /// Held to its project's outbound grants on every attempt, reconnects included (a handler's clients: a deploy
     /// that removes the grant stops the next attempt); the operator's clients are not.
     pub grants: bool,
+    /// Offer permessage-deflate and compress with these settings when the server agrees; none: no offer. A handler's
+    /// clients follow the host default (`serve --compression`); the admin API's take `"compression": true`.
+    pub compression: Option<crate::deflate::Compression>,
 }
 
 /// An exponential backoff with jitter between reconnect attempts.

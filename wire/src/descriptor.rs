@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use crate::deflate::CompressionSetting;
 use crate::limits::EndpointLimits;
 use crate::outbound::AllowList;
 
@@ -37,6 +38,10 @@ pub struct Descriptor {
     /// Subprotocols this endpoint speaks, most preferred first; the first one the client offers is chosen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<String>,
+    /// Whether this endpoint negotiates permessage-deflate: `true`, `false` or `{ "level": 1-9, "threshold": bytes }`
+    /// (see [`crate::deflate`]). Absent: the host's default (`serve --compression`, off unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionSetting>,
     /// Limits for this endpoint's sessions that differ from the host's.
     #[serde(default, skip_serializing_if = "EndpointLimits::is_empty")]
     pub limits: EndpointLimits,

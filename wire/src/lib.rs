@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod cluster;
 pub mod conn;
+pub mod deflate;
 pub mod descriptor;
 pub mod event;
 pub mod frame;

@@ -74,6 +74,35 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// The largest single frame a peer may send.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
 
+/// Whether endpoints whose descriptor has no `"compression"` negotiate permessage-deflate (`serve --compression`). Off:
+/// compression costs about 7-10 µs of CPU per 1 KB message against 1-2 µs uncompressed (BENCHMARKS.md), so an
+/// endpoint asks for it.
+pub const DEFAULT_COMPRESSION: bool = false;
+
+/// The deflate level of a compressing endpoint: 1, the fastest. Level 6 costs 3x the CPU for chat-sized JSON, for 508
+/// bytes on the wire instead of 695 (of 1,024; benches/deflate-lab/REPORT.md).
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
+
+/// Messages shorter than this are sent uncompressed on a compressing connection: deflate makes 64-byte messages larger
+/// and costs 4.3 µs instead of 1.6 for them.
+pub const DEFAULT_COMPRESSION_THRESHOLD: usize = 128;
+
+/// How many idle deflate states the process keeps between messages, for each compression level, direction
+/// (compressor, decompressor) and window size in use: one per worker thread would be enough, since a state is taken
+/// only while one message is compressed or inflated. More are made when they are all taken at once, and dropped when
+/// given back to a full pool. A state is about 330 KB at 15-bit windows, so the usual case (level 1, 15 bits, both
+/// directions) keeps at most 8 states, about 2.6 MB, whatever the number of connections.
+pub const DEFAULT_DEFLATE_POOL: usize = 4;
+
+/// What an idle compressed connection may hold more than an uncompressed one, the budget `DEFAULT_DEFLATE_POOL` and no
+/// context takeover keep it within: 25 KB, so 10,000 idle compressed connections hold at most 250 MB for compression.
+/// Measured in the host: 0.5 KiB more (9.1 KiB against 8.6 per idle connection, 1,000 connections, release;
+/// BENCHMARKS.md "permessage-deflate in the host"), 0-6 KB in the lab (benches/deflate-lab). The states a message in
+/// flight borrows, and the pool's idle ones (`DEFAULT_DEFLATE_POOL`), come on top but do not grow with connections. With
+/// context takeover a connection would keep its two states for life: about 330 KB each, 3.3 GB for 10,000, which is why
+/// the host never negotiates it.
+pub const DEFAULT_COMPRESSED_IDLE_BYTES: usize = 25_000;
+
 /// The WebSocket read buffer of an inbound session: what an idle connection holds for reading. Small, because the
 /// main listener reads a plain connection ahead through a buffer per thread ([`READ_AHEAD`]): a large message is
 /// still read with one system call per 64 KiB, then copied out in pieces of this size. tungstenite's default of 128 KiB
@@ -635,6 +664,8 @@ pub struct Limits {
     pub max_message_size: usize,
     /// See [`DEFAULT_MAX_FRAME_SIZE`].
     pub max_frame_size: usize,
+    /// See [`DEFAULT_COMPRESSION`]: whether endpoints without a `"compression"` of their own compress.
+    pub compression: bool,
     /// See [`DEFAULT_READ_BUFFER`].
     pub read_buffer: usize,
     /// See [`DEFAULT_CLOSE_TIMEOUT`].
@@ -694,6 +725,7 @@ impl Default for Limits {
             origins: Vec::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            compression: DEFAULT_COMPRESSION,
             read_buffer: DEFAULT_READ_BUFFER,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

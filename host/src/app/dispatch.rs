@@ -212,7 +212,9 @@ impl HostServices for App {
         // numeric hosts and anything no grant of the project names are refused, naming the grant that is missing.
         crate::conn::client::check_uri(uri)?;
         ConnHost::may_connect(self, project, uri)?;
-        let conn = self.create_client(uri, handler, ClientOptions { grants: true, ..options })?;
+        // A handler's clients offer permessage-deflate when the host compresses by default (`serve --compression`).
+        let compression = self.limits.compression.then(wasmsock_wire::deflate::Compression::default);
+        let conn = self.create_client(uri, handler, ClientOptions { grants: true, compression, ..options })?;
         Ok(conn)
     }
 

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// The largest frame a peer may send, in bytes (larger: close 1009).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_FRAME_SIZE)]
     pub max_frame_size: usize,
+    /// Negotiate permessage-deflate (level 1, no context takeover) on endpoints whose descriptor has no
+    /// `"compression"`. Off by default: compressing costs CPU per message.
+    #[arg(long)]
+    pub compression: bool,
     /// The WebSocket read buffer of each inbound session, in bytes: what an idle connection holds for reading (a
     /// larger message is copied out in more pieces, not refused). At least 256.
     #[arg(long, default_value_t = limits::DEFAULT_READ_BUFFER, value_parser = parse_read_buffer)]
@@ -310,6 +314,7 @@ impl ServeArgs {
             origins: self.allow_origin.clone(),
             max_message_size: self.max_message_size,
             max_frame_size: self.max_frame_size,
+            compression: self.compression,
             read_buffer: self.read_buffer,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),

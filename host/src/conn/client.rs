@@ -12,14 +12,19 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::client::{IntoClientRequest, uri_mode};
 use tokio_tungstenite::tungstenite::error::{TlsError, UrlError};
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::stream::Mode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use wasmsock_wire::deflate::Compression;
 use wasmsock_wire::frame::{self, Frame};
+use wasmsock_wire::limits::DEFAULT_CLIENT_READ_BUFFER;
 use wasmsock_wire::{ClientOptions, ConnError, ConnState, Direction, EventKind, Limits};
 
 use super::ConnHost;
+use super::deflate_client;
+use super::deflated::Deflated;
 use super::hub::{Conn, ConnSpec, Outbox};
 use super::session::{self, Ended};
 use crate::budget::{Budgeted, Kind, Receiving};
@@ -91,7 +96,7 @@ pub fn check_uri(uri: &str) -> Result<(), ConnError> {
 
 fn config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(wasmsock_wire::limits::DEFAULT_CLIENT_READ_BUFFER)
+        .read_buffer_size(DEFAULT_CLIENT_READ_BUFFER)
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_frame_size))
 }
@@ -103,6 +108,33 @@ fn ws_error(err: &WsError) -> Option<&WsError> {
 /// A client's socket: its reads (of plaintext, under TLS for `wss://`) go through the memory budget's gate.
 type Socket = WebSocketStream<Budgeted<MaybeTlsStream<TcpStream>>>;
 
+/// What an attempt connected: a plain socket, or one offering permessage-deflate (yawc). Held only until it is split
+/// (the halves share one allocation), so the sizes of the two need not match.
+#[allow(clippy::large_enum_variant)]
+enum Opened {
+    Plain(Socket),
+    Deflated(Deflated<Budgeted<MaybeTlsStream<TcpStream>>>),
+}
+
+/// Connects to `uri` (see [`connect`]); with `compression`, offering permessage-deflate.
+async fn open(
+    uri: &str,
+    limits: &Limits,
+    compression: Option<Compression>,
+    tls: Arc<rustls::ClientConfig>,
+    receiving: Arc<Receiving>,
+) -> Result<Opened, String> {
+    let Some(compression) = compression else {
+        return connect(uri, config(limits), tls, receiving).await.map(Opened::Plain).map_err(|err| err.to_string());
+    };
+    let (request, stream) = stream(uri, tls, receiving).await.map_err(|err| err.to_string())?;
+    let conn_limits = limits.for_conn(None);
+    deflate_client::handshake(stream, &request, compression, &conn_limits, DEFAULT_CLIENT_READ_BUFFER)
+        .await
+        .map(Opened::Deflated)
+        .map_err(|err| format!("{err:#}"))
+}
+
 /// Connects to `uri` as tokio-tungstenite's `connect_async_tls_with_config` does (the same request and its host, the
 /// scheme's default port, Nagle off, rustls with `tls` for `wss://`), except that what is read from the connection
 /// (after TLS, so what it holds) is counted into `receiving` and waits for the memory budget.
@@ -112,6 +144,18 @@ async fn connect(
     tls: Arc<rustls::ClientConfig>,
     receiving: Arc<Receiving>,
 ) -> Result<Socket, WsError> {
+    let (request, stream) = stream(uri, tls, receiving).await?;
+    let (socket, _response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(socket)
+}
+
+/// The request for `uri` and its connection, not yet upgraded: TCP (Nagle off), rustls with `tls` for `wss://`, and
+/// the budget's gate over what is read.
+async fn stream(
+    uri: &str,
+    tls: Arc<rustls::ClientConfig>,
+    receiving: Arc<Receiving>,
+) -> Result<(Request, Budgeted<MaybeTlsStream<TcpStream>>), WsError> {
     let request = uri.into_client_request()?;
     let mode = uri_mode(request.uri())?;
     let host = request.uri().host().ok_or(WsError::Url(UrlError::NoHostName))?;
@@ -131,9 +175,7 @@ async fn connect(
             MaybeTlsStream::Rustls(tls)
         }
     };
-    let stream = Budgeted::new(stream, receiving);
-    let (socket, _response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
-    Ok(socket)
+    Ok((request, Budgeted::new(stream, receiving)))
 }
 
 /// Connects once; on success runs the connection until it ends.
@@ -143,19 +185,28 @@ async fn attempt<H: ConnHost>(
     uri: &str,
     outbox: Outbox,
     receiving: &Arc<Receiving>,
+    compression: Option<Compression>,
 ) -> Result<(Outbox, Ended), (Outbox, String)> {
     // A fresh socket: nothing held or refused yet.
     receiving.restart();
     // wss:// is verified against the host's roots (the system's and `serve --ca-file`), never a process default.
-    let connect = connect(uri, config(app.limits()), app.outbound_tls(), Arc::clone(receiving));
+    let connect = open(uri, app.limits(), compression, app.outbound_tls(), Arc::clone(receiving));
     let connect_timeout = app.limits().connect_timeout;
     match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(socket)) => {
             tracing::debug!(conn = conn.id(), %uri, "client open");
-            let (sink, stream) = socket.split();
-            let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
-            let stream = frame::frames(stream, frame::from_tungstenite, ws_error);
-            let ended = session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await;
+            let ended = match socket {
+                Opened::Plain(socket) => {
+                    let (sink, stream) = socket.split();
+                    let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
+                    let stream = frame::frames(stream, frame::from_tungstenite, ws_error);
+                    session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await
+                }
+                Opened::Deflated(socket) => {
+                    let (sink, stream) = socket.split();
+                    session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await
+                }
+            };
             // The socket is gone, and with it what it held.
             receiving.delivered();
             Ok(ended)
@@ -185,7 +236,7 @@ async fn run<H: ConnHost>(app: Arc<H>, conn: Arc<Conn>, mut outbox: Outbox, opti
             report_unsent(&app, &conn, &mut outbox, refused.to_string()).await;
             break;
         }
-        let failure = match attempt(&app, &conn, &uri, outbox, &receiving).await {
+        let failure = match attempt(&app, &conn, &uri, outbox, &receiving, options.compression).await {
             Ok((returned, ended)) => {
                 outbox = returned;
                 failed_attempts = 0;

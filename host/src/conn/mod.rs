@@ -3,6 +3,8 @@
 //! that implements it nor the HTTP side that accepts inbound sessions.
 
 pub mod client;
+mod deflate_client;
+pub mod deflated;
 pub mod fetch;
 pub mod hub;
 mod queue;

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
 
+use wasmsock_wire::deflate::{Compression, CompressionSetting};
 use wasmsock_wire::descriptor::project_of;
 use wasmsock_wire::descriptor::{DESCRIPTOR_EXTENSION, Descriptor, Lifecycle, check_handler_name, handler_path};
 use wasmsock_wire::outbound::AllowList;
@@ -47,12 +48,23 @@ pub struct Endpoint {
     pub protocols: Vec<String>,
     /// Limits that differ from the host's.
     pub limits: EndpointLimits,
+    /// Its `"compression"`, if the descriptor has one (none: the host's default, `serve --compression`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<CompressionSetting>,
     /// Destinations its handler's project may open clients to (its share of the project's grant).
     #[serde(rename = "allowed-outbound-hosts", skip_serializing_if = "AllowList::is_empty")]
     pub allowed_outbound_hosts: AllowList,
 }
 
 impl Endpoint {
+    /// How its sessions compress, given the host's default (`serve --compression`): none when they do not.
+    pub fn compression(&self, host_default: bool) -> Option<Compression> {
+        match self.compression {
+            Some(setting) => setting.enabled(),
+            None => host_default.then(Compression::default),
+        }
+    }
+
     fn new(descriptor: Descriptor, file: PathBuf) -> Self {
         // A descriptor is checked when parsed; should its list not parse here, nothing is granted.
         let allowed_outbound_hosts = descriptor.allow_list().unwrap_or_default();
@@ -65,6 +77,7 @@ impl Endpoint {
             origins: descriptor.origins,
             protocols: descriptor.protocols,
             limits: descriptor.limits,
+            compression: descriptor.compression,
             instance: descriptor.instance,
         }
     }

@@ -227,6 +227,9 @@ struct NewClient {
     reconnect_ms: Option<u64>,
     #[serde(default)]
     reconnect_max_ms: Option<u64>,
+    /// Offer permessage-deflate (level 1, no context takeover); absent: the host default (`serve --compression`).
+    #[serde(default)]
+    compression: Option<bool>,
 }
 
 async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) -> Result<Json<Value>, ApiError> {
@@ -235,8 +238,10 @@ async fn create_client(State(app): State<Arc<App>>, Json(new): Json<NewClient>) 
         max: Duration::from_millis(new.reconnect_max_ms.unwrap_or(30_000).max(initial)),
         max_attempts: None,
     });
+    let compression =
+        new.compression.unwrap_or(app.limits.compression).then(wasmsock_wire::deflate::Compression::default);
     let conn = app
-        .create_client(&new.uri, &new.handler, ClientOptions { reconnect, ..ClientOptions::default() })
+        .create_client(&new.uri, &new.handler, ClientOptions { reconnect, compression, ..ClientOptions::default() })
         .map_err(|err| {
             let status = match err {
                 ConnError::Invalid(_) | ConnError::UnknownClient(_) => StatusCode::UNPROCESSABLE_ENTITY,

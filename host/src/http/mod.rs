@@ -6,6 +6,7 @@ mod admin_store;
 mod api_error;
 pub mod console;
 pub mod dashboard;
+mod deflate;
 pub mod listener;
 mod message;
 mod secret;

@@ -10,18 +10,20 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts as _, OriginalUri, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tracing::Instrument as _;
 
-use wasmsock_wire::frame::{self, Frame};
+use wasmsock_wire::deflate::Compression;
+use wasmsock_wire::frame::{self, Frame, PeerError};
 use wasmsock_wire::{ConnLimits, ConnState, Direction};
 
+use super::deflate;
 use super::listener::{GuardedListener, Peer};
 use super::message::{from_axum, to_axum};
 use crate::app::App;
@@ -58,7 +60,7 @@ async fn upgrade(
     OriginalUri(uri): OriginalUri,
     ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Result<Response, HttpError> {
     let refuse = |status, message: String| HttpError { status, message: message + "\n" };
     let Some(endpoint) = app.registry.endpoint(&endpoint) else {
@@ -75,7 +77,21 @@ async fn upgrade(
         let origin = origin.unwrap_or_default();
         return Err(refuse(StatusCode::FORBIDDEN, format!("origin {origin:?} may not connect to {}", endpoint.name)));
     }
-    let ws = ws.map_err(|rejection| HttpError { status: rejection.status(), message: rejection.body_text() })?;
+    // A compressing endpoint's upgrade is the host's own, on yawc (`deflate.rs`); the others keep axum's.
+    let compression = endpoint.compression(app.limits.compression);
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match compression {
+        Some(compression) => {
+            let handshake = deflate::handshake(&mut parts, &endpoint.protocols)
+                .map_err(|(status, message)| HttpError { status, message: message + "\n" })?;
+            Upgrade::Deflate(handshake, compression)
+        }
+        None => Upgrade::Plain(
+            WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .map_err(|rejection| HttpError { status: rejection.status(), message: rejection.body_text() })?,
+        ),
+    };
     let endpoint_max = endpoint.limits.max_connections.unwrap_or(app.limits.max_endpoint_connections);
     let project = project_of(&endpoint.handler);
     let project_max = app.runtime.scheduler().quotas(project).connections;
@@ -92,15 +108,45 @@ async fn upgrade(
     let project = endpoint.handler.split('/').next().unwrap_or_default();
     let budget = app.hub.budget();
     peer.receiving.start(budget.connection_holding(Kind::Receiving, budget.scope(project, Some(&endpoint.name))));
+    let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
+    peer.finish_handshake();
+    let ws = match upgrade {
+        Upgrade::Plain(ws) => ws,
+        Upgrade::Deflate(handshake, compression) => {
+            let protocol = handshake.protocol.clone();
+            let (response, socket) = handshake.accept(compression, &limits, app.limits.read_buffer);
+            let start =
+                SessionStart { endpoint, path, remote: peer.addr, limits, admission, receiving: peer.receiving };
+            tokio::spawn(async move {
+                match socket.await {
+                    Ok(socket) => {
+                        let (sink, stream) = socket.split();
+                        serve_session(app, start, protocol, stream, sink).await;
+                    }
+                    Err(err) => tracing::debug!(endpoint = %start.endpoint.name, "{err:#}"),
+                }
+            });
+            return Ok(response);
+        }
+    };
     let ws = ws
         .read_buffer_size(app.limits.read_buffer)
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_frame_size)
         .protocols(endpoint.protocols.clone());
-    let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
-    peer.finish_handshake();
     let session = SessionStart { endpoint, path, remote: peer.addr, limits, admission, receiving: peer.receiving };
-    Ok(ws.on_upgrade(move |socket| serve_session(app, session, socket)))
+    Ok(ws.on_upgrade(move |socket| {
+        let protocol = socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned);
+        let (sink, stream) = socket.split();
+        let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(to_axum(frame))));
+        serve_session(app, session, protocol, frame::frames(stream, from_axum, ws_error), sink)
+    }))
+}
+
+/// How an accepted request is upgraded: by axum (no compression) or by the host on yawc (compressing).
+enum Upgrade {
+    Plain(WebSocketUpgrade),
+    Deflate(deflate::Handshake, Compression),
 }
 
 /// Whether a handshake with this `Origin` may go on: requests without one (not from a browser) and same-origin ones
@@ -129,9 +175,20 @@ struct SessionStart {
 }
 
 /// Registers an upgraded connection and returns its session, which holds the admission until it ends. Not an `async
-/// fn`: its future would keep its arguments (this start and the `WebSocket`, about 600 bytes, already moved into the
-/// session) for the connection's whole life.
-fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) -> impl Future<Output = ()> + Send + 'static {
+/// fn`: its future would keep its arguments (this start and the socket's halves, already moved into the session) for
+/// the connection's whole life.
+fn serve_session<St, Si>(
+    app: Arc<App>,
+    start: SessionStart,
+    protocol: Option<String>,
+    stream: St,
+    sink: Si,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send + 'static,
+    Si: Sink<Frame> + Unpin + Send + 'static,
+    Si::Error: std::fmt::Display,
+{
     let SessionStart { endpoint, path, remote, limits, admission, receiving } = start;
     let spec = ConnSpec {
         uri: path,
@@ -139,17 +196,15 @@ fn serve_session(app: Arc<App>, start: SessionStart, socket: WebSocket) -> impl 
         endpoint: Some(endpoint.name.clone()),
         direction: Direction::Inbound,
         remote: Some(remote),
-        protocol: socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned),
+        protocol,
         limits,
     };
     let (conn, outbox) = app.hub.register(spec, ConnState::Open);
     conn.set_receiving(receiving);
     app.metrics.connection_opened(conn.endpoint(), conn.direction());
     tracing::debug!(conn = conn.id(), endpoint = %endpoint.name, "session opened");
-    let (sink, stream) = socket.split();
-    let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(to_axum(frame))));
     let span = connection_span(&conn);
-    let session = session::run(app, conn, outbox, frame::frames(stream, from_axum, ws_error), sink).instrument(span);
+    let session = session::run(app, conn, outbox, stream, sink).instrument(span);
     FutureExt::map(session, move |()| drop(admission))
 }
 
