@@ -188,6 +188,72 @@ async fn a_compressing_endpoint_sends_compressed_frames_and_a_plain_one_does_not
     host.stop().await;
 }
 
+/// A recorder endpoint compressing, as a chat room would be: `join room` and `publish room <text>`.
+fn room_plugins() -> Plugins {
+    Plugins::new().handler("a/recorder", "recorder").endpoint_with(
+        "room",
+        "a/recorder",
+        serde_json::json!({ "compression": true }),
+    )
+}
+
+#[tokio::test]
+async fn a_publish_to_a_compressing_room_is_compressed_once_for_every_member_with_the_same_window() {
+    const WIDE: usize = 30;
+    const NARROW: usize = 10;
+    const PLAIN: usize = 5;
+    let host = TestHost::start(room_plugins()).await;
+    let mut members = Vec::new();
+    for i in 0..WIDE + NARROW + PLAIN {
+        let offer = match i {
+            _ if i < WIDE => Some("permessage-deflate; client_max_window_bits"),
+            _ if i < WIDE + NARROW => Some("permessage-deflate; server_max_window_bits=10"),
+            _ => None,
+        };
+        let (answer, mut socket) = raw_upgrade(host.addr, "room", offer).await;
+        assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+        socket.write_all(&client_frame(1, false, b"join room")).await.unwrap();
+        assert_eq!(server_frame(&mut socket).await, (0x81, b"ok".to_vec()), "member {i}");
+        members.push(socket);
+    }
+    // Four chat messages in one (4 KiB): a 15-bit window finds the repeats 1 KiB back, a 10-bit one cannot.
+    let json = chat_json();
+    let message = format!("[{json},{json},{json},{json}]");
+    let scrape = || Scrape::parse(&host.app.metrics.encode().unwrap());
+    let (compressed, reused) =
+        (scrape().get("wasmsock_deflate_compressed_total"), scrape().get("wasmsock_deflate_reused_total"));
+    let (_, mut publisher) = raw_upgrade(host.addr, "room", None).await;
+    publisher.write_all(&client_frame(1, false, format!("publish room {message}").as_bytes())).await.unwrap();
+    assert_eq!(server_frame(&mut publisher).await.1, format!("queued {}", members.len()).into_bytes());
+    let mut payloads = [Vec::new(), Vec::new()];
+    for (i, socket) in members.iter_mut().enumerate() {
+        let (first, payload) = server_frame(socket).await;
+        if i < WIDE + NARROW {
+            assert_eq!(first, 0xc1, "member {i}: FIN, RSV1, text");
+            assert_eq!(inflate(&payload), message.as_bytes(), "member {i}");
+            let window = usize::from(i >= WIDE);
+            if payloads[window].is_empty() {
+                payloads[window] = payload;
+            } else {
+                assert_eq!(payload, payloads[window], "member {i}: the same frame as the others with its window");
+            }
+        } else {
+            assert_eq!((first, payload), (0x81, message.clone().into_bytes()), "member {i}: did not offer deflate");
+        }
+    }
+    // The wide window takes each repeat as a few back-references 1 KiB away; the narrow one cannot reach them.
+    let [wide, narrow] = payloads;
+    assert!(wide.len() < json.len(), "{} bytes for {}: less than one of its four parts", wide.len(), message.len());
+    assert!(narrow.len() > wide.len() * 2, "a 10-bit window's {} bytes against {}", narrow.len(), wide.len());
+    // One compression per window for the room; every other compressing member's frame reused one of them. Other tests
+    // in this process may compress at the same time, but never reuse this message's buffer.
+    let compressed = scrape().get("wasmsock_deflate_compressed_total") - compressed;
+    let reused = scrape().get("wasmsock_deflate_reused_total") - reused;
+    assert!(compressed >= 2.0, "{compressed}");
+    assert!(reused >= (WIDE + NARROW - 2) as f64, "reused {reused} of {} compressing members' sends", WIDE + NARROW);
+    host.stop().await;
+}
+
 #[tokio::test]
 async fn protocol_errors_on_a_compressing_endpoint_close_with_the_rfc_codes() {
     let host = TestHost::start(plugins()).await;
@@ -554,10 +620,17 @@ async fn deflate_cost() {
     ] {
         let plugins = shared();
         let host = BinaryHost::start(&plugins, &[]).await;
-        // One connection first, so what the first one allocates for good is not counted per connection.
-        let (_, mut warm) = raw_upgrade(&host.addr, endpoint, offer).await;
-        warm.write_all(&frame).await.unwrap();
-        server_frame(&mut warm).await;
+        // A few connections first, so what the process allocates for good (a compressor per worker thread, the pool's
+        // states) is not counted per connection.
+        let mut warm = Vec::new();
+        for _ in 0..16 {
+            let (_, mut socket) = raw_upgrade(&host.addr, endpoint, offer).await;
+            socket.write_all(&frame).await.unwrap();
+            warm.push(socket);
+        }
+        for socket in &mut warm {
+            server_frame(socket).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = rss(host.pid());
         let mut idle = Vec::new();
@@ -576,5 +649,76 @@ async fn deflate_cost() {
             after >> 10
         );
         drop(idle);
+    }
+}
+
+/// Figures, not assertions (BENCHMARKS.md "permessage-deflate in the host"): against the real binary, a room of 1,000
+/// members on one endpoint and a publisher sending a 1 KB chat JSON one publish after another for 5 s after 1 s of
+/// warm-up; the host's CPU and the bytes on the wire per delivery, members that do not offer deflate on a plain
+/// endpoint against members that negotiate it on a compressing one, in interleaved rounds. Run in release:
+/// `cargo build --release -p wasmsock && cargo test --release -p wasmsock-tests --test deflate -- --ignored --nocapture deflate_fanout_cost`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures, asserts none: run with --release -- --ignored --nocapture deflate_fanout_cost"]
+async fn deflate_fanout_cost() {
+    const MEMBERS: usize = 1000;
+    let json = chat_json();
+    let plugins = Plugins::new()
+        .handler("a/recorder", "recorder")
+        .endpoint_with("zip", "a/recorder", serde_json::json!({ "compression": true, "instance": "shared" }))
+        .endpoint_with("plain", "a/recorder", serde_json::json!({ "instance": "shared" }));
+    let offer = "permessage-deflate; client_max_window_bits";
+    let cases = [("plain", "plain", None), ("compressed", "zip", Some(offer))];
+    for (label, endpoint, offer) in cases.iter().chain(cases.iter()).cloned() {
+        let host = BinaryHost::start(&plugins, &[]).await;
+        let mut members = Vec::new();
+        for _ in 0..MEMBERS {
+            let (_, mut socket) = raw_upgrade(&host.addr, endpoint, offer).await;
+            socket.write_all(&client_frame(1, false, b"join room")).await.unwrap();
+            assert_eq!(server_frame(&mut socket).await, (0x81, b"ok".to_vec()));
+            members.push(socket);
+        }
+        let start = tokio::time::Instant::now();
+        let (from, until) = (start + Duration::from_secs(1), start + Duration::from_secs(6));
+        let readers: Vec<_> = members
+            .into_iter()
+            .map(|mut socket| {
+                tokio::spawn(async move {
+                    let (mut buf, mut bytes) = (vec![0; 16 << 10], 0);
+                    while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(until, socket.read(&mut buf)).await {
+                        if tokio::time::Instant::now() >= from {
+                            bytes += n;
+                        }
+                    }
+                    bytes
+                })
+            })
+            .collect();
+        let (_, mut publisher) = raw_upgrade(&host.addr, endpoint, None).await;
+        let command = client_frame(1, false, format!("publish room {json}").as_bytes());
+        let (mut publishes, mut cpu_before) = (0, None);
+        while tokio::time::Instant::now() < until {
+            if cpu_before.is_none() && tokio::time::Instant::now() >= from {
+                cpu_before = Some(process_cpu_of(host.pid()));
+            }
+            publisher.write_all(&command).await.unwrap();
+            assert_eq!(server_frame(&mut publisher).await.1, format!("queued {MEMBERS}").into_bytes());
+            publishes += u64::from(cpu_before.is_some());
+        }
+        let cpu = process_cpu_of(host.pid()) - cpu_before.unwrap_or_default();
+        let mut bytes = 0;
+        for reader in readers {
+            bytes += reader.await.unwrap();
+        }
+        let deliveries = publishes as f64 * MEMBERS as f64;
+        let scrape = Scrape::fetch(host.admin.parse().unwrap()).await;
+        let count = |name: &str| scrape.0.get(name).map_or("-".to_owned(), |n| n.to_string());
+        eprintln!(
+            "deflate_fanout_cost: 1 KB JSON to {MEMBERS} members, {label}: {publishes} publishes in 5 s, host CPU \
+             {:.2} µs per delivery, {:.1} B per delivery on the wire; deflate compressed {}, reused {}",
+            cpu.as_secs_f64() * 1e6 / deliveries,
+            bytes as f64 / deliveries,
+            count("wasmsock_deflate_compressed_total"),
+            count("wasmsock_deflate_reused_total"),
+        );
     }
 }

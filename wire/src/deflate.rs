@@ -155,6 +155,17 @@ fn answer(offer: &str) -> Option<String> {
     Some(response)
 }
 
+/// The window a server compresses with under the extension it answered ([`negotiate`]): its
+/// `server_max_window_bits`, or [`MAX_WINDOW_BITS`] when the client did not ask for a smaller one.
+pub fn server_window_bits(answer: &str) -> u8 {
+    answer
+        .split(';')
+        .filter_map(|part| part.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("server_max_window_bits"))
+        .and_then(|(_, value)| window_bits(value.trim().trim_matches('"')))
+        .unwrap_or(MAX_WINDOW_BITS)
+}
+
 /// What an outbound client offers: one `permessage-deflate` offer letting the server choose the client's window (a
 /// server that wants a smaller one can only say so when the offer has `client_max_window_bits`; Autobahn 13.3-13.6).
 pub const CLIENT_OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -233,6 +244,14 @@ mod tests {
         let answer = negotiate(["permessage-deflate; client_max_window_bits"]);
         assert_eq!(answer.as_deref(), Some(&*format!("{BOTH}; client_max_window_bits=15")));
         assert_eq!(negotiate(["permessage-deflate"]).as_deref(), Some(BOTH), "no window parameter unless offered");
+    }
+
+    #[test]
+    fn the_server_compresses_with_the_window_it_answered() {
+        let answer = |offer: &str| negotiate([offer]).unwrap_or_default();
+        assert_eq!(server_window_bits(&answer("permessage-deflate; server_max_window_bits=10")), 10);
+        assert_eq!(server_window_bits(&answer("permessage-deflate; client_max_window_bits=9")), MAX_WINDOW_BITS);
+        assert_eq!(server_window_bits(&answer("permessage-deflate")), MAX_WINDOW_BITS);
     }
 
     #[test]

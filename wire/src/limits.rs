@@ -103,6 +103,15 @@ pub const DEFAULT_DEFLATE_POOL: usize = 4;
 /// the host never negotiates it.
 pub const DEFAULT_COMPRESSED_IDLE_BYTES: usize = 25_000;
 
+/// How many recently compressed messages a process keeps, each with the buffer it was compressed from, so that a
+/// message sent to many compressing connections (a channel's publish to its members) is compressed once: every member
+/// gets the same buffer, and a member whose negotiated window and level match reuses the first one's result.
+pub const DEFAULT_DEFLATE_SHARED: usize = 32;
+
+/// The most bytes of messages [`DEFAULT_DEFLATE_SHARED`] keeps alive together (their buffers are held while kept); a
+/// message larger than a quarter of this is compressed for each connection and not kept: 2 MiB.
+pub const DEFAULT_DEFLATE_SHARED_BYTES: usize = 2 << 20;
+
 /// The WebSocket read buffer of an inbound session: what an idle connection holds for reading. Small, because the
 /// main listener reads a plain connection ahead through a buffer per thread ([`READ_AHEAD`]): a large message is
 /// still read with one system call per 64 KiB, then copied out in pieces of this size. tungstenite's default of 128 KiB

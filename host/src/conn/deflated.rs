@@ -11,9 +11,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use yawc::close::CloseCode;
 use yawc::{OpCode, WebSocketError};
 
-use wasmsock_wire::deflate::Compression;
+use bytes::Buf;
+use wasmsock_wire::deflate::{Compression, server_window_bits};
 use wasmsock_wire::limits::DEFAULT_DEFLATE_POOL;
 use wasmsock_wire::{Bytes, Close, ConnLimits, Frame, PeerError, Utf8Bytes};
+
+use super::precompressed::{Outbox, Writer};
+
+/// How many bytes of frames the host wrote may wait for the socket before a send flushes them first.
+const DEFAULT_OUTBOX_BYTES: usize = 64 << 10;
 
 /// The process's deflate states between messages, one pool per compression level (a pool drops a compressor of
 /// another level instead of reusing it): every compressed connection, inbound or outbound, takes a state for one
@@ -57,6 +63,8 @@ pub struct Guarded<S> {
     prefix: Bytes,
     watch: HeaderWatch,
     failure: Failure,
+    /// A server's frames written by the host ([`precompressed`]), which go out before yawc's next bytes.
+    outbox: Option<Outbox>,
 }
 
 impl<S> Guarded<S> {
@@ -67,7 +75,12 @@ impl<S> Guarded<S> {
 
     /// A guard over `inner` whose first frames begin with `prefix`, already read from it.
     pub fn with_prefix(inner: S, prefix: Bytes) -> Self {
-        Self { inner, prefix, watch: HeaderWatch::default(), failure: Arc::default() }
+        Self { inner, prefix, watch: HeaderWatch::default(), failure: Arc::default(), outbox: None }
+    }
+
+    /// A server's guard, which also writes the data frames the host frames itself (see [`Deflated::server`]).
+    pub fn server(inner: S) -> Self {
+        Self { outbox: Some(Outbox::default()), ..Self::new(inner) }
     }
 
     fn fail(&self, err: PeerError) {
@@ -112,17 +125,42 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    /// Writes the frames the host framed itself, all of them, before anything yawc writes.
+    fn poll_outbox(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(outbox) = &self.outbox else { return Poll::Ready(Ok(())) };
+        let mut out = outbox.lock().map_err(|_| std::io::Error::other("the connection's outbox was poisoned"))?;
+        while !out.is_empty() {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &out))? {
+                0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                n => out.advance(n),
+            }
+        }
+        // Written: an idle connection keeps no buffer.
+        if out.capacity() > 0 {
+            *out = bytes::BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let this = self.get_mut();
+        ready!(this.poll_outbox(cx))?;
+        Pin::new(&mut this.inner).poll_write(cx, data)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_outbox(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_outbox(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -130,7 +168,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        ready!(this.poll_outbox(cx))?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -216,6 +256,9 @@ impl HeaderWatch {
 pub struct Deflated<S> {
     socket: yawc::WebSocket<Guarded<S>>,
     failure: Failure,
+    /// A server's data frames, framed by the host and compressed once for every connection that sends the same
+    /// message ([`precompressed`]); none for an outbound client, whose frames yawc masks and compresses.
+    writer: Option<Writer>,
     /// yawc failed the connection and is writing its close; reported once that is done.
     failed: Option<PeerError>,
     /// The host sent a close: the peer's is its answer, and yawc's echo of that must not follow it.
@@ -226,14 +269,41 @@ pub struct Deflated<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Deflated<S> {
     /// The host's side of `socket`, whose stream is guarded by a [`Guarded`] made with it.
     pub fn new(socket: yawc::WebSocket<Guarded<S>>, failure: Arc<Mutex<Option<PeerError>>>) -> Self {
-        Self { socket, failure, failed: None, sent_close: false, ended: false }
+        Self { socket, failure, writer: None, failed: None, sent_close: false, ended: false }
     }
+
+    /// A server's side of `socket` (whose guard was made by [`Guarded::server`] and handed `outbox`), compressing
+    /// its data messages with `compression` and the negotiated `extension` itself; control frames go through yawc.
+    pub fn server(
+        socket: yawc::WebSocket<Guarded<S>>,
+        guard: GuardHandles,
+        compression: Compression,
+        extension: Option<&str>,
+    ) -> Self {
+        let writer = match (extension, guard.outbox) {
+            (Some(extension), Some(outbox)) => Some(Writer::new(compression, server_window_bits(extension), outbox)),
+            _ => None,
+        };
+        Self { writer, ..Self::new(socket, guard.failure) }
+    }
+}
+
+/// What a [`Deflated`] shares with the guard under its yawc socket.
+#[derive(Debug)]
+pub struct GuardHandles {
+    failure: Failure,
+    outbox: Option<Outbox>,
 }
 
 impl<S> Guarded<S> {
     /// What the guard reports failures to, for [`Deflated::new`].
     pub fn failure(&self) -> Arc<Mutex<Option<PeerError>>> {
         self.failure.clone()
+    }
+
+    /// What the guard shares, for [`Deflated::server`].
+    pub fn handles(&self) -> GuardHandles {
+        GuardHandles { failure: self.failure.clone(), outbox: self.outbox.clone() }
     }
 }
 
@@ -292,12 +362,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for Deflated<S> {
     type Error = WebSocketError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Pin::new(&mut self.get_mut().socket).poll_ready(cx)
+        let this = self.get_mut();
+        // Frames the host wrote wait in the guard's outbox until yawc writes or flushes: past a buffer's worth, a
+        // flush makes room, as yawc does with its own buffer.
+        if this.writer.as_ref().is_some_and(|w| w.waiting() >= DEFAULT_OUTBOX_BYTES) {
+            ready!(Pin::new(&mut this.socket).poll_flush(cx))?;
+        }
+        Pin::new(&mut this.socket).poll_ready(cx)
     }
 
     fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
         let this = self.get_mut();
         this.sent_close |= frame.is_close();
+        let frame = match (frame, &this.writer) {
+            (Frame::Text(text), Some(writer)) => return Ok(writer.write(0x1, &Bytes::from(text))?),
+            (Frame::Binary(data), Some(writer)) => return Ok(writer.write(0x2, &data)?),
+            (frame, _) => frame,
+        };
         Pin::new(&mut this.socket).start_send(from_frame(frame))
     }
 

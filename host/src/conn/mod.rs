@@ -7,6 +7,7 @@ mod deflate_client;
 pub mod deflated;
 pub mod fetch;
 pub mod hub;
+pub mod precompressed;
 mod queue;
 pub mod session;
 mod timers;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -223,6 +224,7 @@ impl Metrics {
     /// Every metric at zero, registered under the `wasmsock_` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("wasmsock");
+        registry.register_collector(Box::new(DeflateCollector));
         let metrics = Self {
             registry: Registry::default(),
             connections_open: Family::default(),
@@ -548,6 +550,39 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|err| anyhow::anyhow!("encoding the metrics: {err}"))?;
         Ok(text)
+    }
+}
+
+/// Messages compressed for connections on compressing endpoints, process-wide as the compressed messages the process
+/// keeps are (`conn::precompressed` counts them).
+pub static DEFLATE_COMPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Sends on compressing endpoints that reused a message compressed for another connection.
+pub static DEFLATE_REUSED: AtomicU64 = AtomicU64::new(0);
+
+/// How compressing connections' messages were compressed, read when scraped.
+#[derive(Debug)]
+struct DeflateCollector;
+
+impl Collector for DeflateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (compressed, reused) = (DEFLATE_COMPRESSED.load(Ordering::Relaxed), DEFLATE_REUSED.load(Ordering::Relaxed));
+        let compressed = ConstCounter::new(compressed);
+        compressed.encode(encoder.encode_descriptor(
+            "deflate_compressed",
+            "Messages compressed for connections on compressing endpoints (at least the threshold long)",
+            None,
+            compressed.metric_type(),
+        )?)?;
+        let reused = ConstCounter::new(reused);
+        reused.encode(encoder.encode_descriptor(
+            "deflate_reused",
+            "Sends on compressing endpoints that reused a message compressed for another connection (a channel's \
+             publish is compressed once for its members)",
+            None,
+            reused.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 

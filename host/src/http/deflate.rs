@@ -85,8 +85,8 @@ impl Handshake {
         let socket = async move {
             use anyhow::Context as _;
             let upgraded = on_upgrade.await.context("the upgrade did not complete")?;
-            let guarded = Guarded::new(TokioIo::new(upgraded));
-            let failure = guarded.failure();
+            let guarded = Guarded::server(TokioIo::new(upgraded));
+            let handles = guarded.handles();
             let socket = yawc::WebSocket::from_stream_with_extensions(
                 guarded,
                 yawc::Role::Server,
@@ -94,7 +94,7 @@ impl Handshake {
                 options,
             )
             .context("starting the compressed socket")?;
-            Ok(Deflated::new(socket, failure))
+            Ok(Deflated::server(socket, handles, compression, extension.as_deref()))
         };
         (response, socket)
     }
