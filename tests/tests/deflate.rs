@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use wasmsock_tests::*;
 
-/// The echo example on `zip` (compressing), `plain` (no compression) and `small` (compressing, 1 MiB messages at most).
+/// The echo example on `zip` (compressing), `plain` (no compression), `small` (compressing, 1 MiB messages at most)
+/// and `framed` (compressing, frames of 1 KiB at most).
 fn plugins() -> Plugins {
     Plugins::new()
         .handler("examples/echo", "echo")
@@ -23,6 +24,11 @@ fn plugins() -> Plugins {
             "small",
             "examples/echo",
             serde_json::json!({ "compression": { "level": 6 }, "limits": { "max-message-size": 1 << 20 } }),
+        )
+        .endpoint_with(
+            "framed",
+            "examples/echo",
+            serde_json::json!({ "compression": true, "limits": { "max-frame-size": 1024 } }),
         )
 }
 
@@ -274,6 +280,28 @@ async fn protocol_errors_on_a_compressing_endpoint_close_with_the_rfc_codes() {
     socket.write_all(&client_frame(1, true, &deflate(b"hello"))).await.unwrap();
     let (first, close) = server_frame(&mut socket).await;
     assert_eq!((first, &close[..2]), (0x88, &1002u16.to_be_bytes()[..]), "{close:?}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_compressing_endpoint_keeps_its_frame_limit_apart_from_the_message_limit() {
+    let host = TestHost::start(plugins()).await;
+    let (_, mut socket) = raw_upgrade(host.addr, "framed", Some("permessage-deflate")).await;
+    // A frame of exactly `max-frame-size`: echoed (compressed back, over the threshold).
+    socket.write_all(&client_frame(1, false, &[b'a'; 1024])).await.unwrap();
+    let (first, payload) = server_frame(&mut socket).await;
+    assert_eq!((first, inflate(&payload)), (0xc1, vec![b'a'; 1024]));
+    // A message of 2,000 bytes in two frames under the limit: echoed whole.
+    let mut start = client_frame(1, false, &[b'b'; 1000]);
+    start[0] &= 0x7f;
+    socket.write_all(&start).await.unwrap();
+    socket.write_all(&client_frame(0, false, &[b'b'; 1000])).await.unwrap();
+    let (first, payload) = server_frame(&mut socket).await;
+    assert_eq!((first, inflate(&payload)), (0xc1, vec![b'b'; 2000]));
+    // One frame a byte over: 1009.
+    socket.write_all(&client_frame(1, false, &[b'c'; 1025])).await.unwrap();
+    let (first, close) = server_frame(&mut socket).await;
+    assert_eq!((first, &close[..2]), (0x88, &1009u16.to_be_bytes()[..]), "{}", String::from_utf8_lossy(&close));
     host.stop().await;
 }
 

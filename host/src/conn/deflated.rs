@@ -33,10 +33,10 @@ fn pool(level: u32) -> yawc::DeflatePool {
 /// yawc's options for a connection compressing with `compression` within `limits`. The negotiation itself is the
 /// host's ([`wasmsock_wire::deflate::negotiate`]): yawc is handed the agreed extension.
 pub fn options(compression: Compression, limits: &ConnLimits, read_buffer: usize) -> yawc::Options {
-    // yawc refuses a message of exactly its limit; the host's limit is the largest message allowed.
-    let max = limits.max_message_size.saturating_add(1);
+    // yawc refuses a frame or a message of exactly its limit; the host's limits are the largest allowed.
+    let (frame, message) = (limits.max_frame_size.saturating_add(1), limits.max_message_size.saturating_add(1));
     yawc::Options::default()
-        .with_limits(max, max)
+        .with_limits(frame.min(message), message)
         .with_read_buffer_capacity(read_buffer)
         .with_write_buffer_capacity(read_buffer)
         .with_compression_level(yawc::CompressionLevel::new(compression.level))
