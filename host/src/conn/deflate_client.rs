@@ -71,12 +71,12 @@ where
     let extension = check_answer(header("sec-websocket-extensions")).map_err(anyhow::Error::msg)?;
     let leftover = Bytes::copy_from_slice(&read[end..]);
     let guarded = Guarded::with_prefix(stream, leftover);
-    let failure = guarded.failure();
+    let handles = guarded.handles();
     let options = deflated::options(compression, limits, read_buffer);
     let socket =
         yawc::WebSocket::from_stream_with_extensions(guarded, yawc::Role::Client, extension.as_deref(), options)
             .context("starting the compressed socket")?;
-    Ok(Deflated::new(socket, failure))
+    Ok(Deflated::new(socket, handles))
 }
 
 #[cfg(test)]

@@ -267,24 +267,27 @@ pub struct Deflated<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Deflated<S> {
-    /// The host's side of `socket`, whose stream is guarded by a [`Guarded`] made with it.
-    pub fn new(socket: yawc::WebSocket<Guarded<S>>, failure: Arc<Mutex<Option<PeerError>>>) -> Self {
-        Self { socket, failure, writer: None, failed: None, sent_close: false, ended: false }
+    /// The host's side of `socket`, whose stream is guarded by the [`Guarded`] that gave `guard`.
+    pub fn new(socket: yawc::WebSocket<Guarded<S>>, guard: GuardHandles) -> Self {
+        Self { socket, failure: guard.failure, writer: None, failed: None, sent_close: false, ended: false }
     }
 
-    /// A server's side of `socket` (whose guard was made by [`Guarded::server`] and handed `outbox`), compressing
-    /// its data messages with `compression` and the negotiated `extension` itself; control frames go through yawc.
+    /// A server's side of `socket`: when deflate was negotiated (`extension`) and the guard was made by
+    /// [`Guarded::server`], the host compresses and frames the data messages itself with `compression`; control frames
+    /// go through yawc.
     pub fn server(
         socket: yawc::WebSocket<Guarded<S>>,
         guard: GuardHandles,
         compression: Compression,
         extension: Option<&str>,
     ) -> Self {
-        let writer = match (extension, guard.outbox) {
-            (Some(extension), Some(outbox)) => Some(Writer::new(compression, server_window_bits(extension), outbox)),
+        let writer = match (extension, &guard.outbox) {
+            (Some(extension), Some(outbox)) => {
+                Some(Writer::new(compression, server_window_bits(extension), outbox.clone()))
+            }
             _ => None,
         };
-        Self { writer, ..Self::new(socket, guard.failure) }
+        Self { writer, ..Self::new(socket, guard) }
     }
 }
 
@@ -296,12 +299,7 @@ pub struct GuardHandles {
 }
 
 impl<S> Guarded<S> {
-    /// What the guard reports failures to, for [`Deflated::new`].
-    pub fn failure(&self) -> Arc<Mutex<Option<PeerError>>> {
-        self.failure.clone()
-    }
-
-    /// What the guard shares, for [`Deflated::server`].
+    /// What the guard shares, for [`Deflated::new`] and [`Deflated::server`].
     pub fn handles(&self) -> GuardHandles {
         GuardHandles { failure: self.failure.clone(), outbox: self.outbox.clone() }
     }

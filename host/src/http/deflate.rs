@@ -85,7 +85,9 @@ impl Handshake {
         let socket = async move {
             use anyhow::Context as _;
             let upgraded = on_upgrade.await.context("the upgrade did not complete")?;
-            let guarded = Guarded::server(TokioIo::new(upgraded));
+            // Only a connection that compresses has the host frame its messages.
+            let io = TokioIo::new(upgraded);
+            let guarded = if extension.is_some() { Guarded::server(io) } else { Guarded::new(io) };
             let handles = guarded.handles();
             let socket = yawc::WebSocket::from_stream_with_extensions(
                 guarded,
