@@ -318,6 +318,15 @@ pub async fn own_id(ws: &mut Ws, marker: &str) -> String {
         .to_owned()
 }
 
+/// A loopback port that refuses connections, held for as long as the returned socket lives: bound, never listening.
+/// Unlike binding a listener and freeing it, no other socket (a host under test included) can take the port meanwhile.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("binding a loopback port");
+    let port = socket.local_addr().expect("the bound address").port();
+    (socket, port)
+}
+
 /// The client id in a recorder's `created …` or `found …` reply.
 pub fn client_id(reply: &str) -> String {
     let fields = reply.split_once(' ').map(|(_, rest)| rest).unwrap_or_default();

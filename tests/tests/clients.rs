@@ -75,7 +75,7 @@ async fn a_client_of_the_hosts_own_endpoint_gets_its_echo() {
 
 #[tokio::test]
 async fn a_refused_connect_is_onerror_naming_the_unsent_messages_then_onclose() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (refusing, port) = refusing_port();
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
@@ -87,6 +87,7 @@ async fn a_refused_connect_is_onerror_naming_the_unsent_messages_then_onclose() 
     assert_eq!(observer.expect(&id, "onclose").await, "");
     eventually("the failed client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
+    drop(refusing);
 }
 
 #[tokio::test]
@@ -185,7 +186,7 @@ async fn a_reconnecting_client_opens_again_after_the_server_closes_and_closes_on
 
 #[tokio::test]
 async fn a_reconnecting_client_gives_up_after_its_attempts_and_closes() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (refusing, port) = refusing_port();
     let host = TestHost::start(plugins()).await;
     let mut observer = Observer::open(&host, "rec").await;
     let mut driver = host.connect("rec").await;
@@ -199,6 +200,7 @@ async fn a_reconnecting_client_gives_up_after_its_attempts_and_closes() {
     assert_eq!(observer.expect(&id, "onclose").await, "");
     eventually("the client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
+    drop(refusing);
 }
 
 #[tokio::test]
