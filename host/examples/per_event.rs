@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo run --release -p wasmsock --example per_event -- [CALLS] [COMPONENT.wasm ...]` (by default 10,000
 //! calls per round to `target/wasm32-wasip2/guest/echo.wasm`, built by `cargo xtask guests`). Several components take
-//! turns, for comparing two builds of a guest in one run.
+//! turns, for comparing two builds of a guest in one run. `PER_EVENT_CASES=kept` runs only the cases whose name has
+//! that text in it (for a profile of one).
 
 #![allow(clippy::print_stdout)]
 
@@ -198,6 +199,9 @@ fn main() -> anyhow::Result<()> {
             ("onclose, fresh instance", EventKind::Close, false),
             ("onmessage, kept instance", message, true),
         ];
+        // `PER_EVENT_CASES=kept` (a part of a case's name) runs only the cases that match: for profiling one of them.
+        let only = std::env::var("PER_EVENT_CASES").unwrap_or_default();
+        let cases: Vec<_> = cases.into_iter().filter(|(name, _, _)| name.contains(only.as_str())).collect();
         // CPU µs per call, per handler and case, one entry per round. The handlers take turns in every round, so a
         // change of the machine's speed (it moves from minute to minute) touches them alike.
         let mut figures = vec![vec![Vec::new(); cases.len()]; handlers.len()];

@@ -10,7 +10,7 @@ use wasmsock_wire::frame::MAX_CLOSE_REASON;
 use wasmsock_wire::{ClientInfo, ClientOptions, Close, ConnError, EventKind, Frame, Limits, Method};
 
 use super::App;
-use crate::conn::{Conn, ConnHost, Hub};
+use crate::conn::{Conn, ConnHost, Hub, Resolved};
 use crate::control::metrics::Metrics;
 use crate::runtime::{
     CallError, Connection, Event, Gathered, HistoryFuture, HostServices, HttpFuture, HttpRequestBody, Lookup,
@@ -27,26 +27,21 @@ impl App {
         let Some(services) = self.services() else {
             return;
         };
-        let loaded = match self.registry.handler(&self.runtime, conn.handler()).await {
-            Ok(loaded) => loaded,
-            Err(err) => {
-                tracing::error!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err:#}");
-                return;
-            }
+        let Some(Resolved { handler: loaded, lifecycle, cell, .. }) = self.resolve(conn, method).await else {
+            return;
         };
-        // Outbound clients have no endpoint: their events run per event.
-        let lifecycle = conn.endpoint().and_then(|name| self.registry.endpoint(name)).map(|e| e.instance);
-        let lifecycle = lifecycle.unwrap_or_default();
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
         // At debug level: at the default level a span per event was a measurable part of an event's cost.
         let span = tracing::debug_span!("event", method = method.as_str());
-        let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services.clone());
+        let call =
+            self.instances.call_in(&self.runtime, cell.as_ref(), lifecycle, &loaded.handler, event, services.clone());
         let result = tracing::Instrument::instrument(call, span).await;
         conn.handler_events(&self.metrics).handled(method, started.elapsed());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
         if method == Method::OnClose {
             self.instances.forget_connection(conn.id());
+            conn.set_resolved(None);
         }
         let Err(err) = result else {
             conn.count_success();
@@ -75,13 +70,41 @@ impl App {
             let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
             let span = tracing::debug_span!("event", method = "onerror");
-            let call = self.instances.call(&self.runtime, lifecycle, &loaded.handler, event, services);
+            let call =
+                self.instances.call_in(&self.runtime, cell.as_ref(), lifecycle, &loaded.handler, event, services);
             let result = tracing::Instrument::instrument(call, span).await;
             self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
             if let Err(err) = result {
                 tracing::warn!(conn = conn.id(), handler = conn.handler(), method = "onerror", "{err}");
             }
         }
+    }
+
+    /// What the events of `conn` run in: kept with the connection while the registry does not change, else looked up
+    /// (loading the handler at its first use). `None` after logging why when its handler cannot be loaded.
+    async fn resolve(&self, conn: &Arc<Conn>, method: Method) -> Option<Resolved> {
+        let generation = self.registry.generation();
+        if let Some(resolved) = conn.resolved(generation) {
+            return Some(resolved);
+        }
+        let handler = match self.registry.handler(&self.runtime, conn.handler()).await {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                tracing::error!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err:#}");
+                return None;
+            }
+        };
+        // Outbound clients have no endpoint: their events run per event.
+        let lifecycle = conn.endpoint().and_then(|name| self.registry.endpoint(name)).map(|e| e.instance);
+        let lifecycle = lifecycle.unwrap_or_default();
+        let cell = self.instances.cell(lifecycle, handler.handler.name(), conn.id());
+        let resolved = Resolved { generation, handler, lifecycle, cell };
+        // Kept only where an instance is: a per-event connection's events cost far more than the lookups, and it
+        // keeps no box for them.
+        if resolved.cell.is_some() && method != Method::OnClose {
+            conn.set_resolved(Some(resolved.clone()));
+        }
+        Some(resolved)
     }
 
     /// Counts a failed call on `conn`; the last one allowed in a row closes the connection with 1011.

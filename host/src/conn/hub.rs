@@ -16,8 +16,9 @@ use super::queue::{FrameQueue, Refused};
 use super::timers::Timers;
 use crate::budget::{Budget, Holding, Kind, Receiving};
 use crate::control::metrics::{HandlerEvents, Metrics};
+use crate::control::registry::LoadedHandler;
 use crate::fair::QuotaRefused;
-use crate::runtime::Connection;
+use crate::runtime::{Connection, KeptCell};
 
 /// What a new connection is, before it has an id.
 #[derive(Debug, Clone)]
@@ -66,8 +67,26 @@ pub struct Conn {
     attachment: Mutex<Option<Arc<[u8]>>>,
     /// Its handler's event metrics, looked up at its first event.
     handler_events: std::sync::OnceLock<HandlerEvents>,
+    /// What its events run in, found at its first event and again after the registry changed (boxed: 16 bytes here
+    /// for every connection, the rest only for those of endpoints that keep instances).
+    resolved: Mutex<Option<Box<Resolved>>>,
     /// The timers armed on it (boxed: most connections never arm one).
     timers: Mutex<Option<Box<Timers>>>,
+}
+
+/// What a connection's events run in: its handler as loaded, its endpoint's lifecycle and the cell of its kept
+/// instance, as found under one generation of the registry. Kept with the connection, it saves two lookups by name
+/// (the handler and the endpoint, each a lock and a hash) and the cell's on every event.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The registry's generation it was found under.
+    pub generation: u64,
+    /// The handler.
+    pub handler: Arc<LoadedHandler>,
+    /// The lifecycle of its instances (`per-event` for outbound clients, which have no endpoint).
+    pub lifecycle: wasmsock_wire::descriptor::Lifecycle,
+    /// Where its events run, for the lifecycles that keep an instance.
+    pub cell: Option<KeptCell>,
 }
 
 /// What the admin API shows of a live connection: its `client-info` and its traffic.
@@ -99,6 +118,19 @@ impl Conn {
     /// Its handler's event metrics in `metrics`, looked up once per connection (its handler never changes).
     pub fn handler_events(&self, metrics: &Metrics) -> &HandlerEvents {
         self.handler_events.get_or_init(|| metrics.handler_events(self.handler()))
+    }
+
+    /// What its events run in, if found under registry `generation` (see [`crate::control::registry::Registry::generation`]).
+    pub fn resolved(&self, generation: u64) -> Option<Resolved> {
+        let resolved = self.resolved.lock().ok()?;
+        resolved.as_deref().filter(|r| r.generation == generation).cloned()
+    }
+
+    /// Keeps what its events run in (`None` forgets it: after onclose, so a kept cell goes with the connection's end).
+    pub fn set_resolved(&self, resolved: Option<Resolved>) {
+        if let Ok(mut slot) = self.resolved.lock() {
+            *slot = resolved.map(Box::new);
+        }
     }
 
     /// The connection's place in registration order (the number in its id): older connections have smaller ones.
@@ -719,6 +751,7 @@ impl Hub {
             messages_out: AtomicU64::new(0),
             attachment: Mutex::new(None),
             handler_events: std::sync::OnceLock::new(),
+            resolved: Mutex::new(None),
             timers: Mutex::new(None),
         });
         if let Ok(mut conns) = self.conns.write() {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use wasmsock_wire::{ConnError, Direction, EventKind, Limits};
 
 use crate::control::metrics::Metrics;
-pub use hub::{Admission, Conn, ConnSpec, ConnStats, Hub, NotAdmitted, Outbox};
+pub use hub::{Admission, Conn, ConnSpec, ConnStats, Hub, NotAdmitted, Outbox, Resolved};
 
 /// What the connection layer needs from the host it runs in: the hub, the limits, the metrics, and where events go.
 pub trait ConnHost: Send + Sync + 'static {

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -168,6 +169,8 @@ pub struct Registry {
     root: PathBuf,
     cache_dir: Option<PathBuf>,
     state: RwLock<Loaded>,
+    /// Moves on every change of `state`: what a connection resolved under an older one is looked up again.
+    generation: AtomicU64,
     changes: tokio::sync::Mutex<()>,
     /// The quotas of each project with a `project.json`, as last applied.
     manifests: std::sync::Mutex<HashMap<String, QuotaOverrides>>,
@@ -180,6 +183,7 @@ impl Registry {
             root: root.to_path_buf(),
             cache_dir,
             state: RwLock::default(),
+            generation: AtomicU64::new(0),
             changes: tokio::sync::Mutex::new(()),
             manifests: std::sync::Mutex::default(),
         }
@@ -188,6 +192,12 @@ impl Registry {
     /// The plugins root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The version of the endpoints and handlers: it moves on every change (reload, deploy, removal, a handler loaded
+    /// at its first use). Read it before looking something up; what was found is current while it has not moved.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The endpoint with this name.
@@ -248,6 +258,7 @@ impl Registry {
             .with_context(|| format!("handler {name:?}: cannot read its component {}", path.display()))?;
         let loaded = Arc::new(self.compile(runtime, name, &path, bytes, stamp).await?);
         if let Ok(mut state) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             state.handlers.entry(name.to_owned()).or_insert_with(|| loaded.clone());
         }
         Ok(loaded)
@@ -396,6 +407,7 @@ impl Registry {
         };
         let handlers_changed = versions(&old_handlers) != versions(&handlers);
         if let Ok(mut state) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             *state = Loaded { endpoints, handlers };
         }
         if handlers_changed {
@@ -456,6 +468,7 @@ impl Registry {
         loaded.stamp = FileStamp::of(&path);
         let loaded = Arc::new(loaded);
         if let Ok(mut state) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             state.handlers.insert(name.to_owned(), loaded.clone());
         }
         self.trim_cache(runtime).await;
@@ -491,6 +504,7 @@ impl Registry {
         write_atomically(&file, text.as_bytes())?;
         let endpoint = Arc::new(Endpoint::new(descriptor, file));
         if let Ok(mut state) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             state.endpoints.insert(endpoint.name.clone(), endpoint.clone());
         }
         Ok(endpoint)
@@ -503,6 +517,7 @@ impl Registry {
         std::fs::remove_file(&endpoint.descriptor)
             .with_context(|| format!("deleting {}", endpoint.descriptor.display()))?;
         if let Ok(mut state) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             state.endpoints.remove(name);
         }
         Ok(endpoint)
@@ -526,6 +541,7 @@ impl Registry {
             std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
         }
         if let Ok(mut state) = self.state.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
             state.handlers.remove(name);
         }
         Ok(())

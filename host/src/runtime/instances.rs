@@ -94,6 +94,11 @@ pub struct Instances {
     shared: Mutex<HashMap<String, Kept>>,
 }
 
+/// Where the events of one connection run when its lifecycle keeps an instance: its handler's cell (`shared`) or its
+/// own (`per-connection`). Found once and kept with the connection, so an event does not look it up by name.
+#[derive(Debug, Clone)]
+pub struct KeptCell(Kept);
+
 impl Instances {
     /// Runs `event` through the instance `lifecycle` asks for.
     pub async fn call(
@@ -104,10 +109,32 @@ impl Instances {
         event: Event,
         services: Arc<dyn HostServices>,
     ) -> Result<(), CallError> {
-        let kept = match lifecycle {
-            Lifecycle::PerEvent => return runtime.call(handler, event, services).await,
-            Lifecycle::PerConnection => kept(&self.per_connection, event.conn.id()),
-            Lifecycle::Shared => kept(&self.shared, handler.name()),
+        let cell = self.cell(lifecycle, handler.name(), event.conn.id());
+        self.call_in(runtime, cell.as_ref(), lifecycle, handler, event, services).await
+    }
+
+    /// The cell the events of connection `conn` with `handler` run in under `lifecycle`; none for `per-event`. A
+    /// handler's `shared` cell lives as long as the host; a `per-connection` one until [`Instances::forget_connection`].
+    pub fn cell(&self, lifecycle: Lifecycle, handler: &str, conn: &str) -> Option<KeptCell> {
+        match lifecycle {
+            Lifecycle::PerEvent => None,
+            Lifecycle::PerConnection => Some(KeptCell(kept(&self.per_connection, conn))),
+            Lifecycle::Shared => Some(KeptCell(kept(&self.shared, handler))),
+        }
+    }
+
+    /// Runs `event` in `cell` (from [`Instances::cell`] with the same lifecycle), or in a fresh instance without one.
+    pub async fn call_in(
+        &self,
+        runtime: &Runtime,
+        cell: Option<&KeptCell>,
+        lifecycle: Lifecycle,
+        handler: &Handler,
+        event: Event,
+        services: Arc<dyn HostServices>,
+    ) -> Result<(), CallError> {
+        let Some(KeptCell(kept)) = cell else {
+            return runtime.call(handler, event, services).await;
         };
         let mut taken = kept.take().await;
         runtime.call_resident(&mut taken.resident, lifecycle, handler, event, services).await

@@ -23,7 +23,7 @@ pub use engine::{CallError, Handler, Resident, Runtime};
 
 /// The engine that runs handlers, as `wasmsock --version` names it (its major version is the workspace's, tested).
 pub const ENGINE: &str = "wasmtime 48";
-pub use instances::Instances;
+pub use instances::{Instances, KeptCell};
 pub use services::{
     Connection, Event, Gathered, HistoryFuture, HostServices, HttpBodyError, HttpFailure, HttpFuture, HttpRequestBody,
     KvFuture, KvService, Lookup, MembersSurvey, Survey,
