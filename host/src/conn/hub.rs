@@ -57,7 +57,6 @@ pub struct Conn {
     failures_in_a_row: AtomicU32,
     handler_failures: AtomicU64,
     close: Mutex<Option<Close>>,
-    close_requested: Notify,
     closing: Notify,
     closed_by_host: AtomicBool,
     opened: std::time::SystemTime,
@@ -415,7 +414,8 @@ impl Conn {
         if let Ok(mut slot) = self.close.lock() {
             *slot = Some(close);
         }
-        self.close_requested.notify_one();
+        // The writer waits on its queue alone: woken there, it finds the close once the queue is empty.
+        self.queue.wake();
         self.closing.notify_one();
         Ok(())
     }
@@ -492,21 +492,18 @@ impl Outbox {
                     tracing::debug!(conn = self.conn.id(), frames = dropped.len(), "dropped the slow consumer's queue");
                 }
             }
-            tokio::select! {
-                biased;
-                frame = self.conn.queue.pop() => return Some(self.dequeued(frame)),
-                () = self.conn.close_requested.notified() => {
-                    // Every data frame queued before the close still goes out first.
-                    if let Some(frame) = self.conn.queue.try_pop() {
-                        self.conn.close_requested.notify_one();
-                        return Some(self.dequeued(frame));
-                    }
-                    if let Some(close) = self.conn.take_close() {
-                        return Some(Frame::Close(Some(close)));
-                    }
-                    // A stale wake-up: a reconnect took the close back. Wait again.
-                }
+            // Every data frame queued before the close still goes out first.
+            if let Some(frame) = self.conn.queue.try_pop() {
+                return Some(self.dequeued(frame));
             }
+            if matches!(self.conn.state(), ConnState::Closing | ConnState::Closed)
+                && let Some(close) = self.conn.take_close()
+            {
+                return Some(Frame::Close(Some(close)));
+            }
+            // A push and a close request both wake this one wait (one waiter to register per wake-up, not one for
+            // each). A stale wake-up (a reconnect took the close back) goes round and waits again.
+            self.conn.queue.wait().await;
         }
     }
 
@@ -743,7 +740,6 @@ impl Hub {
             failures_in_a_row: AtomicU32::new(0),
             handler_failures: AtomicU64::new(0),
             close: Mutex::new(None),
-            close_requested: Notify::new(),
             closing: Notify::new(),
             closed_by_host: AtomicBool::new(false),
             opened: std::time::SystemTime::now(),

@@ -67,15 +67,15 @@ impl FrameQueue {
         frame
     }
 
-    /// The oldest frame, waiting for one. Cancel-safe: a frame is only taken when this resolves.
-    pub async fn pop(&self) -> Frame {
-        loop {
-            if let Some(frame) = self.try_pop() {
-                return frame;
-            }
-            // A push between the check above and this wait leaves a permit, so the wake-up is not lost.
-            self.ready.notified().await;
-        }
+    /// Resolves at the next push or [`FrameQueue::wake`], or at once when one came since the last wait: a permit is
+    /// kept while the reader is not waiting, so none is lost between its look at the queue and its wait.
+    pub async fn wait(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Wakes the reader without a frame (something else it looks at changed: a close was requested).
+    pub fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// The reader is gone: what is queued is dropped and later pushes are refused as closed. Returns the payload
@@ -113,6 +113,20 @@ mod tests {
         Frame::Text(s.into())
     }
 
+    /// The oldest frame, waiting for one, as the outbox takes them. Cancel-safe: a frame is only taken when this
+    /// resolves.
+    impl FrameQueue {
+        async fn pop(&self) -> Frame {
+            loop {
+                if let Some(frame) = self.try_pop() {
+                    return frame;
+                }
+                // A push between the check above and this wait leaves a permit, so the wake-up is not lost.
+                self.wait().await;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn frames_come_out_in_order_and_the_bound_refuses_the_next() {
         let queue = FrameQueue::new(2);
@@ -146,6 +160,17 @@ mod tests {
         assert!(tokio::time::timeout(std::time::Duration::from_millis(10), queue.pop()).await.is_err());
         queue.try_push(text("kept")).unwrap();
         assert_eq!(queue.pop().await, text("kept"));
+    }
+
+    #[tokio::test]
+    async fn a_wake_without_a_frame_is_kept_for_a_reader_not_yet_waiting() {
+        let queue = FrameQueue::new(8);
+        queue.wake();
+        // The wake came before the wait: it is kept, so the wait ends at once, and finds no frame.
+        tokio::time::timeout(std::time::Duration::from_secs(5), queue.wait()).await.unwrap();
+        assert_eq!(queue.try_pop(), None);
+        // Only one is kept: the next wait waits.
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), queue.wait()).await.is_err());
     }
 
     #[test]
