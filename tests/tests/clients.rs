@@ -83,7 +83,15 @@ async fn a_refused_connect_is_onerror_naming_the_unsent_messages_then_onclose() 
     let id = client_id(&reply);
     let error = observer.expect(&id, "onerror").await;
     assert!(error.contains(&format!("connecting to ws://127.0.0.1:{port}/x failed")), "{error}");
-    assert!(error.contains("1 queued message(s) were not sent: \"never sent\""), "{error}");
+    // Nothing is lost without a word: a message queued before the connect failed is named in the onerror. (The
+    // client starts connecting while the creating event still runs, so on a slow machine the refusal can come first
+    // when the event steps aside at an epoch tick; then the send itself is refused, and says so.)
+    if reply.ends_with("send ok") {
+        assert!(error.contains("1 queued message(s) were not sent: \"never sent\""), "{error}");
+    } else {
+        assert!(reply.contains("send error"), "{reply}");
+        assert!(!error.contains("were not sent"), "{error}");
+    }
     assert_eq!(observer.expect(&id, "onclose").await, "");
     eventually("the failed client left the list", || outbound_clients(&host.app) == 0).await;
     host.stop().await;
