@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use anyhow::{Context as _, anyhow, bail};
 use sha2::{Digest as _, Sha256};
@@ -200,6 +200,14 @@ impl Registry {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The state, to change it: the generation moves first, so a reader that sees the new generation finds the new
+    /// state behind the lock. Every write goes through here. `None` when a panic poisoned the lock.
+    fn change(&self) -> Option<RwLockWriteGuard<'_, Loaded>> {
+        let state = self.state.write().ok()?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Some(state)
+    }
+
     /// The endpoint with this name.
     pub fn endpoint(&self, name: &str) -> Option<Arc<Endpoint>> {
         self.state.read().ok().and_then(|state| state.endpoints.get(name).cloned())
@@ -257,8 +265,7 @@ impl Registry {
             .await
             .with_context(|| format!("handler {name:?}: cannot read its component {}", path.display()))?;
         let loaded = Arc::new(self.compile(runtime, name, &path, bytes, stamp).await?);
-        if let Ok(mut state) = self.state.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut state) = self.change() {
             state.handlers.entry(name.to_owned()).or_insert_with(|| loaded.clone());
         }
         Ok(loaded)
@@ -406,8 +413,7 @@ impl Registry {
             versions
         };
         let handlers_changed = versions(&old_handlers) != versions(&handlers);
-        if let Ok(mut state) = self.state.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut state) = self.change() {
             *state = Loaded { endpoints, handlers };
         }
         if handlers_changed {
@@ -467,8 +473,7 @@ impl Registry {
         write_atomically(&path, &data)?;
         loaded.stamp = FileStamp::of(&path);
         let loaded = Arc::new(loaded);
-        if let Ok(mut state) = self.state.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut state) = self.change() {
             state.handlers.insert(name.to_owned(), loaded.clone());
         }
         self.trim_cache(runtime).await;
@@ -503,8 +508,7 @@ impl Registry {
         }
         write_atomically(&file, text.as_bytes())?;
         let endpoint = Arc::new(Endpoint::new(descriptor, file));
-        if let Ok(mut state) = self.state.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut state) = self.change() {
             state.endpoints.insert(endpoint.name.clone(), endpoint.clone());
         }
         Ok(endpoint)
@@ -516,8 +520,7 @@ impl Registry {
         let endpoint = self.endpoint(name).ok_or_else(|| anyhow!("no endpoint {name:?}"))?;
         std::fs::remove_file(&endpoint.descriptor)
             .with_context(|| format!("deleting {}", endpoint.descriptor.display()))?;
-        if let Ok(mut state) = self.state.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut state) = self.change() {
             state.endpoints.remove(name);
         }
         Ok(endpoint)
@@ -540,8 +543,7 @@ impl Registry {
         if path.is_file() {
             std::fs::remove_file(&path).with_context(|| format!("deleting {}", path.display()))?;
         }
-        if let Ok(mut state) = self.state.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Some(mut state) = self.change() {
             state.handlers.remove(name);
         }
         Ok(())
