@@ -259,9 +259,16 @@ pub async fn close_frame(ws: &mut Ws) -> Option<CloseFrame> {
 pub struct Observer(pub Ws);
 
 impl Observer {
+    /// Opens the observer and waits for its first report line (its own onopen, or an event of another session that
+    /// came first). The handshake alone is not enough: the recorder reports to the sessions `get-clients` lists as
+    /// open, and a session is listed a moment after its client sees the handshake's answer. A line received proves
+    /// the observer is listed, so every event that starts after `open` returns reaches it.
     pub async fn open(host: &impl Endpoints, endpoint: &str) -> Self {
         let url = format!("{}?observer", host.url(endpoint));
-        Self(connect(&url).await)
+        let mut ws = connect(&url).await;
+        let first = text(&mut ws).await;
+        assert!(!first.is_empty(), "the observer of {endpoint} got an empty report line");
+        Self(ws)
     }
 
     /// Waits for the report line of `id` with `method` and returns its detail; another event of `id` first fails.

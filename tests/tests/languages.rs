@@ -771,8 +771,8 @@ fn created_and_queued(reply: &str) -> bool {
 async fn javascript_and_python_handlers_open_outbound_clients_that_reconnect_or_give_up() {
     let peer = PeerServer::start(PeerMode::Echo).await;
     let closing = PeerServer::start(PeerMode::CloseAfterFirst).await;
-    // A port nothing listens on: connecting is refused at once.
-    let refused_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port nothing listens on (held bound for the test, so nothing else takes it): connecting is refused at once.
+    let (_held, refused_port) = refusing_port();
     let host = host();
     for (language, endpoint, handler) in SCRIPT_RECORDERS {
         let mut observer = Observer::open(host, endpoint).await;
@@ -816,7 +816,7 @@ async fn javascript_and_python_handlers_open_outbound_clients_that_reconnect_or_
         observer.skip_to(&id, "onclose").await;
 
         // A policy with a limit gives up after that many failed attempts: onerror, onclose, never onopen.
-        let refused_uri = format!("ws://{refused_addr}/{language}");
+        let refused_uri = format!("ws://127.0.0.1:{refused_port}/{language}");
         let request = format!("connect-reconnect {refused_uri} 10 20 2");
         let reply = command(&mut driver, &request).await;
         let id = client_id(&reply);

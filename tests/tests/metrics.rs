@@ -168,10 +168,21 @@ async fn files_the_watch_applies_or_refuses_count_as_deploys() {
     std::fs::write(root.join("late.websocket"), r#"{"handler": "examples/echo", "endpoint": "late"}"#).unwrap();
     std::fs::write(root.join("broken.websocket"), "{").unwrap();
     eventually("the watch serves the new endpoint", || host.app.registry.endpoint("late").is_some()).await;
+    // The reload counts its deploys once it has applied them, a moment after the endpoint is served, and the two files
+    // may land in two reloads: wait until both counters moved, then check they moved by exactly one each.
+    let ok = r#"wasmsock_deploys_total{kind="descriptor",outcome="ok",source="watch"}"#;
+    let failed = r#"wasmsock_deploys_total{kind="file",outcome="failed",source="watch"}"#;
+    eventually_async("both deploys are counted", || async {
+        let now = Scrape::fetch(host.admin).await;
+        now.get(ok) > before.get(ok) && now.get(failed) > before.get(failed)
+    })
+    .await;
+    // One more interval of the watch: a reload that counted twice would have done so by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let after = Scrape::fetch(host.admin).await;
     let delta = |key: &str| after.get(key) - before.get(key);
-    assert_eq!(delta(r#"wasmsock_deploys_total{kind="descriptor",outcome="ok",source="watch"}"#), 1.0);
-    assert_eq!(delta(r#"wasmsock_deploys_total{kind="file",outcome="failed",source="watch"}"#), 1.0);
+    assert_eq!(delta(ok), 1.0);
+    assert_eq!(delta(failed), 1.0);
     host.stop().await;
 }
 
