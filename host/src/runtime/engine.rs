@@ -14,7 +14,6 @@ use wasmsock_wire::descriptor::{Lifecycle, project_of};
 use wasmsock_wire::{EventKind, Method};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 use wasmsock_wire::limits::{EPOCH_TICK, EndpointLimits, Limits};
@@ -24,7 +23,7 @@ use super::guest_log;
 use super::host_http::{HttpHooks, NetworkClock};
 use super::host_poll;
 use super::services::{Event, HostServices};
-use super::state::{MemoryCap, State, Stop};
+use super::state::{LazyWasi, MemoryCap, State, Stop};
 use crate::budget::{Budget, Holding, Kind as BudgetKind, Scope};
 use crate::fair::{self, Observer, Pause, ProjectId, QuotaRefused, Scheduler, Turn};
 
@@ -647,7 +646,7 @@ impl Runtime {
             event.kind.method().as_str(),
             self.guest_log_bytes,
         );
-        let wasi = WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build();
+        let wasi = LazyWasi::new(log.clone());
         let limits = event.conn.limits();
         let (call_deadline, call_fuel) = (limits.handler_deadline, self.fuel.and(limits.fuel));
         // The deadlines count from when the call got its execution slot.

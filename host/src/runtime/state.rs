@@ -6,12 +6,13 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use wasmsock_wire::descriptor::Lifecycle;
 use wasmsock_wire::kv::Entry;
 
+use super::guest_log::GuestLog;
 use super::host_http::HttpHooks;
 use super::services::{Connection, Event, HostServices};
 use crate::budget::{Holding, Kind as BudgetKind};
@@ -37,7 +38,7 @@ pub struct CasRef {
 
 /// The store data of one handler instance: WASI, the event it handles and the connections it can reach.
 pub struct State {
-    pub(super) wasi: WasiCtx,
+    pub(super) wasi: LazyWasi,
     pub(super) table: ResourceTable,
     pub(super) memory: MemoryCap,
     pub(super) event: Event,
@@ -84,9 +85,27 @@ pub(super) enum Stop {
     Paused,
 }
 
+/// An instance's WASI context, made at its first WASI call. Making one seeds its random generators, a few percent of a
+/// `per-event` call, and a handler that makes no WASI call in an event (an echo) needs none.
+pub(super) struct LazyWasi {
+    ctx: Option<WasiCtx>,
+    /// Where the guest's stdout and stderr go.
+    log: GuestLog,
+}
+
+impl LazyWasi {
+    pub(super) fn new(log: GuestLog) -> Self {
+        Self { ctx: None, log }
+    }
+}
+
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let log = &self.wasi.log;
+        let ctx = self.wasi.ctx.get_or_insert_with(|| {
+            WasiCtxBuilder::new().stdout(log.stream("stdout")).stderr(log.stream("stderr")).build()
+        });
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 
