@@ -27,15 +27,16 @@ impl App {
         let Some(services) = self.services() else {
             return;
         };
-        let Some(Resolved { handler: loaded, lifecycle, cell, .. }) = self.resolve(conn, method).await else {
+        let Some(resolved) = self.resolve(conn, method).await else {
             return;
         };
         let started = Instant::now();
         let event = Event { conn: conn.clone(), kind };
         // At debug level: at the default level a span per event was a measurable part of an event's cost.
         let span = tracing::debug_span!("event", method = method.as_str());
+        let (cell, lifecycle) = (resolved.cell.as_ref(), resolved.lifecycle);
         let call =
-            self.instances.call_in(&self.runtime, cell.as_ref(), lifecycle, &loaded.handler, event, services.clone());
+            self.instances.call_in(&self.runtime, cell, lifecycle, &resolved.handler.handler, event, services.clone());
         let result = tracing::Instrument::instrument(call, span).await;
         conn.handler_events(&self.metrics).handled(method, started.elapsed());
         tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
@@ -47,6 +48,23 @@ impl App {
             conn.count_success();
             return;
         };
+        // Boxed: inline, the follow-up onerror call would make every event's future (and what is copied with it)
+        // twice as large.
+        Box::pin(self.failed(conn, method, err, &resolved, services)).await;
+    }
+
+    /// After a failed call of a `method` event of `conn`: logs it, closes the connection when no instance could take
+    /// it or the handler failed too many events in a row, and runs onerror (saying why) after a failed onopen,
+    /// onmessage or ontimer.
+    async fn failed(
+        &self,
+        conn: &Arc<Conn>,
+        method: Method,
+        err: CallError,
+        resolved: &Resolved,
+        services: Arc<dyn HostServices>,
+    ) {
+        let Resolved { handler: loaded, lifecycle, cell, .. } = resolved;
         self.metrics.handler_failed(conn.handler(), &err);
         tracing::warn!(conn = conn.id(), handler = conn.handler(), method = method.as_str(), "{err}");
         if matches!(err, CallError::NoResidentSlot { .. }) {
@@ -71,7 +89,7 @@ impl App {
             let started = Instant::now();
             let span = tracing::debug_span!("event", method = "onerror");
             let call =
-                self.instances.call_in(&self.runtime, cell.as_ref(), lifecycle, &loaded.handler, event, services);
+                self.instances.call_in(&self.runtime, cell.as_ref(), *lifecycle, &loaded.handler, event, services);
             let result = tracing::Instrument::instrument(call, span).await;
             self.metrics.event_handled(conn.handler(), Method::OnError, started.elapsed(), result.as_ref().err());
             if let Err(err) = result {

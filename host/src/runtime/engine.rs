@@ -609,7 +609,8 @@ impl Runtime {
                 })?;
                 let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
                 let (mut store, log) = self.store(handler, lifecycle, event, services, turn)?;
-                let instance = self.instantiate(handler, &mut store).await?;
+                // Boxed: once per kept instance, and inline its state would size (and be copied with) every call.
+                let instance = Box::pin(self.instantiate(handler, &mut store)).await?;
                 kept.insert(Resident { store, instance, handler_id: handler.id, log, _slot: slot, _place: place })
             }
         };

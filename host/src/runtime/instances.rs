@@ -134,7 +134,9 @@ impl Instances {
         services: Arc<dyn HostServices>,
     ) -> Result<(), CallError> {
         let Some(KeptCell(kept)) = cell else {
-            return runtime.call(handler, event, services).await;
+            // Boxed: inline, its state (about 1.6 KB) would size every call's future, kept ones included, and be
+            // copied with it at each event.
+            return Box::pin(runtime.call(handler, event, services)).await;
         };
         let mut taken = kept.take().await;
         runtime.call_resident(&mut taken.resident, lifecycle, handler, event, services).await
