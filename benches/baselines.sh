@@ -11,10 +11,12 @@
 #     broadcast, Node looping over its clients, the host's Rust chat in `shared` and `per-event` and the JavaScript
 #     chat in `shared`;
 #   - handshakes: 10 at a time, server CPU per open and close, the native echo and the host's Rust echo in `shared` and
-#     `per-event`.
+#     `per-event`;
+#   - the floor: the hand-written echo of benches/floor/echo.wat (one page of memory, two imports, nothing else) in
+#     `shared` and `per-event`, echo and handshakes: what the host's path costs with the smallest guest an echo can be.
 # Writes target/bench/baselines.jsonl and prints the tables.
 #
-# Run with: benches/baselines.sh       (about 12 minutes with the defaults; not part of CI)
+# Run with: benches/baselines.sh       (about 13 minutes with the defaults; not part of CI)
 # Settings (environment): ROUNDS (3), SECONDS_PER_RUN (4), MEMBERS (1000), CPU (0): the core both the server and the
 # load generator are pinned to; CARGO_TARGET_DIR is honoured.
 set -euo pipefail
@@ -65,6 +67,15 @@ for instance in shared per-event; do
 done
 printf '{"handler": "examples/js-chat", "endpoint": "js-chat-shared", "instance": "shared"}\n' \
     >"$PLUGINS/examples/js-chat-shared.websocket"
+# The floor echo, from its text with jco (in sdk/js/node_modules once `cargo xtask guests` has built the JavaScript
+# guests; fetched from npm otherwise).
+JCO=$ROOT/sdk/js/node_modules/.bin/jco
+[ -x "$JCO" ] || JCO="npx --yes @bytecodealliance/jco@1.35.0"
+$JCO parse benches/floor/echo.wat -o "$PLUGINS/examples/floor-echo.wasm"
+for instance in shared per-event; do
+    printf '{"handler": "examples/floor-echo", "endpoint": "floor-echo-%s", "instance": "%s"}\n' "$instance" "$instance" \
+        >"$PLUGINS/examples/floor-echo-$instance.websocket"
+done
 
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
@@ -138,6 +149,10 @@ for round in $(seq 1 "$ROUNDS"); do
         measure "$round" fanout "host rust chat $instance" "$base/chat-$instance?room=bench" "${FANOUT[@]}"
     done
     measure "$round" fanout "host js chat shared" "$base/js-chat-shared?room=bench" "${FANOUT[@]}"
+    for instance in shared per-event; do
+        measure "$round" echo "host floor echo $instance" "$base/floor-echo-$instance" "${ECHO[@]}"
+    done
+    measure "$round" connect "host floor echo per-event" "$base/floor-echo-per-event" "${CONNECT[@]}"
     stop
 done
 
