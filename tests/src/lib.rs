@@ -32,6 +32,27 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Where the tests' plugins roots are made: `target/test-plugins`, each named after the process that made it. A
+/// [`SharedHost`] lives in a `static` and is never dropped, so its root (about 100 MB with the JavaScript and Python
+/// components) outlives the process; the first root a later process makes removes those of processes that have ended.
+fn plugins_parent() -> &'static Path {
+    static PARENT: OnceLock<PathBuf> = OnceLock::new();
+    PARENT.get_or_init(|| {
+        let target = std::env::current_exe().unwrap().ancestors().nth(3).unwrap().to_path_buf();
+        let parent = target.join("test-plugins");
+        std::fs::create_dir_all(&parent).unwrap();
+        for entry in std::fs::read_dir(&parent).unwrap().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|name| name.split('-').next()).and_then(|pid| pid.parse::<u32>().ok());
+            // A process that has ended has no /proc entry (Linux, where the tests run); an unparsable name is left.
+            if pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        parent
+    })
+}
+
 /// A built guest component: a test component (`tests/components/NAME.wasm`) or an example plugin
 /// (`plugins/examples/NAME.wasm`).
 pub fn component(name: &str) -> PathBuf {
@@ -47,14 +68,16 @@ pub fn component(name: &str) -> PathBuf {
     panic!("component {name} is not built: run `cargo xtask guests` (or `cargo xtask test`)");
 }
 
-/// A plugins root in a temp dir.
+/// A plugins root in a temp dir under the target folder (see [`plugins_parent`]).
 pub struct Plugins {
     dir: tempfile::TempDir,
 }
 
 impl Plugins {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        let parent = plugins_parent();
+        let dir = tempfile::Builder::new().prefix(&format!("{}-", std::process::id())).tempdir_in(parent).unwrap();
+        Self { dir }
     }
 
     pub fn path(&self) -> &Path {
