@@ -7,7 +7,10 @@
 //! binary, `serve --history-size` for every project, `wasmsock publish` answering offsets, `wasmsock channels` showing a
 //! channel's top offset and epoch, and `wasmsock history` printing its messages in pages; the journal keeping the
 //! history and its epoch over a clean restart, and every acknowledged publication over `kill -9` (under a new epoch,
-//! so that a position from before is not recovered). `history_cost` (ignored) prints what history costs.
+//! so that a position from before is not recovered). Across a cluster (a real `nats-server`): a member resumes on
+//! another host and `kill -9` of a host loses nothing acknowledged; trimmed positions, another project and a broker
+//! restart; and a join from a position that fails (over the channel cap, or a bad name) leaves no subscription on the
+//! broker. `history_cost` (ignored) prints what history costs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -466,6 +469,71 @@ async fn across_two_hosts_a_member_resumes_on_the_other_host_and_kill_9_of_its_h
         (page["epoch"].as_str(), page["top"].as_u64(), page["next"].as_u64()),
         (Some(epoch.as_str()), Some(top + 1), Some(107))
     );
+}
+
+/// How many subscriptions the broker has, from its monitoring port.
+async fn subscriptions(monitor: u16) -> u64 {
+    let url = format!("http://127.0.0.1:{monitor}/subsz");
+    let read = async { reqwest::get(&url).await.unwrap().json::<Value>().await.unwrap() };
+    let subsz = tokio::time::timeout(WAIT, read).await.expect("/subsz answers in time");
+    subsz["num_subscriptions"].as_u64().unwrap_or_else(|| panic!("no num_subscriptions in {subsz}"))
+}
+
+/// Waits until the broker's subscriptions are `expected`.
+async fn subscriptions_become(monitor: u16, expected: u64, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = subscriptions(monitor).await;
+        if now == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: the broker has {now} subscriptions, not {expected}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn across_hosts_a_join_from_a_position_that_fails_leaves_nothing_listened_to_on_the_broker() {
+    let store = tempfile::tempdir().unwrap();
+    let monitor = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!("jetstream {{ store_dir: {:?} }}\nhttp: \"127.0.0.1:{monitor}\"\n", store.path().display());
+    let Some(nats) = NatsServer::start_with_config(&config).await else { return };
+    let cluster = format!("test-{}", nats.port);
+    let plugins = Plugins::new()
+        .handler("t/recorder", "recorder")
+        .endpoint("rec", "t/recorder")
+        .file("t/project.json", r#"{"quotas": {"history-size": 10}}"#);
+    let url = nats.url();
+    let flags = ["--nats", &url, "--cluster-name", &cluster, "--host-id", "h0", "--no-cache"];
+    let host = BinaryHost::start(&plugins, &[&flags[..], &["--max-channels-per-connection", "1"]].concat()).await;
+    let mut ws = connect(&host.url("rec")).await;
+    // A first join and leave, so that what the host's client keeps once it has used JetStream's history (its inbox)
+    // is counted in the base with the host's own subscriptions (requests, heartbeats, the deploys' watch).
+    let warm = ask(&mut ws, "hjoin zero").await;
+    assert!(warm.starts_with("joined at"), "{warm}");
+    assert_eq!(ask(&mut ws, "leave zero").await, "left true");
+    let mut base = subscriptions(monitor).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = subscriptions(monitor).await;
+        if now == base {
+            break;
+        }
+        base = now;
+    }
+    let joined = ask(&mut ws, "hjoin one").await;
+    assert!(joined.starts_with("joined at"), "{joined}");
+    subscriptions_become(monitor, base + 1, "a member's channel is listened to").await;
+    // Over the connection's cap of one channel: refused after the host listened to the channel for it.
+    let refused = ask(&mut ws, "hjoin two").await;
+    assert!(refused.starts_with("error limit:"), "{refused}");
+    subscriptions_become(monitor, base + 1, "a join over the cap leaves no subscription").await;
+    // A name that is not a channel's is refused before anything is listened to (so at once, not eventually).
+    let invalid = ask(&mut ws, "hjoin a b").await;
+    assert!(invalid.starts_with("error invalid:"), "{invalid}");
+    assert_eq!(subscriptions(monitor).await, base + 1, "an invalid name subscribed to nothing");
+    assert_eq!(ask(&mut ws, "leave one").await, "left true");
+    subscriptions_become(monitor, base, "the last member's leave unsubscribes").await;
 }
 
 #[tokio::test]

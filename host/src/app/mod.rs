@@ -333,6 +333,10 @@ impl App {
         envelope: bool,
     ) -> HistoryFuture<Recovery> {
         let Some(conn) = self.hub.get(conn) else { return Box::pin(std::future::ready(Err(ConnError::Closed))) };
+        // Before anything is listened to on the broker for it.
+        if let Err(err) = wasmsock_wire::channel::check_channel(channel) {
+            return Box::pin(std::future::ready(Err(ConnError::Invalid(err))));
+        }
         let shared = match (self.me.upgrade(), self.cluster.get()) {
             (Some(app), Some(cluster)) if self.history.on_broker(project) => Some((app, cluster.clone())),
             _ => None,
@@ -343,7 +347,8 @@ impl App {
         };
         let (project, channel) = (project.to_owned(), channel.to_owned());
         Box::pin(async move {
-            cluster.listening(&project, &channel).await?;
+            // Held until the join ends: a join that fails leaves nothing listened to for it.
+            let _listening = cluster.listening(&project, &channel).await?;
             app.history.join_from_shared(app.fanout(), &project, &conn, &channel, since.as_ref(), envelope).await
         })
     }

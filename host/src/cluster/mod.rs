@@ -149,8 +149,29 @@ pub struct ClusterOptions {
 enum Change {
     Opened(String, String),
     Closed(String, String),
-    /// Listen to the channel now if this host does not yet, and answer once the broker has the subscription.
+    /// Listen to the channel now if this host does not yet, and answer once the broker has the subscription: a join
+    /// from a position begins; it is listened to until that join ends ([`Change::Joined`]).
     Listen(String, String, tokio::sync::oneshot::Sender<Result<(), ConnError>>),
+    /// A join from a position that was answered [`Change::Listen`] ended, with its member added or not.
+    Joined(String, String),
+}
+
+/// A join from a position between listening to its channel and its end (see [`Cluster::listening`]). Dropping it
+/// tells the listening task, which stops listening to the channel when neither a member on this host nor another
+/// such join needs it: a join that fails after listening (over the connection's channel cap, the connection gone, the
+/// broker's history unreachable) leaves no subscription behind.
+#[derive(Debug)]
+pub struct Listening {
+    changes: mpsc::UnboundedSender<Change>,
+    project: String,
+    channel: String,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let joined = Change::Joined(std::mem::take(&mut self.project), std::mem::take(&mut self.channel));
+        let _ = self.changes.send(joined);
+    }
 }
 
 /// This host's part in a cluster.
@@ -333,13 +354,15 @@ impl Cluster {
 
     /// Resolves once this host listens to `channel` of `project` on the broker and the broker has the subscription,
     /// so that every message published to it from then on reaches this host: what a join from a position waits for
-    /// before it reads where the channel's history ends.
-    pub async fn listening(&self, project: &str, channel: &str) -> Result<(), ConnError> {
+    /// before it reads where the channel's history ends. The channel stays listened to while the [`Listening`] lives:
+    /// keep it until the member is added (or the join failed).
+    pub async fn listening(&self, project: &str, channel: &str) -> Result<Listening, ConnError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let listen = Change::Listen(project.to_owned(), channel.to_owned(), answer);
         let gone = || ConnError::Limit("the cluster's broker connection is closed".into());
         self.changes.send(listen).map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+        answered.await.map_err(|_| gone())??;
+        Ok(Listening { changes: self.changes.clone(), project: project.to_owned(), channel: channel.to_owned() })
     }
 }
 
@@ -410,51 +433,103 @@ fn on_event(
     }
 }
 
-/// Subscribes to a channel's subject while the channel has members on this host, and delivers what arrives on it.
+/// A channel this host listens to on the broker: the task that delivers what arrives on it, whether the channel has
+/// members on this host, and how many joins from a position are between listening and their end.
+struct Listened {
+    reader: JoinHandle<()>,
+    members: bool,
+    joining: usize,
+}
+
+impl Listened {
+    /// Whether nothing on this host needs the channel's messages any more.
+    fn unneeded(&self) -> bool {
+        !self.members && self.joining == 0
+    }
+}
+
+/// Subscribes to a channel's subject while the channel has members on this host or a join from a position is under
+/// way, and delivers what arrives on it.
 async fn listen(
     client: async_nats::Client,
     cluster: String,
     mut changes: mpsc::UnboundedReceiver<Change>,
     local: Weak<dyn Local>,
 ) {
-    let mut readers: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
+    let mut listened: HashMap<(String, String), Listened> = HashMap::new();
     while let Some(change) = changes.recv().await {
         match change {
-            // A channel listened to already (a join from a position asked first) keeps its subscription.
-            Change::Opened(project, channel) if readers.contains_key(&(project.clone(), channel.clone())) => {}
             Change::Opened(project, channel) => {
-                if let Err(err) =
-                    subscribe(&client, &cluster, &mut readers, project.clone(), channel.clone(), &local).await
-                {
-                    tracing::warn!(project, channel, "cannot listen to the channel on the broker: {err}");
+                let key = (project, channel);
+                if let Some(found) = listened.get_mut(&key) {
+                    // Listened to already (a join from a position asked first): it keeps its subscription.
+                    found.members = true;
+                    continue;
+                }
+                match subscribe(&client, &cluster, &key, &local).await {
+                    Ok(reader) => {
+                        listened.insert(key, Listened { reader, members: true, joining: 0 });
+                    }
+                    Err(err) => {
+                        let (project, channel) = key;
+                        tracing::warn!(project, channel, "cannot listen to the channel on the broker: {err}");
+                    }
                 }
             }
             Change::Listen(project, channel, answer) => {
-                let key = (project.clone(), channel.clone());
-                let listened = if readers.contains_key(&key) {
-                    Ok(())
-                } else {
-                    subscribe(&client, &cluster, &mut readers, project, channel, &local).await
+                let key = (project, channel);
+                let subscribed = match listened.get_mut(&key) {
+                    Some(found) => {
+                        found.joining += 1;
+                        Ok(())
+                    }
+                    None => subscribe(&client, &cluster, &key, &local).await.map(|reader| {
+                        listened.insert(key.clone(), Listened { reader, members: false, joining: 1 });
+                    }),
                 };
+                let counted = subscribed.is_ok();
                 // The broker has the subscription once it answers a ping sent after it.
-                let listened = match listened {
+                let ready = match subscribed {
                     Ok(()) => client.flush().await.map_err(|err| err.to_string()),
                     Err(err) => Err(err),
                 };
-                let _ = answer.send(listened.map_err(|err| {
+                let ready = ready.map_err(|err| {
                     ConnError::Limit(format!("cannot listen to the channel on the cluster's broker: {err}"))
-                }));
+                });
+                let told = answer.send(ready.clone()).is_ok();
+                // A join that failed to listen, or is gone and will never end, no longer counts.
+                if counted && !(told && ready.is_ok()) {
+                    end_join(&mut listened, key);
+                }
             }
+            Change::Joined(project, channel) => end_join(&mut listened, (project, channel)),
             Change::Closed(project, channel) => {
-                // Dropping the subscriber (with its task) unsubscribes.
-                if let Some(reader) = readers.remove(&(project, channel)) {
-                    reader.abort();
+                let key = (project, channel);
+                if let Some(found) = listened.get_mut(&key) {
+                    found.members = false;
+                    if found.unneeded()
+                        && let Some(gone) = listened.remove(&key)
+                    {
+                        // Dropping the subscriber (with its task) unsubscribes.
+                        gone.reader.abort();
+                    }
                 }
             }
         }
     }
-    for reader in readers.into_values() {
-        reader.abort();
+    for gone in listened.into_values() {
+        gone.reader.abort();
+    }
+}
+
+/// A join from a position on `key` ended: the channel stops being listened to if nothing else needs it.
+fn end_join(listened: &mut HashMap<(String, String), Listened>, key: (String, String)) {
+    let Some(found) = listened.get_mut(&key) else { return };
+    found.joining = found.joining.saturating_sub(1);
+    if found.unneeded()
+        && let Some(gone) = listened.remove(&key)
+    {
+        gone.reader.abort();
     }
 }
 
@@ -462,18 +537,12 @@ async fn listen(
 async fn subscribe(
     client: &async_nats::Client,
     cluster: &str,
-    readers: &mut HashMap<(String, String), JoinHandle<()>>,
-    project: String,
-    channel: String,
+    (project, channel): &(String, String),
     local: &Weak<dyn Local>,
-) -> Result<(), String> {
-    let subject = channel_subject(cluster, &project, &channel);
+) -> Result<JoinHandle<()>, String> {
+    let subject = channel_subject(cluster, project, channel);
     let subscriber = client.subscribe(subject).await.map_err(|err| err.to_string())?;
-    let reader = tokio::spawn(read(subscriber, project.clone(), channel.clone(), local.clone()));
-    if let Some(old) = readers.insert((project, channel), reader) {
-        old.abort();
-    }
-    Ok(())
+    Ok(tokio::spawn(read(subscriber, project.clone(), channel.clone(), local.clone())))
 }
 
 /// Delivers the messages of one channel's subject to this host's members: those another host published, and the

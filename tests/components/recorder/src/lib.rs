@@ -242,12 +242,17 @@ fn attachment(data: Option<Vec<u8>>) -> String {
     }
 }
 
-/// The channel and attachment commands, replying exactly as the JavaScript and Python recorders do.
+/// The channel and attachment commands, replying exactly as the JavaScript and Python recorders do (`hjoin` is this
+/// recorder's alone: the cluster tests use it).
 fn channel_command(verb: &str, rest: &str) -> Option<String> {
     let (first, second) = rest.split_once(' ').unwrap_or((rest, ""));
     let skip = |skip_self| websockets::PublishOptions { skip_self };
     Some(match verb {
         "join" => reply(websockets::join(rest), |()| "ok".into()),
+        // A join from the history's end (no position): what a resuming client does, without envelopes.
+        "hjoin" => {
+            reply(wasmsock_sdk::history::join_from(rest, None, false), |recovery| format!("joined at {}", recovery.top))
+        }
         "leave" => reply(websockets::leave(rest), |left| format!("left {left}")),
         "channels" => format!("channels {}", names(&websockets::get_channels())),
         "hpublish" => reply(wasmsock_sdk::history::publish(first, second, skip(false)), |published| {
