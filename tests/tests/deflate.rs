@@ -1,7 +1,8 @@
 //! permessage-deflate (issue 33) through real sockets: a compressing endpoint (`"compression": true`) and a plain one
 //! side by side, negotiated by Python `websockets`, by headless Chromium and by a raw client whose frames the test reads
 //! byte by byte; a compressed message that inflates past `max-message-size` closed with 1009 by the real binary with
-//! its peak memory measured; and the host default `serve --compression`.
+//! its peak memory measured; a peer's close without a code answered without one on both; and the host default
+//! `serve --compression`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -280,6 +281,19 @@ async fn protocol_errors_on_a_compressing_endpoint_close_with_the_rfc_codes() {
     socket.write_all(&client_frame(1, true, &deflate(b"hello"))).await.unwrap();
     let (first, close) = server_frame(&mut socket).await;
     assert_eq!((first, &close[..2]), (0x88, &1002u16.to_be_bytes()[..]), "{close:?}");
+    host.stop().await;
+}
+
+#[tokio::test]
+async fn a_peers_close_without_a_code_is_answered_without_one_on_compressing_and_plain_endpoints_alike() {
+    let host = TestHost::start(plugins()).await;
+    for (endpoint, offer) in [("zip", Some("permessage-deflate")), ("plain", None)] {
+        let (head, mut socket) = raw_upgrade(host.addr, endpoint, offer).await;
+        assert_eq!(head.contains("permessage-deflate"), offer.is_some(), "{endpoint}: {head}");
+        socket.write_all(&client_frame(8, false, b"")).await.unwrap();
+        let (first, close) = server_frame(&mut socket).await;
+        assert_eq!((first, close), (0x88, Vec::new()), "{endpoint}: the answer to an empty close is empty");
+    }
     host.stop().await;
 }
 

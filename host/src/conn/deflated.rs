@@ -417,13 +417,14 @@ fn to_frame(frame: yawc::Frame) -> Option<Frame> {
     })
 }
 
-/// The host's frame as yawc's. A close without a code goes as 1000: yawc makes closes with a code only.
+/// The host's frame as yawc's. A close without a code goes out empty, as on a plain connection (yawc's `close` always
+/// writes a code, so it is made from its opcode and an empty payload).
 fn from_frame(frame: Frame) -> yawc::Frame {
     match frame {
         Frame::Text(text) => yawc::Frame::text(Bytes::from(text)),
         Frame::Binary(data) => yawc::Frame::binary(data),
         Frame::Close(Some(close)) => yawc::Frame::close(CloseCode::from(close.code), close.reason),
-        Frame::Close(None) => yawc::Frame::close(CloseCode::Normal, ""),
+        Frame::Close(None) => yawc::Frame::from((OpCode::Close, Bytes::new())),
         Frame::Ping(data) => yawc::Frame::ping(data),
         Frame::Pong(data) => yawc::Frame::pong(data),
     }
@@ -517,12 +518,13 @@ mod tests {
             Frame::Text("héllo".into()),
             Frame::Binary(vec![0, 1, 255].into()),
             Frame::Close(Some(Close::new(4001, "bye"))),
+            Frame::Close(None),
             Frame::Ping(vec![7].into()),
             Frame::Pong(Bytes::new()),
         ] {
             assert_eq!(to_frame(from_frame(frame.clone())), Some(frame));
         }
-        assert_eq!(to_frame(from_frame(Frame::Close(None))), Some(Frame::Close(Some(Close::new(1000, "")))));
+        assert!(from_frame(Frame::Close(None)).payload().is_empty(), "a close without a code has no payload");
         assert_eq!(to_frame(yawc::Frame::text(vec![0xff, 0xfe])), None, "not UTF-8");
     }
 }
