@@ -93,14 +93,23 @@ where
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     let mut alive = Liveness::new(conn);
+    // Made once and re-armed when they fire: made per frame, the timer was registered and removed again at every
+    // message (its deadline moves with every frame heard, so it is left where it is and re-armed from the latest
+    // frame when it fires), and the wait for a close request the same.
+    let mut check = std::pin::pin!(tokio::time::sleep_until(alive.next_check()));
+    let mut closing = std::pin::pin!(conn.closing_requested());
     loop {
         let next = if conn.state() == ConnState::Open {
             tokio::select! {
                 next = stream.next() => next,
                 // The host asked to close: go round again, now bounded by the close timeout.
-                () = conn.closing_requested() => continue,
-                () = tokio::time::sleep_until(alive.next_check()) => {
+                () = &mut closing => {
+                    closing.set(conn.closing_requested());
+                    continue;
+                }
+                () = &mut check => {
                     alive.check(conn);
+                    check.as_mut().reset(alive.next_check());
                     continue;
                 }
                 // A timer the handler armed: its event comes between the others, never during one.
