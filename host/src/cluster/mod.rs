@@ -150,10 +150,10 @@ enum Change {
     Opened(String, String),
     Closed(String, String),
     /// Listen to the channel now if this host does not yet, and answer once the broker has the subscription: a join
-    /// from a position begins; it is listened to until that join ends ([`Change::Joined`]).
-    Listen(String, String, tokio::sync::oneshot::Sender<Result<(), ConnError>>),
-    /// A join from a position that was answered [`Change::Listen`] ended, with its member added or not.
-    Joined(String, String),
+    /// from a position (its ticket) begins; the channel is listened to until that join ends ([`Change::Joined`]).
+    Listen(String, String, u64, tokio::sync::oneshot::Sender<Result<(), ConnError>>),
+    /// The join from a position with this ticket ended, with its member added or not (or it never listened).
+    Joined(String, String, u64),
 }
 
 /// A join from a position between listening to its channel and its end (see [`Cluster::listening`]). Dropping it
@@ -165,12 +165,13 @@ pub struct Listening {
     changes: mpsc::UnboundedSender<Change>,
     project: String,
     channel: String,
+    ticket: u64,
 }
 
 impl Drop for Listening {
     fn drop(&mut self) {
-        let joined = Change::Joined(std::mem::take(&mut self.project), std::mem::take(&mut self.channel));
-        let _ = self.changes.send(joined);
+        let (project, channel) = (std::mem::take(&mut self.project), std::mem::take(&mut self.channel));
+        let _ = self.changes.send(Change::Joined(project, channel, self.ticket));
     }
 }
 
@@ -185,6 +186,8 @@ pub struct Cluster {
     peers: Arc<Mutex<HashMap<String, (HostStatus, Instant)>>>,
     local: Weak<dyn Local>,
     deploys: std::sync::OnceLock<Deploys>,
+    /// Numbers the joins from a position (see [`Listening`]).
+    tickets: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -255,7 +258,8 @@ impl Cluster {
         }
         let broker = wasmsock_wire::cluster::redacted(&options.url);
         tracing::info!(host = %options.host_id, cluster = %options.name, %broker, "joining the cluster");
-        Ok(Arc::new(Self { options, changes, outgoing, client, broker: state, peers, local, deploys }))
+        let tickets = std::sync::atomic::AtomicU64::new(0);
+        Ok(Arc::new(Self { options, changes, outgoing, client, broker: state, peers, local, deploys, tickets }))
     }
 
     /// The cluster's store of deploys; none while it could not be opened (the broker is down, or has no JetStream).
@@ -357,12 +361,21 @@ impl Cluster {
     /// before it reads where the channel's history ends. The channel stays listened to while the [`Listening`] lives:
     /// keep it until the member is added (or the join failed).
     pub async fn listening(&self, project: &str, channel: &str) -> Result<Listening, ConnError> {
+        let ticket = self.tickets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Made before asking, so that whenever this join ends (failed, refused, or its future dropped while it
+        // waits) the listening task hears of it after the request.
+        let listening = Listening {
+            changes: self.changes.clone(),
+            project: project.to_owned(),
+            channel: channel.to_owned(),
+            ticket,
+        };
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let listen = Change::Listen(project.to_owned(), channel.to_owned(), answer);
+        let listen = Change::Listen(project.to_owned(), channel.to_owned(), ticket, answer);
         let gone = || ConnError::Limit("the cluster's broker connection is closed".into());
         self.changes.send(listen).map_err(|_| gone())?;
         answered.await.map_err(|_| gone())??;
-        Ok(Listening { changes: self.changes.clone(), project: project.to_owned(), channel: channel.to_owned() })
+        Ok(listening)
     }
 }
 
@@ -434,17 +447,17 @@ fn on_event(
 }
 
 /// A channel this host listens to on the broker: the task that delivers what arrives on it, whether the channel has
-/// members on this host, and how many joins from a position are between listening and their end.
+/// members on this host, and the tickets of the joins from a position between listening and their end.
 struct Listened {
     reader: JoinHandle<()>,
     members: bool,
-    joining: usize,
+    joining: Vec<u64>,
 }
 
 impl Listened {
     /// Whether nothing on this host needs the channel's messages any more.
     fn unneeded(&self) -> bool {
-        !self.members && self.joining == 0
+        !self.members && self.joining.is_empty()
     }
 }
 
@@ -468,7 +481,7 @@ async fn listen(
                 }
                 match subscribe(&client, &cluster, &key, &local).await {
                     Ok(reader) => {
-                        listened.insert(key, Listened { reader, members: true, joining: 0 });
+                        listened.insert(key, Listened { reader, members: true, joining: Vec::new() });
                     }
                     Err(err) => {
                         let (project, channel) = key;
@@ -476,33 +489,28 @@ async fn listen(
                     }
                 }
             }
-            Change::Listen(project, channel, answer) => {
+            Change::Listen(project, channel, ticket, answer) => {
                 let key = (project, channel);
+                // The join's ticket is held until its end comes ([`Change::Joined`], always after this).
                 let subscribed = match listened.get_mut(&key) {
                     Some(found) => {
-                        found.joining += 1;
+                        found.joining.push(ticket);
                         Ok(())
                     }
                     None => subscribe(&client, &cluster, &key, &local).await.map(|reader| {
-                        listened.insert(key.clone(), Listened { reader, members: false, joining: 1 });
+                        listened.insert(key, Listened { reader, members: false, joining: vec![ticket] });
                     }),
                 };
-                let counted = subscribed.is_ok();
                 // The broker has the subscription once it answers a ping sent after it.
                 let ready = match subscribed {
                     Ok(()) => client.flush().await.map_err(|err| err.to_string()),
                     Err(err) => Err(err),
                 };
-                let ready = ready.map_err(|err| {
+                let _ = answer.send(ready.map_err(|err| {
                     ConnError::Limit(format!("cannot listen to the channel on the cluster's broker: {err}"))
-                });
-                let told = answer.send(ready.clone()).is_ok();
-                // A join that failed to listen, or is gone and will never end, no longer counts.
-                if counted && !(told && ready.is_ok()) {
-                    end_join(&mut listened, key);
-                }
+                }));
             }
-            Change::Joined(project, channel) => end_join(&mut listened, (project, channel)),
+            Change::Joined(project, channel, ticket) => end_join(&mut listened, (project, channel), ticket),
             Change::Closed(project, channel) => {
                 let key = (project, channel);
                 if let Some(found) = listened.get_mut(&key) {
@@ -522,10 +530,11 @@ async fn listen(
     }
 }
 
-/// A join from a position on `key` ended: the channel stops being listened to if nothing else needs it.
-fn end_join(listened: &mut HashMap<(String, String), Listened>, key: (String, String)) {
+/// The join from a position on `key` with `ticket` ended: the channel stops being listened to if nothing else needs
+/// it. A ticket it does not hold (the join never listened) changes nothing.
+fn end_join(listened: &mut HashMap<(String, String), Listened>, key: (String, String), ticket: u64) {
     let Some(found) = listened.get_mut(&key) else { return };
-    found.joining = found.joining.saturating_sub(1);
+    found.joining.retain(|held| *held != ticket);
     if found.unneeded()
         && let Some(gone) = listened.remove(&key)
     {
