@@ -65,7 +65,7 @@ pub struct Conn {
     /// What a handler keeps with this connection between events (`set-attachment`).
     attachment: Mutex<Option<Arc<[u8]>>>,
     /// Its handler's event metrics, looked up at its first event.
-    handler_events: std::sync::OnceLock<HandlerEvents>,
+    handler_events: std::sync::OnceLock<Arc<HandlerEvents>>,
     /// What its events run in, found at its first event and again after the registry changed (boxed: 16 bytes here
     /// for every connection, the rest only for those of endpoints that keep instances).
     resolved: Mutex<Option<Box<Resolved>>>,

@@ -160,6 +160,19 @@ pub struct Metrics {
     pauses: Family<PauseLabels, Counter>,
     kv_calls: Family<KvLabels, Counter>,
     timer_lateness: Histogram,
+    /// The handles of [`Metrics::handler_events`], made once per handler: a connection's first event then costs a
+    /// map lookup, not twelve label lookups and their strings (a measurable part of a short connection).
+    events_of: std::sync::Mutex<std::collections::HashMap<String, Arc<HandlerEvents>>>,
+    /// The connection counters of an endpoint, inbound and outbound, made once for each (see [`Metrics::traffic`]).
+    conns_of: std::sync::Mutex<[std::collections::HashMap<String, Arc<ConnCounters>>; 2]>,
+}
+
+/// The counters of the connections of one endpoint and direction.
+#[derive(Debug)]
+struct ConnCounters {
+    opened: Counter,
+    open: Gauge,
+    traffic: Traffic,
 }
 
 /// What a handler on this host did to a connection on another host (`send`, `close`).
@@ -254,6 +267,8 @@ impl Metrics {
             history_resumes: Family::default(),
             kv_calls: Family::default(),
             timer_lateness: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            events_of: std::sync::Mutex::default(),
+            conns_of: std::sync::Mutex::default(),
             pauses: Family::default(),
         };
         registry.register(
@@ -462,26 +477,43 @@ impl Metrics {
 
     /// A connection was registered (an inbound session upgraded, or an outbound client started connecting).
     pub fn connection_opened(&self, endpoint: Option<&str>, direction: Direction) {
-        let labels = ConnLabels::of(endpoint, direction);
-        self.connections.get_or_create(&labels).inc();
-        self.connections_open.get_or_create(&labels).inc();
+        let counters = self.conns_of(endpoint, direction);
+        counters.opened.inc();
+        counters.open.inc();
     }
 
     /// A connection ended for good (it left the hub).
     pub fn connection_closed(&self, endpoint: Option<&str>, direction: Direction) {
-        self.connections_open.get_or_create(&ConnLabels::of(endpoint, direction)).dec();
+        self.conns_of(endpoint, direction).open.dec();
     }
 
     /// The traffic counters of connections on `endpoint` in `direction`, looked up once per connection so that each
     /// message costs two atomic adds, not a label lookup.
     pub fn traffic(&self, endpoint: Option<&str>, direction: Direction) -> Traffic {
-        let labels = ConnLabels::of(endpoint, direction);
-        Traffic {
-            messages_received: self.messages_received.get_or_create(&labels).clone(),
-            bytes_received: self.bytes_received.get_or_create(&labels).clone(),
-            messages_sent: self.messages_sent.get_or_create(&labels).clone(),
-            bytes_sent: self.bytes_sent.get_or_create(&labels).clone(),
+        self.conns_of(endpoint, direction).traffic.clone()
+    }
+
+    /// The connection counters of `endpoint` in `direction`, looked up in the families the first time only.
+    fn conns_of(&self, endpoint: Option<&str>, direction: Direction) -> Arc<ConnCounters> {
+        let mut cache = self.conns_of.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = &mut cache[usize::from(direction == Direction::Outbound)];
+        let endpoint = endpoint.unwrap_or_default();
+        if let Some(found) = cache.get(endpoint) {
+            return found.clone();
         }
+        let labels = ConnLabels::of(Some(endpoint), direction);
+        let made = Arc::new(ConnCounters {
+            opened: self.connections.get_or_create(&labels).clone(),
+            open: self.connections_open.get_or_create(&labels).clone(),
+            traffic: Traffic {
+                messages_received: self.messages_received.get_or_create(&labels).clone(),
+                bytes_received: self.bytes_received.get_or_create(&labels).clone(),
+                messages_sent: self.messages_sent.get_or_create(&labels).clone(),
+                bytes_sent: self.bytes_sent.get_or_create(&labels).clone(),
+            },
+        });
+        cache.insert(endpoint.to_owned(), made.clone());
+        made
     }
 
     /// `handler` ran a `method` event for `elapsed`, and failed with `error` if it did.
@@ -494,14 +526,20 @@ impl Metrics {
 
     /// The event counters and durations of `handler`, one per method, looked up once per connection so that an
     /// event costs an atomic add and a histogram observation, not four label lookups and their strings.
-    pub fn handler_events(&self, handler: &str) -> HandlerEvents {
+    pub fn handler_events(&self, handler: &str) -> Arc<HandlerEvents> {
+        let mut cache = self.events_of.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = cache.get(handler) {
+            return found.clone();
+        }
         let of = |method: Method| EventLabels { handler: handler.to_owned(), method: method.as_str().to_owned() };
         let methods =
             [Method::OnOpen, Method::OnMessage, Method::OnError, Method::OnClose, Method::OnTimer, Method::OnAlarm];
-        HandlerEvents {
+        let made = Arc::new(HandlerEvents {
             events: methods.map(|method| self.events.get_or_create(&of(method)).clone()),
             durations: methods.map(|method| self.handler_duration.get_or_create(&of(method)).clone()),
-        }
+        });
+        cache.insert(handler.to_owned(), made.clone());
+        made
     }
 
     /// A call of `handler` failed with `error` (rare: looked up each time).
