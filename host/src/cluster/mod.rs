@@ -515,12 +515,7 @@ async fn listen(
                 let key = (project, channel);
                 if let Some(found) = listened.get_mut(&key) {
                     found.members = false;
-                    if found.unneeded()
-                        && let Some(gone) = listened.remove(&key)
-                    {
-                        // Dropping the subscriber (with its task) unsubscribes.
-                        gone.reader.abort();
-                    }
+                    forget_if_unneeded(&mut listened, &key);
                 }
             }
         }
@@ -535,9 +530,15 @@ async fn listen(
 fn end_join(listened: &mut HashMap<(String, String), Listened>, key: (String, String), ticket: u64) {
     let Some(found) = listened.get_mut(&key) else { return };
     found.joining.retain(|held| *held != ticket);
-    if found.unneeded()
-        && let Some(gone) = listened.remove(&key)
+    forget_if_unneeded(listened, &key);
+}
+
+/// Stops listening to `key` when nothing on this host needs it any more.
+fn forget_if_unneeded(listened: &mut HashMap<(String, String), Listened>, key: &(String, String)) {
+    if listened.get(key).is_some_and(Listened::unneeded)
+        && let Some(gone) = listened.remove(key)
     {
+        // Dropping the subscriber (with its task) unsubscribes.
         gone.reader.abort();
     }
 }

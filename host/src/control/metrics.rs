@@ -524,8 +524,9 @@ impl Metrics {
         }
     }
 
-    /// The event counters and durations of `handler`, one per method, looked up once per connection so that an
-    /// event costs an atomic add and a histogram observation, not four label lookups and their strings.
+    /// The event counters and durations of `handler`, one per method, looked up in the families once per handler and
+    /// held by each of its connections, so that an event costs an atomic add and a histogram observation, not label
+    /// lookups and their strings.
     pub fn handler_events(&self, handler: &str) -> Arc<HandlerEvents> {
         let mut cache = self.events_of.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(found) = cache.get(handler) {
