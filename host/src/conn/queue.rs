@@ -4,8 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use wasmsock_wire::Frame;
 
 /// Above this many slots, a queue that empties gives its buffer back (a burst does not stay resident).
@@ -27,17 +29,28 @@ struct Slots {
 }
 
 /// The queue; shared by the connection (writers) and its outbox (the reader).
+///
+/// Its one reader waits on a flag and a waker slot rather than a `tokio::sync::Notify`: a `Notify` puts each waiter
+/// on a list under a mutex and takes that mutex again to wake it, once per wake-up of the writer, which a fan-out pays
+/// for every member.
 #[derive(Debug)]
 pub struct FrameQueue {
     slots: Mutex<Slots>,
-    ready: Notify,
+    /// Set by a push or a wake and taken by the reader's wait: one that comes while the reader is not waiting is kept.
+    woken: AtomicBool,
+    reader: AtomicWaker,
     capacity: usize,
 }
 
 impl FrameQueue {
     /// An empty queue of at most `capacity` frames (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { slots: Mutex::new(Slots::default()), ready: Notify::new(), capacity: capacity.max(1) }
+        Self {
+            slots: Mutex::new(Slots::default()),
+            woken: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Queues `frame` behind the others, without waiting.
@@ -53,7 +66,7 @@ impl FrameQueue {
         }
         slots.frames.push_back(frame);
         drop(slots);
-        self.ready.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -70,12 +83,27 @@ impl FrameQueue {
     /// Resolves at the next push or [`FrameQueue::wake`], or at once when one came since the last wait: a permit is
     /// kept while the reader is not waiting, so none is lost between its look at the queue and its wait.
     pub async fn wait(&self) {
-        self.ready.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.reader.register(cx.waker());
+            // A wake between the look above and the registration left the flag set and found no waker to wake.
+            if self.woken.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
     }
 
     /// Wakes the reader without a frame (something else it looks at changed: a close was requested).
     pub fn wake(&self) {
-        self.ready.notify_one();
+        // Only the wake that sets the flag wakes the reader: while it is set, the reader has a wake-up coming, from
+        // the one that set it or from its own look at the flag before it waits.
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            self.reader.wake();
+        }
     }
 
     /// The reader is gone: what is queued is dropped and later pushes are refused as closed. Returns the payload
