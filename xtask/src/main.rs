@@ -22,8 +22,12 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
-/// The target guests are built for.
+/// The target guests are built for, unless their crate names another in `[package.metadata.wasmsock] target`.
 const GUEST_TARGET: &str = "wasm32-wasip2";
+
+/// The other target a guest crate may name: a core module without WASI, made into a component here (see
+/// `sdk/rust/src/lean.rs` for why).
+const LEAN_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Guest crates: (directory holding crate directories, where their `.wasm` goes).
 const GUEST_DIRS: &[&str] = &["plugins/examples", "tests/components"];
@@ -92,64 +96,110 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure the guest target is installed (a fresh machine has only the host's).
-fn ensure_target() -> anyhow::Result<()> {
+/// Makes sure a guest target is installed (a fresh machine has only the host's).
+fn ensure_target(target: &str) -> anyhow::Result<()> {
     let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == GUEST_TARGET) => Ok(()),
-        Ok(_) => run(Command::new("rustup").args(["target", "add", GUEST_TARGET])),
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == target) => Ok(()),
+        Ok(_) => run(Command::new("rustup").args(["target", "add", target])),
         // Without rustup the toolchain must already have the target; cargo will say so if not.
         Err(_) => Ok(()),
     }
 }
 
-/// The guest crates: every directory with a Cargo.toml under the guest directories.
-fn guest_crates(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// A guest crate: its package name, the directory its `.wasm` goes to, and the target it is built for.
+struct GuestCrate {
+    name: String,
+    dir: PathBuf,
+    target: String,
+}
+
+/// The guest crates: every directory with a Cargo.toml under the guest directories, with the target each names in
+/// `[package.metadata.wasmsock] target` (read from `cargo metadata`).
+fn guest_crates(root: &Path, metadata: &serde_json::Value) -> anyhow::Result<Vec<GuestCrate>> {
     let mut crates = Vec::new();
     for dir in GUEST_DIRS {
         let dir = root.join(dir);
         for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
             let path = entry?.path();
-            if path.join("Cargo.toml").is_file() {
-                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                crates.push((name, dir.clone()));
+            if !path.join("Cargo.toml").is_file() {
+                continue;
             }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let package = metadata["packages"]
+                .as_array()
+                .and_then(|packages| packages.iter().find(|p| p["name"] == name.as_str()))
+                .with_context(|| format!("{}: no workspace package named {name:?}", path.display()))?;
+            let target = match &package["metadata"]["wasmsock"]["target"] {
+                serde_json::Value::Null => GUEST_TARGET,
+                serde_json::Value::String(t) if t == GUEST_TARGET || t == LEAN_TARGET => t.as_str(),
+                other => bail!(
+                    "{}: [package.metadata.wasmsock] target is {other}; it can be {GUEST_TARGET:?} (the default) or \
+                     {LEAN_TARGET:?}",
+                    path.join("Cargo.toml").display()
+                ),
+            };
+            crates.push(GuestCrate { name, dir: dir.clone(), target: target.to_owned() });
         }
     }
-    crates.sort();
+    crates.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(crates)
 }
 
-/// Builds every guest crate for wasm32-wasip2 and puts `<name>.wasm` beside its crate directory, then builds the
-/// JavaScript and Python guests whose inputs changed.
+/// Builds every guest crate for its target and puts `<name>.wasm` beside its crate directory (a `wasm32-wasip2`
+/// build is a component already; a `wasm32-unknown-unknown` one is a core module, made into a component from the
+/// world its bindings embed), then builds the JavaScript and Python guests whose inputs changed.
 fn guests(root: &Path) -> anyhow::Result<()> {
-    ensure_target()?;
-    let crates = guest_crates(root)?;
+    let metadata = cargo_metadata(root)?;
+    let crates = guest_crates(root, &metadata)?;
+    let target =
+        metadata["target_directory"].as_str().map(PathBuf::from).context("cargo metadata has no target_directory")?;
     let started = Instant::now();
-    let mut build = Command::new(cargo());
-    build.current_dir(root).args(["build", "--profile", "guest", "--target", GUEST_TARGET]);
-    for (name, _) in &crates {
-        build.args(["-p", name]);
-    }
-    run(&mut build)?;
-    let target = target_dir(root)?;
-    let out = target.join(GUEST_TARGET).join("guest");
-    for (name, dir) in &crates {
-        let built = out.join(format!("{}.wasm", name.replace('-', "_")));
-        let dest = dir.join(format!("{name}.wasm"));
-        std::fs::copy(&built, &dest).with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+    for build_target in [GUEST_TARGET, LEAN_TARGET] {
+        let these: Vec<&GuestCrate> = crates.iter().filter(|c| c.target == build_target).collect();
+        if these.is_empty() {
+            continue;
+        }
+        ensure_target(build_target)?;
+        let mut build = Command::new(cargo());
+        build.current_dir(root).args(["build", "--profile", "guest", "--target", build_target]);
+        for guest in &these {
+            build.args(["-p", &guest.name]);
+        }
+        run(&mut build)?;
+        let out = target.join(build_target).join("guest");
+        for guest in these {
+            let built = out.join(format!("{}.wasm", guest.name.replace('-', "_")));
+            let dest = guest.dir.join(format!("{}.wasm", guest.name));
+            if build_target == LEAN_TARGET {
+                let module = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+                let component = wit_component::ComponentEncoder::default()
+                    .module(&module)
+                    .and_then(|encoder| encoder.validate(true).encode())
+                    .with_context(|| format!("making a component of {}", built.display()))?;
+                std::fs::write(&dest, component).with_context(|| format!("writing {}", dest.display()))?;
+            } else {
+                std::fs::copy(&built, &dest)
+                    .with_context(|| format!("copying {} to {}", built.display(), dest.display()))?;
+            }
+        }
     }
     eprintln!("xtask: built {} Rust guest components in {:.1?}", crates.len(), started.elapsed());
     script_guests::build(root, &target, GUEST_DIRS)
 }
 
-fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+/// `cargo metadata` of the workspace, without dependencies.
+fn cargo_metadata(root: &Path) -> anyhow::Result<serde_json::Value> {
     let out = Command::new(cargo())
         .current_dir(root)
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
         .context("running cargo metadata")?;
-    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    serde_json::from_slice(&out.stdout).context("parsing cargo metadata")
+}
+
+fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let metadata = cargo_metadata(root)?;
     metadata["target_directory"].as_str().map(PathBuf::from).context("cargo metadata has no target_directory")
 }
 

@@ -316,6 +316,7 @@ impl Runtime {
     /// long as the host.
     /// The component's bytes are dropped here, before the memory is handed back (see [`release_compiler_memory`]).
     fn precompile(&self, bytes: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        let bytes = super::componentize::component_of(bytes)?;
         let compiler =
             Engine::new(&self.compile_config).map_err(anyhow::Error::from).context("creating the compiling engine")?;
         let compiled = compiler

@@ -6,6 +6,7 @@
 //! `services`; nothing imports this file.
 
 mod bindings;
+mod componentize;
 mod convert;
 mod engine;
 mod guest_log;

@@ -16,7 +16,8 @@
 //! wasmsock_sdk::handler!(on_event);
 //! ```
 //! Build with `cargo build --target wasm32-wasip2 --release`; the `.wasm` in `target/wasm32-wasip2/release/` is the
-//! handler component.
+//! handler component. Or build for `wasm32-unknown-unknown` and make the component with `wasm-tools component new`: a
+//! component without WASI, cheaper to instantiate (see the README); log with [`eprintln!`], which works on both.
 
 pub mod http;
 
@@ -36,8 +37,45 @@ pub mod bindings {
 
 pub mod history;
 pub mod kv;
+pub mod lean;
 pub mod timers;
 pub mod variables;
+
+/// A handler built for `wasm32-unknown-unknown` takes its first allocations of an instance from an arena in its
+/// initial memory (see [`lean::Arena`]); turn the `arena` feature off to bring your own global allocator.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "arena"))]
+#[global_allocator]
+static ARENA: lean::Arena = lean::Arena::new();
+
+/// Writes a line to the host's log, which tags it with the handler and connection: `std::eprintln!` for
+/// `wasm32-wasip2`, and through `wasi:cli/stderr` for `wasm32-unknown-unknown`, whose standard library writes nothing.
+#[macro_export]
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::__log_line(::std::format_args!($($arg)*))
+    };
+}
+
+/// The line of [`eprintln!`].
+#[doc(hidden)]
+pub fn __log_line(args: std::fmt::Arguments<'_>) {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    lean::write_stderr(&format!("{args}\n"));
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    {
+        #[allow(clippy::print_stderr)]
+        {
+            std::eprintln!("{args}");
+        }
+    }
+}
+
+/// What [`handler!`] does before each event: for `wasm32-unknown-unknown`, a panic's message goes to the host's log.
+#[doc(hidden)]
+pub fn __before_event() {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    lean::report_panics();
+}
 
 /// Exports `fn on_event()` (or any path to a function taking nothing) as the handler's `on-event`.
 #[macro_export]
@@ -47,6 +85,7 @@ macro_rules! handler {
 
         impl $crate::bindings::Guest for __WasmsockHandler {
             fn on_event() {
+                $crate::__before_event();
                 $on_event()
             }
         }

@@ -35,10 +35,11 @@ const RUST_CARGO: &str = include_str!("Cargo.toml.tmpl");
 const RUST_SDK_CARGO: &str = include_str!("sdk-Cargo.toml.tmpl");
 const RUST_SDK: &str = include_str!("../../../../sdk/rust/src/lib.rs");
 /// The Rust SDK's other modules, copied as they are.
-const RUST_SDK_MODULES: [(&str, &str); 5] = [
+const RUST_SDK_MODULES: [(&str, &str); 6] = [
     ("http.rs", include_str!("../../../../sdk/rust/src/http.rs")),
     ("history.rs", include_str!("../../../../sdk/rust/src/history.rs")),
     ("kv.rs", include_str!("../../../../sdk/rust/src/kv.rs")),
+    ("lean.rs", include_str!("../../../../sdk/rust/src/lean.rs")),
     ("variables.rs", include_str!("../../../../sdk/rust/src/variables.rs")),
     ("timers.rs", include_str!("../../../../sdk/rust/src/timers.rs")),
 ];

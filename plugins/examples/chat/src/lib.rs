@@ -9,9 +9,8 @@
 //! `recovered` is false when the history could not cover that position (another epoch, or trimmed), and what it had
 //! was sent.
 
-// A guest logs through stderr: the host tags each line with the handler and connection.
-#![allow(clippy::print_stderr)]
-
+// A guest logs through the SDK's `eprintln!`: the host tags each line with the handler and connection.
+use wasmsock_sdk::eprintln;
 use wasmsock_sdk::history::{self, StreamPosition};
 use wasmsock_sdk::websockets;
 

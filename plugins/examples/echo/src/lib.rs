@@ -1,9 +1,7 @@
 //! The echo handler: every text and binary message goes back to the connection it came from.
 
-// A guest logs through stderr: the host tags each line with the handler and connection.
-#![allow(clippy::print_stderr)]
-
-use wasmsock_sdk::websockets;
+// A guest logs through the SDK's `eprintln!`: the host tags each line with the handler and connection.
+use wasmsock_sdk::{eprintln, websockets};
 
 fn on_event() {
     // `get-message` has text only for a text message, so asking it first saves asking for the method: two host calls
