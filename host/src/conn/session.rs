@@ -98,7 +98,18 @@ where
     // frame when it fires), and the wait for a close request the same.
     let mut check = std::pin::pin!(tokio::time::sleep_until(alive.next_check()));
     let mut closing = std::pin::pin!(conn.closing_requested());
+    // The soonest timer the handler armed, likewise: re-armed only when that changes (an event armed or cancelled
+    // one, or it fired), not made again for every frame while a timer waits.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut timer_due = None;
     loop {
+        let due = conn.next_timer();
+        if due != timer_due {
+            if let Some(at) = due {
+                timer.as_mut().reset(at.into());
+            }
+            timer_due = due;
+        }
         let next = if conn.state() == ConnState::Open {
             tokio::select! {
                 next = stream.next() => next,
@@ -113,7 +124,9 @@ where
                     continue;
                 }
                 // A timer the handler armed: its event comes between the others, never during one.
-                () = until(conn.next_timer()) => {
+                () = &mut timer, if timer_due.is_some() => {
+                    // Looked at again next time round, whether it fired or was replaced in the meantime.
+                    timer_due = None;
                     if let Some((id, payload, due)) = app.hub().take_due_timer(conn) {
                         app.metrics().timer_fired(due.elapsed());
                         app.dispatch(conn, EventKind::Timer { id, payload }).await;
@@ -199,14 +212,6 @@ where
     }
     let ended = if conn.closed_by_host() { Ended::ByHost } else { Ended::ByPeer };
     (outbox, ended)
-}
-
-/// Resolves at `at`, or never when there is no `at`.
-async fn until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Ends a connection for good: it leaves the hub, then its handler sees onclose, then the host forgets it.
