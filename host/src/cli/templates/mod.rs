@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 /// Which language a new handler is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
-    /// Rust over wit-bindgen (`cargo build --release --target wasm32-wasip2`).
+    /// Rust over wit-bindgen (`cargo build --release --target wasm32-unknown-unknown`: a module the host makes a
+    /// component of).
     Rust,
     /// JavaScript on QuickJS through componentize-qjs, or on SpiderMonkey through componentize-js (`npm install && npm
     /// run build`).
@@ -122,10 +123,14 @@ pub fn files(name: &str, lang: Lang, endpoint: &str) -> anyhow::Result<Vec<(Path
             }
             (
                 "src/lib.rs",
-                "It needs Rust with the `wasm32-wasip2` target (`rustup target add wasm32-wasip2`).".to_owned(),
+                "It needs Rust with the `wasm32-unknown-unknown` target (`rustup target add wasm32-unknown-unknown`). \
+                 The build is a module without WASI, which the host makes a component when it loads it and which \
+                 costs less per event than a `wasm32-wasip2` build (`wasmsock-sdk/src/lean.rs` says why; built for \
+                 `wasm32-wasip2` instead, the same code is a component already)."
+                    .to_owned(),
                 format!(
-                    "cargo build --release --target wasm32-wasip2 && cp \
-                     ${{CARGO_TARGET_DIR:-target}}/wasm32-wasip2/release/{artifact}.wasm handler.wasm"
+                    "cargo build --release --target wasm32-unknown-unknown && cp \
+                     ${{CARGO_TARGET_DIR:-target}}/wasm32-unknown-unknown/release/{artifact}.wasm handler.wasm"
                 ),
                 "The handler uses the SDK in `wasmsock-sdk/`: `use wasmsock_sdk::websockets;`.",
             )
