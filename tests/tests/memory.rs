@@ -343,14 +343,18 @@ fn stall_a_message(socket: TcpStream, frames: usize, masked: bool) -> tokio::tas
     })
 }
 
-/// A WebSocket server on 127.0.0.1 port 0 for one client: it stalls a message of `frames` fragments (see
-/// [`stall_a_message`]) and answers with the close frame the client sent.
-async fn stalling_server(frames: usize) -> (String, tokio::task::JoinHandle<Option<(u16, String)>>) {
+/// A WebSocket server on 127.0.0.1 port 0 for one client: once `go` fires, it stalls a message of `frames` fragments
+/// (see [`stall_a_message`]) and answers with the close frame the client sent.
+async fn stalling_server(
+    frames: usize,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> (String, tokio::task::JoinHandle<Option<(u16, String)>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/feed", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let (tcp, _) = tokio::time::timeout(WAIT, listener.accept()).await.expect("the client connects").unwrap();
         let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        tokio::time::timeout(WAIT, go).await.expect("the test says go in time").unwrap();
         stall_a_message(ws.into_inner(), frames, false).await.unwrap()
     });
     (url, server)
@@ -378,11 +382,16 @@ async fn outbound_clients_are_budgeted_and_a_message_that_can_never_fit_gets_100
     let mut observer = Observer(connect(&format!("{}?observer", host.url("m"))).await);
     let mut driver = connect(&host.url("m")).await;
 
-    // A client whose server stalls 2 MiB of a message (within the project's share): closed 1013 after the wait.
-    let (url, server) = stalling_server(2).await;
+    // A client whose server stalls 2 MiB of a message (within the project's share): closed 1013 after the wait. The
+    // server starts sending once the client's onopen is reported: the recorder's instances (17 pages and more as they
+    // run) of the driver's event, the client's onopen and the reports could otherwise overlap the 2 MiB being received
+    // within the project's 6.4 MiB, and an instance refused by the budget loses its report (seen once in CI).
+    let (go, going) = tokio::sync::oneshot::channel();
+    let (url, server) = stalling_server(2, going).await;
     send(&mut driver, &format!("connect-with {url} m/recorder")).await;
     let id = client_id(&text(&mut driver).await);
     observer.expect(&id, "onopen").await;
+    go.send(()).unwrap();
     let error = observer.skip_to(&id, "onerror").await;
     assert!(error.contains("memory budget") && error.contains("nothing from the peer"), "{error}");
     observer.skip_to(&id, "onclose").await;
@@ -391,7 +400,9 @@ async fn outbound_clients_are_budgeted_and_a_message_that_can_never_fit_gets_100
     assert!(reason.contains("memory budget") && reason.contains("try again later"), "{reason}");
 
     // A client whose server sends 8 MiB of a message: more than the project's 6.4 MiB could ever hold, so 1009 at once.
-    let (url, server) = stalling_server(8).await;
+    let (go, going) = tokio::sync::oneshot::channel();
+    go.send(()).unwrap();
+    let (url, server) = stalling_server(8, going).await;
     send(&mut driver, &format!("connect-with {url} m/recorder")).await;
     let id = client_id(&text(&mut driver).await);
     let error = observer.skip_to(&id, "onerror").await;
