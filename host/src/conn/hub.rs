@@ -71,6 +71,9 @@ pub struct Conn {
     resolved: Mutex<Option<Box<Resolved>>>,
     /// The timers armed on it (boxed: most connections never arm one).
     timers: Mutex<Option<Box<Timers>>>,
+    /// Whether it ever armed one: its session asks for the soonest timer at every frame, and a connection that never
+    /// armed one answers without taking the lock.
+    timers_used: AtomicBool,
 }
 
 /// What a connection's events run in: its handler as loaded, its endpoint's lifecycle and the cell of its kept
@@ -149,6 +152,7 @@ impl Conn {
             return Err(ConnError::Closed);
         }
         let mut timers = self.timers.lock().map_err(|_| ConnError::Closed)?;
+        self.timers_used.store(true, Ordering::Release);
         timers.get_or_insert_with(Box::default).arm(delay, payload).ok_or_else(|| {
             ConnError::Limit(format!(
                 "a connection has at most {DEFAULT_MAX_TIMERS_PER_CONNECTION} timers armed at once"
@@ -163,6 +167,9 @@ impl Conn {
 
     /// When its soonest timer is due, if one is armed.
     pub fn next_timer(&self) -> Option<Instant> {
+        if !self.timers_used.load(Ordering::Acquire) {
+            return None;
+        }
         self.timers.lock().ok()?.as_ref()?.next_due()
     }
 
@@ -749,6 +756,7 @@ impl Hub {
             handler_events: std::sync::OnceLock::new(),
             resolved: Mutex::new(None),
             timers: Mutex::new(None),
+            timers_used: AtomicBool::new(false),
         });
         if let Ok(mut conns) = self.conns.write() {
             conns.insert(conn.id.clone(), conn.clone());

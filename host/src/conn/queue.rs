@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
@@ -39,6 +39,9 @@ pub struct FrameQueue {
     /// Set by a push or a wake and taken by the reader's wait: one that comes while the reader is not waiting is kept.
     woken: AtomicBool,
     reader: AtomicWaker,
+    /// How many frames are queued, written under the lock: an empty queue is seen without taking it. A writer finds
+    /// its queue empty twice per wake-up (after its batch, and before it waits again), a fan-out once per member.
+    len: AtomicUsize,
     capacity: usize,
 }
 
@@ -49,6 +52,7 @@ impl FrameQueue {
             slots: Mutex::new(Slots::default()),
             woken: AtomicBool::new(false),
             reader: AtomicWaker::new(),
+            len: AtomicUsize::new(0),
             capacity: capacity.max(1),
         }
     }
@@ -65,6 +69,7 @@ impl FrameQueue {
             return Err(Refused::Full);
         }
         slots.frames.push_back(frame);
+        self.len.store(slots.frames.len(), Ordering::Release);
         drop(slots);
         self.wake();
         Ok(())
@@ -72,8 +77,13 @@ impl FrameQueue {
 
     /// The oldest frame, if one is queued.
     pub fn try_pop(&self) -> Option<Frame> {
+        // A push that is not counted yet wakes the reader after it is, so it is not missed by looking too early.
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let mut slots = self.slots.lock().ok()?;
         let frame = slots.frames.pop_front();
+        self.len.store(slots.frames.len(), Ordering::Release);
         if slots.frames.is_empty() && slots.frames.capacity() > KEEP_SLOTS {
             slots.frames = VecDeque::new();
         }
@@ -112,6 +122,7 @@ impl FrameQueue {
         match self.slots.lock() {
             Ok(mut slots) => {
                 slots.reader_gone = true;
+                self.len.store(0, Ordering::Release);
                 data_bytes(std::mem::take(&mut slots.frames))
             }
             Err(_) => 0,
@@ -122,7 +133,10 @@ impl FrameQueue {
     /// it); returns the payload bytes of the data frames dropped.
     pub fn clear(&self) -> usize {
         match self.slots.lock() {
-            Ok(mut slots) => data_bytes(std::mem::take(&mut slots.frames)),
+            Ok(mut slots) => {
+                self.len.store(0, Ordering::Release);
+                data_bytes(std::mem::take(&mut slots.frames))
+            }
             Err(_) => 0,
         }
     }
@@ -199,6 +213,23 @@ mod tests {
         assert_eq!(queue.try_pop(), None);
         // Only one is kept: the next wait waits.
         assert!(tokio::time::timeout(std::time::Duration::from_millis(20), queue.wait()).await.is_err());
+    }
+
+    #[test]
+    fn an_empty_queue_is_seen_without_taking_its_lock() {
+        let queue = std::sync::Arc::new(FrameQueue::new(4));
+        let held = queue.slots.lock().unwrap();
+        let (told, answer) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let queue = queue.clone();
+            move || told.send(queue.try_pop()).unwrap()
+        });
+        let found = answer.recv_timeout(std::time::Duration::from_secs(5));
+        drop(held);
+        assert_eq!(found, Ok(None), "the reader waited for the lock to find an empty queue");
+        queue.try_push(text("a")).unwrap();
+        assert_eq!(queue.try_pop(), Some(text("a")));
+        assert_eq!(queue.try_pop(), None);
     }
 
     #[test]
