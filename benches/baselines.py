@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """The tables of benches/baselines.sh: for each kind (echo, fan-out, handshakes) and server, the server CPU per message
-(per delivery, per handshake) as the median of the rounds with its spread, and its ratio to native axum and to Bun
-taken within each round (median and worst round). Then the performance issue's targets, each met only when every round
-meets it.
+(per delivery, per handshake) as the median of its runs with their spread, and its ratio to native axum, Bun and Node.
+Then the performance issue's targets, each met only when every round meets it.
+
+A ratio is taken against the baseline runs nearest in time: within a round, the mean of the same baseline's run just
+before and just after (one of them at a round's edge). benches/baselines.sh measures a baseline again between the
+host's runs, so no host figure is compared with one taken more than a few runs earlier; on a machine whose speed
+drifts within minutes, a ratio to the round's only baseline run mixed the host with the drift.
 
 Run with: python3 benches/baselines.py target/bench/baselines.jsonl
 """
@@ -21,6 +25,7 @@ TITLE = {
     "fanout": "Fan-out: µs of server CPU per delivery (1,000 members, one publisher, 8 in flight)",
     "connect": "Handshakes: µs of server CPU per open and close (10 at a time)",
 }
+BASELINES = ("native", "bun", "node")
 
 # (kind, server, baseline, at most this many times the baseline): the targets of issue 32.
 TARGETS = [
@@ -41,49 +46,69 @@ TARGETS = [
 
 
 def load(path):
-    """{kind: {server: {round: figure}}}"""
-    table = {}
+    """The runs in the order they were measured: [{kind, server, round, figure}]."""
+    runs = []
     with open(path, encoding="utf-8") as results:
         for line in results:
             if not line.strip():
                 continue
             run = json.loads(line)
             figure = run.get(FIELD[run["kind"]])
-            if figure is None:
-                continue
-            table.setdefault(run["kind"], {}).setdefault(run["server"], {})[run["round"]] = figure
-    return table
+            if figure is not None:
+                runs.append({"kind": run["kind"], "server": run["server"], "round": run["round"], "figure": figure})
+    return runs
 
 
-def ratios(servers, server, baseline):
-    """The ratio of `server` to `baseline` in each round both ran."""
-    mine, theirs = servers.get(server, {}), servers.get(baseline, {})
-    return [mine[r] / theirs[r] for r in sorted(mine) if r in theirs and theirs[r] > 0]
+def nearest_baseline(runs, at, baseline):
+    """The mean of `baseline`'s runs of the same kind and round just before and just after run `at` (None if it has
+    none in that round)."""
+    me = runs[at]
+
+    def same(run):
+        return run["kind"] == me["kind"] and run["round"] == me["round"] and run["server"] == baseline
+
+    before = next((run["figure"] for run in reversed(runs[:at]) if same(run)), None)
+    after = next((run["figure"] for run in runs[at + 1 :] if same(run)), None)
+    around = [f for f in (before, after) if f is not None and f > 0]
+    return statistics.mean(around) if around else None
+
+
+def ratios(runs, kind, server, baseline):
+    """[(round, ratio)] of each run of `server` to `baseline`'s runs around it."""
+    found = []
+    for at, run in enumerate(runs):
+        if run["kind"] == kind and run["server"] == server:
+            base = nearest_baseline(runs, at, baseline)
+            if base:
+                found.append((run["round"], run["figure"] / base))
+    return found
 
 
 def main(path):
-    table = load(path)
+    runs = load(path)
     for kind in ("echo", "fanout", "connect"):
-        servers = table.get(kind)
+        servers = {}
+        for run in runs:
+            if run["kind"] == kind:
+                servers.setdefault(run["server"], []).append(run["figure"])
         if not servers:
             continue
         print(f"\n{TITLE[kind]}\n")
-        print("| server | median (rounds) | × native, median (worst) | × Bun, median (worst) |")
+        print("| server | median (runs) | × native, median (worst) | × Bun, median (worst) |")
         print("|---|---|---|---|")
-        for server, rounds in sorted(servers.items(), key=lambda item: statistics.median(item[1].values())):
-            figures = [rounds[r] for r in sorted(rounds)]
+        for server, figures in sorted(servers.items(), key=lambda item: statistics.median(item[1])):
             cells = [f"{statistics.median(figures):.2f} ({', '.join(f'{f:.2f}' for f in figures)})"]
             for baseline in ("native", "bun"):
-                found = ratios(servers, server, baseline)
+                found = [r for _, r in ratios(runs, kind, server, baseline)] if server not in BASELINES else []
                 cells.append(f"{statistics.median(found):.2f} ({max(found):.2f})" if found else "")
             print(f"| {server} | " + " | ".join(cells) + " |")
-    print("\nTargets (met only when every round meets it)\n")
+    print("\nTargets (met only when every round meets it; each ratio against the baseline's runs around it)\n")
     print("| target | ratio per round | met |")
     print("|---|---|---|")
     for kind, server, baseline, most in TARGETS:
-        found = ratios(table.get(kind, {}), server, baseline)
-        met = "yes" if found and max(found) <= most else "no"
-        shown = ", ".join(f"{r:.2f}" for r in found) or "not measured"
+        found = ratios(runs, kind, server, baseline)
+        met = "yes" if found and max(r for _, r in found) <= most else "no"
+        shown = ", ".join(f"{r:.2f}" for _, r in found) or "not measured"
         print(f"| {kind}: {server} ≤ {most}× {baseline} | {shown} | {met} |")
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The baselines of the performance issue (32), in interleaved rounds of one run: Bun (`Bun.serve`, uWebSockets), a
 # native axum server and Node `ws` against the host, with the server and the load generator pinned to the same core,
-# so each figure is server CPU per message at saturation. Every round runs every server once, so ratios are taken
-# between figures of the same round; benches/baselines.py prints the median, the spread and the ratios per round, and
-# marks a target met only when every round meets it.
+# so each figure is server CPU per message at saturation. Every round starts every server, then measures the
+# baselines again between the host's runs, so that each of the host's figures is compared with the baseline's runs
+# just before and after it; benches/baselines.py prints the median, the spread and the ratios per round, and marks a
+# target met only when every round meets it.
 #   - echo: 100 connections × 10 in flight, 64-byte text, the load generator feeding its whole window and flushing
 #     once (`wasmsock bench --pipeline`); the host with the Rust echo in `shared`, `per-connection`, `per-event` and
 #     the JavaScript (QuickJS) echo in `shared` and `per-event`;
@@ -16,7 +17,7 @@
 #     `shared` and `per-event`, echo and handshakes: what the host's path costs with the smallest guest an echo can be.
 # Writes target/bench/baselines.jsonl and prints the tables.
 #
-# Run with: benches/baselines.sh       (about 13 minutes with the defaults; not part of CI)
+# Run with: benches/baselines.sh       (about 16 minutes with the defaults; not part of CI)
 # Settings (environment): ROUNDS (3), SECONDS_PER_RUN (4), MEMBERS (1000), CPU (0): the core both the server and the
 # load generator are pinned to; CARGO_TARGET_DIR is honoured.
 set -euo pipefail
@@ -38,6 +39,9 @@ ADMIN_PORT=9141
 NATIVE_PORT=9142
 NODE_PORT=9143
 BUN_PORT=9144
+NATIVE_FANOUT_PORT=9145
+NODE_FANOUT_PORT=9146
+BUN_FANOUT_PORT=9147
 
 log() { echo "baselines: $*" >&2; }
 
@@ -110,50 +114,83 @@ ECHO=(--mode echo -c 100 -w 10 --size 64 --pipeline)
 FANOUT=(--mode fanout -c "$MEMBERS" -w 8 --size 64)
 CONNECT=(--mode connect -c 10)
 
+# Every server of a round is started first and stays up for the round (an idle one takes no CPU), so that the
+# baselines can be measured again between the host's runs: each of the host's figures is compared with the baseline's
+# runs just before and after it (benches/baselines.py), not with one taken minutes earlier on a machine whose speed
+# drifts.
 for round in $(seq 1 "$ROUNDS"); do
-    log "round $round of $ROUNDS: Bun"
+    log "round $round of $ROUNDS: starting Bun, native axum, Node.js ws and the host"
     start bun $BUN_PORT "$BUN" benches/bun-echo.js $BUN_PORT
-    measure "$round" echo bun "ws://127.0.0.1:$BUN_PORT/" "${ECHO[@]}"
-    stop
-    start bun-fanout $BUN_PORT "$BUN" benches/bun-fanout.js $BUN_PORT
-    measure "$round" fanout bun "ws://127.0.0.1:$BUN_PORT/" "${FANOUT[@]}"
-    stop
-
-    log "round $round of $ROUNDS: native axum"
+    BUN_PID=$SERVER_PID
+    start bun-fanout $BUN_FANOUT_PORT "$BUN" benches/bun-fanout.js $BUN_FANOUT_PORT
+    BUN_FANOUT_PID=$SERVER_PID
     start native $NATIVE_PORT "$TARGET/release/native-echo" "127.0.0.1:$NATIVE_PORT"
-    measure "$round" echo native "ws://127.0.0.1:$NATIVE_PORT/echo" "${ECHO[@]}"
-    measure "$round" connect native "ws://127.0.0.1:$NATIVE_PORT/echo" "${CONNECT[@]}"
-    stop
-    start native-fanout $NATIVE_PORT "$TARGET/release/native-fanout" "127.0.0.1:$NATIVE_PORT"
-    measure "$round" fanout native "ws://127.0.0.1:$NATIVE_PORT/room" "${FANOUT[@]}"
-    stop
-
-    log "round $round of $ROUNDS: Node.js ws"
+    NATIVE_PID=$SERVER_PID
+    start native-fanout $NATIVE_FANOUT_PORT "$TARGET/release/native-fanout" "127.0.0.1:$NATIVE_FANOUT_PORT"
+    NATIVE_FANOUT_PID=$SERVER_PID
     start node $NODE_PORT node benches/node-echo.js $NODE_PORT
-    measure "$round" echo node "ws://127.0.0.1:$NODE_PORT/" "${ECHO[@]}"
-    stop
-    start node-fanout $NODE_PORT node benches/node-fanout.js $NODE_PORT
-    measure "$round" fanout node "ws://127.0.0.1:$NODE_PORT/" "${FANOUT[@]}"
-    stop
-
-    log "round $round of $ROUNDS: the host"
+    NODE_PID=$SERVER_PID
+    start node-fanout $NODE_FANOUT_PORT node benches/node-fanout.js $NODE_FANOUT_PORT
+    NODE_FANOUT_PID=$SERVER_PID
+    # The `per-connection` echo keeps an instance for each of its 100 connections, besides the `shared` endpoints' of
+    # the same project: past the default quota of 64 kept instances per project, a third of its connections were
+    # refused with 1013 and the row measured the rest.
     start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
-        --admin "127.0.0.1:$ADMIN_PORT"
+        --admin "127.0.0.1:$ADMIN_PORT" --project-resident-instances 256
+    HOST_PID=$SERVER_PID
     base="ws://127.0.0.1:$HOST_PORT/websockets/service"
-    for instance in shared per-connection per-event; do
-        measure "$round" echo "host rust $instance" "$base/echo-$instance" "${ECHO[@]}"
+    native_echo() { SERVER_PID=$NATIVE_PID measure "$round" echo native "ws://127.0.0.1:$NATIVE_PORT/echo" "${ECHO[@]}"; }
+    bun_echo() { SERVER_PID=$BUN_PID measure "$round" echo bun "ws://127.0.0.1:$BUN_PORT/" "${ECHO[@]}"; }
+    node_echo() { SERVER_PID=$NODE_PID measure "$round" echo node "ws://127.0.0.1:$NODE_PORT/" "${ECHO[@]}"; }
+    host_echo() { SERVER_PID=$HOST_PID measure "$round" echo "host $1" "$base/$2" "${ECHO[@]}"; }
+    native_fanout() {
+        SERVER_PID=$NATIVE_FANOUT_PID measure "$round" fanout native "ws://127.0.0.1:$NATIVE_FANOUT_PORT/room" \
+            "${FANOUT[@]}"
+    }
+    bun_fanout() { SERVER_PID=$BUN_FANOUT_PID measure "$round" fanout bun "ws://127.0.0.1:$BUN_FANOUT_PORT/" "${FANOUT[@]}"; }
+    host_fanout() { SERVER_PID=$HOST_PID measure "$round" fanout "host $1" "$base/$2?room=bench" "${FANOUT[@]}"; }
+    native_connect() { SERVER_PID=$NATIVE_PID measure "$round" connect native "ws://127.0.0.1:$NATIVE_PORT/echo" "${CONNECT[@]}"; }
+    host_connect() { SERVER_PID=$HOST_PID measure "$round" connect "host $1" "$base/$2" "${CONNECT[@]}"; }
+
+    log "round $round of $ROUNDS: echo"
+    native_echo
+    bun_echo
+    host_echo "rust shared" echo-shared
+    host_echo "rust per-connection" echo-per-connection
+    native_echo
+    bun_echo
+    host_echo "rust per-event" echo-per-event
+    host_echo "floor echo shared" floor-echo-shared
+    host_echo "floor echo per-event" floor-echo-per-event
+    native_echo
+    node_echo
+    host_echo "js shared" js-echo-shared
+    host_echo "js per-event" js-echo-per-event
+    node_echo
+    native_echo
+
+    log "round $round of $ROUNDS: fan-out"
+    native_fanout
+    bun_fanout
+    host_fanout "rust chat shared" chat-shared
+    host_fanout "rust chat per-event" chat-per-event
+    native_fanout
+    bun_fanout
+    host_fanout "js chat shared" js-chat-shared
+    SERVER_PID=$NODE_FANOUT_PID measure "$round" fanout node "ws://127.0.0.1:$NODE_FANOUT_PORT/" "${FANOUT[@]}"
+    native_fanout
+
+    log "round $round of $ROUNDS: handshakes"
+    native_connect
+    host_connect "rust shared" echo-shared
+    host_connect "rust per-event" echo-per-event
+    native_connect
+    host_connect "floor echo per-event" floor-echo-per-event
+    native_connect
+
+    for pid in $BUN_PID $BUN_FANOUT_PID $NATIVE_PID $NATIVE_FANOUT_PID $NODE_PID $NODE_FANOUT_PID $HOST_PID; do
+        SERVER_PID=$pid stop
     done
-    for instance in shared per-event; do
-        measure "$round" echo "host js $instance" "$base/js-echo-$instance" "${ECHO[@]}"
-        measure "$round" connect "host rust $instance" "$base/echo-$instance" "${CONNECT[@]}"
-        measure "$round" fanout "host rust chat $instance" "$base/chat-$instance?room=bench" "${FANOUT[@]}"
-    done
-    measure "$round" fanout "host js chat shared" "$base/js-chat-shared?room=bench" "${FANOUT[@]}"
-    for instance in shared per-event; do
-        measure "$round" echo "host floor echo $instance" "$base/floor-echo-$instance" "${ECHO[@]}"
-    done
-    measure "$round" connect "host floor echo per-event" "$base/floor-echo-per-event" "${CONNECT[@]}"
-    stop
 done
 
 python3 benches/baselines.py "$RESULTS"

@@ -135,8 +135,10 @@ run_pinning() {
     kill "$SERVER_PID"
 
     log "[$PINNING] the host"
+    # Twelve endpoints of one project, four of them `per-connection` with 100 connections each (one at a time): past
+    # the default quota of 64 kept instances per project, connections would be refused with 1013.
     start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
-        --admin "127.0.0.1:$ADMIN_PORT" "$@"
+        --admin "127.0.0.1:$ADMIN_PORT" --project-resident-instances 256 "$@"
     if [ "$PINNING" = split ]; then
         # The plugins root is new, so this first start compiles every handler (into its empty compile cache).
         sleep 2
