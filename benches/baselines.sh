@@ -114,6 +114,29 @@ ECHO=(--mode echo -c 100 -w 10 --size 64 --pipeline)
 FANOUT=(--mode fanout -c "$MEMBERS" -w 8 --size 64)
 CONNECT=(--mode connect -c 10)
 
+# run KIND SERVER PID URL: one measured run of KIND (echo, fanout, connect) against SERVER, whose process is PID, in
+# the current round.
+run() {
+    local kind=$1 server=$2 pid=$3 url=$4 args
+    case $kind in
+        echo) args=("${ECHO[@]}") ;;
+        fanout) args=("${FANOUT[@]}") ;;
+        connect) args=("${CONNECT[@]}") ;;
+    esac
+    SERVER_PID=$pid measure "$round" "$kind" "$server" "$url" "${args[@]}"
+}
+base="ws://127.0.0.1:$HOST_PORT/websockets/service"
+native_echo() { run echo native "$NATIVE_PID" "ws://127.0.0.1:$NATIVE_PORT/echo"; }
+bun_echo() { run echo bun "$BUN_PID" "ws://127.0.0.1:$BUN_PORT/"; }
+node_echo() { run echo node "$NODE_PID" "ws://127.0.0.1:$NODE_PORT/"; }
+host_echo() { run echo "host $1" "$HOST_PID" "$base/$2"; }
+native_fanout() { run fanout native "$NATIVE_FANOUT_PID" "ws://127.0.0.1:$NATIVE_FANOUT_PORT/room"; }
+bun_fanout() { run fanout bun "$BUN_FANOUT_PID" "ws://127.0.0.1:$BUN_FANOUT_PORT/"; }
+node_fanout() { run fanout node "$NODE_FANOUT_PID" "ws://127.0.0.1:$NODE_FANOUT_PORT/"; }
+host_fanout() { run fanout "host $1" "$HOST_PID" "$base/$2?room=bench"; }
+native_connect() { run connect native "$NATIVE_PID" "ws://127.0.0.1:$NATIVE_PORT/echo"; }
+host_connect() { run connect "host $1" "$HOST_PID" "$base/$2"; }
+
 # Every server of a round is started first and stays up for the round (an idle one takes no CPU), so that the
 # baselines can be measured again between the host's runs: each of the host's figures is compared with the baseline's
 # runs just before and after it (benches/baselines.py), not with one taken minutes earlier on a machine whose speed
@@ -138,20 +161,6 @@ for round in $(seq 1 "$ROUNDS"); do
     start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
         --admin "127.0.0.1:$ADMIN_PORT" --project-resident-instances 256
     HOST_PID=$SERVER_PID
-    base="ws://127.0.0.1:$HOST_PORT/websockets/service"
-    native_echo() { SERVER_PID=$NATIVE_PID measure "$round" echo native "ws://127.0.0.1:$NATIVE_PORT/echo" "${ECHO[@]}"; }
-    bun_echo() { SERVER_PID=$BUN_PID measure "$round" echo bun "ws://127.0.0.1:$BUN_PORT/" "${ECHO[@]}"; }
-    node_echo() { SERVER_PID=$NODE_PID measure "$round" echo node "ws://127.0.0.1:$NODE_PORT/" "${ECHO[@]}"; }
-    host_echo() { SERVER_PID=$HOST_PID measure "$round" echo "host $1" "$base/$2" "${ECHO[@]}"; }
-    native_fanout() {
-        SERVER_PID=$NATIVE_FANOUT_PID measure "$round" fanout native "ws://127.0.0.1:$NATIVE_FANOUT_PORT/room" \
-            "${FANOUT[@]}"
-    }
-    bun_fanout() { SERVER_PID=$BUN_FANOUT_PID measure "$round" fanout bun "ws://127.0.0.1:$BUN_FANOUT_PORT/" "${FANOUT[@]}"; }
-    host_fanout() { SERVER_PID=$HOST_PID measure "$round" fanout "host $1" "$base/$2?room=bench" "${FANOUT[@]}"; }
-    native_connect() { SERVER_PID=$NATIVE_PID measure "$round" connect native "ws://127.0.0.1:$NATIVE_PORT/echo" "${CONNECT[@]}"; }
-    host_connect() { SERVER_PID=$HOST_PID measure "$round" connect "host $1" "$base/$2" "${CONNECT[@]}"; }
-
     log "round $round of $ROUNDS: echo"
     native_echo
     bun_echo
@@ -177,7 +186,7 @@ for round in $(seq 1 "$ROUNDS"); do
     native_fanout
     bun_fanout
     host_fanout "js chat shared" js-chat-shared
-    SERVER_PID=$NODE_FANOUT_PID measure "$round" fanout node "ws://127.0.0.1:$NODE_FANOUT_PORT/" "${FANOUT[@]}"
+    node_fanout
     native_fanout
 
     log "round $round of $ROUNDS: handshakes"
