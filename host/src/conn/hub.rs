@@ -427,6 +427,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Its writer will look at the outbound queue before it waits again (see [`FrameQueue::will_look`]).
+    pub fn writer_will_look(&self) {
+        self.queue.will_look();
+    }
+
     /// Resolves once this host has asked to close the connection (the reader then bounds its wait for the peer).
     pub async fn closing_requested(&self) {
         self.closing.notified().await;

@@ -1,6 +1,6 @@
-//! A connection's outbound queue: frames in order, bounded in count, one reader (its writer task) that can wait. It
-//! holds nothing on the heap while empty, so an idle connection's queue costs a few words where a tokio channel
-//! allocates its first block of slots (about 1.8 KB) up front.
+//! A connection's outbound queue: frames in order, bounded in count, one reader (its writer, in the session's task)
+//! that can wait. It holds nothing on the heap while empty, so an idle connection's queue costs a few words where a
+//! tokio channel allocates its first block of slots (about 1.8 KB) up front.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -105,6 +105,12 @@ impl FrameQueue {
             Poll::Pending
         })
         .await;
+    }
+
+    /// The reader will look at the queue before it waits again (it is polled next, in the task that pushes): pushes
+    /// until then need not wake it. Its next wait ends at once, so it looks; nothing pushed is missed.
+    pub fn will_look(&self) {
+        self.woken.store(true, Ordering::Release);
     }
 
     /// Wakes the reader without a frame (something else it looks at changed: a close was requested).
@@ -213,6 +219,36 @@ mod tests {
         assert_eq!(queue.try_pop(), None);
         // Only one is kept: the next wait waits.
         assert!(tokio::time::timeout(std::time::Duration::from_millis(20), queue.wait()).await.is_err());
+    }
+
+    /// Counts its wakes.
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_push_after_will_look_wakes_nothing_and_the_next_wait_finds_it() {
+        let queue = FrameQueue::new(8);
+        let counting = std::sync::Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counting.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        // The reader waits on an empty queue.
+        assert!(std::pin::pin!(queue.wait()).poll(&mut cx).is_pending());
+        // Its task is about to poll it again: a push meanwhile wakes nobody.
+        queue.will_look();
+        queue.try_push(text("a")).unwrap();
+        assert_eq!(counting.0.load(Ordering::SeqCst), 0, "the push woke the reader");
+        // The reader's next wait ends at once and it finds the frame; the wait after that waits.
+        assert!(std::pin::pin!(queue.wait()).poll(&mut cx).is_ready());
+        assert_eq!(queue.try_pop(), Some(text("a")));
+        assert!(std::pin::pin!(queue.wait()).poll(&mut cx).is_pending());
+        // Without `will_look`, a push wakes it.
+        queue.try_push(text("b")).unwrap();
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -54,7 +57,7 @@ where
 
 /// Runs a connection that is open: onopen, then onmessage per data message in order, and onerror for a failure,
 /// until the stream ends (or the closing handshake times out). Resolves to the outbox (for a reconnect) and who ended
-/// it. The writer's future is boxed here, so the session holds a pointer to it until it spawns it.
+/// it. The writer's future is boxed here, so the session holds a pointer to it (see [`Writer`]).
 pub fn run_open<H, St, Si>(
     app: Arc<H>,
     conn: Arc<Conn>,
@@ -74,7 +77,7 @@ where
     serve_open(app, conn, writer, stop, traffic, stream)
 }
 
-/// The body of [`run_open`], with the writer not yet spawned.
+/// The body of [`run_open`]: the reader and the writer beside it, then the end of both.
 async fn serve_open<H, St>(
     app: Arc<H>,
     conn: Arc<Conn>,
@@ -89,7 +92,171 @@ where
 {
     let (app, conn) = (&app, &conn);
     conn.advance(ConnState::Open);
-    let mut writer = tokio::spawn(tracing::Instrument::in_current_span(writer));
+    let mut writer = Writer::new(writer);
+    let failure = {
+        let reading = std::pin::pin!(read_frames(app, conn, &traffic, &mut stream));
+        writer.beside(conn, reading).await
+    };
+    let mut written = None;
+    if let Some(err) = &failure
+        && let Some(close) = err.close.clone()
+        && conn.request_close_for_peer(close).is_ok()
+    {
+        // Give the writer a moment to put the close frame on the wire before the socket is dropped.
+        written = tokio::time::timeout(app.limits().close_timeout, writer.finish()).await.ok();
+    }
+    let _ = stop.send(());
+    let written = match written {
+        Some(written) => written,
+        None => writer.finish().await,
+    };
+    let outbox = match written {
+        Ok(outbox) => outbox,
+        Err(()) => {
+            // The writer cannot panic short of a bug; without its outbox the connection cannot go on.
+            tracing::error!(conn = conn.id(), "the writer panicked");
+            conn.advance(ConnState::Closing);
+            return (Outbox::detached(conn.clone()), Ended::ByHost);
+        }
+    };
+    // The socket is done with (the writer has let go of its half): what reading it held, an unfinished message
+    // included, is free before the handler runs, which may need that memory budget for its own instance.
+    drop(stream);
+    conn.delivered();
+    if let Some(err) = failure {
+        tracing::debug!(conn = conn.id(), "{}", err.message);
+        app.dispatch(conn, EventKind::Error(err.message)).await;
+    }
+    let ended = if conn.closed_by_host() { Ended::ByHost } else { Ended::ByPeer };
+    (outbox, ended)
+}
+
+/// The connection's writer, run by its session's own task beside the reader rather than as a task of its own: a
+/// connection is one task, and the replies its reader queued in a poll are written in that same poll.
+///
+/// Each side is polled with a waker of its own, which marks that side and wakes the task; a poll of the task polls only
+/// the sides marked. So a frame another connection queued (a fan-out) costs a poll of the writer alone, and a frame
+/// read from the socket a poll of the reader, then of the writer for what it queued.
+struct Writer {
+    /// The writer until it ends; it is boxed already, so it needs no pinning of its own.
+    running: Option<futures_util::future::CatchUnwind<std::panic::AssertUnwindSafe<WriterFuture>>>,
+    /// How it ended, when it ended while the reader still ran: its outbox, or an error if it panicked.
+    done: Option<Result<Outbox, ()>>,
+    reader_waker: Arc<ReaderWake>,
+    writer_waker: Waker,
+}
+
+type WriterFuture = Pin<Box<dyn Future<Output = Outbox> + Send>>;
+
+/// The waker the reading side is polled with; it also holds which sides were woken since the task last polled them,
+/// and the task to wake.
+#[derive(Debug)]
+struct ReaderWake {
+    task: AtomicWaker,
+    reader: AtomicBool,
+    writer: AtomicBool,
+}
+
+/// The waker the writing side is polled with.
+struct WriterWake(Arc<ReaderWake>);
+
+impl Wake for ReaderWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.reader.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl Wake for WriterWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.writer.store(true, Ordering::Release);
+        self.0.task.wake();
+    }
+}
+
+impl Writer {
+    fn new(future: WriterFuture) -> Self {
+        // Both sides are due at the first poll.
+        let sides = Arc::new(ReaderWake {
+            task: AtomicWaker::new(),
+            reader: AtomicBool::new(true),
+            writer: AtomicBool::new(true),
+        });
+        Self {
+            running: Some(std::panic::AssertUnwindSafe(future).catch_unwind()),
+            done: None,
+            writer_waker: Waker::from(Arc::new(WriterWake(Arc::clone(&sides)))),
+            reader_waker: sides,
+        }
+    }
+
+    /// Polls the writer if it has not ended.
+    fn poll_writer(&mut self) {
+        if let Some(running) = &mut self.running
+            && let Poll::Ready(ended) = Pin::new(running).poll(&mut Context::from_waker(&self.writer_waker))
+        {
+            self.done = Some(ended.map_err(|_| ()));
+            self.running = None;
+        }
+    }
+
+    /// Runs `reading` with the writer beside it until `reading` ends. Takes it pinned by the caller rather than by
+    /// value: an argument of an `async fn` keeps its room in the future for its whole life, so the reader's state would
+    /// be held twice by every connection.
+    async fn beside<F: Future>(&mut self, conn: &Conn, mut reading: Pin<&mut F>) -> F::Output {
+        let reader_waker = Waker::from(Arc::clone(&self.reader_waker));
+        std::future::poll_fn(|cx| {
+            let sides = &self.reader_waker;
+            // Registered before the marks are read: a side woken after this wakes the task, which looks again.
+            sides.task.register(cx.waker());
+            let read_now = sides.reader.swap(false, Ordering::AcqRel);
+            // A writer woken for its own sake goes first: tokio's budget is the task's, and a reader that spends it
+            // at every poll (a peer that never stops sending) would otherwise leave it none.
+            if sides.writer.swap(false, Ordering::AcqRel) {
+                self.poll_writer();
+            }
+            let mut read = Poll::Pending;
+            if read_now {
+                // The writer is polled next, in this poll: what the reader queues meanwhile need not wake it.
+                conn.writer_will_look();
+                read = reading.as_mut().poll(&mut Context::from_waker(&reader_waker));
+                self.poll_writer();
+            }
+            read
+        })
+        .await
+    }
+
+    /// Resolves when the writer has ended, with its outbox (an error if it panicked).
+    async fn finish(&mut self) -> Result<Outbox, ()> {
+        std::future::poll_fn(|cx| {
+            self.reader_waker.task.register(cx.waker());
+            self.reader_waker.writer.store(false, Ordering::Release);
+            self.poll_writer();
+            match self.done.take() {
+                Some(done) => Poll::Ready(done),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// The reading side of an open connection: onopen, then its frames and timers, until the stream ends or fails (the
+/// failure is returned).
+async fn read_frames<H, St>(app: &Arc<H>, conn: &Arc<Conn>, traffic: &Traffic, stream: &mut St) -> Option<PeerError>
+where
+    H: ConnHost,
+    St: Stream<Item = Result<Frame, PeerError>> + Unpin + Send,
+{
     app.dispatch(conn, EventKind::Open).await;
     let mut failure = None;
     let mut alive = Liveness::new(conn);
@@ -180,38 +347,7 @@ where
             }
         }
     }
-    let mut written = None;
-    if let Some(err) = &failure
-        && let Some(close) = err.close.clone()
-        && conn.request_close_for_peer(close).is_ok()
-    {
-        // Give the writer a moment to put the close frame on the wire before the socket is dropped.
-        written = tokio::time::timeout(app.limits().close_timeout, &mut writer).await.ok();
-    }
-    let _ = stop.send(());
-    let written = match written {
-        Some(written) => written,
-        None => writer.await,
-    };
-    let outbox = match written {
-        Ok(outbox) => outbox,
-        Err(err) => {
-            // The writer cannot panic short of a bug; without its outbox the connection cannot go on.
-            tracing::error!(conn = conn.id(), "the writer task failed: {err}");
-            conn.advance(ConnState::Closing);
-            return (Outbox::detached(conn.clone()), Ended::ByHost);
-        }
-    };
-    // The socket is done with (the writer has let go of its half): what reading it held, an unfinished message
-    // included, is free before the handler runs, which may need that memory budget for its own instance.
-    drop(stream);
-    conn.delivered();
-    if let Some(err) = failure {
-        tracing::debug!(conn = conn.id(), "{}", err.message);
-        app.dispatch(conn, EventKind::Error(err.message)).await;
-    }
-    let ended = if conn.closed_by_host() { Ended::ByHost } else { Ended::ByPeer };
-    (outbox, ended)
+    failure
 }
 
 /// Ends a connection for good: it leaves the hub, then its handler sees onclose, then the host forgets it.
