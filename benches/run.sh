@@ -161,8 +161,10 @@ run_pinning() {
     if [ "$PINNING" = split ]; then
         # Idle connections on a freshly started host (the compile cache warm), as the native server is measured: a heap
         # that the runs above grew would take the new connections in memory it already holds.
+        # All of them are one project's: past the default quota of 2,500 inbound sessions per project the rest would be
+        # refused (503), and the bench stops at the first refusal.
         start wasmsock $HOST_PORT "$BIN" serve --plugins "$PLUGINS" --listen "127.0.0.1:$HOST_PORT" \
-            --admin "127.0.0.1:$ADMIN_PORT"
+            --admin "127.0.0.1:$ADMIN_PORT" --project-connections "$IDLE_CONNECTIONS"
         sleep 2
         bench wasmsock rust per-event "ws://127.0.0.1:$HOST_PORT/websockets/service/rust-per-event" --mode idle \
             -c "$IDLE_CONNECTIONS" --duration-secs 60 --hold-secs 2
