@@ -213,7 +213,8 @@ fn main() -> anyhow::Result<()> {
                     let n = if *keep { calls.saturating_mul(10) } else { calls };
                     let cpu = cpu_time();
                     for _ in 0..n {
-                        let event = Event { conn: conn.clone(), kind: kind.clone() };
+                        let event =
+                            Event { conn: conn.clone(), kind: kind.clone(), started: std::time::Instant::now() };
                         if *keep {
                             rt.call_resident(&mut kept, Lifecycle::Shared, handler, event, services.clone()).await?;
                         } else {

@@ -136,9 +136,9 @@ async fn fire(app: Weak<App>, project: String, alarm: Alarm) {
         }
     };
     let conn = Arc::new(NoConnection { handler: handler.clone(), limits: app.limits.for_conn(None) });
-    let event = Event { conn, kind: EventKind::Alarm { name: name.clone(), payload: payload.into() } };
-    let services: Arc<dyn HostServices> = app.clone();
     let started = Instant::now();
+    let event = Event { conn, kind: EventKind::Alarm { name: name.clone(), payload: payload.into() }, started };
+    let services: Arc<dyn HostServices> = app.clone();
     let result = app.instances.call(&app.runtime, Lifecycle::PerEvent, &loaded.handler, event, services).await;
     app.metrics.event_handled(&handler, Method::OnAlarm, started.elapsed(), result.as_ref().err());
     if let Err(err) = result {

@@ -21,36 +21,41 @@ use wasmsock_wire::history::{HistoryPage, Published, Recovery, StreamPosition};
 impl App {
     /// Runs one event of `conn` through its handler. A failed onopen or onmessage is followed by an onerror that says
     /// why; every failure is logged with the handler and connection, and costs only this event. When the handler has
-    /// failed `max-handler-failures` calls in a row on this connection, the connection is closed with 1011.
-    pub async fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) {
+    /// failed `max-handler-failures` calls in a row on this connection, the connection is closed with 1011. Returns
+    /// when the handler was done with it (the clock reading that timed it; the session counts the peer heard then).
+    pub async fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> Instant {
         let method = kind.method();
         let Some(services) = self.services() else {
-            return;
+            return Instant::now();
         };
         let Some(resolved) = self.resolve(conn, method).await else {
-            return;
+            return Instant::now();
         };
+        // One clock reading for the metric's start and the scheduler's (see `Event::started`).
         let started = Instant::now();
-        let event = Event { conn: conn.clone(), kind };
+        let event = Event { conn: conn.clone(), kind, started };
         // At debug level: at the default level a span per event was a measurable part of an event's cost.
         let span = tracing::debug_span!("event", method = method.as_str());
         let (cell, lifecycle) = (resolved.cell.as_ref(), resolved.lifecycle);
         let call =
             self.instances.call_in(&self.runtime, cell, lifecycle, &resolved.handler.handler, event, services.clone());
         let result = tracing::Instrument::instrument(call, span).await;
-        conn.handler_events(&self.metrics).handled(method, started.elapsed());
-        tracing::trace!(conn = conn.id(), method = method.as_str(), elapsed = ?started.elapsed(), "event handled");
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(started);
+        conn.handler_events(&self.metrics).handled(method, elapsed);
+        tracing::trace!(conn = conn.id(), method = method.as_str(), ?elapsed, "event handled");
         if method == Method::OnClose {
             self.instances.forget_connection(conn.id());
             conn.set_resolved(None);
         }
         let Err(err) = result else {
             conn.count_success();
-            return;
+            return ended;
         };
         // Boxed: inline, the follow-up onerror call would make every event's future (and what is copied with it)
         // twice as large.
         Box::pin(self.failed(conn, method, err, &resolved, services)).await;
+        Instant::now()
     }
 
     /// After a failed call of a `method` event of `conn`: logs it, closes the connection when no instance could take
@@ -85,8 +90,8 @@ impl App {
             self.count_failure(conn, &err.to_string());
         }
         if matches!(method, Method::OnOpen | Method::OnMessage | Method::OnTimer) {
-            let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()) };
             let started = Instant::now();
+            let event = Event { conn: conn.clone(), kind: EventKind::Error(err.to_string()), started };
             let span = tracing::debug_span!("event", method = "onerror");
             let call =
                 self.instances.call_in(&self.runtime, cell.as_ref(), *lifecycle, &loaded.handler, event, services);
@@ -171,7 +176,7 @@ impl ConnHost for App {
         self.outbound_tls.clone()
     }
 
-    fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send {
+    fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = Instant> + Send {
         // Boxed: a session's future reserves room for everything it awaits, for its whole life. Inline, a handler
         // call (about 2 KB of state) made every idle connection 2 KB larger; boxed, it costs one allocation per event
         // and only while the event runs.

@@ -33,8 +33,8 @@ pub trait ConnHost: Send + Sync + 'static {
     fn quotas(&self, project: &str) -> wasmsock_wire::ProjectQuotas;
     /// The TLS config outbound `wss://` clients verify servers with.
     fn outbound_tls(&self) -> Arc<rustls::ClientConfig>;
-    /// Runs one event of `conn` through its handler; resolves when the handler is done with it.
-    fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = ()> + Send;
+    /// Runs one event of `conn` through its handler; resolves when the handler is done with it, to when that was.
+    fn dispatch(&self, conn: &Arc<Conn>, kind: EventKind) -> impl Future<Output = std::time::Instant> + Send;
     /// Whether a client of `project` may connect to `uri` now, by the project's outbound grants (asked before every
     /// attempt of a handler's client, so a grant removed by a deploy stops its reconnects).
     fn may_connect(&self, project: &str, uri: &str) -> Result<(), ConnError>;

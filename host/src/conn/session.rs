@@ -311,31 +311,39 @@ where
                 }
             }
         };
-        if let Some(Ok(_)) = &next {
-            alive.heard();
-        }
+        // Every frame shows the peer alive: a message as of the end of its event (the dispatch's own clock reading,
+        // rather than one more per message), any other frame as of now.
         match next {
             None => break,
             Some(Ok(Frame::Text(text))) if conn.state() == ConnState::Open => {
                 conn.count_in();
                 traffic.received(text.len());
-                app.dispatch(conn, EventKind::Message(Payload::Text(text))).await;
+                alive.heard_at(app.dispatch(conn, EventKind::Message(Payload::Text(text))).await);
                 conn.delivered();
             }
             Some(Ok(Frame::Binary(data))) if conn.state() == ConnState::Open => {
                 conn.count_in();
                 traffic.received(data.len());
-                app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await;
+                alive.heard_at(app.dispatch(conn, EventKind::Message(Payload::Binary(data))).await);
                 conn.delivered();
             }
             // Data after a close frame is dropped: the handler already let the connection go; the message was read
             // whole, so what reading it held is free.
-            Some(Ok(Frame::Text(_) | Frame::Binary(_))) => conn.delivered(),
+            Some(Ok(Frame::Text(_) | Frame::Binary(_))) => {
+                alive.heard_at(Instant::now());
+                conn.delivered();
+            }
             // Pings are answered by the library; pings and pongs only show the peer is alive. Only what the frame
             // itself took is free: it may have come between the fragments of an unfinished message.
-            Some(Ok(Frame::Ping(data) | Frame::Pong(data))) => conn.control_read(data.len()),
+            Some(Ok(Frame::Ping(data) | Frame::Pong(data))) => {
+                alive.heard_at(Instant::now());
+                conn.control_read(data.len());
+            }
             // The library answers the peer's close; keep reading so the answer is written before the stream ends.
-            Some(Ok(Frame::Close(_))) => conn.advance(ConnState::Closing),
+            Some(Ok(Frame::Close(_))) => {
+                alive.heard_at(Instant::now());
+                conn.advance(ConnState::Closing);
+            }
             Some(Err(mut err)) => {
                 if let Some(close) = conn.budget_close() {
                     // Its message could not be finished within the memory budget: in time (1013, try again later),
@@ -461,9 +469,9 @@ impl Liveness {
         }
     }
 
-    /// The peer sent a frame (any frame, pongs included).
-    fn heard(&mut self) {
-        self.heard = Instant::now();
+    /// The peer sent a frame (any frame, pongs included), counted as heard `at`.
+    fn heard_at(&mut self, at: impl Into<Instant>) {
+        self.heard = at.into();
         self.pinged = false;
     }
 

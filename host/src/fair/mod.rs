@@ -213,9 +213,9 @@ impl Scheduler {
 
     /// Starts a call of `project`: waits until the project may have another call under way (its quota), a per-event
     /// instance is free when `per_event`, and an execution slot is given to it. The turn holds the slot until it
-    /// steps aside ([`Turn::step_aside`], [`Turn::away`]) or is dropped (the call ended).
-    pub async fn begin(self: &Arc<Self>, project: ProjectId, per_event: bool) -> Turn {
-        let asked = Instant::now();
+    /// steps aside ([`Turn::step_aside`], [`Turn::away`]) or is dropped (the call ended). `asked` is when the call
+    /// was asked for (the caller's clock reading: its wait counts from there).
+    pub async fn begin(self: &Arc<Self>, project: ProjectId, per_event: bool, asked: Instant) -> Turn {
         let queued = {
             let mut state = self.lock();
             let p = &state.projects[project.0];
@@ -748,9 +748,9 @@ mod tests {
         let (busy, quiet) = (scheduler.project("busy"), scheduler.project("quiet"));
         let begin = |project| {
             let s = scheduler.clone();
-            tokio::spawn(async move { s.begin(project, true).await })
+            tokio::spawn(async move { s.begin(project, true, Instant::now()).await })
         };
-        let first = Arc::new(scheduler.begin(busy, true).await);
+        let first = Arc::new(scheduler.begin(busy, true, Instant::now()).await);
         // The busy project queues two more: the second is past its quota of two calls under way.
         let second = begin(busy);
         let third = begin(busy);
@@ -788,14 +788,15 @@ mod tests {
     async fn a_waiter_dropped_before_or_after_its_grant_gives_everything_back() {
         let scheduler = Scheduler::new(1, 1, quotas(10));
         let p = scheduler.project("p");
-        let held = scheduler.begin(p, true).await;
+        let held = scheduler.begin(p, true, Instant::now()).await;
         // Waiting for the one instance, then dropped: it leaves the queue.
-        let mut waiting = Box::pin(scheduler.begin(p, true));
+        let mut waiting = Box::pin(scheduler.begin(p, true, Instant::now()));
         assert!(waiting.as_mut().now_or_never().is_none());
         drop(waiting);
         assert!(!scheduler.contended());
         drop(held);
-        let again = scheduler.begin(p, true).now_or_never().expect("the slot and the instance are free again");
+        let again =
+            scheduler.begin(p, true, Instant::now()).now_or_never().expect("the slot and the instance are free again");
         drop(again);
         assert_eq!(scheduler.usage(), vec![("p".to_owned(), 0, 0)]);
     }
@@ -804,17 +805,18 @@ mod tests {
     async fn a_call_stepping_aside_gives_its_slot_back_while_it_yields() {
         let scheduler = Scheduler::new(1, 10, quotas(10));
         let p = scheduler.project("p");
-        let long = scheduler.begin(p, true).await;
+        let long = scheduler.begin(p, true, Instant::now()).await;
         let mut aside = Box::pin(long.step_aside());
         assert!(aside.as_mut().now_or_never().is_none(), "it yields to the worker's other tasks");
         // Nobody waited when it stepped aside; a call that starts during its yield runs at once instead of queueing
         // behind it (and every call after it behind that one).
-        let short = scheduler.begin(p, true).now_or_never().expect("the slot was free during the yield");
+        let short =
+            scheduler.begin(p, true, Instant::now()).now_or_never().expect("the slot was free during the yield");
         assert!(!scheduler.contended());
         drop(short);
         tokio::time::timeout(Duration::from_secs(5), aside).await.expect("it takes the slot back");
         assert!(!scheduler.contended());
-        let third = scheduler.begin(p, true);
+        let third = scheduler.begin(p, true, Instant::now());
         assert!(Box::pin(third).now_or_never().is_none(), "the one slot is held again by the call that stepped aside");
         drop(long);
         assert_eq!(scheduler.usage(), vec![("p".to_owned(), 0, 0)]);

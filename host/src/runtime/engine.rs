@@ -520,7 +520,7 @@ impl Runtime {
     ) -> Result<(), CallError> {
         Self::check_pause(handler, &event)?;
         let method = event.kind.method();
-        let turn = Arc::new(self.scheduler.begin(handler.project, true).await);
+        let turn = Arc::new(self.scheduler.begin(handler.project, true, event.started).await);
         // Paused while it waited for its turn: it goes at once rather than start and be stopped.
         if !turn.waited().is_zero() {
             Self::check_pause(handler, &event)?;
@@ -568,11 +568,11 @@ impl Runtime {
     ) -> Result<(), CallError> {
         let resident = match kept {
             Some(resident) => {
-                let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
+                let turn = Arc::new(self.scheduler.begin(handler.project, false, event.started).await);
                 if !turn.waited().is_zero() {
                     Self::check_pause(handler, &event)?; // Paused while it waited for its turn.
                 }
-                resident.log.begin(event.conn.id(), event.kind.method().as_str());
+                resident.log.begin(&event.conn, event.kind.method().as_str());
                 let state = resident.store.data_mut();
                 let limits = event.conn.limits().clone();
                 let now = turn.started();
@@ -608,7 +608,7 @@ impl Runtime {
                     handler: handler.name.to_string(),
                     limit: self.max_resident,
                 })?;
-                let turn = Arc::new(self.scheduler.begin(handler.project, false).await);
+                let turn = Arc::new(self.scheduler.begin(handler.project, false, event.started).await);
                 let (mut store, log) = self.store(handler, lifecycle, event, services, turn)?;
                 // Boxed: once per kept instance, and inline its state would size (and be copied with) every call.
                 let instance = Box::pin(self.instantiate(handler, &mut store)).await?;
@@ -644,7 +644,7 @@ impl Runtime {
     ) -> Result<(Store<State>, guest_log::GuestLog), CallError> {
         let log = guest_log::GuestLog::new(
             handler.name.clone(),
-            event.conn.id(),
+            Arc::clone(&event.conn),
             event.kind.method().as_str(),
             self.guest_log_bytes,
         );

@@ -8,9 +8,12 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use super::services::Connection;
+
 /// The log of one handler instance: both streams share a per-call byte budget; what is past it is counted, not
 /// logged. An instance kept between events is told each new call's connection and event with [`GuestLog::begin`].
-/// One allocation per instance (and one for the connection id): a per-event instance makes a new log each event.
+/// One allocation per instance: a per-event instance makes a new log each event. The connection is kept as a
+/// reference, not its id copied: a `shared` instance's calls change connections at almost every event.
 #[derive(Clone)]
 pub(super) struct GuestLog(Arc<Shared>);
 
@@ -23,7 +26,7 @@ struct Shared {
 
 /// What the current call's lines are tagged with, and the end of its stderr.
 struct Call {
-    conn: Arc<str>,
+    conn: Arc<dyn Connection>,
     method: &'static str,
     stderr_tail: String,
     /// The span of the call (the connection's), kept only when `debug` is on: the connection span is a debug span,
@@ -43,21 +46,21 @@ fn call_span() -> tracing::Span {
 }
 
 impl GuestLog {
-    pub(super) fn new(handler: Arc<str>, conn: &str, method: &'static str, budget: usize) -> Self {
+    pub(super) fn new(handler: Arc<str>, conn: Arc<dyn Connection>, method: &'static str, budget: usize) -> Self {
         Self(Arc::new(Shared {
             handler,
             per_call: budget,
             budget: AtomicUsize::new(budget),
-            call: Mutex::new(Call { conn: conn.into(), method, stderr_tail: String::new(), span: call_span() }),
+            call: Mutex::new(Call { conn, method, stderr_tail: String::new(), span: call_span() }),
         }))
     }
 
     /// Starts a new call of a kept instance for a `method` event of connection `conn`: a fresh budget and an empty
     /// stderr tail.
-    pub(super) fn begin(&self, conn: &str, method: &'static str) {
+    pub(super) fn begin(&self, conn: &Arc<dyn Connection>, method: &'static str) {
         if let Ok(mut call) = self.0.call.lock() {
-            if *call.conn != *conn {
-                call.conn = conn.into();
+            if !Arc::ptr_eq(&call.conn, conn) {
+                call.conn = Arc::clone(conn);
             }
             call.method = method;
             call.stderr_tail.clear();
@@ -67,12 +70,12 @@ impl GuestLog {
     }
 
     /// The current call's span, connection and event method.
-    fn call(&self) -> (tracing::Span, Arc<str>, &'static str) {
+    fn call(&self) -> (tracing::Span, String, &'static str) {
         self.0
             .call
             .lock()
-            .map(|call| (call.span.clone(), call.conn.clone(), call.method))
-            .unwrap_or_else(|_| (tracing::Span::none(), Arc::from("?"), "?"))
+            .map(|call| (call.span.clone(), call.conn.id().to_owned(), call.method))
+            .unwrap_or_else(|_| (tracing::Span::none(), "?".to_owned(), "?"))
     }
 
     /// The last lines the guest wrote to stderr in this call (at most [`STDERR_TAIL_BYTES`]), joined by " | ".

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmsock_wire::channel::MembersPage;
 use wasmsock_wire::history::{HistoryPage, Published, Recovery, StreamPosition};
@@ -57,6 +58,9 @@ pub struct Event {
     pub conn: Arc<dyn Connection>,
     /// What happened.
     pub kind: EventKind,
+    /// When the host began it: its wait for an execution slot counts from here (the dispatch's clock reading, shared
+    /// so an event reads the clock fewer times).
+    pub started: Instant,
 }
 
 /// What a handler's imports reach outside the runtime: the live connections and the way to open new ones. Every call
