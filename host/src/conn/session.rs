@@ -142,25 +142,25 @@ struct Writer {
     running: Option<futures_util::future::CatchUnwind<std::panic::AssertUnwindSafe<WriterFuture>>>,
     /// How it ended, when it ended while the reader still ran: its outbox, or an error if it panicked.
     done: Option<Result<Outbox, ()>>,
-    reader_waker: Arc<ReaderWake>,
+    sides: Arc<Sides>,
     writer_waker: Waker,
 }
 
 type WriterFuture = Pin<Box<dyn Future<Output = Outbox> + Send>>;
 
-/// The waker the reading side is polled with; it also holds which sides were woken since the task last polled them,
-/// and the task to wake.
+/// Which sides of a connection were woken since its task last polled them, and the task to wake. It is also the waker
+/// the reading side is polled with (waking it marks the reader); [`WriterWake`] marks the writer.
 #[derive(Debug)]
-struct ReaderWake {
+struct Sides {
     task: AtomicWaker,
     reader: AtomicBool,
     writer: AtomicBool,
 }
 
 /// The waker the writing side is polled with.
-struct WriterWake(Arc<ReaderWake>);
+struct WriterWake(Arc<Sides>);
 
-impl Wake for ReaderWake {
+impl Wake for Sides {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -185,16 +185,13 @@ impl Wake for WriterWake {
 impl Writer {
     fn new(future: WriterFuture) -> Self {
         // Both sides are due at the first poll.
-        let sides = Arc::new(ReaderWake {
-            task: AtomicWaker::new(),
-            reader: AtomicBool::new(true),
-            writer: AtomicBool::new(true),
-        });
+        let sides =
+            Arc::new(Sides { task: AtomicWaker::new(), reader: AtomicBool::new(true), writer: AtomicBool::new(true) });
         Self {
             running: Some(std::panic::AssertUnwindSafe(future).catch_unwind()),
             done: None,
             writer_waker: Waker::from(Arc::new(WriterWake(Arc::clone(&sides)))),
-            reader_waker: sides,
+            sides,
         }
     }
 
@@ -212,9 +209,9 @@ impl Writer {
     /// value: an argument of an `async fn` keeps its room in the future for its whole life, so the reader's state would
     /// be held twice by every connection.
     async fn beside<F: Future>(&mut self, conn: &Conn, mut reading: Pin<&mut F>) -> F::Output {
-        let reader_waker = Waker::from(Arc::clone(&self.reader_waker));
+        let reader_waker = Waker::from(Arc::clone(&self.sides));
         std::future::poll_fn(|cx| {
-            let sides = &self.reader_waker;
+            let sides = &self.sides;
             // Registered before the marks are read: a side woken after this wakes the task, which looks again.
             sides.task.register(cx.waker());
             let read_now = sides.reader.swap(false, Ordering::AcqRel);
@@ -238,8 +235,8 @@ impl Writer {
     /// Resolves when the writer has ended, with its outbox (an error if it panicked).
     async fn finish(&mut self) -> Result<Outbox, ()> {
         std::future::poll_fn(|cx| {
-            self.reader_waker.task.register(cx.waker());
-            self.reader_waker.writer.store(false, Ordering::Release);
+            self.sides.task.register(cx.waker());
+            self.sides.writer.store(false, Ordering::Release);
             self.poll_writer();
             match self.done.take() {
                 Some(done) => Poll::Ready(done),
