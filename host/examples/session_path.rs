@@ -56,9 +56,7 @@ impl Stream for Peer {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.window == 0 {
-            if self.state.left.load(Ordering::Acquire) == 0 && self.state.awaited.load(Ordering::Acquire) == 0 {
-                return Poll::Ready(None);
-            }
+            // Registered before looking, so a reply written in between wakes the reader.
             self.state.reader.register(cx.waker());
             if self.state.awaited.load(Ordering::Acquire) != 0 {
                 return Poll::Pending;
@@ -114,8 +112,10 @@ fn cpu_us() -> anyhow::Result<f64> {
     // The fields after the command's closing parenthesis; utime and stime are the 14th and 15th of the line.
     let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("no command in /proc/self/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 =
-        fields.get(11..13).context("short /proc/self/stat")?.iter().map(|f| f.parse::<f64>().unwrap_or(0.0)).sum();
+    let mut ticks = 0.0;
+    for field in fields.get(11..13).context("short /proc/self/stat")? {
+        ticks += field.parse::<f64>().with_context(|| format!("utime or stime in /proc/self/stat: {field}"))?;
+    }
     // Clock ticks are 1/100 s on Linux.
     Ok(ticks * 10_000.0)
 }
