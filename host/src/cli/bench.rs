@@ -142,7 +142,8 @@ pub struct BenchArgs {
     /// How long to hold the idle connections before reading the server's memory, in seconds (idle).
     #[arg(long, default_value_t = DEFAULT_HOLD_SECS)]
     pub hold_secs: u64,
-    /// The server's process id: adds its CPU time per message or handshake (from /proc/PID/stat) and its memory.
+    /// The server's process id: adds its CPU time per message or handshake (from /proc/PID/stat), its memory and its
+    /// threads' context switches, voluntary (it waited) and involuntary (preempted).
     /// Repeat it for a server of several processes (the hosts of a cluster): their figures are added up.
     #[arg(long)]
     pub server_pid: Vec<u32>,
@@ -185,6 +186,15 @@ impl Shared {
 struct ProcSample {
     cpu_ticks: u64,
     rss_kib: u64,
+    /// Context switches of its threads living now: voluntary (it waited) and involuntary (the kernel preempted it).
+    switches: Switches,
+}
+
+/// Context switches, summed over a process's threads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Switches {
+    voluntary: u64,
+    involuntary: u64,
 }
 
 impl BenchArgs {
@@ -231,9 +241,11 @@ impl BenchArgs {
         let mut total: Option<ProcSample> = None;
         for &pid in &self.server_pid {
             let one = proc_sample(pid)?;
-            let sum = total.get_or_insert(ProcSample { cpu_ticks: 0, rss_kib: 0 });
+            let sum = total.get_or_insert(ProcSample { cpu_ticks: 0, rss_kib: 0, switches: Switches::default() });
             sum.cpu_ticks += one.cpu_ticks;
             sum.rss_kib += one.rss_kib;
+            sum.switches.voluntary += one.switches.voluntary;
+            sum.switches.involuntary += one.switches.involuntary;
         }
         Ok(total)
     }
@@ -1108,6 +1120,10 @@ fn add_server(report: &mut Value, before: Option<ProcSample>, after: Option<Proc
     let cpu_us = ticks * (1_000_000 / CLOCK_TICKS_PER_SEC);
     report["server_cpu_ms"] = json!(cpu_us / 1000);
     report["server_rss_kib"] = json!(after.rss_kib);
+    // A thread that ended between the samples takes its switches with it: a count, not a bound.
+    report["server_switches_voluntary"] = json!(after.switches.voluntary.saturating_sub(before.switches.voluntary));
+    report["server_switches_involuntary"] =
+        json!(after.switches.involuntary.saturating_sub(before.switches.involuntary));
     if units > 0 {
         report[key] = json!(cpu_us as f64 / units as f64);
     }
@@ -1132,7 +1148,28 @@ fn proc_sample(pid: u32) -> anyhow::Result<ProcSample> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("/proc/{pid}/status has no VmRSS"))?;
-    Ok(ProcSample { cpu_ticks, rss_kib })
+    Ok(ProcSample { cpu_ticks, rss_kib, switches: thread_switches(pid)? })
+}
+
+/// The context switches of process `pid`'s threads, from each one's `/proc/PID/task/TID/status` (the process's own
+/// status counts its main thread only). A thread that ends while they are read is skipped.
+fn thread_switches(pid: u32) -> anyhow::Result<Switches> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut sum = Switches::default();
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let Ok(status) = task.and_then(|task| std::fs::read_to_string(task.path().join("status"))) else { continue };
+        for line in status.lines() {
+            let count = |value: &str| -> anyhow::Result<u64> {
+                value.trim().parse().with_context(|| format!("{tasks}: a thread's status says {line:?}"))
+            };
+            if let Some(value) = line.strip_prefix("voluntary_ctxt_switches:") {
+                sum.voluntary += count(value)?;
+            } else if let Some(value) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                sum.involuntary += count(value)?;
+            }
+        }
+    }
+    Ok(sum)
 }
 
 /// The report as lines for people.
@@ -1212,6 +1249,11 @@ fn human(report: &Value) -> String {
             for key in ["server_cpu_us_per_message", "server_cpu_us_per_handshake", "server_cpu_us_per_delivery"] {
                 if let Some(us) = report[key].as_f64() {
                     lines.push(format!("server CPU {us:.2} µs per unit ({} ms in all)", get("server_cpu_ms")));
+                    lines.push(format!(
+                        "server context switches: {} voluntary, {} involuntary (preempted)",
+                        get("server_switches_voluntary"),
+                        get("server_switches_involuntary")
+                    ));
                 }
             }
         }
@@ -1444,5 +1486,9 @@ mod tests {
     fn this_process_can_be_sampled() {
         let sample = proc_sample(std::process::id()).unwrap();
         assert!(sample.rss_kib > 0);
+        // This thread waits on another one, which is a voluntary switch of this process.
+        let before = sample.switches.voluntary;
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(20))).join().unwrap();
+        assert!(proc_sample(std::process::id()).unwrap().switches.voluntary > before);
     }
 }

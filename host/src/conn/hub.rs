@@ -585,19 +585,21 @@ impl Drop for Running {
     }
 }
 
+/// The sessions admitted and not ended, in all and per endpoint and project. The names are shared with the admissions
+/// that count under them, so a session admitted under a name already counted allocates nothing.
 #[derive(Debug, Default)]
 struct Admitted {
     total: usize,
-    by_endpoint: HashMap<String, usize>,
-    by_project: HashMap<String, usize>,
+    by_endpoint: HashMap<Arc<str>, usize>,
+    by_project: HashMap<Arc<str>, usize>,
 }
 
 /// A place among an endpoint's sessions, held from before the upgrade until the session ends.
 #[derive(Debug)]
 pub struct Admission {
     admitted: Arc<Mutex<Admitted>>,
-    endpoint: String,
-    project: String,
+    endpoint: Arc<str>,
+    project: Arc<str>,
 }
 
 /// Why a session was not admitted: a limit of the host or the endpoint, or its project's quota.
@@ -611,8 +613,22 @@ pub enum NotAdmitted {
     Quota(QuotaRefused),
 }
 
+/// Adds one to the count under `key` and returns the map's own copy of the name (made when the count is new).
+fn count_up(counts: &mut HashMap<Arc<str>, usize>, key: &str) -> Arc<str> {
+    if let Some((name, _)) = counts.get_key_value(key) {
+        let name = name.clone();
+        if let Some(count) = counts.get_mut(key) {
+            *count += 1;
+        }
+        return name;
+    }
+    let name: Arc<str> = Arc::from(key);
+    counts.insert(name.clone(), 1);
+    name
+}
+
 /// Takes one off the count under `key`, forgetting it at zero.
-fn count_down(counts: &mut HashMap<String, usize>, key: &str) {
+fn count_down<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &str) {
     if let Some(count) = counts.get_mut(key) {
         *count = count.saturating_sub(1);
         if *count == 0 {
@@ -706,9 +722,9 @@ impl Hub {
             }));
         }
         admitted.total += 1;
-        admitted.by_endpoint.insert(endpoint.to_owned(), count + 1);
-        admitted.by_project.insert(project.to_owned(), of_project + 1);
-        Ok(Admission { admitted: self.admitted.clone(), endpoint: endpoint.to_owned(), project: project.to_owned() })
+        let endpoint = count_up(&mut admitted.by_endpoint, endpoint);
+        let project = count_up(&mut admitted.by_project, project);
+        Ok(Admission { admitted: self.admitted.clone(), endpoint, project })
     }
 
     /// Sessions admitted on `endpoint` and not yet ended.
@@ -979,6 +995,23 @@ mod tests {
         drop(a1);
         assert_eq!(hub.admitted("a"), 1);
         assert!(hub.admit("b", 2, 3, "p", 10).is_ok());
+    }
+
+    #[test]
+    fn admissions_under_a_counted_name_share_it_and_a_name_is_forgotten_with_its_last_session() {
+        let hub = Hub::new();
+        let first = hub.admit("a", 5, 5, "p", 5).unwrap();
+        let second = hub.admit("a", 5, 5, "p", 5).unwrap();
+        assert!(Arc::ptr_eq(&first.endpoint, &second.endpoint), "the endpoint's name was copied");
+        assert!(Arc::ptr_eq(&first.project, &second.project), "the project's name was copied");
+        let other = hub.admit("b", 5, 5, "p", 5).unwrap();
+        assert!(Arc::ptr_eq(&first.project, &other.project));
+        drop((first, second));
+        assert_eq!(hub.admitted("a"), 0);
+        assert!(!hub.admitted.lock().unwrap().by_endpoint.contains_key("a"));
+        let again = hub.admit("a", 5, 5, "p", 5).unwrap();
+        assert!(Arc::ptr_eq(&again.project, &other.project));
+        assert_eq!(hub.admitted.lock().unwrap().by_project.get("p"), Some(&2));
     }
 
     #[test]
