@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The tables of benches/baselines.sh: for each kind (echo, fan-out, handshakes) and server, the server CPU per message
-(per delivery, per handshake) as the median of its runs with their spread, and its ratio to native axum, Bun and Node.
-Then the performance issue's targets, each met only when every round meets it.
+(per delivery, per handshake) as the median of its runs with their spread, its ratio to native axum, Bun and Node, and
+how often the kernel preempted it (the involuntary context switches of its threads per second: on one shared core a
+server that the load generator preempts often pays for it, BENCHMARKS.md round eleven). Then the performance issue's
+targets, each met only when every round meets it.
 
 A ratio is taken against the baseline runs nearest in time: within a round, the mean of the same baseline's run just
 before and just after (one of them at a round's edge). benches/baselines.sh measures a baseline again between the
@@ -46,7 +48,8 @@ TARGETS = [
 
 
 def load(path):
-    """The runs in the order they were measured: [{kind, server, round, figure}]."""
+    """The runs in the order they were measured: [{kind, server, round, figure, preempted}] (preempted: involuntary
+    context switches per second, None from a load generator that did not count them)."""
     runs = []
     with open(path, encoding="utf-8") as results:
         for line in results:
@@ -55,7 +58,17 @@ def load(path):
             run = json.loads(line)
             figure = run.get(FIELD[run["kind"]])
             if figure is not None:
-                runs.append({"kind": run["kind"], "server": run["server"], "round": run["round"], "figure": figure})
+                switches, seconds = run.get("server_switches_involuntary"), run.get("seconds")
+                preempted = switches / seconds if switches is not None and seconds else None
+                runs.append(
+                    {
+                        "kind": run["kind"],
+                        "server": run["server"],
+                        "round": run["round"],
+                        "figure": figure,
+                        "preempted": preempted,
+                    }
+                )
     return runs
 
 
@@ -87,20 +100,24 @@ def ratios(runs, kind, server, baseline):
 def main(path):
     runs = load(path)
     for kind in ("echo", "fanout", "connect"):
-        servers = {}
+        servers, preempted = {}, {}
         for run in runs:
             if run["kind"] == kind:
                 servers.setdefault(run["server"], []).append(run["figure"])
+                if run["preempted"] is not None:
+                    preempted.setdefault(run["server"], []).append(run["preempted"])
         if not servers:
             continue
         print(f"\n{TITLE[kind]}\n")
-        print("| server | median (runs) | × native, median (worst) | × Bun, median (worst) |")
-        print("|---|---|---|---|")
+        print("| server | median (runs) | × native, median (worst) | × Bun, median (worst) | preempted /s, median |")
+        print("|---|---|---|---|---|")
         for server, figures in sorted(servers.items(), key=lambda item: statistics.median(item[1])):
             cells = [f"{statistics.median(figures):.2f} ({', '.join(f'{f:.2f}' for f in figures)})"]
             for baseline in ("native", "bun"):
                 found = [r for _, r in ratios(runs, kind, server, baseline)] if server not in BASELINES else []
                 cells.append(f"{statistics.median(found):.2f} ({max(found):.2f})" if found else "")
+            counts = preempted.get(server)
+            cells.append(f"{statistics.median(counts):,.0f}" if counts else "")
             print(f"| {server} | " + " | ".join(cells) + " |")
     print("\nTargets (met only when every round meets it; each ratio against the baseline's runs around it)\n")
     print("| target | ratio per round | met |")
