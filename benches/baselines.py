@@ -10,6 +10,11 @@ before and just after (one of them at a round's edge). benches/baselines.sh meas
 host's runs, so no host figure is compared with one taken more than a few runs earlier; on a machine whose speed
 drifts within minutes, a ratio to the round's only baseline run mixed the host with the drift.
 
+Last, the room each echo target leaves above native, beside what the engine alone takes of it: a host serves its
+sockets with the same axum and tungstenite as the native server, so a target of k times native leaves (k - 1) times
+native for everything the host adds, and wasmtime's own call (a kept instance) or instance (a fresh one) for the floor
+echo, measured between native's runs by benches/engine-floor, must fit in it before any work of the host's.
+
 Run with: python3 benches/baselines.py target/bench/baselines.jsonl
 """
 
@@ -45,6 +50,13 @@ TARGETS = [
     ("connect", "host rust shared", "native", 1.2),
     ("connect", "host rust per-event", "native", 1.5),
 ]
+
+# The echo targets against native, and the engine-alone measure of the same lifecycle that must fit in their room.
+ENGINE = {
+    "host rust shared": "wasmtime alone: floor echo, kept instance",
+    "host rust per-connection": "wasmtime alone: floor echo, kept instance",
+    "host rust per-event": "wasmtime alone: floor echo, fresh instance",
+}
 
 
 def load(path):
@@ -127,6 +139,21 @@ def main(path):
         met = "yes" if found and max(r for _, r in found) <= most else "no"
         shown = ", ".join(f"{r:.2f}" for _, r in found) or "not measured"
         print(f"| {kind}: {server} ≤ {most}× {baseline} | {shown} | {met} |")
+    engine_rows = []
+    for kind, server, baseline, most in TARGETS:
+        if kind != "echo" or baseline != "native" or server not in ENGINE:
+            continue
+        found = ratios(runs, kind, ENGINE[server], baseline)
+        if found:
+            fits = "yes" if max(r for _, r in found) < most - 1 else "no"
+            shown = ", ".join(f"{r:.2f}" for _, r in found)
+            measure = ENGINE[server].removeprefix("wasmtime alone: floor echo, ")
+            engine_rows.append(f"| {server} ≤ {most}× native | {most - 1:.1f}× | {measure}: {shown} | {fits} |")
+    if engine_rows:
+        print("\nThe room each echo target leaves above native, and what wasmtime alone takes of it (× native, per round)\n")
+        print("| target | room above native | wasmtime alone, the floor echo | fits |")
+        print("|---|---|---|---|")
+        print("\n".join(engine_rows))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@
 #   - handshakes: 10 at a time, server CPU per open and close, the native echo and the host's Rust echo in `shared` and
 #     `per-event`;
 #   - the floor: the hand-written echo of benches/floor/echo.wat (one page of memory, two imports, nothing else) in
-#     `shared` and `per-event`, echo and handshakes: what the host's path costs with the smallest guest an echo can be.
+#     `shared` and `per-event`, echo and handshakes: what the host's path costs with the smallest guest an echo can be;
+#   - the engine: the same floor echo in wasmtime alone, with no host, socket or runtime around it
+#     (benches/engine-floor: a kept instance's call and a fresh instance's, as the host makes them), between native's
+#     echo runs: the least any host on this engine adds to a native server, next to the targets that must fit above it.
 # Writes target/bench/baselines.jsonl and prints the tables.
 #
 # Run with: benches/baselines.sh       (about 16 minutes with the defaults; not part of CI)
@@ -51,7 +54,7 @@ mkdir -p "$OUT"
 : >"$RESULTS"
 
 log "building the release host, the native baselines and the guests; installing Node ws and Bun"
-cargo build --quiet --release -p wasmsock -p native-echo -p native-fanout
+cargo build --quiet --release -p wasmsock -p native-echo -p native-fanout -p engine-floor
 cargo xtask guests
 (cd benches && npm ci --no-audit --no-fund --silent)
 "$BUN" --version >/dev/null
@@ -136,6 +139,15 @@ node_fanout() { run fanout node "$NODE_FANOUT_PID" "ws://127.0.0.1:$NODE_FANOUT_
 host_fanout() { run fanout "host $1" "$HOST_PID" "$base/$2?room=bench"; }
 native_connect() { run connect native "$NATIVE_PID" "ws://127.0.0.1:$NATIVE_PORT/echo"; }
 host_connect() { run connect "host $1" "$HOST_PID" "$base/$2"; }
+# The floor echo in wasmtime alone, on the same core: one line per measure (benches/engine-floor).
+engine_floor() {
+    taskset -c "$CPU" "$TARGET/release/engine-floor" "$PLUGINS/examples/floor-echo.wasm" "$SECONDS_PER_RUN" |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    r.update(round=int(sys.argv[1]))
+    print(json.dumps(r))' "$round" | tee -a "$RESULTS" >&2
+}
 
 # Every server of a round is started first and stays up for the round (an idle one takes no CPU), so that the
 # baselines can be measured again between the host's runs: each of the host's figures is compared with the baseline's
@@ -171,6 +183,8 @@ for round in $(seq 1 "$ROUNDS"); do
     host_echo "rust per-event" echo-per-event
     host_echo "floor echo shared" floor-echo-shared
     host_echo "floor echo per-event" floor-echo-per-event
+    native_echo
+    engine_floor
     native_echo
     node_echo
     host_echo "js shared" js-echo-shared
