@@ -30,5 +30,11 @@ pub mod runtime;
 pub mod store;
 
 pub use app::App;
+
+/// The maps the host looks up on every handshake (endpoints, handlers, projects, connections): hashed with foldhash,
+/// seeded per process, rather than the standard SipHash, whose ~190 instructions a lookup added up to 4% of a
+/// handshake's (BENCHMARKS.md, round twelve). Their keys come from descriptors and from the host itself; a request's
+/// path is looked up in them, never inserted.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use wasmsock_wire as wire;
 pub use wasmsock_wire::Limits;

@@ -1,7 +1,7 @@
 //! The budget's books: its limits (host, kind, project, endpoint), what is held against each and by how many, and
 //! the [`Holding`] through which one holder takes and gives back chunks.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -139,8 +139,8 @@ pub struct Budget {
     kinds: [Meter; 3],
     project_limit: usize,
     endpoint_limit: usize,
-    projects: RwLock<HashMap<Box<str>, Arc<Account>>>,
-    endpoints: RwLock<HashMap<Box<str>, Arc<Account>>>,
+    projects: RwLock<FastMap<Box<str>, Arc<Account>>>,
+    endpoints: RwLock<FastMap<Box<str>, Arc<Account>>>,
     refusals: [AtomicU64; 3],
     pauses: AtomicU64,
     wait: Duration,
@@ -220,7 +220,7 @@ impl Budget {
         self.pauses.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn account(map: &RwLock<HashMap<Box<str>, Arc<Account>>>, name: &str, limit: usize) -> Arc<Account> {
+    fn account(map: &RwLock<FastMap<Box<str>, Arc<Account>>>, name: &str, limit: usize) -> Arc<Account> {
         if let Some(account) = map.read().ok().and_then(|m| m.get(name).cloned()) {
             return account;
         }

@@ -1,6 +1,7 @@
 //! Channels: named groups of live connections within a project, and the fan-out of a message to a channel's members
 //! through each member's own outbound queue. A publish costs O(members of the channel), never O(connections).
 
+use crate::FastMap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -57,7 +58,7 @@ pub struct ChannelStats {
 pub struct Channels {
     channels: RwLock<HashMap<Key, Arc<Channel>>>,
     /// For each connection (by its sequence number), its channels in the order it joined them.
-    by_conn: Mutex<HashMap<u64, Vec<Key>>>,
+    by_conn: Mutex<FastMap<u64, Vec<Key>>>,
     max_per_connection: usize,
     watch: OnceLock<Arc<dyn ChannelWatch>>,
 }

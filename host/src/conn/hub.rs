@@ -1,6 +1,7 @@
 //! The connection registry: every live inbound session and outbound client, its state and its outbound queue, and the
 //! count of running sessions that shutdown drains.
 
+use crate::FastMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -558,15 +559,15 @@ impl Outbox {
 /// Every live connection, by id.
 #[derive(Debug, Default)]
 pub struct Hub {
-    conns: RwLock<HashMap<String, Arc<Conn>>>,
+    conns: RwLock<FastMap<String, Arc<Conn>>>,
     next: AtomicU64,
     admitted: Arc<Mutex<Admitted>>,
     failure_closes: Mutex<HashMap<String, u64>>,
     outbound: AtomicUsize,
     /// Live outbound clients by project (for the project's quota of clients).
-    outbound_by_project: Mutex<HashMap<String, usize>>,
+    outbound_by_project: Mutex<FastMap<String, usize>>,
     /// Timers armed by project (for the project's quota of timers).
-    timers_by_project: Mutex<HashMap<String, usize>>,
+    timers_by_project: Mutex<FastMap<String, usize>>,
     running: Arc<AtomicUsize>,
     shutting_down: AtomicBool,
     /// `@<host id>`, the end of every connection id once this host is in a cluster.
@@ -590,8 +591,8 @@ impl Drop for Running {
 #[derive(Debug, Default)]
 struct Admitted {
     total: usize,
-    by_endpoint: HashMap<Arc<str>, usize>,
-    by_project: HashMap<Arc<str>, usize>,
+    by_endpoint: FastMap<Arc<str>, usize>,
+    by_project: FastMap<Arc<str>, usize>,
 }
 
 /// A place among an endpoint's sessions, held from before the upgrade until the session ends.
@@ -614,7 +615,7 @@ pub enum NotAdmitted {
 }
 
 /// Adds one to the count under `key` and returns the map's own copy of the name (made when the count is new).
-fn count_up(counts: &mut HashMap<Arc<str>, usize>, key: &str) -> Arc<str> {
+fn count_up(counts: &mut FastMap<Arc<str>, usize>, key: &str) -> Arc<str> {
     if let Some((name, _)) = counts.get_key_value(key) {
         let name = name.clone();
         if let Some(count) = counts.get_mut(key) {
@@ -628,7 +629,7 @@ fn count_up(counts: &mut HashMap<Arc<str>, usize>, key: &str) -> Arc<str> {
 }
 
 /// Takes one off the count under `key`, forgetting it at zero.
-fn count_down<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &str) {
+fn count_down<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(counts: &mut FastMap<K, usize>, key: &str) {
     if let Some(count) = counts.get_mut(key) {
         *count = count.saturating_sub(1);
         if *count == 0 {

@@ -162,9 +162,9 @@ pub struct Metrics {
     timer_lateness: Histogram,
     /// The handles of [`Metrics::handler_events`], made once per handler: a connection's first event then costs a
     /// map lookup, not twelve label lookups and their strings (a measurable part of a short connection).
-    events_of: std::sync::Mutex<std::collections::HashMap<String, Arc<HandlerEvents>>>,
+    events_of: std::sync::Mutex<crate::FastMap<String, Arc<HandlerEvents>>>,
     /// The connection counters of an endpoint, inbound and outbound, made once for each (see [`Metrics::traffic`]).
-    conns_of: std::sync::Mutex<[std::collections::HashMap<String, Arc<ConnCounters>>; 2]>,
+    conns_of: std::sync::Mutex<[crate::FastMap<String, Arc<ConnCounters>>; 2]>,
 }
 
 /// The counters of the connections of one endpoint and direction.

@@ -1,5 +1,6 @@
 //! The plugins root: its `.websocket` descriptors, the endpoints they declare and the handler components they name.
 
+use crate::FastMap;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,8 +146,8 @@ impl FileStamp {
 
 #[derive(Debug, Default)]
 struct Loaded {
-    endpoints: HashMap<String, Arc<Endpoint>>,
-    handlers: HashMap<String, Arc<LoadedHandler>>,
+    endpoints: FastMap<String, Arc<Endpoint>>,
+    handlers: FastMap<String, Arc<LoadedHandler>>,
 }
 
 /// What a reload changed and what it refused.
@@ -328,7 +329,7 @@ impl Registry {
         wanted.extend(old_handlers.keys().cloned());
         wanted.sort();
         wanted.dedup();
-        let mut handlers = HashMap::new();
+        let mut handlers = FastMap::default();
         let mut failed: HashMap<String, (anyhow::Error, bool)> = HashMap::new();
         for name in wanted {
             let path = handler_path(&self.root, &name);
@@ -365,7 +366,7 @@ impl Registry {
             }
         }
         // Endpoints: the well-formed, unique ones whose handler loaded; a refused descriptor keeps its old endpoint.
-        let mut endpoints = HashMap::new();
+        let mut endpoints = FastMap::default();
         for endpoint in scanned.endpoints {
             if let Err(err) = runtime.check_endpoint_limits(&endpoint.limits) {
                 if let Some(old) = old_endpoints.get(&endpoint.name) {
@@ -407,7 +408,7 @@ impl Registry {
         report.removed = old_endpoints.keys().filter(|name| !endpoints.contains_key(*name)).cloned().collect();
         report.changed.sort();
         report.removed.sort();
-        let versions = |handlers: &HashMap<String, Arc<LoadedHandler>>| {
+        let versions = |handlers: &FastMap<String, Arc<LoadedHandler>>| {
             let mut versions: Vec<String> = handlers.values().map(|loaded| loaded.version.clone()).collect();
             versions.sort();
             versions

@@ -11,7 +11,8 @@
 //! running calls, not for a busy project's backlog. A project's calls under way are capped by its quota, so its
 //! backlog holds no instance until it runs.
 
-use std::collections::{HashMap, VecDeque};
+use crate::FastMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -86,7 +87,7 @@ struct State {
     free_instances: usize,
     defaults: ProjectQuotas,
     projects: Vec<Project>,
-    by_name: HashMap<Arc<str>, usize>,
+    by_name: FastMap<Arc<str>, usize>,
     /// Orders waiters across projects (oldest first among equals).
     seq: u64,
 }
@@ -154,7 +155,7 @@ impl Scheduler {
                 free_instances: instances,
                 defaults,
                 projects: Vec::new(),
-                by_name: HashMap::new(),
+                by_name: FastMap::default(),
                 seq: 0,
             }),
             waiting: AtomicUsize::new(0),

@@ -1,7 +1,7 @@
 //! Instance lifecycles: which handler instance runs an event (`per-event`, `per-connection` or `shared`) and where
 //! the kept ones live between events.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmsock_wire::descriptor::Lifecycle;
@@ -90,8 +90,8 @@ impl Drop for Taken {
 /// brought a new version of the handler).
 #[derive(Debug, Default)]
 pub struct Instances {
-    per_connection: Mutex<HashMap<String, Kept>>,
-    shared: Mutex<HashMap<String, Kept>>,
+    per_connection: Mutex<FastMap<String, Kept>>,
+    shared: Mutex<FastMap<String, Kept>>,
 }
 
 /// Where the events of one connection run when its lifecycle keeps an instance: its handler's cell (`shared`) or its
@@ -156,13 +156,13 @@ impl Instances {
 }
 
 /// How many cells of `map` hold an instance (a cell busy with an event counts as holding one).
-fn count_alive(map: &Mutex<HashMap<String, Kept>>) -> usize {
+fn count_alive(map: &Mutex<FastMap<String, Kept>>) -> usize {
     let Ok(map) = map.lock() else { return 0 };
     map.values().filter(|kept| kept.alive()).count()
 }
 
 /// The kept-instance cell under `key`, created empty the first time.
-fn kept(map: &Mutex<HashMap<String, Kept>>, key: &str) -> Kept {
+fn kept(map: &Mutex<FastMap<String, Kept>>, key: &str) -> Kept {
     let Ok(mut map) = map.lock() else {
         // A poisoned map (a panic while holding it) still runs the event, in a cell of its own.
         return Kept::default();
