@@ -61,8 +61,8 @@ fn free_port() -> u16 {
 #[ignore = "needs Autobahn|Testsuite; run with cargo xtask autobahn"]
 async fn server_side_all_cases_pass_with_clean_closes() {
     let wstest = wstest();
-    // The plain endpoint (axum's upgrade) runs every case but the compression ones, which it does not negotiate; the
-    // compressing one (yawc) runs them too.
+    // The plain endpoint (the host's upgrade, tungstenite's socket) runs every case but the compression ones, which it
+    // does not negotiate; the compressing one (yawc) runs them too.
     let plugins = Plugins::new().handler("examples/echo", "echo").endpoint("echo", "examples/echo").endpoint_with(
         "echo-deflate",
         "examples/echo",

@@ -133,6 +133,11 @@ pub fn from_tungstenite(message: TMessage) -> Option<Frame> {
     Frame::try_from(message).ok()
 }
 
+/// A tungstenite socket's error as the error [`frames`] reads (the socket's error is tungstenite's own).
+pub fn tungstenite_error(err: &WsError) -> Option<&WsError> {
+    Some(err)
+}
+
 /// A failure of the connection itself, as the session reports it to the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerError {

@@ -101,10 +101,6 @@ fn config(limits: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_frame_size))
 }
 
-fn ws_error(err: &WsError) -> Option<&WsError> {
-    Some(err)
-}
-
 /// A client's socket: its reads (of plaintext, under TLS for `wss://`) go through the memory budget's gate.
 type Socket = WebSocketStream<Budgeted<MaybeTlsStream<TcpStream>>>;
 
@@ -199,7 +195,7 @@ async fn attempt<H: ConnHost>(
                 Opened::Plain(socket) => {
                     let (sink, stream) = socket.split();
                     let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
-                    let stream = frame::frames(stream, frame::from_tungstenite, ws_error);
+                    let stream = frame::frames(stream, frame::from_tungstenite, frame::tungstenite_error);
                     session::run_open(app.clone(), conn.clone(), outbox, stream, sink).await
                 }
                 Opened::Deflated(socket) => {

@@ -6,10 +6,9 @@ mod admin_store;
 mod api_error;
 pub mod console;
 pub mod dashboard;
-mod deflate;
 pub mod listener;
-mod message;
 mod secret;
 pub mod server;
+mod upgrade;
 
 pub use server::{AdminListener, serve, serve_tls};

@@ -2,7 +2,6 @@
 //! the checks before an upgrade (origin, connection limits), and serving the main listener (`listener.rs`: handshake
 //! deadline, TLS) and the admin listener until shutdown.
 
-use std::error::Error as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,8 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts as _, OriginalUri, Path, Request, State};
+use axum::extract::{OriginalUri, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,13 +17,11 @@ use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tracing::Instrument as _;
 
-use wasmsock_wire::deflate::Compression;
 use wasmsock_wire::frame::{self, Frame, PeerError};
 use wasmsock_wire::{ConnLimits, ConnState, Direction};
 
-use super::deflate;
 use super::listener::{GuardedListener, Peer};
-use super::message::{from_axum, to_axum};
+use super::upgrade;
 use crate::app::App;
 use crate::budget::{Kind, Receiving};
 use crate::conn::{Admission, ConnSpec, NotAdmitted, connection_span, session};
@@ -77,21 +73,11 @@ async fn upgrade(
         let origin = origin.unwrap_or_default();
         return Err(refuse(StatusCode::FORBIDDEN, format!("origin {origin:?} may not connect to {}", endpoint.name)));
     }
-    // A compressing endpoint's upgrade is the host's own, on yawc (`deflate.rs`); the others keep axum's.
+    // Every upgrade is the host's own (`upgrade.rs`): a compressing endpoint's socket is yawc's, the others' tungstenite's.
     let compression = endpoint.compression(app.limits.compression);
     let (mut parts, _body) = request.into_parts();
-    let upgrade = match compression {
-        Some(compression) => {
-            let handshake = deflate::handshake(&mut parts, &endpoint.protocols)
-                .map_err(|(status, message)| HttpError { status, message: message + "\n" })?;
-            Upgrade::Deflate(handshake, compression)
-        }
-        None => Upgrade::Plain(
-            WebSocketUpgrade::from_request_parts(&mut parts, &())
-                .await
-                .map_err(|rejection| HttpError { status: rejection.status(), message: rejection.body_text() })?,
-        ),
-    };
+    let handshake = upgrade::handshake(&mut parts, &endpoint.protocols)
+        .map_err(|(status, message)| HttpError { status, message: message + "\n" })?;
     let endpoint_max = endpoint.limits.max_connections.unwrap_or(app.limits.max_endpoint_connections);
     let project = project_of(&endpoint.handler);
     let project_max = app.runtime.scheduler().quotas(project).connections;
@@ -110,43 +96,40 @@ async fn upgrade(
     peer.receiving.start(budget.connection_holding(Kind::Receiving, budget.scope(project, Some(&endpoint.name))));
     let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or_else(|| uri.path().to_owned());
     peer.finish_handshake();
-    let ws = match upgrade {
-        Upgrade::Plain(ws) => ws,
-        Upgrade::Deflate(handshake, compression) => {
-            let protocol = handshake.protocol.clone();
-            let (response, socket) = handshake.accept(compression, &limits, app.limits.read_buffer);
-            let start =
-                SessionStart { endpoint, path, remote: peer.addr, limits, admission, receiving: peer.receiving };
+    let protocol = handshake.protocol.clone();
+    let name = endpoint.name.clone();
+    let start = SessionStart { endpoint, path, remote: peer.addr, limits, admission, receiving: peer.receiving };
+    let response = match compression {
+        Some(compression) => {
+            let (response, socket) = handshake.accept(compression, &start.limits, app.limits.read_buffer);
             tokio::spawn(async move {
                 match socket.await {
                     Ok(socket) => {
                         let (sink, stream) = socket.split();
                         serve_session(app, start, protocol, stream, sink).await;
                     }
-                    Err(err) => tracing::debug!(endpoint = %start.endpoint.name, "{err:#}"),
+                    Err(err) => tracing::debug!(endpoint = %name, "{err:#}"),
                 }
             });
-            return Ok(response);
+            response
+        }
+        None => {
+            let (response, socket) = handshake.accept_plain(&start.limits, app.limits.read_buffer);
+            tokio::spawn(async move {
+                match socket.await {
+                    Ok(socket) => {
+                        let (sink, stream) = socket.split();
+                        let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, WsError>(frame.into())));
+                        let stream = frame::frames(stream, frame::from_tungstenite, frame::tungstenite_error);
+                        serve_session(app, start, protocol, stream, sink).await;
+                    }
+                    Err(err) => tracing::debug!(endpoint = %name, "{err:#}"),
+                }
+            });
+            response
         }
     };
-    let ws = ws
-        .read_buffer_size(app.limits.read_buffer)
-        .max_message_size(limits.max_message_size)
-        .max_frame_size(limits.max_frame_size)
-        .protocols(endpoint.protocols.clone());
-    let session = SessionStart { endpoint, path, remote: peer.addr, limits, admission, receiving: peer.receiving };
-    Ok(ws.on_upgrade(move |socket| {
-        let protocol = socket.protocol().and_then(|p| p.to_str().ok()).map(str::to_owned);
-        let (sink, stream) = socket.split();
-        let sink = sink.with(|frame: Frame| std::future::ready(Ok::<_, axum::Error>(to_axum(frame))));
-        serve_session(app, session, protocol, frame::frames(stream, from_axum, ws_error), sink)
-    }))
-}
-
-/// How an accepted request is upgraded: by axum (no compression) or by the host on yawc (compressing).
-enum Upgrade {
-    Plain(WebSocketUpgrade),
-    Deflate(deflate::Handshake, Compression),
+    Ok(response)
 }
 
 /// Whether a handshake with this `Origin` may go on: requests without one (not from a browser) and same-origin ones
@@ -158,10 +141,6 @@ pub fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[Strin
     }
     let authority = origin.split_once("://").map(|(_, rest)| rest);
     matches!((authority, host), (Some(authority), Some(host)) if authority.eq_ignore_ascii_case(host))
-}
-
-fn ws_error(err: &axum::Error) -> Option<&WsError> {
-    err.source().and_then(|source| source.downcast_ref::<WsError>())
 }
 
 /// What an accepted handshake hands to its session.

@@ -1,13 +1,17 @@
-//! The upgrade of a compressing endpoint: the handshake checked and answered by the host (subprotocol and the
-//! permessage-deflate answer chosen here, see `wasmsock_wire::deflate`), then the upgraded socket handed to yawc as a
-//! [`Deflated`] socket. Endpoints that do not compress keep axum's upgrade (`server.rs`).
+//! The upgrade of an endpoint's connection: the handshake checked and answered by the host (the subprotocol, and for a
+//! compressing endpoint the permessage-deflate answer, see `wasmsock_wire::deflate`), then the upgraded socket handed
+//! to yawc as a [`Deflated`] socket (compressing endpoints) or to tungstenite (the others), whose messages are the
+//! host's frames with no conversion (BENCHMARKS.md, round twelve: axum's text type took a UTF-8 check per frame
+//! written and another per frame read).
 
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use wasmsock_wire::ConnLimits;
 use wasmsock_wire::deflate::{Compression, negotiate};
@@ -16,6 +20,9 @@ use crate::conn::deflated::{self, Deflated, Guarded};
 
 /// The socket a compressing endpoint's session runs on.
 pub type Socket = Deflated<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The socket the other endpoints' sessions run on.
+pub type PlainSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// An upgrade request that passed the checks, with what the answer says.
 #[derive(Debug)]
@@ -65,21 +72,7 @@ impl Handshake {
         limits: &ConnLimits,
         read_buffer: usize,
     ) -> (Response, impl Future<Output = anyhow::Result<Socket>> + Send + 'static) {
-        let mut response = Response::new(axum::body::Body::empty());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let headers = response.headers_mut();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let values = [
-            (header::SEC_WEBSOCKET_ACCEPT, Some(self.accept)),
-            (header::SEC_WEBSOCKET_PROTOCOL, self.protocol),
-            (header::SEC_WEBSOCKET_EXTENSIONS, self.extension.clone()),
-        ];
-        for (name, value) in values {
-            if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
-                headers.insert(name, value);
-            }
-        }
+        let response = switching(self.accept, self.protocol, self.extension.clone());
         let options = deflated::options(compression, limits, read_buffer);
         let (on_upgrade, extension) = (self.on_upgrade, self.extension);
         let socket = async move {
@@ -100,6 +93,47 @@ impl Handshake {
         };
         (response, socket)
     }
+
+    /// The 101 answer of an endpoint that does not compress (any permessage-deflate offer is declined by not answering
+    /// it), and the future of the session's tungstenite socket once the answer is sent.
+    pub fn accept_plain(
+        self,
+        limits: &ConnLimits,
+        read_buffer: usize,
+    ) -> (Response, impl Future<Output = anyhow::Result<PlainSocket>> + Send + 'static) {
+        let response = switching(self.accept, self.protocol, None);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(read_buffer)
+            .max_message_size(Some(limits.max_message_size))
+            .max_frame_size(Some(limits.max_frame_size));
+        let on_upgrade = self.on_upgrade;
+        let socket = async move {
+            use anyhow::Context as _;
+            let upgraded = on_upgrade.await.context("the upgrade did not complete")?;
+            Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
+        };
+        (response, socket)
+    }
+}
+
+/// The 101 answer with the accept key, and the subprotocol and extension chosen, if any.
+fn switching(accept: String, protocol: Option<String>, extension: Option<String>) -> Response {
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let values = [
+        (header::SEC_WEBSOCKET_ACCEPT, Some(accept)),
+        (header::SEC_WEBSOCKET_PROTOCOL, protocol),
+        (header::SEC_WEBSOCKET_EXTENSIONS, extension),
+    ];
+    for (name, value) in values {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    response
 }
 
 /// Every value of header `name` that is text.
