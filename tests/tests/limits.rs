@@ -241,17 +241,23 @@ fn plugins_with_default() -> Plugins {
 
 #[tokio::test]
 async fn the_subprotocol_is_chosen_from_the_descriptor_and_shown_in_client_info() {
-    let plugins = plugins().endpoint_with("proto", RECORDER, json!({"protocols": ["chat.v2", "chat.v1"]}));
+    let plugins = plugins()
+        .endpoint_with("proto", RECORDER, json!({"protocols": ["chat.v2", "chat.v1"]}))
+        .endpoint_with("proto-deflate", RECORDER, json!({"protocols": ["chat.v2", "chat.v1"], "compression": true}));
     let host = TestHost::start(plugins).await;
-    let mut request = host.url("proto").into_client_request().unwrap();
-    request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("chat.v1, chat.v2"));
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.headers().get("sec-websocket-protocol").unwrap(), "chat.v2", "the endpoint's preference");
-    send(&mut ws, "protocol").await;
-    assert_eq!(text(&mut ws).await, "protocol chat.v2");
-    let mut plain = host.connect("proto").await;
-    send(&mut plain, "protocol").await;
-    assert_eq!(text(&mut plain).await, "protocol -", "a client offering none gets none");
+    // A compressing endpoint's socket is yawc's, a plain one's tungstenite's: both answer with the endpoint's preference.
+    for endpoint in ["proto", "proto-deflate"] {
+        let mut request = host.url(endpoint).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("chat.v1, chat.v2"));
+        let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let chosen = response.headers().get("sec-websocket-protocol").unwrap();
+        assert_eq!(chosen, "chat.v2", "{endpoint}: the endpoint's preference");
+        send(&mut ws, "protocol").await;
+        assert_eq!(text(&mut ws).await, "protocol chat.v2", "{endpoint}");
+        let mut plain = host.connect(endpoint).await;
+        send(&mut plain, "protocol").await;
+        assert_eq!(text(&mut plain).await, "protocol -", "{endpoint}: a client offering none gets none");
+    }
     host.stop().await;
 }
 

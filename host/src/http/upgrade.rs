@@ -29,7 +29,7 @@ pub type PlainSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 pub struct Handshake {
     on_upgrade: OnUpgrade,
     accept: String,
-    /// The subprotocol chosen: the first the client offers that the endpoint speaks.
+    /// The subprotocol chosen: the endpoint's most preferred (first listed) that the client also offers.
     pub protocol: Option<String>,
     /// The `permessage-deflate` answer, when the client offered one the host can honour.
     pub extension: Option<String>,
@@ -51,11 +51,14 @@ pub fn handshake(parts: &mut Parts, protocols: &[String]) -> Result<Handshake, (
     }
     let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(|| bad("no `Sec-WebSocket-Key`"))?;
     let accept = derive_accept_key(key.as_bytes());
-    let protocol = values(headers, &header::SEC_WEBSOCKET_PROTOCOL)
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .find(|offered| protocols.iter().any(|p| p == offered))
-        .map(str::to_owned);
+    let protocol = protocols
+        .iter()
+        .find(|spoken| {
+            values(headers, &header::SEC_WEBSOCKET_PROTOCOL)
+                .flat_map(|value| value.split(','))
+                .any(|offered| offered.trim() == spoken.as_str())
+        })
+        .cloned();
     let extension = negotiate(values(headers, &header::SEC_WEBSOCKET_EXTENSIONS));
     let on_upgrade = parts
         .extensions
