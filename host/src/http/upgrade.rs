@@ -177,13 +177,13 @@ mod tests {
         headers.push(("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"));
         let handshake = handshake(&mut parts(&headers), &["chat".into(), "v2".into()]).unwrap();
         assert_eq!(handshake.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(handshake.protocol.as_deref(), Some("v2"), "the client's first that the endpoint speaks");
+        assert_eq!(handshake.protocol.as_deref(), Some("chat"), "the endpoint's first that the client offers");
         let extension = handshake.extension.as_deref().unwrap_or_default();
         assert!(extension.contains("server_no_context_takeover") && extension.ends_with("client_max_window_bits=15"));
         let (response, _socket) =
             handshake.accept(Compression::default(), &wasmsock_wire::Limits::default().for_conn(None), 1024);
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).map(|v| v.as_bytes()), Some(&b"v2"[..]));
+        assert_eq!(response.headers().get(header::SEC_WEBSOCKET_PROTOCOL).map(|v| v.as_bytes()), Some(&b"chat"[..]));
         assert!(response.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS));
     }
 
